@@ -1,0 +1,61 @@
+# ML platform sandbox. On a fresh machine: `make sandbox`, then `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+
+.DEFAULT_GOAL := help
+.PHONY: help install sandbox down purge status test unit integration lint format bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@echo "==> creating $(VENV) and installing (about 1-2 minutes the first time)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create the virtualenv and install the project
+
+sandbox: install  ## bring the local platform up (PostgreSQL, S3, MLflow)
+	$(BIN)/sandbox up
+
+down: install  ## stop the sandbox, keep its data
+	$(BIN)/sandbox down
+
+purge: install  ## stop the sandbox and delete its data
+	$(BIN)/sandbox down --purge
+
+status: install  ## show the sandbox's services
+	$(BIN)/sandbox status
+
+test: lint unit integration  ## everything CI runs
+
+unit: install  ## fast tests, no services
+	$(PYTEST) tests/unit -q
+
+integration: install  ## tests against a real stack they start and stop themselves
+	$(PYTEST) tests/integration -q -m integration
+
+lint: install  ## ruff lint and format check
+	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests
+	$(BIN)/ruff format --check sandbox tests benchmarks scenarios loadtests
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests
+	$(BIN)/ruff format sandbox tests benchmarks scenarios loadtests
+
+bench: install  ## startup benchmark: cold and warm `sandbox up` against a bare `mlflow server`
+	$(BIN)/python benchmarks/startup.py
+
+lock: install  ## re-pin requirements.lock from the virtualenv
+	@{ echo "# Constraints: the exact set that installed together and passed \`pip check\`."; \
+	   echo "# Regenerate with: make lock"; \
+	   $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
+
+clean:  ## remove the virtualenv and caches (not the sandbox: use `make purge`)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

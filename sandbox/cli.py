@@ -1,0 +1,229 @@
+"""`sandbox`: bring an ML platform stack up on a profile, inspect it, take it down."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sandbox import ui
+from sandbox.config import load_config
+from sandbox.errors import ExitCode, SandboxError
+from sandbox.profiles import PROFILES, Profile, get_profile
+
+app = typer.Typer(
+    help="A local-first ML platform testbed: PostgreSQL, S3, MLflow (and more) on a profile.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_verbose = False
+
+ProfileOpt = Annotated[
+    str | None, typer.Option("--profile", "-p", help=f"Where the stack runs: {', '.join(PROFILES)} [default: local]")
+]
+DirOpt = Annotated[Path | None, typer.Option("--dir", "-d", help="Sandbox state directory [default: .sandbox]")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file [default: ./sandbox.yaml if present]")
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks of unexpected errors.")] = False,
+) -> None:
+    global _verbose
+    _verbose = verbose
+
+
+def handle_errors(func):
+    """Turn errors into one readable message and an exit code (tracebacks only with -v)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SandboxError as exc:
+            ui.print_error(exc)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            ui.err.print("[yellow]Interrupted.[/]")
+            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence: readable, then exit
+            if _verbose:
+                traceback.print_exc()
+            ui.err.print(f"[bold red]ERROR:[/] unexpected {type(exc).__name__}: {exc}")
+            ui.err.print("[yellow]fix:[/] rerun with `sandbox -v ...` for the traceback, and report it")
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+
+    return wrapper
+
+
+def _profile(profile: str | None, dir: Path | None, config: Path | None, **overrides: Any) -> Profile:
+    cfg = load_config(config, profile=profile, dir=dir, **overrides)
+    return get_profile(cfg)
+
+
+# --------------------------------------------------------------------------- up / down
+
+
+@app.command()
+@handle_errors
+def up(
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+    postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port (0: automatic)")] = None,
+    s3_port: Annotated[int | None, typer.Option(help="S3 port (0: automatic)")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (0: automatic)")] = None,
+    keep: Annotated[bool, typer.Option(help="On failure, leave started services running for debugging.")] = False,
+) -> None:
+    """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow."""
+    prof = _profile(
+        profile,
+        dir,
+        config,
+        **{"postgres.port": postgres_port, "s3.port": s3_port, "mlflow.port": mlflow_port},
+    )
+    started = time.monotonic()
+    ui.err.print(f"Bringing up the [bold]{prof.name}[/] sandbox in {prof.config.root}")
+    endpoints = prof.up(keep=keep)
+    ui.err.print(f"\n[bold green]Sandbox is up[/] ({time.monotonic() - started:.1f}s)\n")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("MLflow", endpoints.mlflow_tracking_uri, "tracking URI, registry and UI")
+    table.add_row("S3", endpoints.s3_endpoint_url, f"buckets: {', '.join(endpoints.buckets)}")
+    table.add_row("PostgreSQL", endpoints.postgres_url.split("@")[-1], "MLflow's backend store")
+    ui.err.print(table)
+    dir_flag = f" --dir {prof.config.dir}" if dir else ""
+    ui.err.print(
+        "\nUse it:\n"
+        f'  eval "$(sandbox env{dir_flag})"   point mlflow, boto3 and the AWS CLI at it\n'
+        f"  sandbox status{dir_flag}          health, pids, ports (--json for the credentials)\n"
+        f"  sandbox down{dir_flag}            stop it; data is kept (--purge deletes it)"
+    )
+
+
+@app.command()
+@handle_errors
+def down(
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete the sandbox directory and all its data.")] = False,
+) -> None:
+    """Stop every process the sandbox started (idempotent); keep the data unless --purge."""
+    prof = _profile(profile, dir, config)
+    prof.down(purge=purge)
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@app.command()
+@handle_errors
+def status(
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, with endpoints and credentials.")] = False,
+) -> None:
+    """Per-service state (running / stopped / unhealthy), pid, port, URL."""
+    prof = _profile(profile, dir, config)
+    st = prof.status()
+    if as_json:
+        payload = {
+            "profile": st.profile,
+            "dir": st.dir,
+            "state": st.overall,
+            "services": [{**asdict(s), "state": s.state.value} for s in st.services],
+            "endpoints": st.endpoints.model_dump() if st.endpoints else None,
+        }
+        ui.out.print_json(json.dumps(payload))
+        return
+    if not st.services:
+        ui.err.print(f"No sandbox in {st.dir} (profile {st.profile}). Start one with `sandbox up`.")
+        raise typer.Exit(int(ExitCode.NOT_RUNNING))
+    table = Table(title=f"Sandbox {st.dir} · profile {st.profile} · {st.overall}", title_justify="left")
+    for column in ("service", "state", "pid", "port", "url"):
+        table.add_column(column)
+    colours = {"running": "green", "stopped": "dim", "unhealthy": "red"}
+    for s in st.services:
+        state = s.state.value
+        table.add_row(s.name, f"[{colours[state]}]{state}[/]", str(s.pid or "-"), str(s.port or "-"), s.url or "-")
+    ui.out.print(table)
+    if st.overall != "running":
+        raise typer.Exit(int(ExitCode.NOT_RUNNING))
+
+
+@app.command()
+@handle_errors
+def env(profile: ProfileOpt = None, dir: DirOpt = None, config: ConfigOpt = None) -> None:
+    """Print `export` lines: eval "$(sandbox env)" points MLflow/boto3/minio code at the sandbox."""
+    prof = _profile(profile, dir, config)
+    ui.out.print(prof.endpoints().shell_exports(), markup=False)
+
+
+@app.command()
+@handle_errors
+def logs(
+    service: Annotated[str, typer.Argument(help="Service name, e.g. postgres, s3, mlflow")],
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show.")] = 50,
+) -> None:
+    """Show a service's log."""
+    from sandbox.process import tail
+
+    prof = _profile(profile, dir, config)
+    path = prof.log_file(service)
+    if not path.exists():
+        raise SandboxError(f"no log yet for '{service}' at {path}", hint="start the sandbox with `sandbox up`")
+    text = tail(path, lines)
+    if text:
+        ui.out.print(text, markup=False, highlight=False)
+    if follow:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            while True:
+                chunk = handle.read()
+                if chunk:
+                    ui.out.file.write(chunk.decode(errors="replace"))
+                    ui.out.file.flush()
+                else:
+                    time.sleep(0.3)
+
+
+@app.command()
+@handle_errors
+def doctor(profile: ProfileOpt = None, dir: DirOpt = None, config: ConfigOpt = None) -> None:
+    """Check what a profile needs on this machine and say what to install."""
+    prof = _profile(profile, dir, config)
+    checks = prof.preflight()
+    table = Table(title=f"doctor · profile {prof.name}", title_justify="left")
+    for column in ("", "check", "found", "fix"):
+        table.add_column(column)
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else ("[red]✗[/]" if check.required else "[yellow]![/]")
+        table.add_row(mark, check.name, check.detail, "" if check.ok else check.fix)
+    ui.out.print(table)
+    failed = [c for c in checks if c.required and not c.ok]
+    if failed:
+        ui.err.print(f"[red]{len(failed)} problem(s)[/]: {', '.join(c.name for c in failed)}")
+        raise typer.Exit(int(ExitCode.PREFLIGHT))
+    ui.err.print(f"[green]All checks passed[/] for the {prof.name} profile.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,54 @@
+"""The one object workloads get: where the stack is and how to log in.
+
+Scenarios and load tests never know which profile runs the stack; they read
+this and use the real clients (mlflow, minio/boto3, kfp, HTTP).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pydantic import BaseModel, Field
+
+
+class Endpoints(BaseModel):
+    profile: str
+    mlflow_tracking_uri: str
+    s3_endpoint_url: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_region: str = "us-east-1"
+    buckets: list[str] = Field(default_factory=list)
+    artifacts_bucket: str = "mlflow-artifacts"
+    postgres_url: str = Field(description="the MLflow database, with its credentials")
+    capabilities: list[str] = Field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        """Variables that point MLflow, boto3 and the AWS CLI at this stack."""
+        return {
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": self.s3_region,
+            "ML_SANDBOX_POSTGRES_URL": self.postgres_url,
+            "ML_SANDBOX_BUCKETS": ",".join(self.buckets),
+        }
+
+    def shell_exports(self) -> str:
+        return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in self.env().items())
+
+    def minio_client(self):
+        from urllib.parse import urlparse
+
+        from minio import Minio
+
+        parsed = urlparse(self.s3_endpoint_url)
+        return Minio(
+            parsed.netloc,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            secure=parsed.scheme == "https",
+            region=self.s3_region,
+        )

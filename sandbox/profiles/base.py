@@ -1,0 +1,105 @@
+"""The one protocol every profile implements (see kind's providers)."""
+
+from __future__ import annotations
+
+import abc
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from sandbox.config import SandboxConfig
+from sandbox.endpoints import Endpoints
+from sandbox.services.base import ServiceStatus
+
+MIN_PYTHON = (3, 10)
+MIN_FREE_DISK_GB = 2.0
+
+
+@dataclass
+class Check:
+    """One line of `sandbox doctor`."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+@dataclass
+class ProfileStatus:
+    profile: str
+    dir: str
+    services: list[ServiceStatus] = field(default_factory=list)
+    endpoints: Endpoints | None = None
+
+    @property
+    def overall(self) -> str:
+        states = {s.state.value for s in self.services}
+        if not self.services or states == {"stopped"}:
+            return "stopped"
+        return "running" if states == {"running"} else "degraded"
+
+
+class Profile(abc.ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    def __init__(self, config: SandboxConfig):
+        self.config = config
+
+    @abc.abstractmethod
+    def preflight(self) -> list[Check]:
+        """What this profile needs from the machine; no side effects."""
+
+    @abc.abstractmethod
+    def up(self, *, keep: bool = False) -> Endpoints:
+        """Bring the stack up (idempotent); on failure tear down what it started unless ``keep``."""
+
+    @abc.abstractmethod
+    def down(self, *, purge: bool = False) -> None:
+        """Stop everything this profile started (idempotent); ``purge`` deletes its data."""
+
+    @abc.abstractmethod
+    def status(self) -> ProfileStatus:
+        """State read from what actually runs."""
+
+    @abc.abstractmethod
+    def endpoints(self) -> Endpoints:
+        """Endpoints of the running stack; raises NotRunningError when there is none."""
+
+    @abc.abstractmethod
+    def service_names(self) -> list[str]:
+        """Names `logs` accepts."""
+
+    @abc.abstractmethod
+    def log_file(self, service: str) -> Path:
+        """Where a service's log is."""
+
+
+def common_checks(config: SandboxConfig) -> list[Check]:
+    """Checks every profile shares: Python and disk."""
+    version = ".".join(map(str, sys.version_info[:3]))
+    checks = [
+        Check(
+            "Python",
+            sys.version_info[:2] >= MIN_PYTHON,
+            f"Python {version}",
+            fix=f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer",
+        )
+    ]
+    probe = config.root
+    while not probe.exists():
+        probe = probe.parent
+    free_gb = shutil.disk_usage(probe).free / 1e9
+    checks.append(
+        Check(
+            "Free disk",
+            free_gb >= MIN_FREE_DISK_GB,
+            f"{free_gb:.1f} GB free at {probe}",
+            fix=f"free at least {MIN_FREE_DISK_GB:.0f} GB, or choose another --dir",
+        )
+    )
+    return checks

@@ -1,0 +1,202 @@
+"""The embedded profile: real services as processes on 127.0.0.1, no Docker."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sandbox import ui
+from sandbox.endpoints import Endpoints
+from sandbox.errors import ConfigError, NotRunningError, SandboxError
+from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
+from sandbox.services.base import LocalService, ServiceContext
+from sandbox.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
+from sandbox.services.postgres import Postgres, find_binaries
+from sandbox.services.seaweedfs import SeaweedS3, weed_binary
+from sandbox.state import (
+    PortMap,
+    SandboxDir,
+    exclusive_lock,
+    load_or_create_secrets,
+    port_is_free,
+    read_secrets,
+)
+
+CAPABILITIES = ["mlflow", "s3", "postgres"]
+
+
+class LocalProfile(Profile):
+    name = "local"
+    summary = "real services as processes on 127.0.0.1 (PostgreSQL, SeaweedFS S3, MLflow); no Docker"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.sandbox = SandboxDir(config.root)
+
+    # ---------------------------------------------------------------- services
+
+    def _services(self, *, create_secrets: bool) -> tuple[Postgres, SeaweedS3, MLflowServer]:
+        secrets = load_or_create_secrets(self.sandbox) if create_secrets else read_secrets(self.sandbox)
+        if secrets is None:
+            raise NotRunningError(
+                f"no sandbox in {self.sandbox.root}",
+                hint="start one with `sandbox up` (or pass the --dir it was started with)",
+            )
+        ctx = ServiceContext(self.config, self.sandbox, secrets, PortMap(self.sandbox))
+        postgres = Postgres(ctx)
+        s3 = SeaweedS3(ctx)
+        return postgres, s3, MLflowServer(ctx, postgres, s3)
+
+    def service_names(self) -> list[str]:
+        return ["postgres", "s3", "mlflow"]
+
+    def log_file(self, service: str) -> Path:
+        if service not in self.service_names():
+            raise ConfigError(
+                f"unknown service '{service}'",
+                hint=f"choose one of: {', '.join(self.service_names())}",
+            )
+        return self.sandbox.service_dir(service) / "service.log"
+
+    # ---------------------------------------------------------------- protocol
+
+    def preflight(self) -> list[Check]:
+        checks = common_checks(self.config)
+        pg_cfg = self.config.postgres
+        try:
+            binaries = find_binaries(pg_cfg.source, pg_cfg.bin_dir)
+            checks.append(
+                Check("PostgreSQL server", True, f"{binaries.version()} ({binaries.source}: {binaries.bin_dir})")
+            )
+        except SandboxError as exc:
+            checks.append(Check("PostgreSQL server", False, exc.message, fix=exc.hint or ""))
+        try:
+            checks.append(Check("SeaweedFS (weed)", True, str(weed_binary())))
+        except SandboxError as exc:
+            checks.append(Check("SeaweedFS (weed)", False, exc.message, fix=exc.hint or ""))
+        for setting, port in (
+            ("postgres.port", pg_cfg.port),
+            ("s3.port", self.config.s3.port),
+            ("mlflow.port", self.config.mlflow.port),
+        ):
+            if port:
+                free = port_is_free(port)
+                checks.append(
+                    Check(
+                        f"Port {port} ({setting})",
+                        free,
+                        "free" if free else "in use",
+                        fix=f"free it or change {setting} (0 picks a free port)",
+                        # A running sandbox holds its own ports; that is not a problem.
+                        required=not self.sandbox.secrets_file.exists(),
+                    )
+                )
+        if not any(c.name.startswith("Port") for c in checks):
+            checks.append(Check("Ports", True, "chosen automatically per sandbox dir (15000-22000, 25000-32000)"))
+        return checks
+
+    def up(self, *, keep: bool = False) -> Endpoints:
+        fresh = not self.sandbox.exists()
+        with exclusive_lock(self.sandbox, "up"):
+            services = self._services(create_secrets=True)
+            running = [svc for svc in services if svc.process.running() is not None and svc.healthy()]
+            if len(running) == len(services):
+                ui.err.print(f"Sandbox in {self.sandbox.root} is already running; nothing changed.")
+                return self.endpoints()
+            try:
+                self._preflight_for_start(services, running)
+            except SandboxError:
+                if fresh and not keep:
+                    shutil.rmtree(self.sandbox.root, ignore_errors=True)
+                raise
+            started: list[LocalService] = []
+            try:
+                for svc in services:
+                    self._bring_up(svc, started)
+            except BaseException:
+                if not keep and started:
+                    with ui.step("Stopping what this run started (use --keep to leave it for debugging)"):
+                        for svc in reversed(started):
+                            svc.stop()
+                raise
+        return self.endpoints()
+
+    def _preflight_for_start(self, services, running) -> None:
+        """Everything that can fail before a process is started: binaries, ports."""
+        postgres = services[0]
+        if postgres not in running:
+            postgres.binaries  # noqa: B018 - raises PreflightError when none are found
+        weed_binary()
+        for svc in services:
+            if svc not in running:
+                svc.reap_leftovers()
+                svc.claim_ports()
+        services[0].ctx.ports.save()
+
+    def _bring_up(self, svc: LocalService, started: list[LocalService]) -> None:
+        with ui.step(svc.title) as step:
+            proc = svc.process.running()
+            if proc is not None:
+                if svc.healthy():
+                    step.note = f"already running (pid {proc.pid})"
+                    return
+                svc.stop()  # up but not answering: restart it
+                recovered = "restarted an unhealthy process"
+            else:
+                recovered = "recovered from a crash" if svc.process.record() is not None else ""
+            prepared = svc.prepare()
+            ready = svc.start()
+            started.append(svc)
+            step.note = ", ".join(part for part in (svc.describe(), prepared, recovered, ready) if part)
+
+    def down(self, *, purge: bool = False) -> None:
+        if not self.sandbox.exists():
+            ui.err.print(f"No sandbox in {self.sandbox.root}; nothing to stop.")
+            return
+        with exclusive_lock(self.sandbox, "down"):
+            if read_secrets(self.sandbox) is not None:
+                services = self._services(create_secrets=False)
+                for svc in reversed(services):
+                    with ui.step(f"Stopping {svc.title}") as step:
+                        step.note = "stopped" if svc.stop() else "was not running"
+                if purge:
+                    services[0].purge_external_data()
+            if purge:
+                with ui.step(f"Deleting {self.sandbox.root}"):
+                    shutil.rmtree(self.sandbox.root)
+
+    def status(self) -> ProfileStatus:
+        result = ProfileStatus(profile=self.name, dir=str(self.sandbox.root))
+        if read_secrets(self.sandbox) is None:
+            return result
+        services = self._services(create_secrets=False)
+        result.services = [svc.status() for svc in services]
+        result.endpoints = self._endpoints(services)
+        return result
+
+    def endpoints(self) -> Endpoints:
+        services = self._services(create_secrets=False)
+        down = [svc.title for svc in services if svc.process.running() is None]
+        if down:
+            raise NotRunningError(
+                f"the sandbox in {self.sandbox.root} is not running ({', '.join(down)} stopped)",
+                hint="start it with `sandbox up`",
+            )
+        return self._endpoints(services)
+
+    def _endpoints(self, services) -> Endpoints | None:
+        postgres, s3, mlflow = services
+        if not (postgres.port and s3.port and mlflow.port):
+            return None
+        secrets = postgres.ctx.secrets
+        return Endpoints(
+            profile=self.name,
+            mlflow_tracking_uri=mlflow.url(),
+            s3_endpoint_url=s3.url(),
+            s3_access_key=secrets.s3_access_key,
+            s3_secret_key=secrets.s3_secret_key,
+            buckets=list(self.config.s3.buckets),
+            artifacts_bucket=ARTIFACTS_BUCKET,
+            postgres_url=postgres.connection_url(),
+            capabilities=CAPABILITIES,
+        )

@@ -1,0 +1,327 @@
+"""PostgreSQL: MLflow's backend store.
+
+A real server on 127.0.0.1 with password (SCRAM) authentication from the first
+start; no Unix socket, no trust auth. As root it runs as an unprivileged system
+user, because `postgres` refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.errors import PreflightError, ServiceStartError
+from sandbox.services.base import LocalService
+from sandbox.state import LOOPBACK
+
+# Used when running as root and no `postgres` account exists; created on demand.
+FALLBACK_USER = "mlsandbox"
+# Where the data goes as root when the sandbox dir's parents are closed to that user.
+ROOT_FALLBACK_DATA = Path("/var/lib/ml-sandbox")
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    bin_dir: Path
+    source: str  # "system", "bundled" or "configured"
+
+    @property
+    def initdb(self) -> Path:
+        return self.bin_dir / "initdb"
+
+    @property
+    def postgres(self) -> Path:
+        return self.bin_dir / "postgres"
+
+    def version(self) -> str:
+        out = subprocess.run([str(self.postgres), "--version"], capture_output=True, text=True, check=True)
+        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+        match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", out.stdout)
+        return match.group(1) if match else out.stdout.strip()
+
+    def major(self) -> str:
+        return self.version().split(".")[0]
+
+
+def _has_server(bin_dir: Path) -> bool:
+    return all(os.access(bin_dir / tool, os.X_OK) for tool in ("initdb", "postgres"))
+
+
+def _system_bin_dirs() -> list[Path]:
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            candidates.append(Path(out.stdout.strip()))
+    for tool in ("initdb", "postgres"):
+        found = shutil.which(tool)
+        if found:
+            candidates.append(Path(found).resolve().parent)
+    # Debian/Ubuntu keep server binaries off the PATH; newest major first.
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True)
+    candidates.extend(debian)
+    candidates.extend(Path(p) for p in ("/opt/homebrew/bin", "/usr/local/bin"))
+    return candidates
+
+
+def _bundled_bin_dir() -> Path | None:
+    spec = importlib.util.find_spec("pgserver")  # not imported: it has import-time side effects
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+_INSTALL_HINT = (
+    "install the PostgreSQL server (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@16), "
+    "or `pip install pgserver` and set postgres.source: bundled"
+)
+
+
+def find_binaries(source: str, bin_dir: Path | None) -> PgBinaries:
+    """Locate initdb/postgres according to ``postgres.source`` and ``postgres.bin_dir``."""
+    if bin_dir is not None:
+        if _has_server(bin_dir):
+            return PgBinaries(bin_dir, "configured")
+        raise PreflightError(
+            f"no PostgreSQL server (initdb, postgres) in postgres.bin_dir={bin_dir}",
+            hint="point postgres.bin_dir at the folder `pg_config --bindir` prints, or unset it",
+        )
+    if source in ("auto", "system"):
+        for candidate in _system_bin_dirs():
+            if _has_server(candidate):
+                return PgBinaries(candidate, "system")
+    if source in ("auto", "bundled"):
+        bundled = _bundled_bin_dir()
+        if bundled is not None and _has_server(bundled):
+            return PgBinaries(bundled, "bundled")
+    raise PreflightError(f"no PostgreSQL server binaries found (postgres.source={source})", hint=_INSTALL_HINT)
+
+
+def _traversable_by(path: Path, uid: int, gid: int) -> bool:
+    """Can ``uid`` reach ``path``: execute permission on every parent folder."""
+    for parent in [*reversed(path.parents)]:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            return True  # the rest will be created by us
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid == uid:
+            ok = mode & stat.S_IXUSR
+        elif st.st_gid == gid:
+            ok = mode & stat.S_IXGRP
+        else:
+            ok = mode & stat.S_IXOTH
+        if not ok:
+            return False
+    return True
+
+
+class Postgres(LocalService):
+    name = "postgres"
+    title = "PostgreSQL"
+    # SIGINT is PostgreSQL's "fast shutdown"; it then ends its own backends.
+    stop_signal = signal.SIGINT
+    signal_whole_group = False
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self._binaries: PgBinaries | None = None
+
+    @property
+    def binaries(self) -> PgBinaries:
+        if self._binaries is None:
+            cfg = self.ctx.config.postgres
+            self._binaries = find_binaries(cfg.source, cfg.bin_dir)
+        return self._binaries
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.binaries.version()} ({self.binaries.source}: {self.binaries.bin_dir})"
+
+    # ---------------------------------------------------------------- where and as whom
+
+    def run_as(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        for user in ("postgres", FALLBACK_USER):
+            try:
+                pwd.getpwnam(user)
+                return user
+            except KeyError:
+                continue
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", FALLBACK_USER],
+            check=True,
+            capture_output=True,
+        )
+        return FALLBACK_USER
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def _cluster_dir(self) -> Path:
+        """The real PGDATA: the data dir, or where its symlink points."""
+        return self.data_dir.resolve() if self.data_dir.is_symlink() else self.data_dir
+
+    def _place_data_dir(self, user: str | None) -> None:
+        if self.data_dir.exists() or self.data_dir.is_symlink():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if user is None:
+            self.data_dir.mkdir(mode=0o700)
+            return
+        entry = pwd.getpwnam(user)
+        if _traversable_by(self.data_dir, entry.pw_uid, entry.pw_gid):
+            self.dir.chmod(0o711)
+            self.data_dir.mkdir(mode=0o700)
+        else:
+            # The sandbox lives under a folder the server's user cannot enter (e.g. /root):
+            # keep the cluster in a root-owned place it can reach, linked from the sandbox.
+            key = hashlib.sha256(str(self.ctx.sandbox.root).encode()).hexdigest()[:16]
+            target = ROOT_FALLBACK_DATA / key
+            ROOT_FALLBACK_DATA.mkdir(mode=0o711, parents=True, exist_ok=True)
+            target.mkdir(mode=0o700, exist_ok=True)
+            self.data_dir.symlink_to(target)
+        os.chown(self._cluster_dir(), entry.pw_uid, entry.pw_gid)
+
+    def prepare(self) -> str:
+        binaries = self.binaries
+        user = self.run_as()
+        self._place_data_dir(user)
+        pgdata = self._cluster_dir()
+        version_file = pgdata / "PG_VERSION"
+        if version_file.exists():
+            have = version_file.read_text().strip()
+            if have != binaries.major():
+                raise ServiceStartError(
+                    f"the data in {pgdata} is PostgreSQL {have}, but the server found is {binaries.major()}",
+                    hint=f"set postgres.bin_dir to a PostgreSQL {have} install, "
+                    "or start afresh with `sandbox down --purge`",
+                )
+            return ""
+        secrets = self.ctx.secrets
+        pwfile = pgdata.parent / f".pwfile-{os.getpid()}"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.postgres_superuser_password + "\n")
+        drop: dict = {}
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            drop = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        try:
+            result = subprocess.run(
+                [
+                    str(binaries.initdb),
+                    "--pgdata",
+                    str(pgdata),
+                    "--username",
+                    secrets.postgres_superuser,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=pgdata.parent,
+                **drop,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise ServiceStartError(
+                f"initdb failed with code {result.returncode}",
+                hint="read the output above; `sandbox down --purge` starts from an empty directory",
+                details=(result.stdout + result.stderr)[-3000:],
+            )
+        return "initialised a new cluster"
+
+    # ---------------------------------------------------------------- LocalService
+
+    def port_keys(self) -> list[str]:
+        return ["postgres"]
+
+    def claim_ports(self) -> None:
+        self.ctx.ports.claim("postgres", self.ctx.config.postgres.port, setting="postgres.port / --postgres-port")
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        argv = [
+            str(self.binaries.postgres),
+            "-D",
+            str(self._cluster_dir()),
+            "-p",
+            str(self.port),
+            "-c",
+            f"listen_addresses={LOOPBACK}",
+            # No Unix socket: clients use TCP with a password, and socket paths have length limits.
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "password_encryption=scram-sha-256",
+        ]
+        return argv, {}
+
+    def _connect(self, dbname: str = "postgres"):
+        import psycopg
+
+        secrets = self.ctx.secrets
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=self.port,
+            user=secrets.postgres_superuser,
+            password=secrets.postgres_superuser_password,
+            dbname=dbname,
+            connect_timeout=3,
+            autocommit=True,
+        )
+
+    def probe(self) -> None:
+        with self._connect() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def after_ready(self) -> None:
+        from psycopg import sql
+
+        secrets = self.ctx.secrets
+        database = self.ctx.config.postgres.database
+        role = sql.Identifier(secrets.mlflow_db_user)
+        with self._connect() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (secrets.mlflow_db_user,)).fetchone()
+            verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
+            conn.execute(
+                sql.SQL("{} ROLE {} WITH LOGIN PASSWORD {}").format(verb, role, sql.Literal(secrets.mlflow_db_password))
+            )
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), role))
+
+    def url(self) -> str | None:
+        if self.port is None:
+            return None
+        return f"postgresql://{LOOPBACK}:{self.port}/{self.ctx.config.postgres.database}"
+
+    def connection_url(self, driver: str = "") -> str:
+        """The MLflow database URL with its credentials, e.g. ``driver="+psycopg"`` for SQLAlchemy."""
+        s = self.ctx.secrets
+        return (
+            f"postgresql{driver}://{s.mlflow_db_user}:{s.mlflow_db_password}"
+            f"@{LOOPBACK}:{self.port}/{self.ctx.config.postgres.database}"
+        )
+
+    def purge_external_data(self) -> None:
+        """Remove a cluster kept outside the sandbox dir (see ``_place_data_dir``)."""
+        if self.data_dir.is_symlink():
+            shutil.rmtree(self.data_dir.resolve(), ignore_errors=True)

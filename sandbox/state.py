@@ -1,0 +1,209 @@
+"""Everything a sandbox keeps on disk, under one directory.
+
+Layout::
+
+    <dir>/sandbox.lock        held by `up` and `down`, so two never overlap
+    <dir>/secrets.json        generated credentials, mode 0600
+    <dir>/ports.json          ports chosen on first start, reused afterwards
+    <dir>/services/<name>/    per service: service.pid, service.log, data/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import random
+import secrets
+import socket
+import stat
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sandbox.errors import LockedError, PortInUseError
+
+LOOPBACK = "127.0.0.1"
+
+
+class SandboxDir:
+    """Paths inside one sandbox directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "sandbox.lock"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.json"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.root / "ports.json"
+
+    def service_dir(self, name: str) -> Path:
+        return self.root / "services" / name
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Secrets and data live here: keep other users out.
+        self.root.chmod(0o700 if not _needs_other_traverse() else 0o711)
+
+
+def _needs_other_traverse() -> bool:
+    # As root, PostgreSQL runs as an unprivileged user that must traverse the dir.
+    return os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def exclusive_lock(sandbox: SandboxDir, command: str) -> Iterator[None]:
+    """Hold the sandbox lock for the duration of a mutating command, or refuse at once."""
+    sandbox.create()
+    fd = os.open(sandbox.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise LockedError(
+                f"another sandbox command is already working on {sandbox.root} ({holder})",
+                hint="wait for it to finish, or check it with `sandbox status`",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: sandbox {command}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Credentials generated once per sandbox. Nothing here is a default."""
+
+    postgres_superuser: str
+    postgres_superuser_password: str
+    mlflow_db_user: str
+    mlflow_db_password: str
+    s3_access_key: str
+    s3_secret_key: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(
+            postgres_superuser="sandbox_admin",
+            postgres_superuser_password=secrets.token_urlsafe(24),
+            mlflow_db_user="mlflow",
+            mlflow_db_password=secrets.token_urlsafe(24),
+            # S3 access keys are conventionally upper-case alphanumerics.
+            s3_access_key="SBX" + secrets.token_hex(8).upper(),
+            s3_secret_key=secrets.token_urlsafe(30),
+        )
+
+
+def load_or_create_secrets(sandbox: SandboxDir) -> Secrets:
+    path = sandbox.secrets_file
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(0o600)  # someone loosened it; secrets stay private
+        return Secrets(**json.loads(path.read_text()))
+    sandbox.create()
+    created = Secrets.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(created), handle, indent=2)
+    return created
+
+
+def read_secrets(sandbox: SandboxDir) -> Secrets | None:
+    if not sandbox.secrets_file.exists():
+        return None
+    return Secrets(**json.loads(sandbox.secrets_file.read_text()))
+
+
+# --------------------------------------------------------------------------- ports
+
+# Automatic ports come from below Linux's ephemeral range (32768+), so outgoing
+# connections never take them, and leave room for SeaweedFS's "+10000" gRPC rule.
+_AUTO_PORT_RANGE = (15000, 22000)
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Servers set SO_REUSEADDR, so TIME_WAIT leftovers do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class PortMap:
+    """Ports per sandbox: fixed ones from config, automatic ones chosen once and kept.
+
+    Keeping them stable means `sandbox env` output and saved URLs survive a
+    `down`/`up`; choosing them per directory means two sandboxes never collide.
+    """
+
+    def __init__(self, sandbox: SandboxDir):
+        self._file = sandbox.ports_file
+        self._ports: dict[str, int] = json.loads(self._file.read_text()) if self._file.exists() else {}
+
+    def get(self, key: str) -> int | None:
+        return self._ports.get(key)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self._ports)
+
+    def claim(self, key: str, configured: int, *, setting: str, pair_offset: int | None = None) -> int:
+        """Return the port for ``key``; ``configured`` 0 means automatic.
+
+        ``pair_offset`` asks for a port whose ``port + offset`` is free too.
+        """
+        if configured:
+            if not port_is_free(configured):
+                raise PortInUseError(
+                    f"port {configured} ({key}) is already in use by another process",
+                    hint=f"free it, or choose another port with {setting} (0 picks a free one)",
+                )
+            self._ports[key] = configured
+            return configured
+        current = self._ports.get(key)
+        if current and port_is_free(current) and (pair_offset is None or port_is_free(current + pair_offset)):
+            return current
+        port = self._pick(pair_offset)
+        self._ports[key] = port
+        return port
+
+    def _pick(self, pair_offset: int | None) -> int:
+        taken = set(self._ports.values())
+        candidates = list(range(*_AUTO_PORT_RANGE))
+        random.shuffle(candidates)
+        for port in candidates:
+            if port in taken or (pair_offset and port + pair_offset in taken):
+                continue
+            if port_is_free(port) and (pair_offset is None or port_is_free(port + pair_offset)):
+                return port
+        raise PortInUseError("no free port left in 15000-22000", hint="stop other services or set ports explicitly")
+
+    def save(self) -> None:
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._ports, indent=2, sort_keys=True))
+        tmp.replace(self._file)

@@ -1,0 +1,48 @@
+"""Terminal output: a ✓/✗ line per step, a spinner while waiting, readable errors.
+
+Progress and errors go to stderr; data meant for pipes (`sandbox env`,
+`status --json`) goes to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.markup import escape
+
+from sandbox.errors import SandboxError
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class Step:
+    """Handle a step body uses to add a note to its ✓ line."""
+
+    def __init__(self) -> None:
+        self.note = ""
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[Step]:
+    handle = Step()
+    started = time.monotonic()
+    try:
+        with err.status(f"{escape(title)} …"):
+            yield handle
+    except BaseException:
+        err.print(f" [red]✗[/] {escape(title)} [dim]({time.monotonic() - started:.1f}s)[/]")
+        raise
+    note = f" [dim]· {escape(handle.note)}[/]" if handle.note else ""
+    err.print(f" [green]✓[/] {escape(title)}{note} [dim]({time.monotonic() - started:.1f}s)[/]")
+
+
+def print_error(error: SandboxError) -> None:
+    """One line saying what failed and how to fix it; supporting text (log tails) after it."""
+    fix = f" [yellow]Fix:[/] {escape(error.hint)}" if error.hint else ""
+    err.print(f"[bold red]ERROR:[/] {escape(error.message)}.{fix}")
+    if error.details:
+        err.print(f"[dim]{escape(error.details)}[/]")

@@ -1,0 +1,15 @@
+"""Shared test set-up: every test runs with no stray SANDBOX_* settings or sandbox.yaml."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    for key in list(os.environ):
+        if key.startswith("SANDBOX_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,82 @@
+import json
+import os
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+
+from sandbox.process import ManagedProcess, tail
+
+# A parent that spawns a child in its own process group, then waits: like MLflow and its workers.
+_PARENT_WITH_CHILD = (
+    "import subprocess, sys, time;"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+    "print('ready', flush=True); time.sleep(60)"
+)
+
+
+@pytest.fixture
+def managed(tmp_path):
+    proc = ManagedProcess(tmp_path / "service.pid", tmp_path / "service.log")
+    yield proc
+    proc.stop(sig=signal.SIGKILL, timeout=5)
+
+
+def _wait_for_children(pid: int, count: int) -> list[psutil.Process]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = psutil.Process(pid).children(recursive=True)
+        if len(children) >= count:
+            return children
+        time.sleep(0.05)
+    raise AssertionError("child process did not start")
+
+
+def test_start_records_a_verified_pid(managed, tmp_path):
+    proc = managed.start([sys.executable, "-c", "import time; time.sleep(60)"], env=os.environ, cwd=tmp_path)
+    assert managed.running().pid == proc.pid
+    record = json.loads(managed.pid_file.read_text())
+    assert record["pid"] == proc.pid and record["cmdline"][0] == sys.executable
+    assert os.getpgid(proc.pid) == proc.pid  # its own process group
+
+
+def test_stale_pid_file_is_not_trusted(managed):
+    # Our own pid, but with another start time: what a reused pid looks like after a crash.
+    managed.pid_file.write_text(json.dumps({"pid": os.getpid(), "create_time": 1.0, "cmdline": ["x"]}))
+    assert managed.running() is None
+    managed.pid_file.write_text("garbage")
+    assert managed.running() is None
+
+
+def test_stop_ends_the_whole_group(managed, tmp_path):
+    proc = managed.start([sys.executable, "-c", _PARENT_WITH_CHILD], env=os.environ, cwd=tmp_path)
+    child = _wait_for_children(proc.pid, 1)[0]
+    assert managed.stop(timeout=5) is True
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert managed.running() is None
+    assert not managed.pid_file.exists()
+    assert managed.stop() is False  # idempotent
+
+
+def test_leftovers_after_the_leader_is_killed(managed, tmp_path):
+    proc = managed.start([sys.executable, "-c", _PARENT_WITH_CHILD], env=os.environ, cwd=tmp_path)
+    child = _wait_for_children(proc.pid, 1)[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    managed.exited()  # reap the leader, as a crashed service would be
+    deadline = time.monotonic() + 5
+    while managed.running() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert managed.running() is None
+    assert [p.pid for p in managed.leftovers()] == [child.pid]
+    assert managed.stop(timeout=5) is True
+    assert managed.leftovers() == []
+
+
+def test_output_goes_to_the_log(managed, tmp_path):
+    managed.start([sys.executable, "-c", "print('hello from the service')"], env=os.environ, cwd=tmp_path)
+    deadline = time.monotonic() + 10
+    while managed.exited() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "hello from the service" in tail(managed.log_file)

@@ -1,0 +1,82 @@
+import json
+import socket
+import stat
+
+import pytest
+
+from sandbox.errors import LockedError, PortInUseError
+from sandbox.state import PortMap, SandboxDir, exclusive_lock, load_or_create_secrets, port_is_free
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    return SandboxDir(tmp_path / "sbx")
+
+
+def test_secrets_are_generated_private_and_stable(sandbox):
+    first = load_or_create_secrets(sandbox)
+    mode = stat.S_IMODE(sandbox.secrets_file.stat().st_mode)
+    assert mode == 0o600
+    assert load_or_create_secrets(sandbox) == first  # not regenerated on the next start
+    values = json.loads(sandbox.secrets_file.read_text()).values()
+    assert all(len(v) >= 6 for v in values)
+    assert not {"minioadmin", "postgres", "password", "admin"} & set(values)
+    other = SandboxDir(sandbox.root.parent / "other")
+    assert load_or_create_secrets(other).s3_secret_key != first.s3_secret_key  # per sandbox
+
+
+def test_loosened_secrets_file_is_tightened(sandbox):
+    load_or_create_secrets(sandbox)
+    sandbox.secrets_file.chmod(0o644)
+    load_or_create_secrets(sandbox)
+    assert stat.S_IMODE(sandbox.secrets_file.stat().st_mode) == 0o600
+
+
+def test_automatic_ports_are_kept_across_restarts(sandbox):
+    sandbox.create()
+    ports = PortMap(sandbox)
+    chosen = ports.claim("mlflow", 0, setting="mlflow.port")
+    ports.save()
+    assert PortMap(sandbox).claim("mlflow", 0, setting="mlflow.port") == chosen
+
+
+def test_automatic_port_moves_when_taken(sandbox):
+    sandbox.create()
+    ports = PortMap(sandbox)
+    chosen = ports.claim("mlflow", 0, setting="mlflow.port")
+    ports.save()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", chosen))
+        blocker.listen()
+        assert PortMap(sandbox).claim("mlflow", 0, setting="mlflow.port") != chosen
+
+
+def test_configured_port_in_use_is_an_error_naming_the_setting(sandbox):
+    sandbox.create()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        assert not port_is_free(taken)
+        with pytest.raises(PortInUseError) as info:
+            PortMap(sandbox).claim("mlflow", taken, setting="mlflow.port / --mlflow-port")
+    assert str(taken) in info.value.message
+    assert "--mlflow-port" in info.value.hint
+
+
+def test_pair_offset_reserves_both_ports(sandbox):
+    sandbox.create()
+    ports = PortMap(sandbox)
+    admin = ports.claim("admin", 0, setting="-", pair_offset=10000)
+    assert port_is_free(admin + 10000)
+    assert ports.claim("other", 0, setting="-") not in (admin,)
+
+
+def test_second_lock_is_refused_with_the_holder(sandbox):
+    with exclusive_lock(sandbox, "up"):
+        with pytest.raises(LockedError) as info:
+            with exclusive_lock(sandbox, "down"):
+                pass
+    assert "sandbox up" in info.value.message
+    with exclusive_lock(sandbox, "down"):  # released after the first one ends
+        pass
