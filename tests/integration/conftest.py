@@ -1,0 +1,61 @@
+"""One real local stack per test session, driven through the CLI as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandbox.endpoints import Endpoints
+
+
+@dataclass
+class Stack:
+    dir: Path
+
+    def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "sandbox", *args, "--dir", str(self.dir)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=600,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"sandbox {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(**self.status()["endpoints"])
+
+    def pids(self) -> dict[str, int]:
+        return {s["name"]: s["pid"] for s in self.status()["services"] if s["pid"]}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    stack = Stack(tmp_path_factory.mktemp("stack") / "sandbox")
+    stack.cli("up")
+    yield stack
+    stack.cli("down", "--purge", check=False)
+
+
+@pytest.fixture
+def mlflow_env(stack, monkeypatch):
+    """Point mlflow/boto3 in this process at the sandbox, as `eval "$(sandbox env)"` does."""
+    for key, value in stack.endpoints().env().items():
+        monkeypatch.setenv(key, value)
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return stack

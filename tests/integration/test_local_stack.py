@@ -1,0 +1,238 @@
+"""The local profile end to end: real PostgreSQL, SeaweedFS and MLflow, through real clients.
+
+Tests run in file order and share one stack; the last ones take it down.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import time
+
+import httpx
+import psutil
+import psycopg
+import pytest
+from minio import Minio
+from minio.error import S3Error
+
+from sandbox.errors import ExitCode
+from sandbox.state import SandboxDir, exclusive_lock
+
+pytestmark = pytest.mark.integration
+
+ARTIFACT_TEXT = b"feature importances, v1\n"
+
+
+def _stack_processes(stack) -> list[psutil.Process]:
+    procs = []
+    for pid in stack.pids().values():
+        leader = psutil.Process(pid)
+        procs += [leader, *leader.children(recursive=True)]
+    return procs
+
+
+def _listening(procs) -> list[tuple[int, str, int]]:
+    pids = {p.pid for p in procs}
+    return [
+        (c.pid, c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+
+
+def _minio(endpoints, access_key=None, secret_key=None) -> Minio:
+    return Minio(
+        endpoints.s3_endpoint_url.removeprefix("http://"),
+        access_key=access_key or endpoints.s3_access_key,
+        secret_key=secret_key or endpoints.s3_secret_key,
+        secure=False,
+    )
+
+
+def test_every_service_is_running_and_reports_endpoints(stack):
+    status = stack.status()
+    assert status["state"] == "running"
+    assert {s["name"]: s["state"] for s in status["services"]} == {
+        "postgres": "running",
+        "s3": "running",
+        "mlflow": "running",
+    }
+    endpoints = status["endpoints"]
+    assert endpoints["mlflow_tracking_uri"].startswith("http://127.0.0.1:")
+    assert endpoints["s3_endpoint_url"].startswith("http://127.0.0.1:")
+    assert endpoints["postgres_url"].startswith("postgresql://mlflow:")
+    assert set(endpoints["buckets"]) == {"mlflow-artifacts", "data"}
+    env_out = stack.cli("env").stdout
+    assert f"export MLFLOW_TRACKING_URI={endpoints['mlflow_tracking_uri']}" in env_out
+    assert "export AWS_SECRET_ACCESS_KEY=" in env_out
+
+
+def test_every_listening_socket_is_on_loopback(stack):
+    listening = _listening(_stack_processes(stack))
+    assert len(listening) >= 3, listening  # postgres, mlflow and weed's many ports
+    assert {ip for _, ip, _ in listening} == {"127.0.0.1"}, listening
+
+
+def test_no_default_or_missing_credentials(stack):
+    endpoints = stack.endpoints()
+    secrets_file = SandboxDir(stack.dir).secrets_file
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert "minioadmin" not in secrets_file.read_text()
+    # S3 refuses the well-known default keys and wrong secrets.
+    with pytest.raises(S3Error, match="InvalidAccessKeyId"):
+        _minio(endpoints, "minioadmin", "minioadmin").list_buckets()
+    with pytest.raises(S3Error):
+        _minio(endpoints, endpoints.s3_access_key, "wrong-secret").list_buckets()
+    # PostgreSQL over TCP demands the password: no trust auth.
+    port = int(endpoints.postgres_url.rsplit(":", 1)[1].split("/")[0])
+    for password in (None, "wrong"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(host="127.0.0.1", port=port, user="mlflow", dbname="mlflow", password=password)
+    with psycopg.connect(endpoints.postgres_url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("mlflow",)
+
+
+def test_mlflow_rejects_foreign_host_headers(stack):
+    uri = stack.endpoints().mlflow_tracking_uri
+    ok = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, trust_env=False)
+    assert ok.status_code == 200
+    rebinding = httpx.get(
+        f"{uri}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Host": "evil.example.com"},
+        trust_env=False,
+    )
+    assert rebinding.status_code in (400, 403)
+
+
+def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_experiment("integration")
+    artifact = tmp_path / "importances.txt"
+    artifact.write_bytes(ARTIFACT_TEXT)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 4))
+    labels = (features[:, 0] > 0).astype(int)
+    with mlflow.start_run(run_name="persist-me") as run:
+        mlflow.log_params({"C": 1.0, "penalty": "l2"})
+        for step, loss in enumerate([0.9, 0.5, 0.3]):
+            mlflow.log_metric("loss", loss, step=step)
+        mlflow.log_artifact(str(artifact))
+        model = LogisticRegression().fit(features, labels)
+        mlflow.sklearn.log_model(model, name="model", registered_model_name="fraud-detector")
+
+    client = MlflowClient()
+    got = client.get_run(run.info.run_id)
+    assert got.data.params == {"C": "1.0", "penalty": "l2"}
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.9, 0.5, 0.3]
+    versions = client.search_model_versions("name='fraud-detector'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+
+    # The artifact's bytes are in the bucket, read with the generated keys through the minio SDK.
+    endpoints = mlflow_env.endpoints()
+    s3 = _minio(endpoints)
+    key = f"{got.info.experiment_id}/{run.info.run_id}/artifacts/importances.txt"
+    assert s3.get_object("mlflow-artifacts", key).read() == ARTIFACT_TEXT
+    # And the registered model loads back and predicts.
+    loaded = mlflow.pyfunc.load_model("models:/fraud-detector/1")
+    assert list(loaded.predict(features[:5])) == list(model.predict(features[:5]))
+
+
+def test_up_on_a_running_sandbox_changes_nothing(stack):
+    before = stack.pids()
+    result = stack.cli("up")
+    assert "already running" in result.stderr
+    assert stack.pids() == before
+
+
+def test_a_second_command_is_refused_while_one_holds_the_lock(stack):
+    with exclusive_lock(SandboxDir(stack.dir), "up"):
+        result = stack.cli("up", check=False)
+    assert result.returncode == ExitCode.LOCKED
+    assert "already working on" in result.stderr
+
+
+def test_down_stops_every_process_and_frees_every_port(stack):
+    procs = _stack_processes(stack)
+    ports = [port for _, _, port in _listening(procs)]
+    assert procs and ports
+    stack.cli("down")
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))  # raises if anything still listens
+    assert stack.status()["state"] == "stopped"
+    assert stack.cli("down").returncode == 0  # idempotent
+
+
+def test_data_survives_down_and_up(mlflow_env):
+    stack = mlflow_env
+    stack.cli("up")
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["integration"], filter_string="attributes.run_name = 'persist-me'")
+    assert len(runs) == 1
+    run_id = runs.iloc[0]["run_id"]
+    assert client.get_run(run_id).data.params["C"] == "1.0"
+    assert client.get_model_version("fraud-detector", "1").run_id == run_id
+    local = client.download_artifacts(run_id, "importances.txt")
+    with open(local, "rb") as handle:
+        assert handle.read() == ARTIFACT_TEXT
+
+
+def test_up_recovers_after_a_crash(stack):
+    pids = stack.pids()
+    mlflow_group = [psutil.Process(pids["mlflow"]), *psutil.Process(pids["mlflow"]).children(recursive=True)]
+    assert len(mlflow_group) >= 2  # mlflow server and its uvicorn worker
+    os.kill(pids["mlflow"], signal.SIGKILL)
+    os.kill(pids["postgres"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while stack.status()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.status()["state"] == "degraded"
+
+    result = stack.cli("up")
+    assert "recovered from a crash" in result.stderr
+    status = stack.status()
+    assert status["state"] == "running"
+    new = stack.pids()
+    assert new["s3"] == pids["s3"]  # the healthy service was left alone
+    assert new["mlflow"] != pids["mlflow"]
+    # The crashed MLflow's orphaned worker was reaped, not left holding memory or ports.
+    assert not [p for p in mlflow_group[1:] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_port_taken_fails_cleanly_on_a_new_dir(tmp_path):
+    from tests.integration.conftest import Stack
+
+    fresh = Stack(tmp_path / "other")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = fresh.cli("up", "--mlflow-port", str(port), check=False)
+    assert result.returncode == ExitCode.USAGE
+    assert f"port {port} (mlflow) is already in use" in result.stderr
+    assert "--mlflow-port" in result.stderr
+    assert not fresh.dir.exists()  # nothing half-started, nothing left behind
+
+
+def test_down_purge_removes_everything(stack):
+    procs = _stack_processes(stack)
+    external = (stack.dir / "services" / "postgres" / "data").resolve()
+    stack.cli("down", "--purge")
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert not stack.dir.exists()
+    assert not external.exists()
