@@ -164,7 +164,7 @@ def test_down_stops_every_process_and_frees_every_port(stack):
     ports = [port for _, _, port in _listening(procs)]
     assert procs and ports
     stack.cli("down")
-    gone, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     for port in ports:
         with socket.socket() as probe:
