@@ -168,6 +168,9 @@ def _group_members(pgid: int, *, started_after: float) -> list[psutil.Process]:
 def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
     try:
         proc.send_signal(sig)
+        # A stopped (SIGSTOP'd, hung in a debugger) process acts on a signal only once resumed.
+        if sig != signal.SIGKILL:
+            proc.send_signal(signal.SIGCONT)
     except psutil.NoSuchProcess:
         pass
 

@@ -100,7 +100,7 @@ class SeaweedS3(LocalService):
 
         secrets = self.ctx.secrets
         # Short time-outs and few retries: a readiness probe must fail fast and try again.
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=10), retries=urllib3.Retry(total=1))
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=5), retries=urllib3.Retry(total=0))
         return Minio(
             f"{LOOPBACK}:{self.port}",
             access_key=secrets.s3_access_key,

@@ -213,6 +213,28 @@ def test_up_recovers_after_a_crash(stack):
     assert not [p for p in mlflow_group[1:] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+def test_a_hung_service_is_unhealthy_and_up_restarts_it(stack):
+    s3_pid = stack.pids()["s3"]
+    os.kill(s3_pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        states = {s["name"]: s["state"] for s in stack.status()["services"]}
+        assert states["s3"] == "unhealthy"
+        assert stack.status()["state"] == "degraded"
+        result = stack.cli("up")
+    finally:
+        if psutil.pid_exists(s3_pid):
+            os.kill(s3_pid, signal.SIGCONT)
+    assert "restarted an unhealthy process" in result.stderr
+    assert stack.status()["state"] == "running"
+    assert stack.pids()["s3"] != s3_pid
+
+
+def test_logs_show_the_service_output(stack):
+    result = stack.cli("logs", "mlflow", "-n", "200")
+    assert "uvicorn" in result.stdout.lower() or "mlflow" in result.stdout.lower()
+    assert "starting:" in result.stdout  # the line the sandbox writes before each start
+
+
 def test_port_taken_fails_cleanly_on_a_new_dir(tmp_path):
     from tests.integration.conftest import Stack
 
