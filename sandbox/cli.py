@@ -27,6 +27,9 @@ app = typer.Typer(
 
 _verbose = False
 
+serve_app = typer.Typer(help="Serve registered models on KServe's V1/V2 protocols; A/B splits.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
 ProfileOpt = Annotated[
     str | None, typer.Option("--profile", "-p", help=f"Where the stack runs: {', '.join(PROFILES)} [default: local]")
 ]
@@ -147,6 +150,7 @@ def status(
             "state": st.overall,
             "services": [{**asdict(s), "state": s.state.value} for s in st.services],
             "endpoints": st.endpoints.model_dump() if st.endpoints else None,
+            "deployments": [asdict(d) for d in st.deployments],
         }
         ui.out.print_json(json.dumps(payload))
         return
@@ -161,8 +165,22 @@ def status(
         state = s.state.value
         table.add_row(s.name, f"[{colours[state]}]{state}[/]", str(s.pid or "-"), str(s.port or "-"), s.url or "-")
     ui.out.print(table)
+    if st.deployments:
+        _print_deployments(st.deployments)
     if st.overall != "running":
         raise typer.Exit(int(ExitCode.NOT_RUNNING))
+
+
+def _print_deployments(deployments) -> None:
+    table = Table(title="Model deployments", title_justify="left")
+    for column in ("name", "kind", "state", "pid", "url", "model / variants"):
+        table.add_column(column)
+    colours = {"running": "green", "stopped": "dim", "unhealthy": "red"}
+    for d in deployments:
+        what = d.model_uri or ""
+        what = f"{what} · {d.detail}" if what and d.detail else what or d.detail
+        table.add_row(d.name, d.kind, f"[{colours[d.state]}]{d.state}[/]", str(d.pid or "-"), d.url or "-", what)
+    ui.out.print(table)
 
 
 @app.command()
@@ -203,6 +221,84 @@ def logs(
                     ui.out.file.flush()
                 else:
                     time.sleep(0.3)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+@serve_app.command("deploy")
+@handle_errors
+def serve_deploy(
+    name: Annotated[str, typer.Argument(help="Deployment name (a DNS label, as for an InferenceService)")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Registry URI: models:/NAME/VERSION or models:/NAME@ALIAS")
+    ],
+    batch_size: Annotated[int, typer.Option(help="Max rows per batched predict; 1 turns batching off")] = 1,
+    batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a registered model with a KServe ModelServer (redeploys if NAME exists)."""
+    serving = _profile(profile, dir, config).serving()
+    with ui.step(f"Deploying {name} from {model}") as step:
+        step.note = serving.deploy(name, model, batch_size=batch_size, batch_wait_ms=batch_wait_ms)
+    endpoint = serving.inference_endpoints()[name]
+    ui.err.print(f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}")
+
+
+@serve_app.command("split")
+@handle_errors
+def serve_split(
+    name: Annotated[str, typer.Argument(help="Name of the A/B endpoint")],
+    variant: Annotated[
+        list[str], typer.Option("--variant", help="LABEL=MODEL_URI:WEIGHT, e.g. a=models:/fraud-detector/1:80")
+    ],
+    sticky_header: Annotated[
+        str | None, typer.Option(help="Route by a hash of this header's value (same user, same variant)")
+    ] = None,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Put one URL in front of several model versions, split by weight."""
+    from sandbox.serving.deployments import VariantSpec
+
+    specs = [VariantSpec.parse(v) for v in variant]
+    serving = _profile(profile, dir, config).serving()
+    with ui.step(f"Deploying A/B split {name} ({', '.join(f'{v.label}:{v.weight:g}' for v in specs)})") as step:
+        step.note = "; ".join(serving.split(name, specs, sticky_header=sticky_header))
+    endpoint = serving.inference_endpoints()[name]
+    ui.err.print(
+        f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}\n"
+        f"  the variant that answered is named in the x-model-variant response header; per-variant metrics at "
+        f"{endpoint.url}/metrics"
+    )
+
+
+@serve_app.command("list")
+@handle_errors
+def serve_list(profile: ProfileOpt = None, dir: DirOpt = None, config: ConfigOpt = None) -> None:
+    """List deployments with their state and URLs."""
+    statuses = _profile(profile, dir, config).serving().statuses()
+    if not statuses:
+        ui.err.print("No deployments. Create one with `sandbox serve deploy NAME --model models:/NAME/VERSION`.")
+        return
+    _print_deployments(statuses)
+
+
+@serve_app.command("undeploy")
+@handle_errors
+def serve_undeploy(
+    name: Annotated[str, typer.Argument(help="Deployment or split name")],
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop a deployment (and, for a split, its variants) and forget it."""
+    serving = _profile(profile, dir, config).serving()
+    with ui.step(f"Undeploying {name}") as step:
+        step.note = f"removed {', '.join(serving.undeploy(name))}"
 
 
 @app.command()

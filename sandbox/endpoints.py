@@ -11,6 +11,18 @@ import shlex
 from pydantic import BaseModel, Field
 
 
+class InferenceEndpoint(BaseModel):
+    """A served model (or A/B split) speaking KServe's V1 and V2 protocols."""
+
+    name: str
+    url: str
+    v1_predict: str
+    v2_infer: str
+    kind: str = "model"  # "model" | "split"
+    model_uri: str | None = None
+    variants: list[str] = Field(default_factory=list)
+
+
 class Endpoints(BaseModel):
     profile: str
     mlflow_tracking_uri: str
@@ -22,6 +34,7 @@ class Endpoints(BaseModel):
     artifacts_bucket: str = "mlflow-artifacts"
     postgres_url: str = Field(description="the MLflow database, with its credentials")
     capabilities: list[str] = Field(default_factory=list)
+    inference: dict[str, InferenceEndpoint] = Field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         """Variables that point MLflow, boto3 and the AWS CLI at this stack."""

@@ -7,6 +7,7 @@ Progress and errors go to stderr; data meant for pipes (`sandbox env`,
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 
@@ -15,8 +16,9 @@ from rich.markup import escape
 
 from sandbox.errors import SandboxError
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 class Step:

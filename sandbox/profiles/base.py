@@ -34,6 +34,7 @@ class ProfileStatus:
     dir: str
     services: list[ServiceStatus] = field(default_factory=list)
     endpoints: Endpoints | None = None
+    deployments: list = field(default_factory=list)  # DeploymentStatus
 
     @property
     def overall(self) -> str:
@@ -69,6 +70,10 @@ class Profile(abc.ABC):
     @abc.abstractmethod
     def endpoints(self) -> Endpoints:
         """Endpoints of the running stack; raises NotRunningError when there is none."""
+
+    @abc.abstractmethod
+    def serving(self):
+        """The model-serving backend of this profile (deploy, split, undeploy, list)."""
 
     @abc.abstractmethod
     def service_names(self) -> list[str]:

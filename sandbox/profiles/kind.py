@@ -63,6 +63,9 @@ class KindProfile(Profile):
     def endpoints(self) -> Endpoints:
         raise _not_available()
 
+    def serving(self):
+        raise _not_available()
+
     def service_names(self) -> list[str]:
         return []
 

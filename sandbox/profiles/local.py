@@ -13,6 +13,7 @@ from sandbox.services.base import LocalService, ServiceContext
 from sandbox.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
 from sandbox.services.postgres import Postgres, find_binaries
 from sandbox.services.seaweedfs import SeaweedS3, weed_binary
+from sandbox.serving.deployments import LocalServing
 from sandbox.state import (
     PortMap,
     SandboxDir,
@@ -22,7 +23,7 @@ from sandbox.state import (
     read_secrets,
 )
 
-CAPABILITIES = ["mlflow", "s3", "postgres"]
+CAPABILITIES = ["mlflow", "s3", "postgres", "serving"]
 
 
 class LocalProfile(Profile):
@@ -51,12 +52,18 @@ class LocalProfile(Profile):
         return ["postgres", "s3", "mlflow"]
 
     def log_file(self, service: str) -> Path:
-        if service not in self.service_names():
-            raise ConfigError(
-                f"unknown service '{service}'",
-                hint=f"choose one of: {', '.join(self.service_names())}",
-            )
-        return self.sandbox.service_dir(service) / "service.log"
+        if service in self.service_names():
+            return self.sandbox.service_dir(service) / "service.log"
+        deployments = []
+        if read_secrets(self.sandbox) is not None:
+            serving = LocalServing(self.sandbox, PortMap(self.sandbox), None, startup_timeout=0)
+            deployments = list(serving.records())
+            if service in deployments:
+                return serving.log_file(service)
+        raise ConfigError(
+            f"unknown service '{service}'",
+            hint=f"choose one of: {', '.join(self.service_names() + deployments)}",
+        )
 
     # ---------------------------------------------------------------- protocol
 
@@ -119,6 +126,10 @@ class LocalProfile(Profile):
                         for svc in reversed(started):
                             svc.stop()
                 raise
+            if self.serving().records():
+                with ui.step("Model deployments") as step:
+                    restored = self.serving().start_all()
+                    step.note = ", ".join(f"{name}: {note.split(' at ')[0]}" for name, note in restored)
         return self.endpoints()
 
     def _preflight_for_start(self, services, running) -> None:
@@ -156,6 +167,11 @@ class LocalProfile(Profile):
         with exclusive_lock(self.sandbox, "down"):
             if read_secrets(self.sandbox) is not None:
                 services = self._services(create_secrets=False)
+                serving = self._serving_for(services)
+                if serving.records():
+                    with ui.step("Stopping model deployments") as step:
+                        stopped = serving.stop_all()
+                        step.note = f"stopped {', '.join(stopped)}" if stopped else "none was running"
                 for svc in reversed(services):
                     with ui.step(f"Stopping {svc.title}") as step:
                         step.note = "stopped" if svc.stop() else "was not running"
@@ -172,6 +188,8 @@ class LocalProfile(Profile):
         services = self._services(create_secrets=False)
         result.services = [svc.status() for svc in services]
         result.endpoints = self._endpoints(services)
+        if result.endpoints is not None:
+            result.deployments = self._serving_for(services).statuses()
         return result
 
     def endpoints(self) -> Endpoints:
@@ -183,6 +201,18 @@ class LocalProfile(Profile):
                 hint="start it with `sandbox up`",
             )
         return self._endpoints(services)
+
+    def serving(self) -> LocalServing:
+        """Deployments need MLflow running; the registry is where models come from."""
+        return self._serving_for(self._services(create_secrets=False), require_running=True)
+
+    def _serving_for(self, services, *, require_running: bool = False) -> LocalServing:
+        endpoints = self._endpoints(services)
+        if endpoints is None or (require_running and services[2].process.running() is None):
+            raise NotRunningError(
+                f"the sandbox in {self.sandbox.root} is not running", hint="start it with `sandbox up`"
+            )
+        return LocalServing(self.sandbox, services[0].ctx.ports, endpoints, startup_timeout=self.config.startup_timeout)
 
     def _endpoints(self, services) -> Endpoints | None:
         postgres, s3, mlflow = services
@@ -199,4 +229,7 @@ class LocalProfile(Profile):
             artifacts_bucket=ARTIFACTS_BUCKET,
             postgres_url=postgres.connection_url(),
             capabilities=CAPABILITIES,
+            inference=LocalServing(
+                self.sandbox, postgres.ctx.ports, None, startup_timeout=self.config.startup_timeout
+            ).inference_endpoints(),
         )

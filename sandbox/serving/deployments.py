@@ -1,0 +1,356 @@
+"""Model deployments on the local profile: KServe model servers and A/B routers as processes.
+
+Deployments are recorded in `<dir>/deployments.json`, so `sandbox up` restores
+them and `sandbox down` stops them. Each runs from `<dir>/deployments/<name>/`
+(service.pid, service.log), on a port from the sandbox's port map.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, Field
+
+from sandbox.endpoints import Endpoints, InferenceEndpoint
+from sandbox.errors import ConfigError, NotRunningError, SandboxError
+from sandbox.process import ManagedProcess
+from sandbox.readiness import wait_ready
+from sandbox.state import LOOPBACK, PortMap, SandboxDir
+
+# KServe InferenceService names are DNS-1123 labels; keep room for "-<variant>".
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
+_MODEL_URI = re.compile(r"^(models:/[^/@]+(/[^/]+|@[^/]+)|runs:/[^/]+/.+|s3://.+|mlflow-artifacts:/.+|/.+)$")
+
+
+class VariantSpec(BaseModel):
+    label: str
+    model_uri: str
+    weight: float = Field(ge=0)
+
+    @classmethod
+    def parse(cls, spec: str) -> VariantSpec:
+        """`a=models:/fraud-detector/1:80` (the weight after the last colon)."""
+        label, sep, rest = spec.partition("=")
+        model_uri, _, weight = rest.rpartition(":")
+        if not sep or not label or not model_uri or not weight:
+            raise ConfigError(
+                f"bad --variant {spec!r}", hint="write it as LABEL=MODEL_URI:WEIGHT, e.g. a=models:/fraud-detector/1:80"
+            )
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ConfigError(f"bad weight {weight!r} in --variant {spec!r}", hint="the weight is a number") from None
+        if value < 0:
+            raise ConfigError(f"negative weight in --variant {spec!r}", hint="weights are 0 or more")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", label):
+            raise ConfigError(f"bad variant label {label!r}", hint="use a short lower-case label such as a, b, canary")
+        return cls(label=label, model_uri=model_uri, weight=value)
+
+
+class Deployment(BaseModel):
+    name: str
+    kind: Literal["model", "split"]
+    model_uri: str | None = None
+    batch_size: int = 1
+    batch_wait_ms: float = 5.0
+    variants: list[VariantSpec] = Field(default_factory=list)
+    sticky_header: str | None = None
+    parent: str | None = None  # a variant's model server belongs to its split
+
+
+def variant_name(split: str, label: str) -> str:
+    return f"{split}-{label}"
+
+
+@dataclass
+class DeploymentStatus:
+    name: str
+    kind: str
+    state: str
+    pid: int | None
+    url: str | None
+    model_uri: str | None
+    detail: str
+
+
+def validate_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"bad deployment name {name!r}",
+            hint="use lower-case letters, digits and '-', at most 42 characters (a DNS label, as KServe requires)",
+        )
+
+
+def validate_model_uri(uri: str) -> None:
+    if not _MODEL_URI.match(uri):
+        raise ConfigError(
+            f"bad model URI {uri!r}",
+            hint="use a registry URI such as models:/fraud-detector/3 or models:/fraud-detector@champion",
+        )
+
+
+class LocalServing:
+    """Deploy, split, list and undeploy on the local profile."""
+
+    def __init__(self, sandbox: SandboxDir, ports: PortMap, endpoints: Endpoints, *, startup_timeout: float):
+        self.sandbox = sandbox
+        self.ports = ports
+        self.endpoints = endpoints
+        self.startup_timeout = startup_timeout
+        self._file = sandbox.root / "deployments.json"
+
+    # ---------------------------------------------------------------- records
+
+    def _load(self) -> dict[str, Deployment]:
+        if not self._file.exists():
+            return {}
+        raw = json.loads(self._file.read_text())
+        return {name: Deployment(**item) for name, item in raw.items()}
+
+    def _save(self, records: dict[str, Deployment]) -> None:
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({n: d.model_dump() for n, d in records.items()}, indent=2))
+        tmp.replace(self._file)
+
+    def records(self) -> dict[str, Deployment]:
+        return self._load()
+
+    def _process(self, name: str) -> ManagedProcess:
+        folder = self.sandbox.root / "deployments" / name
+        return ManagedProcess(folder / "service.pid", folder / "service.log")
+
+    def url(self, name: str) -> str | None:
+        port = self.ports.get(f"deploy.{name}")
+        return f"http://{LOOPBACK}:{port}" if port else None
+
+    # ---------------------------------------------------------------- processes
+
+    def _command(self, record: Deployment, port: int) -> list[str]:
+        if record.kind == "model":
+            return [
+                sys.executable,
+                "-m",
+                "sandbox.serving.model_server",
+                "--name",
+                record.name,
+                "--model-uri",
+                record.model_uri or "",
+                "--port",
+                str(port),
+                "--batch-size",
+                str(record.batch_size),
+                "--batch-wait-ms",
+                str(record.batch_wait_ms),
+            ]
+        argv = [sys.executable, "-m", "sandbox.serving.router", "--name", record.name, "--port", str(port)]
+        for variant in record.variants:
+            child = variant_name(record.name, variant.label)
+            argv += ["--variant", f"{variant.label}={self.url(child)}/{child}:{variant.weight:g}"]
+        if record.sticky_header:
+            argv += ["--sticky-header", record.sticky_header]
+        return argv
+
+    def _start(self, record: Deployment) -> str:
+        process = self._process(record.name)
+        process.stop()  # replace whatever ran under this name
+        process.log_file.parent.mkdir(parents=True, exist_ok=True)
+        port = self.ports.claim(f"deploy.{record.name}", 0, setting="(automatic)")
+        self.ports.save()
+        env = {**_base_env(), **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
+        process.start(self._command(record, port), env=env, cwd=process.log_file.parent)
+        base = f"http://{LOOPBACK}:{port}"
+
+        def probe() -> None:
+            response = httpx.get(f"{base}/v2/models/{record.name}/ready", timeout=5, trust_env=False)
+            response.raise_for_status()
+
+        try:
+            took = wait_ready(f"deployment {record.name}", probe, process, timeout=self.startup_timeout)
+        except BaseException:
+            process.stop(timeout=10)
+            raise
+        return f"ready in {took:.1f}s at {base}"
+
+    def _stop(self, name: str) -> bool:
+        return self._process(name).stop(timeout=15)
+
+    # ---------------------------------------------------------------- commands
+
+    def deploy(self, name: str, model_uri: str, *, batch_size: int = 1, batch_wait_ms: float = 5.0) -> str:
+        validate_name(name)
+        validate_model_uri(model_uri)
+        if batch_size < 1 or batch_wait_ms < 0:
+            raise ConfigError(
+                "batch size must be >= 1 and batch wait >= 0 ms", hint="e.g. --batch-size 32 --batch-wait-ms 5"
+            )
+        self._check_model_exists(model_uri)
+        records = self._load()
+        existing = records.get(name)
+        if existing is not None and existing.kind == "split":
+            raise ConfigError(f"{name!r} is an A/B split", hint=f"undeploy it first: sandbox serve undeploy {name}")
+        record = Deployment(
+            name=name, kind="model", model_uri=model_uri, batch_size=batch_size, batch_wait_ms=batch_wait_ms
+        )
+        note = self._start(record)
+        records[name] = record
+        self._save(records)
+        return note
+
+    def split(self, name: str, variants: list[VariantSpec], *, sticky_header: str | None = None) -> list[str]:
+        validate_name(name)
+        if len(variants) < 2:
+            raise ConfigError("a split needs at least two --variant", hint="e.g. --variant a=URI:80 --variant b=URI:20")
+        labels = [v.label for v in variants]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"duplicate variant labels {labels}", hint="give each variant its own label")
+        if sum(v.weight for v in variants) <= 0:
+            raise ConfigError("the weights add up to 0", hint="give at least one variant a positive weight")
+        for variant in variants:
+            validate_model_uri(variant.model_uri)
+            self._check_model_exists(variant.model_uri)
+        records = self._load()
+        if name in records and records[name].kind == "model":
+            raise ConfigError(
+                f"{name!r} is a single-model deployment", hint=f"undeploy it first: sandbox serve undeploy {name}"
+            )
+        notes: list[str] = []
+        started: list[str] = []
+        try:
+            for variant in variants:
+                child = Deployment(
+                    name=variant_name(name, variant.label), kind="model", model_uri=variant.model_uri, parent=name
+                )
+                started.append(child.name)
+                notes.append(f"{child.name}: {self._start(child)}")
+                records[child.name] = child
+            router = Deployment(name=name, kind="split", variants=variants, sticky_header=sticky_header)
+            started.append(name)
+            notes.append(f"{name} (router): {self._start(router)}")
+        except BaseException:
+            for item in reversed(started):  # no half-made split left running
+                self._stop(item)
+            raise
+        records[name] = router
+        self._save(records)
+        return notes
+
+    def undeploy(self, name: str) -> list[str]:
+        records = self._load()
+        if name not in records:
+            raise NotRunningError(f"no deployment named {name!r}", hint="see `sandbox serve list`")
+        if records[name].parent:
+            raise ConfigError(
+                f"{name!r} is a variant of {records[name].parent!r}", hint=f"undeploy {records[name].parent!r}"
+            )
+        removed = [name] + [n for n, r in records.items() if r.parent == name]
+        for item in removed:
+            self._stop(item)
+            records.pop(item, None)
+        self._save(records)
+        return removed
+
+    def start_all(self) -> list[tuple[str, str]]:
+        """Restore recorded deployments (variants before their routers)."""
+        records = self._load()
+        ordered = sorted(records.values(), key=lambda r: r.kind == "split")
+        results = []
+        for record in ordered:
+            if self._process(record.name).running() is not None and self._healthy(record.name):
+                results.append((record.name, "already running"))
+                continue
+            results.append((record.name, self._start(record)))
+        return results
+
+    def stop_all(self) -> list[str]:
+        records = self._load()
+        ordered = sorted(records.values(), key=lambda r: r.kind != "split")  # routers first
+        return [r.name for r in ordered if self._stop(r.name)]
+
+    def _healthy(self, name: str) -> bool:
+        url = self.url(name)
+        try:
+            return httpx.get(f"{url}/v2/models/{name}/ready", timeout=5, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def statuses(self) -> list[DeploymentStatus]:
+        out = []
+        for name, record in self._load().items():
+            proc = self._process(name).running()
+            state = "stopped" if proc is None else ("running" if self._healthy(name) else "unhealthy")
+            detail = (
+                ", ".join(f"{v.label}={v.model_uri} ({v.weight:g})" for v in record.variants)
+                if record.kind == "split"
+                else f"batch {record.batch_size}/{record.batch_wait_ms:g}ms"
+                if record.batch_size > 1
+                else "no batching"
+            )
+            out.append(
+                DeploymentStatus(
+                    name=name,
+                    kind=record.kind if not record.parent else f"variant of {record.parent}",
+                    state=state,
+                    pid=proc.pid if proc else None,
+                    url=self.url(name),
+                    model_uri=record.model_uri,
+                    detail=detail,
+                )
+            )
+        return out
+
+    def inference_endpoints(self) -> dict[str, InferenceEndpoint]:
+        out = {}
+        for name, record in self._load().items():
+            base = self.url(name)
+            if base is None:
+                continue
+            out[name] = InferenceEndpoint(
+                name=name,
+                url=base,
+                v1_predict=f"{base}/v1/models/{name}:predict",
+                v2_infer=f"{base}/v2/models/{name}/infer",
+                kind=record.kind,
+                model_uri=record.model_uri,
+                variants=[v.label for v in record.variants],
+            )
+        return out
+
+    def log_file(self, name: str) -> Path:
+        return self._process(name).log_file
+
+    def _check_model_exists(self, uri: str) -> None:
+        """Fail early, with the registry's own words, rather than in a server's log."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        if not uri.startswith("models:/"):
+            return
+        client = MlflowClient(tracking_uri=self.endpoints.mlflow_tracking_uri)
+        ref = uri.removeprefix("models:/")
+        try:
+            if "@" in ref:
+                model, alias = ref.split("@", 1)
+                client.get_model_version_by_alias(model, alias)
+            else:
+                model, version = ref.split("/", 1)
+                if version.isdigit():
+                    client.get_model_version(model, version)
+                else:
+                    client.get_registered_model(model)
+        except MlflowException as exc:
+            raise SandboxError(
+                f"{uri} is not in the registry ({exc.error_code})",
+                hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
+            ) from None
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

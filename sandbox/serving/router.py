@@ -1,0 +1,217 @@
+"""A/B router: one KServe-style URL in front of several model servers, split by weight.
+
+    python -m sandbox.serving.router --name NAME --port P \\
+        --variant a=http://127.0.0.1:PA/NAME-a:80 --variant b=http://127.0.0.1:PB/NAME-b:20 \\
+        [--sticky-header x-user-id]
+
+Requests to `/v1/models/NAME:predict` and `/v2/models/NAME/infer` go to one
+variant, chosen at random by weight, or by a hash of the sticky header's value
+so one user always sees the same variant. The response carries the variant's
+name in `x-model-variant`. `/metrics` counts requests and latencies per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.serving.payloads import MAX_BODY_BYTES
+from sandbox.state import LOOPBACK
+
+VARIANT_HEADER = "x-model-variant"
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    base_url: str  # http://127.0.0.1:PORT
+    model_name: str  # the name the variant's server knows the model by
+    weight: float
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        """`a=http://127.0.0.1:8001/model-a:80`"""
+        label, _, rest = spec.partition("=")
+        target, _, weight = rest.rpartition(":")
+        base_url, _, model_name = target.rpartition("/")
+        if not (label and base_url and model_name and weight):
+            raise ValueError(f"bad variant {spec!r}; expected LABEL=http://HOST:PORT/MODEL:WEIGHT")
+        return cls(label, base_url, model_name, float(weight))
+
+
+class VariantPicker:
+    """Weighted choice; with a key, the same key always gets the same variant."""
+
+    def __init__(self, variants: list[Variant], *, rng: random.Random | None = None):
+        if not variants:
+            raise ValueError("at least one variant is needed")
+        if any(v.weight < 0 for v in variants) or sum(v.weight for v in variants) <= 0:
+            raise ValueError("weights must be non-negative and add up to more than 0")
+        self.variants = variants
+        total = sum(v.weight for v in variants)
+        self._bounds: list[float] = []
+        running = 0.0
+        for variant in variants:
+            running += variant.weight / total
+            self._bounds.append(running)
+        self._rng = rng or random.Random()
+
+    def pick(self, key: str | None = None) -> Variant:
+        if key is None:
+            point = self._rng.random()
+        else:
+            digest = hashlib.sha256(key.encode()).digest()
+            point = int.from_bytes(digest[:8], "big") / 2**64
+        index = min(bisect.bisect_right(self._bounds, point), len(self.variants) - 1)
+        return self.variants[index]
+
+
+def create_app(name: str, variants: list[Variant], sticky_header: str | None = None) -> Starlette:
+    picker = VariantPicker(variants)
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "ab_router_requests_total",
+        "Requests routed, by variant and status code",
+        ["variant", "code"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "ab_router_request_duration_seconds",
+        "Latency seen by the router, by variant",
+        ["variant"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    )
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=2.0),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+        trust_env=False,
+    )
+
+    def _unknown(model: str) -> JSONResponse:
+        return JSONResponse({"error": f"model {model!r} is not served here; this router serves {name!r}"}, 404)
+
+    async def forward(request: Request, model: str, path_for) -> Response:
+        if model != name:
+            return _unknown(model)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+        body = await request.body()
+        key = request.headers.get(sticky_header) if sticky_header else None
+        variant = picker.pick(key)
+        headers = {"content-type": request.headers.get("content-type", "application/json")}
+        if "x-request-id" in request.headers:
+            headers["x-request-id"] = request.headers["x-request-id"]
+        started = time.perf_counter()
+        try:
+            upstream = await client.post(
+                f"{variant.base_url}{path_for(variant.model_name)}", content=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            requests_total.labels(variant.label, "503").inc()
+            return JSONResponse(
+                {"error": f"variant {variant.label!r} is unavailable: {type(exc).__name__}"},
+                503,
+                headers={VARIANT_HEADER: variant.label},
+            )
+        latency.labels(variant.label).observe(time.perf_counter() - started)
+        requests_total.labels(variant.label, str(upstream.status_code)).inc()
+        return Response(
+            upstream.content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type"),
+            headers={VARIANT_HEADER: variant.label},
+        )
+
+    async def v1_predict(request: Request) -> Response:
+        model, _, verb = request.path_params["target"].partition(":")
+        if verb != "predict":
+            return JSONResponse({"error": f"unsupported verb {verb!r}; use :predict"}, 404)
+        return await forward(request, model, lambda m: f"/v1/models/{m}:predict")
+
+    async def v2_infer(request: Request) -> Response:
+        return await forward(request, request.path_params["model"], lambda m: f"/v2/models/{m}/infer")
+
+    async def variants_ready() -> bool:
+        async def one(variant: Variant) -> bool:
+            try:
+                response = await client.get(f"{variant.base_url}/v2/models/{variant.model_name}/ready")
+                return response.status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        return all(await asyncio.gather(*(one(v) for v in variants)))
+
+    async def model_ready(request: Request) -> Response:
+        model = request.path_params.get("model") or request.path_params["target"]
+        if model != name:
+            return _unknown(model)
+        ready = await variants_ready()
+        return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
+
+    async def server_ready(request: Request) -> Response:
+        ready = await variants_ready()
+        return JSONResponse({"ready": ready}, 200 if ready else 503)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def describe(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "name": name,
+                "sticky_header": sticky_header,
+                "variants": [{"label": v.label, "model": v.model_name, "weight": v.weight} for v in variants],
+            }
+        )
+
+    routes = [
+        Route("/v1/models/{target:path}", v1_predict, methods=["POST"]),
+        Route("/v1/models/{target}", model_ready, methods=["GET"]),
+        Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+        Route("/v2/health/ready", server_ready, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/router", describe, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await client.aclose()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--variant", action="append", required=True, type=Variant.parse)
+    parser.add_argument("--sticky-header")
+    args = parser.parse_args(argv)
+    app = create_app(args.name, args.variant, args.sticky_header.lower() if args.sticky_header else None)
+    uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
