@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 import traceback
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from sandbox import ui
 from sandbox.config import load_config
-from sandbox.errors import ExitCode, SandboxError
+from sandbox.errors import ConfigError, ExitCode, SandboxError
 from sandbox.profiles import PROFILES, Profile, get_profile
 
 app = typer.Typer(
@@ -299,6 +300,103 @@ def serve_undeploy(
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Undeploying {name}") as step:
         step.note = f"removed {', '.join(serving.undeploy(name))}"
+
+
+# --------------------------------------------------------------------------- load tests
+
+
+@app.command()
+@handle_errors
+def loadtest(
+    target: Annotated[str, typer.Argument(help="A deployed name, or a V1/V2 inference URL (e.g. a staging endpoint)")],
+    users: Annotated[int, typer.Option("--users", "-u", help="Concurrent users (closed loop)")] = 10,
+    spawn_rate: Annotated[float, typer.Option("--spawn-rate", "-r", help="Users started per second")] = 10,
+    duration: Annotated[str, typer.Option("--duration", "-t", help="How long, e.g. 30s, 2m")] = "30s",
+    slo: Annotated[str | None, typer.Option(help="Gates, e.g. 'p95<200ms,p99<500ms,error_rate<1%,rps>50'")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="A previous summary.json to compare with")] = None,
+    baseline_tolerance: Annotated[float, typer.Option(help="Allowed regression against the baseline, in %")] = 10,
+    report: Annotated[Path | None, typer.Option(help="Report folder [default: reports/loadtest-TARGET-TIME]")] = None,
+    processes: Annotated[int, typer.Option(help="Locust worker processes (more load per machine)")] = 1,
+    protocol: Annotated[str | None, typer.Option(help="v1 or v2 [default: v1, or the URL's]")] = None,
+    data: Annotated[Path | None, typer.Option(help="Sample dataset (CSV of feature columns) for payloads")] = None,
+    rows_per_request: Annotated[int, typer.Option(help="Rows in each request")] = 1,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Load-test an inference endpoint with Locust; SLO and baseline gates set the exit code."""
+    from sandbox import loadtest as lt
+
+    if protocol not in (None, "v1", "v2"):
+        raise ConfigError(f"unknown protocol {protocol!r}", hint="use v1 or v2")
+    if rows_per_request < 1 or rows_per_request > 256:
+        raise ConfigError("--rows-per-request must be between 1 and 256", hint="e.g. --rows-per-request 1")
+    endpoints = None
+    if not target.startswith(("http://", "https://")):
+        endpoints = _profile(profile, dir, config).endpoints()
+    resolved = lt.resolve_target(target, endpoints, protocol)
+    options = lt.LoadTestOptions(
+        users=users,
+        spawn_rate=spawn_rate,
+        duration_s=lt.parse_duration(duration),
+        slo=slo,
+        baseline=baseline,
+        baseline_tolerance=baseline_tolerance / 100,
+        processes=processes,
+        data=data,
+        rows_per_request=rows_per_request,
+    )
+    if slo:
+        from sandbox.loadtest.slo import parse_slo
+
+        parse_slo(slo)  # a typo fails now, not after the run
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report_dir = report or Path("reports") / f"loadtest-{re.sub(r'[^A-Za-z0-9_.-]+', '_', resolved.model_name)}-{stamp}"
+    title = (
+        f"Load test: {users} users on {resolved.host} ({resolved.protocol}, model {resolved.model_name}) for {duration}"
+    )
+    with ui.step(title) as step:
+        summary = lt.run(resolved, options, report_dir)
+        step.note = f"{summary['requests']} requests"
+    _print_loadtest(summary, report_dir)
+    if not summary["passed"]:
+        raise typer.Exit(int(ExitCode.SLO_FAILED))
+
+
+def _print_loadtest(summary: dict, report_dir: Path) -> None:
+    table = Table(title="Results", title_justify="left")
+    for column in ("requests", "failures", "req/s", "p50", "p90", "p95", "p99", "max"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(summary["requests"]),
+        str(summary["failures"]),
+        f"{summary['rps']:.1f}",
+        *(f"{summary[k]:.0f} ms" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")),
+    )
+    ui.out.print(table)
+    if summary["errors"]:
+        ui.out.print("Errors: " + ", ".join(f"{kind} x{count}" for kind, count in summary["errors"].items()))
+    gates = summary["slo"] + summary["baseline"]
+    if gates:
+        verdicts = Table(title="Gates", title_justify="left")
+        for column in ("gate", "observed", "limit", "verdict", "by"):
+            verdicts.add_column(column)
+        for v in gates:
+            verdicts.add_row(
+                v["objective"],
+                f"{v['observed']:.1f}{v['unit']}",
+                f"{v['threshold']:.1f}{v['unit']}",
+                "[green]pass[/]" if v["passed"] else "[red]FAIL[/]",
+                v["margin"],
+            )
+        ui.out.print(verdicts)
+    if summary["generator_saturated"]:
+        ui.err.print(
+            f"[yellow]warning:[/] the load generator's CPU peaked at {summary['generator_cpu_percent']['max']:.0f}%: "
+            "these figures measure the generator, not the server; use --processes N or another machine"
+        )
+    verdict = "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]"
+    ui.err.print(f"{verdict} · report: {report_dir}/summary.html (Locust's: locust_report.html, summary.json, CSVs)")
 
 
 @app.command()

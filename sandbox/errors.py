@@ -14,6 +14,7 @@ class ExitCode(enum.IntEnum):
     LOCKED = 3  # another sandbox command holds the sandbox directory
     NOT_RUNNING = 4  # the command needs a running sandbox
     PREFLIGHT = 5  # the machine lacks something the profile needs
+    SLO_FAILED = 6  # a load test missed an SLO or regressed against its baseline
 
 
 class SandboxError(Exception):

@@ -107,7 +107,7 @@ class LocalProfile(Profile):
         with exclusive_lock(self.sandbox, "up"):
             services = self._services(create_secrets=True)
             running = [svc for svc in services if svc.process.running() is not None and svc.healthy()]
-            if len(running) == len(services):
+            if len(running) == len(services) and self._deployments_running():
                 ui.err.print(f"Sandbox in {self.sandbox.root} is already running; nothing changed.")
                 return self.endpoints()
             try:
@@ -131,6 +131,13 @@ class LocalProfile(Profile):
                     restored = self.serving().start_all()
                     step.note = ", ".join(f"{name}: {note.split(' at ')[0]}" for name, note in restored)
         return self.endpoints()
+
+    def _deployments_running(self) -> bool:
+        try:
+            serving = self.serving()
+        except NotRunningError:
+            return True  # no deployments are possible before the services run
+        return all(status.state == "running" for status in serving.statuses())
 
     def _preflight_for_start(self, services, running) -> None:
         """Everything that can fail before a process is started: binaries, ports."""

@@ -164,6 +164,21 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         ready = await variants_ready()
         return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
 
+    async def model_metadata(request: Request) -> Response:
+        """V2 metadata of the first variant, under the split's name (variants share a signature)."""
+        model = request.path_params["model"]
+        if model != name:
+            return _unknown(model)
+        first = variants[0]
+        try:
+            upstream = await client.get(f"{first.base_url}/v2/models/{first.model_name}")
+            payload = upstream.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return JSONResponse({"error": f"variant {first.label!r} is unavailable: {type(exc).__name__}"}, 503)
+        if isinstance(payload, dict) and upstream.status_code == 200:
+            payload["name"] = name
+        return JSONResponse(payload, upstream.status_code)
+
     async def server_ready(request: Request) -> Response:
         ready = await variants_ready()
         return JSONResponse({"ready": ready}, 200 if ready else 503)
@@ -188,6 +203,7 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         Route("/v1/models/{target}", model_ready, methods=["GET"]),
         Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
         Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{model}", model_metadata, methods=["GET"]),
         Route("/v2/health/ready", server_ready, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -1,0 +1,108 @@
+"""Locust users for KServe inference endpoints.
+
+Each class posts one request shape; the payload rows, model name and request
+name are set on a subclass by the runner (`sandbox loadtest`), so any tabular
+model can be load-tested without code. Usable directly with the `locust` CLI
+too: set `LOADTEST_MODEL` and `LOADTEST_WIDTH` (random rows) in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from locust import FastHttpUser, constant, task
+
+# Requests in the stats table are named by protocol; A/B responses add the variant.
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _random_rows(width: int, count: int = 256, seed: int = 0) -> list[list[float]]:
+    rng = random.Random(seed)
+    return [[rng.gauss(0.0, 1.0) for _ in range(width)] for _ in range(count)]
+
+
+class _InferenceUser(FastHttpUser):
+    abstract = True
+    wait_time = constant(0)  # closed loop: each user sends its next request when the last one is answered
+    model_name: str = os.environ.get("LOADTEST_MODEL", "model")
+    rows: list[list[float]] = _random_rows(int(os.environ.get("LOADTEST_WIDTH", "8")))
+    rows_per_request: int = 1
+
+    def _sample(self) -> list[list[float]]:
+        return (
+            random.sample(self.rows, self.rows_per_request) if self.rows_per_request > 1 else [random.choice(self.rows)]
+        )
+
+
+class V1User(_InferenceUser):
+    """KServe V1: `POST /v1/models/NAME:predict` with `{"instances": [...]}`."""
+
+    abstract = True
+
+    @task
+    def predict(self) -> None:
+        body = {"instances": self._sample()}
+        with self.client.post(
+            f"/v1/models/{self.model_name}:predict",
+            json=body,
+            headers=JSON_HEADERS,
+            name="v1 predict",
+            catch_response=True,
+        ) as response:
+            _check(response, "predictions")
+
+
+class V2User(_InferenceUser):
+    """Open Inference Protocol: `POST /v2/models/NAME/infer`."""
+
+    abstract = True
+
+    @task
+    def infer(self) -> None:
+        rows = self._sample()
+        tensor = {
+            "name": "input-0",
+            "shape": [len(rows), len(rows[0])],
+            "datatype": "FP64",
+            "data": [value for row in rows for value in row],
+        }
+        with self.client.post(
+            f"/v2/models/{self.model_name}/infer",
+            json={"inputs": [tensor]},
+            headers=JSON_HEADERS,
+            name="v2 infer",
+            catch_response=True,
+        ) as response:
+            _check(response, "outputs")
+
+
+class ABUser(_InferenceUser):
+    """V1 through the A/B router; each request is recorded under the variant that answered."""
+
+    abstract = True
+
+    @task
+    def predict(self) -> None:
+        body = {"instances": self._sample()}
+        with self.client.post(
+            f"/v1/models/{self.model_name}:predict", json=body, headers=JSON_HEADERS, catch_response=True
+        ) as response:
+            variant = response.headers.get("x-model-variant") if response.headers else None
+            response.request_meta["name"] = f"variant {variant}" if variant else "no variant"
+            _check(response, "predictions")
+            if not variant:
+                response.failure("no x-model-variant header")
+
+
+def _check(response, key: str) -> None:
+    if response.status_code != 200:
+        response.failure(f"HTTP {response.status_code}")
+        return
+    try:
+        payload = response.json()
+    except ValueError:
+        response.failure("response is not JSON")
+        return
+    if key not in payload:
+        response.failure(f"response lacks {key!r}")
