@@ -45,7 +45,10 @@ class VariantSpec(BaseModel):
         try:
             value = float(weight)
         except ValueError:
-            raise ConfigError(f"bad weight {weight!r} in --variant {spec!r}", hint="the weight is a number") from None
+            raise ConfigError(
+                f"bad weight {weight!r} in --variant {spec!r}",
+                hint="write it as LABEL=MODEL_URI:WEIGHT with a number last, e.g. a=models:/fraud-detector/1:80",
+            ) from None
         if value < 0:
             raise ConfigError(f"negative weight in --variant {spec!r}", hint="weights are 0 or more")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", label):

@@ -50,6 +50,22 @@ def stack(tmp_path_factory) -> Stack:
     stack.cli("down", "--purge", check=False)
 
 
+@pytest.fixture(scope="module")
+def serving_stack(tmp_path_factory) -> Stack:
+    """A stack of its own with the reference model (RandomForest, 8 features) registered twice."""
+    from sandbox.serving.reference_model import register_reference_model
+
+    stack = Stack(tmp_path_factory.mktemp("serving") / "sandbox")
+    stack.cli("up")
+    try:
+        uri = stack.endpoints().mlflow_tracking_uri
+        register_reference_model(uri, "fraud-detector", n_estimators=20, seed=0)
+        register_reference_model(uri, "fraud-detector", n_estimators=20, seed=1)
+        yield stack
+    finally:
+        stack.cli("down", "--purge", check=False)
+
+
 @pytest.fixture
 def mlflow_env(stack, monkeypatch):
     """Point mlflow/boto3 in this process at the sandbox, as `eval "$(sandbox env)"` does."""

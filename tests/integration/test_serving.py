@@ -1,0 +1,278 @@
+"""Serving, A/B routing and load tests on the real stack: KServe model servers, the router, Locust."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from sandbox.errors import ExitCode
+from sandbox.serving.reference_model import synthetic_data
+
+pytestmark = pytest.mark.integration
+
+
+def _deployments(stack) -> dict:
+    return {d["name"]: d for d in stack.status()["deployments"]}
+
+
+def _inference(stack, name: str) -> dict:
+    return stack.status()["endpoints"]["inference"][name]
+
+
+# Malformed requests, each as (protocol, content-type, body). None of them may get a 5xx.
+MALFORMED = [
+    ("v1", "application/json", b'{"instances": [[1,2,3]]}'),
+    ("v1", "application/json", b'{"instances": [["a",0,0,0,0,0,0,0]]}'),
+    ("v1", "application/json", b'{"instances": []}'),
+    ("v1", "application/json", b"{}"),
+    ("v1", "application/json", b""),
+    ("v1", "application/json", b"not json"),
+    ("v1", "text/plain", b"not json"),
+    ("v1", None, b"\xff\xfe\x00"),
+    ("v1", "application/json", b"[1,2]"),
+    ("v1", "application/json", b'{"instances": "x"}'),
+    ("v1", "application/json", b'{"instances": [{"f0": 1}]}'),
+    ("v1", "application/json", b'{"instances": [[null,0,0,0,0,0,0,0]]}'),
+    ("v1", "application/json", b'{"instances": [[true,0,0,0,0,0,0,0]]}'),
+    ("v1", "application/json", b'{"instances": [[1e400,0,0,0,0,0,0,0]]}'),
+    ("v2", "application/json", b'{"inputs": []}'),
+    ("v2", "application/json", b"{}"),
+    ("v2", "application/json", b""),
+    ("v2", "application/json", b"garbage"),
+    ("v2", "application/json", b'{"inputs": [{"name":"x","shape":[1,8],"datatype":"BYTES","data":["a"]}]}'),
+    ("v2", "application/json", b'{"inputs": [{"name":"x","shape":[1,8],"datatype":"FP64","data":[1,2]}]}'),
+    ("v2", "application/json", b'{"inputs": [{"name":"x","shape":[1,3],"datatype":"FP64","data":[1,2,3]}]}'),
+    (
+        "v2",
+        "application/json",
+        b'{"inputs": [{"name":"x","shape":[1,8],"datatype":"FP64","data":["a",1,1,1,1,1,1,1]}]}',
+    ),
+    ("v2", "application/json", b'{"inputs": [{"name":"x","shape":"bad","datatype":"FP64","data":[1]}]}'),
+    ("v2", "application/json", b'{"inputs": [{"name":"x","shape":[-1,8],"datatype":"FP64","data":[1]}]}'),
+    ("v2", "application/json", b'{"inputs": [{"name":"x","datatype":"FP64","data":[1]}]}'),
+    (
+        "v2",
+        "application/json",
+        b'{"inputs": [{"name":"x","shape":[1,8],"datatype":"INT8","data":[1000,1,1,1,1,1,1,1]}]}',
+    ),
+    ("v2", "application/json", b'{"inputs": "x"}'),
+    ("v2", "application/json", b"[1]"),
+    ("v2", "text/plain", b"hello"),
+    ("v2", "application/json", b'{"id": 5, "inputs": []}'),
+    ("v1", "application/json", json.dumps({"instances": [[0.0] * 8] * 20_000}).encode()),  # too many rows
+    ("v1", "application/json", b" " * (9 * 1024 * 1024)),  # over the body limit
+]
+
+
+def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack):
+    result = serving_stack.cli(
+        "serve", "deploy", "fraud", "--model", "models:/fraud-detector/1", "--batch-size", "32", "--batch-wait-ms", "2"
+    )
+    assert "V2: POST" in result.stderr
+    deployment = _deployments(serving_stack)["fraud"]
+    assert deployment["state"] == "running"
+    endpoint = _inference(serving_stack, "fraud")
+    base = endpoint["url"]
+
+    import mlflow
+
+    mlflow.set_tracking_uri(serving_stack.endpoints().mlflow_tracking_uri)
+    frame, _ = synthetic_data(rows=20, seed=7)
+    expected = mlflow.pyfunc.load_model("models:/fraud-detector/1").predict(frame).tolist()
+
+    v1 = httpx.post(endpoint["v1_predict"], json={"instances": frame.to_numpy().tolist()})
+    assert v1.status_code == 200 and v1.json()["predictions"] == expected
+    tensor = {"name": "input-0", "shape": [20, 8], "datatype": "FP64", "data": frame.to_numpy().ravel().tolist()}
+    v2 = httpx.post(endpoint["v2_infer"], json={"inputs": [tensor]})
+    assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == expected
+    by_name = httpx.post(endpoint["v1_predict"], json={"instances": frame.to_dict(orient="records")})
+    assert by_name.json()["predictions"] == expected
+
+    assert httpx.get(f"{base}/v2/health/ready").status_code == 200
+    assert httpx.get(f"{base}/v2/models/fraud/ready").status_code == 200
+    assert httpx.get(f"{base}/v1/models/fraud").json()["ready"] is True
+    assert httpx.get(f"{base}/v2/models/fraud").json()["inputs"][0]["shape"] == [-1, 8]
+    assert "request_predict_seconds" in httpx.get(f"{base}/metrics").text
+    assert httpx.post(f"{base}/v1/models/nope:predict", json={"instances": [[0] * 8]}).status_code == 404
+
+    listening = [
+        c for c in psutil.net_connections(kind="inet") if c.pid == deployment["pid"] and c.status == psutil.CONN_LISTEN
+    ]
+    assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
+
+
+def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(serving_stack):
+    endpoint = _inference(serving_stack, "fraud")
+    statuses = Counter()
+    cases = itertools.islice(itertools.cycle(MALFORMED), 1000)
+    with httpx.Client(timeout=30) as client:
+        for protocol, content_type, body in cases:
+            url = endpoint["v1_predict"] if protocol == "v1" else endpoint["v2_infer"]
+            headers = {"content-type": content_type} if content_type else {}
+            response = client.post(url, content=body, headers=headers)
+            statuses[response.status_code] += 1
+            assert 400 <= response.status_code < 500, (protocol, body[:80], response.status_code, response.text)
+            assert response.json()  # a JSON error that says what is wrong
+    assert sum(statuses.values()) == 1000
+    good = httpx.post(endpoint["v1_predict"], json={"instances": [[0.5] * 8]})
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 1
+    assert httpx.get(f"{endpoint['url']}/v2/health/ready").status_code == 200
+
+
+def test_an_80_20_split_routes_by_weight_and_names_the_variant(serving_stack):
+    serving_stack.cli(
+        "serve",
+        "split",
+        "fraud-ab",
+        "--variant",
+        "a=models:/fraud-detector/1:80",
+        "--variant",
+        "b=models:/fraud-detector/2:20",
+        "--sticky-header",
+        "x-user-id",
+    )
+    endpoint = _inference(serving_stack, "fraud-ab")
+    assert endpoint["kind"] == "split" and endpoint["variants"] == ["a", "b"]
+    rows = np.random.default_rng(3).normal(size=(2000, 8)).round(3).tolist()
+
+    def call(row):
+        response = client.post(endpoint["v1_predict"], json={"instances": [row]})
+        return response.status_code, response.headers.get("x-model-variant")
+
+    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=8)) as client, ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, rows))
+        sticky = {
+            client.post(endpoint["v1_predict"], json={"instances": [rows[0]]}, headers={"x-user-id": "u-7"}).headers[
+                "x-model-variant"
+            ]
+            for _ in range(20)
+        }
+    assert all(code == 200 for code, _ in results)
+    assert all(variant in ("a", "b") for _, variant in results)  # every response names its variant
+    share_a = sum(variant == "a" for _, variant in results) / len(results)
+    assert abs(share_a - 0.80) <= 0.03, share_a
+    assert len(sticky) == 1
+
+    metrics = httpx.get(f"{endpoint['url']}/metrics").text
+    assert 'ab_router_requests_total{code="200",variant="a"}' in metrics
+    assert 'ab_router_request_duration_seconds_count{variant="b"}' in metrics
+
+
+def test_loadtest_with_an_impossible_slo_fails_and_says_which(serving_stack, tmp_path):
+    report = tmp_path / "impossible"
+    result = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--users",
+        "4",
+        "--duration",
+        "4s",
+        "--slo",
+        "p95<0.001ms,error_rate<1%",
+        "--report",
+        str(report),
+        check=False,
+    )
+    assert result.returncode == ExitCode.SLO_FAILED, result.stderr
+    assert "FAIL" in result.stdout and "p95<0.001ms" in result.stdout
+    summary = json.loads((report / "summary.json").read_text())
+    verdicts = {v["objective"]: v["passed"] for v in summary["slo"]}
+    assert verdicts == {"p95<0.001ms": False, "error_rate<1%": True}
+    assert summary["passed"] is False and summary["requests"] > 0
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_report.html", "chart.png", "summary.html"):
+        assert (report / name).stat().st_size > 0, name
+    assert "FAILED" in (report / "summary.html").read_text()
+
+
+def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, tmp_path):
+    report = tmp_path / "fine"
+    result = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--users",
+        "4",
+        "--duration",
+        "4s",
+        "--protocol",
+        "v2",
+        "--slo",
+        "p99<5s,error_rate<1%,rps>1",
+        "--report",
+        str(report),
+    )
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["passed"] and summary["failures"] == 0 and summary["protocol"] == "v2"
+    assert "PASSED" in result.stderr
+    # The same run as a baseline for itself passes; a baseline ten times faster fails.
+    faster = {
+        **summary,
+        "p50_ms": summary["p50_ms"] / 10,
+        "p95_ms": summary["p95_ms"] / 10,
+        "p99_ms": summary["p99_ms"] / 10,
+        "rps": summary["rps"] * 10,
+    }
+    (tmp_path / "fast.json").write_text(json.dumps(faster))
+    regressed = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--users",
+        "4",
+        "--duration",
+        "3s",
+        "--baseline",
+        str(tmp_path / "fast.json"),
+        "--report",
+        str(tmp_path / "vs-fast"),
+        check=False,
+    )
+    assert regressed.returncode == ExitCode.SLO_FAILED
+    assert "vs baseline" in regressed.stdout
+
+
+def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, tmp_path):
+    serving_stack.cli("loadtest", "fraud-ab", "--users", "4", "--duration", "4s", "--report", str(tmp_path / "ab"))
+    summary = json.loads((tmp_path / "ab" / "summary.json").read_text())
+    assert {"variant a", "variant b"} <= set(summary["by_name"])
+    assert summary["failures"] == 0
+
+
+def test_deployments_survive_down_and_up(serving_stack):
+    before = _inference(serving_stack, "fraud")
+    pids = [d["pid"] for d in _deployments(serving_stack).values()]
+    serving_stack.cli("down")
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert {d["state"] for d in _deployments(serving_stack).values()} == {"stopped"}
+
+    result = serving_stack.cli("up")
+    assert "Model deployments" in result.stderr
+    assert {d["state"] for d in _deployments(serving_stack).values()} == {"running"}
+    after = _inference(serving_stack, "fraud")
+    assert after["v1_predict"] == before["v1_predict"]  # same URL after a restart
+    assert httpx.post(after["v1_predict"], json={"instances": [[0.1] * 8]}).status_code == 200
+
+
+def test_bad_deploys_are_refused_clearly(serving_stack):
+    missing = serving_stack.cli("serve", "deploy", "ghost", "--model", "models:/no-such-model/1", check=False)
+    assert missing.returncode != 0 and "not in the registry" in missing.stderr
+    bad_name = serving_stack.cli("serve", "deploy", "Bad_Name", "--model", "models:/fraud-detector/1", check=False)
+    assert bad_name.returncode == ExitCode.USAGE and "DNS label" in bad_name.stderr
+    bad_variant = serving_stack.cli("serve", "split", "x", "--variant", "a=models:/fraud-detector/1", check=False)
+    assert bad_variant.returncode == ExitCode.USAGE and "LABEL=MODEL_URI:WEIGHT" in bad_variant.stderr
+    assert "ghost" not in _deployments(serving_stack)
+
+
+def test_undeploy_stops_the_split_and_its_variants(serving_stack):
+    pids = {n: d["pid"] for n, d in _deployments(serving_stack).items() if n.startswith("fraud-ab")}
+    assert set(pids) == {"fraud-ab", "fraud-ab-a", "fraud-ab-b"}
+    serving_stack.cli("serve", "undeploy", "fraud-ab")
+    assert set(_deployments(serving_stack)) == {"fraud"}
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids.values() if psutil.pid_exists(p)], timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
