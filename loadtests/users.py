@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import ClassVar
 
 from locust import FastHttpUser, constant, task
 
@@ -75,6 +76,21 @@ class V2User(_InferenceUser):
             catch_response=True,
         ) as response:
             _check(response, "outputs")
+
+
+class MLflowServeUser(_InferenceUser):
+    """`mlflow models serve`'s scoring protocol: `POST /invocations` with a split DataFrame (for comparisons)."""
+
+    abstract = True
+    columns: ClassVar[list[str]] = []
+
+    @task
+    def invocations(self) -> None:
+        body = {"dataframe_split": {"columns": self.columns, "data": self._sample()}}
+        with self.client.post(
+            "/invocations", json=body, headers=JSON_HEADERS, name="mlflow invocations", catch_response=True
+        ) as response:
+            _check(response, "predictions")
 
 
 class ABUser(_InferenceUser):

@@ -19,6 +19,7 @@ from sandbox.loadtest import report, slo
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _V1_URL = re.compile(r"^(?P<base>https?://[^/]+)/v1/models/(?P<model>[^/:]+):predict$")
 _V2_URL = re.compile(r"^(?P<base>https?://[^/]+)/v2/models/(?P<model>[^/]+)/infer$")
+_MLFLOW_URL = re.compile(r"^(?P<base>https?://[^/]+)/invocations$")
 SATURATION_PERCENT = 90.0
 
 
@@ -34,7 +35,7 @@ def parse_duration(text: str) -> float:
 class Target:
     host: str  # http://host:port
     model_name: str
-    protocol: str  # v1 | v2 | ab
+    protocol: str  # v1 | v2 | ab | mlflow (`mlflow models serve`, for comparisons)
     label: str  # what the user named
 
 
@@ -50,7 +51,8 @@ class LoadTestOptions:
     protocol: str | None = None  # v1 | v2 (default: v1, or the URL's)
     data: Path | None = None
     rows_per_request: int = 1
-    extra: dict = field(default_factory=dict)
+    rows: list[list[float]] | None = None  # explicit payload rows (API use), instead of --data or metadata
+    columns: list[str] = field(default_factory=list)  # feature names, for the mlflow protocol
 
 
 def resolve_target(target: str, endpoints: Endpoints | None, protocol: str | None) -> Target:
@@ -60,6 +62,9 @@ def resolve_target(target: str, endpoints: Endpoints | None, protocol: str | Non
             match = pattern.match(target.rstrip("/"))
             if match:
                 return Target(match["base"], match["model"], protocol or proto, target)
+        match = _MLFLOW_URL.match(target.rstrip("/"))
+        if match:
+            return Target(match["base"], "invocations", "mlflow", target)
         raise ConfigError(
             f"cannot tell the model from URL {target}",
             hint="give the full inference URL: http://HOST:PORT/v1/models/NAME:predict or .../v2/models/NAME/infer",
@@ -131,7 +136,7 @@ def run(target: Target, options: LoadTestOptions, report_dir: Path, *, echo=prin
             raise ConfigError(f"cannot read baseline {options.baseline}: {exc}", hint="give a summary.json") from None
     if options.users < 1 or options.spawn_rate <= 0 or options.duration_s <= 0 or options.processes < 1:
         raise ConfigError("users, spawn rate, duration and processes must be positive", hint="e.g. --users 10")
-    rows = payload_rows(target, options.data)
+    rows = options.rows if options.rows is not None else payload_rows(target, options.data)
     report_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "host": target.host,
@@ -139,6 +144,7 @@ def run(target: Target, options: LoadTestOptions, report_dir: Path, *, echo=prin
         "protocol": target.protocol,
         "rows": rows,
         "rows_per_request": options.rows_per_request,
+        "columns": options.columns,
         "users": options.users,
         "spawn_rate": options.spawn_rate,
         "duration_s": options.duration_s,

@@ -23,14 +23,15 @@ from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
+import psutil  # noqa: E402
 from locust import events  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.html import get_html_report  # noqa: E402
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history  # noqa: E402
 
-from loadtests.users import ABUser, V1User, V2User  # noqa: E402
+from loadtests.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
 
-USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser}
+USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser, "mlflow": MLflowServeUser}
 REPORTED_PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 
 
@@ -45,6 +46,7 @@ def _user_class(spec: dict) -> type:
             "model_name": spec["model_name"],
             "rows": spec["rows"],
             "rows_per_request": spec.get("rows_per_request", 1),
+            "columns": spec.get("columns") or [],
         },
     )
 
@@ -74,10 +76,8 @@ def run(spec: dict) -> dict:
     processes = max(1, int(spec.get("processes", 1)))
     workers: list[subprocess.Popen] = []
     cpu_samples: list[float] = []
-
-    @env.events.usage_monitor.add_listener
-    def _sample_cpu(environment, cpu_usage, memory_usage, **_):
-        cpu_samples.append(cpu_usage)
+    generator = psutil.Process()
+    generator.cpu_percent()  # the first reading is always 0: prime it
 
     if processes > 1:
         port = _free_port()
@@ -110,11 +110,13 @@ def run(spec: dict) -> dict:
         while True:
             gevent.sleep(1.0)
             total = env.stats.total
+            cpu_samples.append(generator.cpu_percent())
             timeline.append(
                 {
                     "t": round(time.time() - started, 2),
                     "rps": total.current_rps or 0.0,
                     "users": runner.user_count,
+                    "generator_cpu": cpu_samples[-1],
                     **{
                         f"p{int(p * 100)}": total.get_current_response_time_percentile(p) or 0
                         for p in (0.5, 0.95, 0.99)
