@@ -125,6 +125,26 @@ def _model_width(target: Target) -> int | None:
     return len(inputs) or None
 
 
+def finalize(raw: dict, target: Target, options: LoadTestOptions, objectives: list, baseline: dict | None) -> dict:
+    """Raw Locust figures plus the run's settings, environment, gate verdicts and the overall verdict."""
+    summary = dict(raw)
+    summary.update(
+        users=options.users,
+        spawn_rate=options.spawn_rate,
+        processes=options.processes,
+        protocol=target.protocol,
+        environment=report.environment_info(target.label),
+        slo=slo.as_dicts(slo.evaluate(summary, objectives)),
+        baseline=slo.as_dicts(slo.compare_baseline(summary, baseline, options.baseline_tolerance)) if baseline else [],
+    )
+    summary["generator_saturated"] = bool(summary.get("generator_saturated")) or (
+        summary["generator_cpu_percent"]["max"] > SATURATION_PERCENT
+    )
+    gates = summary["slo"] + summary["baseline"]
+    summary["passed"] = summary["requests"] > 0 and all(v["passed"] for v in gates)
+    return summary
+
+
 def run(target: Target, options: LoadTestOptions, report_dir: Path, *, echo=print) -> dict:
     """Run the test in a Locust process; return the summary (with verdicts) and write the report."""
     objectives = slo.parse_slo(options.slo) if options.slo else []
@@ -163,19 +183,6 @@ def run(target: Target, options: LoadTestOptions, report_dir: Path, *, echo=prin
         from sandbox.process import tail
 
         raise SandboxError(f"the Locust run failed (exit {code})", hint=f"see {log}", details=tail(log, 20))
-    summary = json.loads(raw_file.read_text())
-    summary.update(
-        users=options.users,
-        spawn_rate=options.spawn_rate,
-        processes=options.processes,
-        protocol=target.protocol,
-        environment=report.environment_info(target.label),
-        slo=slo.as_dicts(slo.evaluate(summary, objectives)),
-        baseline=slo.as_dicts(slo.compare_baseline(summary, baseline, options.baseline_tolerance)) if baseline else [],
-    )
-    summary["generator_saturated"] = summary["generator_saturated"] or (
-        summary["generator_cpu_percent"]["max"] > SATURATION_PERCENT
-    )
-    summary["passed"] = all(v["passed"] for v in summary["slo"] + summary["baseline"]) and summary["requests"] > 0
+    summary = finalize(json.loads(raw_file.read_text()), target, options, objectives, baseline)
     report.write_report(report_dir, summary)
     return summary

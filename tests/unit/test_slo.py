@@ -8,6 +8,7 @@ SUMMARY = {
     "requests": 1000,
     "failures": 5,
     "rps": 120.0,
+    "p90_ms": 60,
     "p50_ms": 20,
     "p95_ms": 80,
     "p99_ms": 150,
@@ -69,3 +70,39 @@ def test_url_targets():
         resolve_target("http://127.0.0.1:9000/", None, None)
     with pytest.raises(ConfigError, match="no deployment named"):
         resolve_target("fraud", None, None)
+
+
+def _raw(cpu_max: float) -> dict:
+    return {
+        **SUMMARY,
+        "errors": {},
+        "by_name": {},
+        "timeline": [],
+        "generator_saturated": False,
+        "generator_cpu_percent": {"max": cpu_max, "mean": cpu_max / 2},
+        "duration_s": 10,
+    }
+
+
+def test_finalize_flags_a_saturated_generator_and_sets_the_verdict():
+    from sandbox.loadtest import LoadTestOptions, finalize
+
+    target = Target("http://127.0.0.1:1", "m", "v1", "m")
+    busy = finalize(_raw(97.0), target, LoadTestOptions(), parse_slo("p95<100ms"), None)
+    assert busy["generator_saturated"] and busy["passed"]
+    calm = finalize(_raw(40.0), target, LoadTestOptions(), parse_slo("p95<10ms"), None)
+    assert not calm["generator_saturated"] and not calm["passed"]
+    assert calm["slo"][0]["objective"] == "p95<10ms" and calm["slo"][0]["passed"] is False
+
+
+def test_report_files_are_written(tmp_path):
+    from sandbox.loadtest import LoadTestOptions, finalize
+    from sandbox.loadtest.report import write_report
+
+    raw = _raw(20.0)
+    raw["timeline"] = [{"t": t, "rps": 100 + t, "p50": 10, "p95": 20, "p99": 30, "users": 5} for t in range(5)]
+    summary = finalize(raw, Target("http://127.0.0.1:1", "m", "v1", "m"), LoadTestOptions(), parse_slo("rps>1"), None)
+    write_report(tmp_path, summary)
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "summary.html").read_text()
+    assert "PASSED" in page and "rps&gt;1" in page and "data:image/png;base64," in page
