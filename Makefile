@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration lint format bench lock clean
+.PHONY: help install sandbox down purge status test unit integration lint format bench bench-startup bench-serving lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,8 +49,15 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests
 	$(BIN)/ruff format sandbox tests benchmarks scenarios loadtests
 
-bench: install  ## startup benchmark: cold and warm `sandbox up` against a bare `mlflow server`
+bench: install  ## both benchmarks (startup, serving); each prints its table
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/serving.py
+
+bench-startup: install  ## cold and warm `sandbox up` against a bare `mlflow server`
+	$(BIN)/python benchmarks/startup.py
+
+bench-serving: install  ## our model server (batching on/off) against `mlflow models serve`, 10 and 50 users
+	$(BIN)/python benchmarks/serving.py
 
 lock: install  ## re-pin requirements.lock from the virtualenv
 	@{ echo "# Constraints: the exact set that installed together and passed \`pip check\`."; \

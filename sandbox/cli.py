@@ -258,6 +258,8 @@ def serve_split(
     sticky_header: Annotated[
         str | None, typer.Option(help="Route by a hash of this header's value (same user, same variant)")
     ] = None,
+    batch_size: Annotated[int, typer.Option(help="Micro-batching for every variant's server; 1 is off")] = 1,
+    batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
     profile: ProfileOpt = None,
     dir: DirOpt = None,
     config: ConfigOpt = None,
@@ -268,7 +270,10 @@ def serve_split(
     specs = [VariantSpec.parse(v) for v in variant]
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Deploying A/B split {name} ({', '.join(f'{v.label}:{v.weight:g}' for v in specs)})") as step:
-        step.note = "; ".join(serving.split(name, specs, sticky_header=sticky_header))
+        notes = serving.split(
+            name, specs, sticky_header=sticky_header, batch_size=batch_size, batch_wait_ms=batch_wait_ms
+        )
+        step.note = "; ".join(notes)
     endpoint = serving.inference_endpoints()[name]
     ui.err.print(
         f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}\n"

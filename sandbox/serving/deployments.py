@@ -205,7 +205,15 @@ class LocalServing:
         self._save(records)
         return note
 
-    def split(self, name: str, variants: list[VariantSpec], *, sticky_header: str | None = None) -> list[str]:
+    def split(
+        self,
+        name: str,
+        variants: list[VariantSpec],
+        *,
+        sticky_header: str | None = None,
+        batch_size: int = 1,
+        batch_wait_ms: float = 5.0,
+    ) -> list[str]:
         validate_name(name)
         if len(variants) < 2:
             raise ConfigError("a split needs at least two --variant", hint="e.g. --variant a=URI:80 --variant b=URI:20")
@@ -227,7 +235,12 @@ class LocalServing:
         try:
             for variant in variants:
                 child = Deployment(
-                    name=variant_name(name, variant.label), kind="model", model_uri=variant.model_uri, parent=name
+                    name=variant_name(name, variant.label),
+                    kind="model",
+                    model_uri=variant.model_uri,
+                    parent=name,
+                    batch_size=batch_size,
+                    batch_wait_ms=batch_wait_ms,
                 )
                 started.append(child.name)
                 notes.append(f"{child.name}: {self._start(child)}")
