@@ -30,6 +30,10 @@ class _InferenceUser(FastHttpUser):
     rows: list[list[float]] = _random_rows(int(os.environ.get("LOADTEST_WIDTH", "8")))
     rows_per_request: int = 1
 
+    def _post(self, path: str, body: dict, name: str, expect: str) -> None:
+        with self.client.post(path, json=body, headers=JSON_HEADERS, name=name, catch_response=True) as response:
+            _check(response, expect)
+
     def _sample(self) -> list[list[float]]:
         return (
             random.sample(self.rows, self.rows_per_request) if self.rows_per_request > 1 else [random.choice(self.rows)]
@@ -43,15 +47,7 @@ class V1User(_InferenceUser):
 
     @task
     def predict(self) -> None:
-        body = {"instances": self._sample()}
-        with self.client.post(
-            f"/v1/models/{self.model_name}:predict",
-            json=body,
-            headers=JSON_HEADERS,
-            name="v1 predict",
-            catch_response=True,
-        ) as response:
-            _check(response, "predictions")
+        self._post(f"/v1/models/{self.model_name}:predict", {"instances": self._sample()}, "v1 predict", "predictions")
 
 
 class V2User(_InferenceUser):
@@ -68,14 +64,7 @@ class V2User(_InferenceUser):
             "datatype": "FP64",
             "data": [value for row in rows for value in row],
         }
-        with self.client.post(
-            f"/v2/models/{self.model_name}/infer",
-            json={"inputs": [tensor]},
-            headers=JSON_HEADERS,
-            name="v2 infer",
-            catch_response=True,
-        ) as response:
-            _check(response, "outputs")
+        self._post(f"/v2/models/{self.model_name}/infer", {"inputs": [tensor]}, "v2 infer", "outputs")
 
 
 class MLflowServeUser(_InferenceUser):
@@ -87,10 +76,7 @@ class MLflowServeUser(_InferenceUser):
     @task
     def invocations(self) -> None:
         body = {"dataframe_split": {"columns": self.columns, "data": self._sample()}}
-        with self.client.post(
-            "/invocations", json=body, headers=JSON_HEADERS, name="mlflow invocations", catch_response=True
-        ) as response:
-            _check(response, "predictions")
+        self._post("/invocations", body, "mlflow invocations", "predictions")
 
 
 class ABUser(_InferenceUser):
