@@ -16,7 +16,7 @@ from rich.table import Table
 
 from sandbox import ui
 from sandbox.config import load_config
-from sandbox.errors import ConfigError, ExitCode, SandboxError
+from sandbox.errors import ConfigError, ExitCode, NotRunningError, SandboxError
 from sandbox.profiles import PROFILES, Profile, get_profile
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app = typer.Typer(
 
 _verbose = False
 
+scenario_app = typer.Typer(help="Production-checklist scenarios: list them, run some.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
 serve_app = typer.Typer(help="Serve registered models on KServe's V1/V2 protocols; A/B splits.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 
@@ -305,6 +307,105 @@ def serve_undeploy(
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Undeploying {name}") as step:
         step.note = f"removed {', '.join(serving.undeploy(name))}"
+
+
+# --------------------------------------------------------------------------- scenarios
+
+ScenariosDirOpt = Annotated[
+    list[Path] | None, typer.Option("--scenarios-dir", help="Another folder of scenario files (repeatable)")
+]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here (for CI)")]
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", help="Write checklist.md and checklist.html into this folder")
+]
+
+
+@scenario_app.command("list")
+@handle_errors
+def scenario_list(scenarios_dir: ScenariosDirOpt = None) -> None:
+    """List the scenarios, the checklist item each proves and the capabilities it needs."""
+    from sandbox.scenarios import discover
+
+    table = Table(title="Scenarios", title_justify="left")
+    for column in ("name", "checklist item", "needs", "file"):
+        table.add_column(column)
+    for item in discover(scenarios_dir).values():
+        table.add_row(item.name, item.checklist, ", ".join(item.needs) or "-", Path(item.source).name)
+    ui.out.print(table)
+
+
+@scenario_app.command("run")
+@handle_errors
+def scenario_run(
+    names: Annotated[list[str] | None, typer.Argument(help="Scenarios to run [default: all]")] = None,
+    junit: JunitOpt = None,
+    report: ReportOpt = None,
+    scenarios_dir: ScenariosDirOpt = None,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run scenarios against the running stack; exit 1 if any fails."""
+    _run_scenarios(names, junit, report, scenarios_dir, profile, dir, config)
+
+
+@app.command()
+@handle_errors
+def checklist(
+    junit: JunitOpt = None,
+    report: ReportOpt = None,
+    scenarios_dir: ScenariosDirOpt = None,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run every scenario and print the production checklist: ✓ / ✗ / skipped with evidence."""
+    _run_scenarios(None, junit, report, scenarios_dir, profile, dir, config)
+
+
+def _run_scenarios(names, junit, report, scenarios_dir, profile, dir, config) -> None:
+    import os
+
+    from sandbox.scenarios import Outcome, discover, run_scenario
+    from sandbox.scenarios.reports import MARKS, write_html, write_junit, write_markdown
+
+    # Scenarios link their MLflow runs in the report; MLflow's own "View run" lines would only clutter.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    registry = discover(scenarios_dir)
+    unknown = [n for n in names or [] if n not in registry]
+    if unknown:
+        raise ConfigError(f"unknown scenario(s) {', '.join(unknown)}", hint=f"choose from: {', '.join(registry)}")
+    selected = [registry[n] for n in names] if names else list(registry.values())
+    prof = _profile(profile, dir, config)
+    endpoints = prof.status().endpoints
+    if endpoints is None:
+        raise NotRunningError(f"no sandbox in {prof.config.root}", hint="start one with `sandbox up`")
+    results = []
+    for item in selected:
+        with ui.step(f"scenario {item.name}: {item.title}") as step:
+            result = run_scenario(item, endpoints, prof.serving)
+            step.note = result.outcome.value + (f" · {result.reason}" if result.reason else "")
+        results.append(result)
+
+    table = Table(title=f"Production checklist · profile {endpoints.profile}", title_justify="left")
+    for column in ("", "checklist item", "scenario", "time", "evidence / reason"):
+        table.add_column(column)
+    colours = {Outcome.PASSED: "green", Outcome.FAILED: "red", Outcome.SKIPPED: "yellow"}
+    for r in results:
+        text = r.reason if r.outcome != Outcome.PASSED else (r.evidence[0] if r.evidence else "")
+        table.add_row(f"[{colours[r.outcome]}]{MARKS[r.outcome]}[/]", r.checklist, r.name, f"{r.seconds:.1f}s", text)
+    ui.out.print(table)
+    if junit:
+        write_junit(results, junit)
+        ui.err.print(f"JUnit XML: {junit}")
+    if report:
+        write_markdown(results, report / "checklist.md", profile=endpoints.profile)
+        write_html(results, report / "checklist.html", profile=endpoints.profile)
+        ui.err.print(f"Reports: {report / 'checklist.html'}, {report / 'checklist.md'}")
+    failed = [r.name for r in results if r.outcome == Outcome.FAILED]
+    if failed:
+        ui.err.print(f"[red]{len(failed)} scenario(s) failed[/]: {', '.join(failed)}")
+        raise typer.Exit(int(ExitCode.FAILED))
 
 
 # --------------------------------------------------------------------------- load tests

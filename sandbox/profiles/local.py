@@ -23,7 +23,8 @@ from sandbox.state import (
     read_secrets,
 )
 
-CAPABILITIES = ["mlflow", "s3", "postgres", "serving"]
+# kfp: pipelines run with kfp.local (subprocesses); there is no KFP API server on this profile.
+CAPABILITIES = ["mlflow", "s3", "postgres", "serving", "kfp"]
 
 
 class LocalProfile(Profile):

@@ -1,0 +1,214 @@
+"""The scenario engine: discovery, capability checks, steps with timings, outcomes.
+
+A scenario is a function decorated with `@scenario(...)` in a `.py` file under
+`scenarios/` (or a folder given with `--scenarios-dir`). It receives a
+`ScenarioContext` holding the stack's `Endpoints` and the profile's serving
+backend, and never learns which profile runs the stack. It passes by
+returning, fails by raising (`ctx.check` raises `ScenarioFailed`), and is
+skipped only when the profile lacks a capability it declared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import importlib.util
+import io
+import logging
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.endpoints import Endpoints
+
+
+class Outcome(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ScenarioFailed(AssertionError):
+    """A checked expectation did not hold; the message is the reason in the report."""
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    title: str
+    checklist: str
+    outcome: Outcome
+    reason: str = ""
+    evidence: list[str] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    output: str = ""  # what the scenario printed, kept for the JUnit report
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    checklist: str  # the production-checklist item it proves
+    needs: tuple[str, ...]
+    func: Callable[[ScenarioContext], None]
+    source: str
+    order: int = 100
+
+
+class ScenarioContext:
+    """What a scenario gets: the stack's endpoints, serving, a work folder, and reporting helpers."""
+
+    def __init__(self, endpoints: Endpoints, serving_factory, workdir: Path, result: ScenarioResult):
+        self.endpoints = endpoints
+        self._serving_factory = serving_factory
+        self.workdir = workdir
+        self._result = result
+
+    @property
+    def serving(self):
+        """The profile's serving backend (deploy, split, undeploy), made when first used."""
+        return self._serving_factory()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            self._result.steps.append(StepResult(name, time.monotonic() - started, False, _describe(exc)))
+            raise
+        self._result.steps.append(StepResult(name, time.monotonic() - started, True))
+
+    def check(self, condition: object, message: str) -> None:
+        if not condition:
+            raise ScenarioFailed(message)
+
+    def evidence(self, line: str) -> None:
+        self._result.evidence.append(line)
+
+    def link(self, label: str, url: str) -> None:
+        self._result.links[label] = url
+
+    def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.endpoints.mlflow_tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def mlflow_client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.endpoints.mlflow_tracking_uri)
+
+    def unique(self, prefix: str) -> str:
+        return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10000:04d}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, ScenarioFailed):
+        return first
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+# --------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def scenario(
+    name: str, *, title: str, checklist: str, needs: tuple[str, ...] | list[str] = (), order: int = 100
+) -> Callable:
+    """Register a scenario function under ``name``."""
+
+    def register(func: Callable[[ScenarioContext], None]) -> Callable[[ScenarioContext], None]:
+        source = getattr(sys.modules.get(func.__module__), "__file__", func.__module__)
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.source != source:
+            raise ValueError(f"scenario {name!r} is defined twice: {existing.source} and {source}")
+        _REGISTRY[name] = Scenario(name, title, checklist, tuple(needs), func, str(source), order)
+        return func
+
+    return register
+
+
+def default_scenarios_dir() -> Path:
+    """The project's `scenarios/` folder (next to the `sandbox` package)."""
+    return Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def discover(extra_dirs: list[Path] | None = None) -> dict[str, Scenario]:
+    """Import every scenario file; return the registry, ordered for the checklist."""
+    for folder in [default_scenarios_dir(), *(extra_dirs or [])]:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            module_name = f"sandbox_scenario_{path.parent.name}_{path.stem}"
+            if module_name in sys.modules:
+                continue
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+    return dict(sorted(_REGISTRY.items(), key=lambda item: (item[1].order, item[0])))
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory) -> ScenarioResult:
+    result = ScenarioResult(item.name, item.title, item.checklist, Outcome.PASSED)
+    missing = [need for need in item.needs if need not in endpoints.capabilities]
+    if missing:
+        result.outcome = Outcome.SKIPPED
+        result.reason = f"the {endpoints.profile} profile lacks {', '.join(missing)}"
+        return result
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"scenario-{item.name}-") as tmp:
+        context = ScenarioContext(endpoints, serving_factory, Path(tmp), result)
+        captured = io.StringIO()
+        try:
+            # What a scenario's libraries print (KFP's task logs, MLflow's notices) is kept for the
+            # report instead of interleaving with the checklist output.
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), _quiet_loggers():
+                item.func(context)
+        except Exception as exc:  # noqa: BLE001 - a broken stack fails the scenario, not the runner
+            result.outcome = Outcome.FAILED
+            failed_step = next((s.name for s in reversed(result.steps) if not s.ok), None)
+            where = f"{failed_step}: " if failed_step else ""
+            result.reason = where + _describe(exc)
+            if not isinstance(exc, ScenarioFailed):
+                result.evidence.append(
+                    "traceback (last lines): " + " | ".join(traceback.format_exc().splitlines()[-4:])
+                )
+    result.seconds = time.monotonic() - started
+    result.output = captured.getvalue()[-20000:]
+    return result
+
+
+@contextlib.contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    names = ("kfp", "mlflow", "urllib3", "dvc")
+    previous = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
