@@ -169,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     model = MLflowModel(args.name, args.model_uri, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
     model.load()
     _bind_loopback()
-    server = kserve.ModelServer(http_port=args.port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    # A short grace period: `sandbox down` and redeploys should not wait 30 s for idle connections.
+    server = kserve.ModelServer(
+        http_port=args.port, enable_grpc=False, workers=1, enable_latency_logging=False, grace_period=3
+    )
     # Per-request log lines (access log, timing traces) cost more than a batched predict under load.
     for noisy in ("uvicorn.access", "kserve.trace"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -64,6 +64,7 @@ def register_reference_model(
             signature=infer_signature(frame, model.predict(frame)),
             serialization_format="skops",
             skops_trusted_types=TRUSTED_SKOPS_TYPES,
+            pip_requirements=["scikit-learn", "skops"],  # skips MLflow's slow requirement inference
         )
     return ReferenceModel(
         name=name, version=str(info.registered_model_version), run_id=run.info.run_id, accuracy=accuracy
