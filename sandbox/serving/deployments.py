@@ -160,25 +160,32 @@ class LocalServing:
         return argv
 
     def _start(self, record: Deployment) -> str:
-        process = self._process(record.name)
-        process.stop()  # replace whatever ran under this name
-        process.log_file.parent.mkdir(parents=True, exist_ok=True)
-        port = self.ports.claim(f"deploy.{record.name}", 0, setting="(automatic)")
-        self.ports.save()
-        env = {**_base_env(), **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
-        process.start(self._command(record, port), env=env, cwd=process.log_file.parent)
-        base = f"http://{LOOPBACK}:{port}"
+        return self._start_many([record])[0]
 
-        def probe() -> None:
-            response = httpx.get(f"{base}/v2/models/{record.name}/ready", timeout=5, trust_env=False)
-            response.raise_for_status()
-
+    def _start_many(self, records: list[Deployment]) -> list[str]:
+        """Launch every server first, then wait for each: model loads overlap instead of queueing."""
+        launched: list[tuple[Deployment, ManagedProcess, str]] = []
         try:
-            took = wait_ready(f"deployment {record.name}", probe, process, timeout=self.startup_timeout)
+            for record in records:
+                process = self._process(record.name)
+                process.stop()  # replace whatever ran under this name
+                process.log_file.parent.mkdir(parents=True, exist_ok=True)
+                port = self.ports.claim(f"deploy.{record.name}", 0, setting="(automatic)")
+                self.ports.save()
+                env = {**_base_env(), **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
+                process.start(self._command(record, port), env=env, cwd=process.log_file.parent)
+                launched.append((record, process, f"http://{LOOPBACK}:{port}"))
+            notes = []
+            for record, process, base in launched:
+                took = wait_ready(
+                    f"deployment {record.name}", _ready_probe(base, record.name), process, timeout=self.startup_timeout
+                )
+                notes.append(f"ready in {took:.1f}s at {base}")
+            return notes
         except BaseException:
-            process.stop(timeout=10)
+            for _, process, _ in launched:
+                process.stop(timeout=10)
             raise
-        return f"ready in {took:.1f}s at {base}"
 
     def _stop(self, name: str) -> bool:
         return self._process(name).stop(timeout=15)
@@ -230,28 +237,26 @@ class LocalServing:
             raise ConfigError(
                 f"{name!r} is a single-model deployment", hint=f"undeploy it first: sandbox serve undeploy {name}"
             )
-        notes: list[str] = []
-        started: list[str] = []
+        children = [
+            Deployment(
+                name=variant_name(name, variant.label),
+                kind="model",
+                model_uri=variant.model_uri,
+                parent=name,
+                batch_size=batch_size,
+                batch_wait_ms=batch_wait_ms,
+            )
+            for variant in variants
+        ]
+        notes = [f"{child.name}: {note}" for child, note in zip(children, self._start_many(children), strict=True)]
+        router = Deployment(name=name, kind="split", variants=variants, sticky_header=sticky_header)
         try:
-            for variant in variants:
-                child = Deployment(
-                    name=variant_name(name, variant.label),
-                    kind="model",
-                    model_uri=variant.model_uri,
-                    parent=name,
-                    batch_size=batch_size,
-                    batch_wait_ms=batch_wait_ms,
-                )
-                started.append(child.name)
-                notes.append(f"{child.name}: {self._start(child)}")
-                records[child.name] = child
-            router = Deployment(name=name, kind="split", variants=variants, sticky_header=sticky_header)
-            started.append(name)
             notes.append(f"{name} (router): {self._start(router)}")
         except BaseException:
-            for item in reversed(started):  # no half-made split left running
-                self._stop(item)
+            for child in children:  # no half-made split left running
+                self._stop(child.name)
             raise
+        records.update({child.name: child for child in children})
         records[name] = router
         self._save(records)
         return notes
@@ -274,13 +279,15 @@ class LocalServing:
     def start_all(self) -> list[tuple[str, str]]:
         """Restore recorded deployments (variants before their routers)."""
         records = self._load()
-        ordered = sorted(records.values(), key=lambda r: r.kind == "split")
         results = []
-        for record in ordered:
-            if self._process(record.name).running() is not None and self._healthy(record.name):
-                results.append((record.name, "already running"))
-                continue
-            results.append((record.name, self._start(record)))
+        for kind in ("model", "split"):  # a router needs its variants up
+            pending = []
+            for record in (r for r in records.values() if r.kind == kind):
+                if self._process(record.name).running() is not None and self._healthy(record.name):
+                    results.append((record.name, "already running"))
+                else:
+                    pending.append(record)
+            results += [(r.name, note) for r, note in zip(pending, self._start_many(pending), strict=True)]
         return results
 
     def stop_all(self) -> list[str]:
@@ -364,6 +371,14 @@ class LocalServing:
                 f"{uri} is not in the registry ({exc.error_code})",
                 hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
             ) from None
+
+
+def _ready_probe(base: str, name: str):
+    def probe() -> None:
+        response = httpx.get(f"{base}/v2/models/{name}/ready", timeout=5, trust_env=False)
+        response.raise_for_status()
+
+    return probe
 
 
 def _base_env() -> dict[str, str]:

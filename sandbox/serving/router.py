@@ -7,7 +7,10 @@
 Requests to `/v1/models/NAME:predict` and `/v2/models/NAME/infer` go to one
 variant, chosen at random by weight, or by a hash of the sticky header's value
 so one user always sees the same variant. The response carries the variant's
-name in `x-model-variant`. `/metrics` counts requests and latencies per variant.
+name in `x-model-variant` and an `x-request-id`. `/metrics` counts requests and
+latencies per variant. The feedback path, `POST /feedback` with the request id
+and the true labels, scores each variant's predictions; `GET /feedback` gives
+per-variant accuracy for an A/B comparison.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import json
 import random
 import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import httpx
@@ -33,6 +39,9 @@ from sandbox.serving.payloads import MAX_BODY_BYTES
 from sandbox.state import LOOPBACK
 
 VARIANT_HEADER = "x-model-variant"
+REQUEST_ID_HEADER = "x-request-id"
+# Predictions kept for the feedback path: enough for a long A/B test, bounded so memory is too.
+MAX_REMEMBERED = 200_000
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,14 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     )
+    feedback_total = Counter(
+        "ab_router_feedback_total",
+        "Ground-truth labels received, by variant and whether the prediction was right",
+        ["variant", "correct"],
+        registry=registry,
+    )
+    remembered: OrderedDict[str, tuple[str, list]] = OrderedDict()
+    quality: dict[str, dict[str, int]] = {v.label: {"labelled": 0, "correct": 0} for v in variants}
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=2.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
@@ -114,9 +131,11 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         body = await request.body()
         key = request.headers.get(sticky_header) if sticky_header else None
         variant = picker.pick(key)
-        headers = {"content-type": request.headers.get("content-type", "application/json")}
-        if "x-request-id" in request.headers:
-            headers["x-request-id"] = request.headers["x-request-id"]
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        headers = {
+            "content-type": request.headers.get("content-type", "application/json"),
+            REQUEST_ID_HEADER: request_id,
+        }
         started = time.perf_counter()
         try:
             upstream = await client.post(
@@ -131,11 +150,59 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
             )
         latency.labels(variant.label).observe(time.perf_counter() - started)
         requests_total.labels(variant.label, str(upstream.status_code)).inc()
+        if upstream.status_code == 200:
+            _remember(request_id, variant.label, upstream.content)
         return Response(
             upstream.content,
             status_code=upstream.status_code,
             media_type=upstream.headers.get("content-type"),
-            headers={VARIANT_HEADER: variant.label},
+            headers={VARIANT_HEADER: variant.label, REQUEST_ID_HEADER: request_id},
+        )
+
+    def _remember(request_id: str, label: str, body: bytes) -> None:
+        try:
+            payload = json.loads(body)
+            predictions = payload["predictions"] if "predictions" in payload else payload["outputs"][0]["data"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return
+        remembered[request_id] = (label, predictions)
+        if len(remembered) > MAX_REMEMBERED:
+            remembered.popitem(last=False)
+
+    async def feedback(request: Request) -> Response:
+        """Ground truth for an answered request: `{"request_id": ..., "labels": [...]}` (or `"label"`)."""
+        try:
+            body = json.loads(await request.body())
+            request_id = body["request_id"]
+            labels = body["labels"] if "labels" in body else [body["label"]]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'send {"request_id": "...", "labels": [...]} as JSON'}, 400)
+        if not isinstance(labels, list) or not isinstance(request_id, str):
+            return JSONResponse({"error": '"labels" must be a list and "request_id" a string'}, 400)
+        known = remembered.pop(request_id, None)
+        if known is None:
+            return JSONResponse({"error": f"unknown or already labelled request_id {request_id!r}"}, 404)
+        label, predictions = known
+        if len(labels) != len(predictions):
+            return JSONResponse({"error": f"{len(labels)} labels for {len(predictions)} predictions"}, 400)
+        for predicted, actual in zip(predictions, labels, strict=True):
+            correct = predicted == actual
+            quality[label]["labelled"] += 1
+            quality[label]["correct"] += int(correct)
+            feedback_total.labels(label, str(correct).lower()).inc()
+        return JSONResponse({"variant": label, "labelled": len(labels)})
+
+    async def feedback_stats(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "variants": {
+                    label: {
+                        **counts,
+                        "accuracy": counts["correct"] / counts["labelled"] if counts["labelled"] else None,
+                    }
+                    for label, counts in quality.items()
+                }
+            }
         )
 
     async def v1_predict(request: Request) -> Response:
@@ -208,6 +275,8 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/router", describe, methods=["GET"]),
+        Route("/feedback", feedback, methods=["POST"]),
+        Route("/feedback", feedback_stats, methods=["GET"]),
     ]
 
     @contextlib.asynccontextmanager
