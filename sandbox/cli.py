@@ -385,6 +385,7 @@ def _run_scenarios(names, junit, report, scenarios_dir, profile, dir, config) ->
         with ui.step(f"scenario {item.name}: {item.title}") as step:
             result = run_scenario(item, endpoints, prof.serving)
             step.note = result.outcome.value + (f" · {result.reason}" if result.reason else "")
+            step.failed = result.outcome == Outcome.FAILED
         results.append(result)
 
     table = Table(title=f"Production checklist · profile {endpoints.profile}", title_justify="left")

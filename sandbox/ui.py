@@ -26,6 +26,7 @@ class Step:
 
     def __init__(self) -> None:
         self.note = ""
+        self.failed = False  # a step can end without an exception and still have failed
 
 
 @contextlib.contextmanager
@@ -39,7 +40,8 @@ def step(title: str) -> Iterator[Step]:
         err.print(f" [red]✗[/] {escape(title)} [dim]({time.monotonic() - started:.1f}s)[/]")
         raise
     note = f" [dim]· {escape(handle.note)}[/]" if handle.note else ""
-    err.print(f" [green]✓[/] {escape(title)}{note} [dim]({time.monotonic() - started:.1f}s)[/]")
+    mark = "[red]✗[/]" if handle.failed else "[green]✓[/]"
+    err.print(f" {mark} {escape(title)}{note} [dim]({time.monotonic() - started:.1f}s)[/]")
 
 
 def print_error(error: SandboxError) -> None:

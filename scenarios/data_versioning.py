@@ -26,10 +26,17 @@ GIT = [
 
 
 def _dvc(ctx: ScenarioContext, workspace, *args: str) -> None:
+    import os
+
     from dvc.cli import main
 
     # In-process: one import of DVC for the whole scenario instead of one per command.
-    code = main(["--cd", str(workspace), "-q", *args])
+    # `--cd` changes the process's directory and leaves it there: put it back.
+    cwd = os.getcwd()
+    try:
+        code = main(["--cd", str(workspace), "-q", *args])
+    finally:
+        os.chdir(cwd)
     ctx.check(code == 0, f"`dvc {' '.join(args)}` exited {code}")
 
 

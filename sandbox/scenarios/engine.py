@@ -15,6 +15,7 @@ import enum
 import importlib.util
 import io
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -182,6 +183,7 @@ def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory) -> Scena
     with tempfile.TemporaryDirectory(prefix=f"scenario-{item.name}-") as tmp:
         context = ScenarioContext(endpoints, serving_factory, Path(tmp), result)
         captured = io.StringIO()
+        cwd = os.getcwd()
         try:
             # What a scenario's libraries print (KFP's task logs, MLflow's notices) is kept for the
             # report instead of interleaving with the checklist output.
@@ -196,6 +198,8 @@ def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory) -> Scena
                 result.evidence.append(
                     "traceback (last lines): " + " | ".join(traceback.format_exc().splitlines()[-4:])
                 )
+        finally:
+            os.chdir(cwd)  # a scenario that changed directory must not move the next one
     result.seconds = time.monotonic() - started
     result.output = captured.getvalue()[-20000:]
     return result
