@@ -371,6 +371,10 @@ def _run_scenarios(names, junit, report, scenarios_dir, profile, dir, config) ->
 
     # Scenarios link their MLflow runs in the report; MLflow's own "View run" lines would only clutter.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # A broken stack should fail a scenario in seconds, not after MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     registry = discover(scenarios_dir)
     unknown = [n for n in names or [] if n not in registry]
     if unknown:

@@ -17,6 +17,8 @@ ARTIFACT = "feature-importances.txt"
     order=10,
 )
 def tracking(ctx: ScenarioContext) -> None:
+    from mlflow.exceptions import MlflowException
+
     client = ctx.mlflow_client()
     experiment = ctx.unique("scenario-tracking")
     content = f"importances for {experiment}\nf0 0.41\nf1 0.22\n".encode()
@@ -39,7 +41,11 @@ def tracking(ctx: ScenarioContext) -> None:
     artifact_path = ctx.workdir / ARTIFACT
     artifact_path.write_bytes(content)
     with ctx.step("upload an artifact through MLflow's artifact proxy to S3"):
-        client.log_artifact(best_run, str(artifact_path))
+        try:
+            client.log_artifact(best_run, str(artifact_path))
+        except MlflowException as exc:
+            # MLflow only says its proxy failed; ask the object store itself what is wrong.
+            ctx.check(False, f"{ctx.s3_problem() or 'S3 answers, yet'}; MLflow's artifact upload failed: {exc}")
         for run_id in runs:
             client.set_terminated(run_id)
 

@@ -16,6 +16,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -112,12 +113,23 @@ class ScenarioContext:
 
         return MlflowClient(tracking_uri=self.endpoints.mlflow_tracking_uri)
 
+    def s3_problem(self) -> str | None:
+        """None if the object store answers with the sandbox's keys, else what is wrong with it."""
+        try:
+            self.endpoints.minio_client().list_buckets()
+        except Exception as exc:  # noqa: BLE001 - any failure is the diagnosis
+            return f"S3 at {self.endpoints.s3_endpoint_url} failed: {_describe(exc)}"
+        return None
+
     def unique(self, prefix: str) -> str:
         return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10000:04d}"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
     first = text[0] if text else ""
     if isinstance(exc, ScenarioFailed):
         return first

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import platform
+import re
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from sandbox.scenarios.engine import Outcome, ScenarioResult
+
+# XML 1.0 forbids most control characters; library output (colours) is full of them.
+_NOT_XML = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
 
 MARKS = {Outcome.PASSED: "✓", Outcome.FAILED: "✗", Outcome.SKIPPED: "skipped"}
 
@@ -29,12 +38,12 @@ def write_junit(results: list[ScenarioResult], path: Path, *, suite: str = "prod
             suite_el, "testcase", classname=f"scenarios.{suite}", name=result.name, time=f"{result.seconds:.3f}"
         )
         if result.outcome == Outcome.FAILED:
-            failure = ET.SubElement(case, "failure", message=result.reason)
-            failure.text = _detail(result)
+            failure = ET.SubElement(case, "failure", message=_xml_safe(result.reason))
+            failure.text = _xml_safe(_detail(result))
         elif result.outcome == Outcome.SKIPPED:
-            ET.SubElement(case, "skipped", message=result.reason)
+            ET.SubElement(case, "skipped", message=_xml_safe(result.reason))
         out = ET.SubElement(case, "system-out")
-        out.text = _detail(result) + ("\n--- output ---\n" + result.output if result.output else "")
+        out.text = _xml_safe(_detail(result) + ("\n--- output ---\n" + result.output if result.output else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     root = ET.Element("testsuites", name="sandbox")
     root.append(suite_el)
