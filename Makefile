@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration lint format bench bench-startup bench-serving lock clean
+.PHONY: help install sandbox down purge status test unit integration lint format bench bench-startup bench-serving bench-scenarios scenarios lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ purge: install  ## stop the sandbox and delete its data
 status: install  ## show the sandbox's services
 	$(BIN)/sandbox status
 
+scenarios: install  ## run the production checklist on the running sandbox; JUnit + HTML into reports/
+	$(BIN)/sandbox checklist --junit reports/junit.xml --report reports/checklist
+
 test: lint unit integration  ## everything CI runs
 
 unit: install  ## fast tests, no services
@@ -49,9 +52,13 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests
 	$(BIN)/ruff format sandbox tests benchmarks scenarios loadtests
 
-bench: install  ## both benchmarks (startup, serving); each prints its table
+bench: install  ## every benchmark; each prints its table
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/scenarios.py
+
+bench-scenarios: install  ## wall time of each checklist scenario on a fresh sandbox
+	$(BIN)/python benchmarks/scenarios.py
 
 bench-startup: install  ## cold and warm `sandbox up` against a bare `mlflow server`
 	$(BIN)/python benchmarks/startup.py
