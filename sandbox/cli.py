@@ -30,6 +30,8 @@ _verbose = False
 
 scenario_app = typer.Typer(help="Production-checklist scenarios: list them, run some.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+gpu_app = typer.Typer(help="GPU nodes, quotas and workload placement with Kubernetes' semantics.", no_args_is_help=True)
+app.add_typer(gpu_app, name="gpu")
 serve_app = typer.Typer(help="Serve registered models on KServe's V1/V2 protocols; A/B splits.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 
@@ -387,7 +389,7 @@ def _run_scenarios(names, junit, report, scenarios_dir, profile, dir, config) ->
     results = []
     for item in selected:
         with ui.step(f"scenario {item.name}: {item.title}") as step:
-            result = run_scenario(item, endpoints, prof.serving)
+            result = run_scenario(item, endpoints, prof.serving, prof.scheduler)
             step.note = result.outcome.value + (f" · {result.reason}" if result.reason else "")
             step.failed = result.outcome == Outcome.FAILED
         results.append(result)
@@ -411,6 +413,137 @@ def _run_scenarios(names, junit, report, scenarios_dir, profile, dir, config) ->
     if failed:
         ui.err.print(f"[red]{len(failed)} scenario(s) failed[/]: {', '.join(failed)}")
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+# --------------------------------------------------------------------------- gpu
+
+
+@gpu_app.command("status")
+@handle_errors
+def gpu_status(
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
+) -> None:
+    """Nodes (fake and real GPUs), what runs where, pending workloads and quota use."""
+    from sandbox.gpu import local_cluster
+    from sandbox.gpu.quantity import format_quantity
+
+    prof = _profile(profile, dir, config)
+    with local_cluster(prof.config.gpu, prof.config.root, save=False) as cluster:
+        if as_json:
+            payload = {
+                "nodes": [n.model_dump() | {"labels": n.all_labels()} for n in cluster.nodes.values()],
+                **cluster.to_dict(),
+                "quotas": [{**q.model_dump(), "used": cluster.quota_used(q.namespace)} for q in cluster.quotas],
+            }
+            ui.out.print_json(json.dumps(payload, default=str))
+            return
+        nodes = Table(title="Nodes", title_justify="left")
+        for column in ("node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real"):
+            nodes.add_column(column)
+        for node in cluster.nodes.values():
+            used = cluster.used_on(node.name)
+            nodes.add_row(
+                node.name,
+                f"{len(cluster.devices_used_on(node.name))}/{node.gpus}",
+                node.all_labels().get("nvidia.com/gpu.product", "-"),
+                f"{format_quantity(used.get('cpu', 0), 'cpu')}/{node.cpu}",
+                f"{format_quantity(used.get('memory', 0), 'memory')}/{node.memory}",
+                ", ".join(map(str, node.taints)) or "-",
+                "yes" if node.real else "fake",
+            )
+        ui.out.print(nodes)
+        workloads = Table(title="Workloads", title_justify="left")
+        for column in ("namespace/name", "state", "node", "devices", "reason"):
+            workloads.add_column(column)
+        for key, p in cluster.placements.items():
+            state = "Running" if p.node else "Pending"
+            workloads.add_row(key, state, p.node or "-", ",".join(map(str, p.devices)) or "-", p.reason)
+        ui.out.print(workloads)
+        quotas = Table(title="Quotas", title_justify="left")
+        for column in ("namespace/name", "resource", "used", "hard"):
+            quotas.add_column(column)
+        for quota in cluster.quotas:
+            used = cluster.quota_used(quota.namespace)
+            from sandbox.gpu.inventory import QUOTA_RESOURCES
+
+            for resource, hard in quota.limits().items():
+                unit = QUOTA_RESOURCES[resource]
+                quotas.add_row(
+                    f"{quota.namespace}/{quota.name}",
+                    resource,
+                    format_quantity(used.get(resource, 0), unit),
+                    format_quantity(hard, unit),
+                )
+        ui.out.print(quotas)
+
+
+@gpu_app.command("submit")
+@handle_errors
+def gpu_submit(
+    spec: Annotated[Path, typer.Argument(help="YAML workload: name, namespace, requests, limits, tolerations, ...")],
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Admit and place a Pod-like workload; prints Scheduled (with devices), Pending (why) or Rejected."""
+    import yaml
+    from pydantic import ValidationError
+
+    from sandbox.gpu import Workload
+
+    try:
+        workload = Workload(**(yaml.safe_load(spec.read_text()) or {}))
+    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
+        raise ConfigError(f"cannot read workload {spec}: {exc}", hint="see the README's GPU section") from None
+    decision = _profile(profile, dir, config).scheduler().submit(workload)
+    ui.out.print_json(json.dumps(asdict(decision)))
+    if decision.status == "Rejected":
+        raise typer.Exit(int(ExitCode.USAGE))
+
+
+@gpu_app.command("release")
+@handle_errors
+def gpu_release(
+    name: Annotated[str, typer.Argument(help="Workload name")],
+    namespace: Annotated[str, typer.Option(help="Its namespace")] = "default",
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove a workload; pending ones that now fit are scheduled and printed."""
+    try:
+        started = _profile(profile, dir, config).scheduler().release(name, namespace)
+    except KeyError:
+        raise NotRunningError(f"no workload {namespace}/{name}", hint="see `sandbox gpu status`") from None
+    ui.out.print_json(json.dumps([asdict(d) for d in started]))
+
+
+@gpu_app.command("render")
+@handle_errors
+def gpu_render(
+    out: Annotated[Path | None, typer.Option(help="Write the files here instead of printing the YAML")] = None,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The kind profile's objects from the inventory: kind config, GPU node patches, ResourceQuota, LimitRange."""
+    import yaml
+
+    from sandbox.gpu import render
+
+    gpu_config = _profile(profile, dir, config).config.gpu
+    if out is None:
+        ui.out.print(render.render_all(gpu_config), markup=False, highlight=False)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kind-config.yaml").write_text(yaml.safe_dump(render.kind_config(gpu_config), sort_keys=False))
+    (out / "quotas.yaml").write_text(yaml.safe_dump_all(render.quota_objects(gpu_config), sort_keys=False))
+    for node in (n for n in gpu_config.nodes if n.gpus and not n.real):
+        (out / f"gpu-patch-{node.name}.json").write_text(json.dumps(render.gpu_capacity_patch(node)))
+    ui.err.print(f"Wrote the kind config, quotas and GPU node patches to {out}")
 
 
 # --------------------------------------------------------------------------- load tests

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from sandbox.errors import ConfigError
+from sandbox.gpu.inventory import GpuConfig
 
 DEFAULT_CONFIG_FILE = Path("sandbox.yaml")
 ENV_PREFIX = "SANDBOX_"
@@ -83,6 +84,7 @@ class SandboxConfig(BaseSettings):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -76,6 +76,10 @@ class Profile(abc.ABC):
         """The model-serving backend of this profile (deploy, split, undeploy, list)."""
 
     @abc.abstractmethod
+    def scheduler(self):
+        """The GPU scheduling and quota backend (submit, release, apply_quota, nodes)."""
+
+    @abc.abstractmethod
     def service_names(self) -> list[str]:
         """Names `logs` accepts."""
 

@@ -66,6 +66,9 @@ class KindProfile(Profile):
     def serving(self):
         raise _not_available()
 
+    def scheduler(self):
+        raise _not_available()
+
     def service_names(self) -> list[str]:
         return []
 

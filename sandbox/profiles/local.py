@@ -8,6 +8,7 @@ from pathlib import Path
 from sandbox import ui
 from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
+from sandbox.gpu import LocalScheduler
 from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
 from sandbox.services.base import LocalService, ServiceContext
 from sandbox.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
@@ -24,7 +25,8 @@ from sandbox.state import (
 )
 
 # kfp: pipelines run with kfp.local (subprocesses); there is no KFP API server on this profile.
-CAPABILITIES = ["mlflow", "s3", "postgres", "serving", "kfp"]
+# gpu: admission and placement against the inventory (fake GPU nodes, plus real ones NVML finds).
+CAPABILITIES = ["mlflow", "s3", "postgres", "serving", "kfp", "gpu"]
 
 
 class LocalProfile(Profile):
@@ -209,6 +211,10 @@ class LocalProfile(Profile):
                 hint="start it with `sandbox up`",
             )
         return self._endpoints(services)
+
+    def scheduler(self) -> LocalScheduler:
+        """Admission and placement on the inventory; state kept in the sandbox dir."""
+        return LocalScheduler(self.config.gpu, self.sandbox.root)
 
     def serving(self) -> LocalServing:
         """Deployments need MLflow running; the registry is where models come from."""

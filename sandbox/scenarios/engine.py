@@ -74,9 +74,12 @@ class Scenario:
 class ScenarioContext:
     """What a scenario gets: the stack's endpoints, serving, a work folder, and reporting helpers."""
 
-    def __init__(self, endpoints: Endpoints, serving_factory, workdir: Path, result: ScenarioResult):
+    def __init__(
+        self, endpoints: Endpoints, serving_factory, workdir: Path, result: ScenarioResult, scheduler_factory=None
+    ):
         self.endpoints = endpoints
         self._serving_factory = serving_factory
+        self._scheduler_factory = scheduler_factory
         self.workdir = workdir
         self._result = result
 
@@ -84,6 +87,13 @@ class ScenarioContext:
     def serving(self):
         """The profile's serving backend (deploy, split, undeploy), made when first used."""
         return self._serving_factory()
+
+    @property
+    def scheduler(self):
+        """The profile's GPU scheduling and quota backend."""
+        if self._scheduler_factory is None:
+            raise ScenarioFailed("this runner gave the scenario no scheduler")
+        return self._scheduler_factory()
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -184,7 +194,7 @@ def discover(extra_dirs: list[Path] | None = None) -> dict[str, Scenario]:
 # --------------------------------------------------------------------------- running
 
 
-def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory) -> ScenarioResult:
+def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory, scheduler_factory=None) -> ScenarioResult:
     result = ScenarioResult(item.name, item.title, item.checklist, Outcome.PASSED)
     missing = [need for need in item.needs if need not in endpoints.capabilities]
     if missing:
@@ -193,7 +203,7 @@ def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory) -> Scena
         return result
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"scenario-{item.name}-") as tmp:
-        context = ScenarioContext(endpoints, serving_factory, Path(tmp), result)
+        context = ScenarioContext(endpoints, serving_factory, Path(tmp), result, scheduler_factory)
         captured = io.StringIO()
         cwd = os.getcwd()
         try:

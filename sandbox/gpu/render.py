@@ -1,0 +1,98 @@
+"""Kubernetes objects for the kind profile, rendered from the same inventory.
+
+- a kind `Cluster` config: one worker per inventory node, with its labels and
+  taints (kubeadm's `nodeRegistration`), plus a control-plane node;
+- per GPU node, the JSON patch for the node's status that advertises the
+  extended resource `nvidia.com/gpu` (what a device plugin would report);
+- `ResourceQuota` and `LimitRange` objects per quota.
+Everything here is checked against the Kubernetes schemas by the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from sandbox.gpu.inventory import GpuConfig, NodeSpec
+
+KIND_API = "kind.x-k8s.io/v1alpha4"
+INVENTORY_LABEL = "ml-sandbox/inventory-node"
+
+
+def kind_config(config: GpuConfig, *, name: str = "ml-sandbox") -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = [{"role": "control-plane"}]
+    for node in config.nodes:
+        if node.real:
+            continue  # this machine's GPUs cannot be handed to a kind node by the inventory
+        # kind names the nodes itself; the inventory name travels as a label.
+        labels = {INVENTORY_LABEL: node.name}
+        labels.update({k: v for k, v in node.all_labels().items() if k != "kubernetes.io/hostname"})
+        worker: dict[str, Any] = {"role": "worker", "labels": labels}
+        if node.taints:
+            taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.taints]
+            patch = {"kind": "JoinConfiguration", "nodeRegistration": {"taints": taints}}
+            worker["kubeadmConfigPatches"] = [yaml.safe_dump(patch, sort_keys=False)]
+        nodes.append(worker)
+    return {"kind": "Cluster", "apiVersion": KIND_API, "name": name, "nodes": nodes}
+
+
+def gpu_capacity_patch(node: NodeSpec) -> list[dict[str, Any]]:
+    """`kubectl patch node NAME --subresource=status --type=json -p ...` for fake GPUs."""
+    return [
+        {"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": str(node.gpus)},
+        {"op": "add", "path": "/status/allocatable/nvidia.com~1gpu", "value": str(node.gpus)},
+    ]
+
+
+def node_with_patch(node: NodeSpec) -> dict[str, Any]:
+    """The Node object as it looks once the patch is applied (for schema validation)."""
+    gpus = str(node.gpus)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": node.all_labels()},
+        "spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.taints]},
+        "status": {
+            "capacity": {"cpu": node.cpu, "memory": node.memory, "pods": str(node.pods), "nvidia.com/gpu": gpus},
+            "allocatable": {"cpu": node.cpu, "memory": node.memory, "pods": str(node.pods), "nvidia.com/gpu": gpus},
+        },
+    }
+
+
+def quota_objects(config: GpuConfig) -> list[dict[str, Any]]:
+    objects = []
+    for quota in config.quotas:
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": quota.name, "namespace": quota.namespace},
+                "spec": {"hard": dict(quota.hard)},
+            }
+        )
+        # Defaults, so a Pod without requests is still admitted under a cpu/memory quota on a cluster.
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "LimitRange",
+                "metadata": {"name": f"{quota.name}-defaults", "namespace": quota.namespace},
+                "spec": {
+                    "limits": [
+                        {
+                            "type": "Container",
+                            "defaultRequest": {"cpu": "250m", "memory": "256Mi"},
+                            "default": {"cpu": "1", "memory": "1Gi"},
+                        }
+                    ]
+                },
+            }
+        )
+    return objects
+
+
+def render_all(config: GpuConfig) -> str:
+    """Every rendered object as one multi-document YAML (kind config first)."""
+    documents: list[dict[str, Any]] = [kind_config(config)]
+    documents += quota_objects(config)
+    return yaml.safe_dump_all(documents, sort_keys=False)
