@@ -240,6 +240,7 @@ def serve_deploy(
     ],
     batch_size: Annotated[int, typer.Option(help="Max rows per batched predict; 1 turns batching off")] = 1,
     batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
+    gpus: Annotated[int, typer.Option(help="GPUs to place it on (quota and placement as on Kubernetes)")] = 0,
     profile: ProfileOpt = None,
     dir: DirOpt = None,
     config: ConfigOpt = None,
@@ -247,7 +248,7 @@ def serve_deploy(
     """Serve a registered model with a KServe ModelServer (redeploys if NAME exists)."""
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Deploying {name} from {model}") as step:
-        step.note = serving.deploy(name, model, batch_size=batch_size, batch_wait_ms=batch_wait_ms)
+        step.note = serving.deploy(name, model, batch_size=batch_size, batch_wait_ms=batch_wait_ms, gpus=gpus)
     endpoint = serving.inference_endpoints()[name]
     ui.err.print(f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}")
 

@@ -226,7 +226,13 @@ class LocalProfile(Profile):
             raise NotRunningError(
                 f"the sandbox in {self.sandbox.root} is not running", hint="start it with `sandbox up`"
             )
-        return LocalServing(self.sandbox, services[0].ctx.ports, endpoints, startup_timeout=self.config.startup_timeout)
+        return LocalServing(
+            self.sandbox,
+            services[0].ctx.ports,
+            endpoints,
+            startup_timeout=self.config.startup_timeout,
+            scheduler=self.scheduler(),
+        )
 
     def _endpoints(self, services) -> Endpoints | None:
         postgres, s3, mlflow = services

@@ -62,6 +62,7 @@ class Deployment(BaseModel):
     model_uri: str | None = None
     batch_size: int = 1
     batch_wait_ms: float = 5.0
+    gpus: int = 0  # placed through the profile's scheduler; the server sees only its devices
     variants: list[VariantSpec] = Field(default_factory=list)
     sticky_header: str | None = None
     parent: str | None = None  # a variant's model server belongs to its split
@@ -101,8 +102,11 @@ def validate_model_uri(uri: str) -> None:
 class LocalServing:
     """Deploy, split, list and undeploy on the local profile."""
 
-    def __init__(self, sandbox: SandboxDir, ports: PortMap, endpoints: Endpoints, *, startup_timeout: float):
+    def __init__(
+        self, sandbox: SandboxDir, ports: PortMap, endpoints: Endpoints, *, startup_timeout: float, scheduler=None
+    ):
         self.sandbox = sandbox
+        self.scheduler = scheduler
         self.ports = ports
         self.endpoints = endpoints
         self.startup_timeout = startup_timeout
@@ -173,6 +177,7 @@ class LocalServing:
                 port = self.ports.claim(f"deploy.{record.name}", 0, setting="(automatic)")
                 self.ports.save()
                 env = {**_base_env(), **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
+                env.update(self._gpu_env(record))
                 process.start(self._command(record, port), env=env, cwd=process.log_file.parent)
                 launched.append((record, process, f"http://{LOOPBACK}:{port}"))
             notes = []
@@ -187,12 +192,50 @@ class LocalServing:
                 process.stop(timeout=10)
             raise
 
+    @staticmethod
+    def workload_name(name: str) -> str:
+        return f"serve-{name}"
+
+    def _gpu_env(self, record: Deployment) -> dict[str, str]:
+        """CUDA_VISIBLE_DEVICES for a GPU deployment: its placement, made now if there is none."""
+        if not record.gpus:
+            return {}
+        if self.scheduler is None:
+            raise ConfigError("this profile cannot place GPU deployments", hint="deploy without --gpus")
+        from sandbox.gpu import Toleration, Workload
+
+        placement = self.scheduler.placement(self.workload_name(record.name))
+        if placement is not None and placement.node is not None:
+            return placement.env
+        decision = self.scheduler.submit(
+            Workload(
+                name=self.workload_name(record.name),
+                requests={"cpu": "1", "memory": "2Gi"},
+                limits={"nvidia.com/gpu": str(record.gpus)},
+                tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+            )
+        )
+        if decision.status != "Scheduled":
+            if decision.status == "Pending":
+                self.scheduler.release(self.workload_name(record.name))
+            raise SandboxError(
+                f"cannot place {record.name} with {record.gpus} GPU(s): {decision.message}",
+                hint="free GPUs (`sandbox gpu status`), ask for fewer, or raise the quota in sandbox.yaml",
+            )
+        return decision.env
+
+    def _release_gpus(self, name: str) -> None:
+        if self.scheduler is not None and self.scheduler.placement(self.workload_name(name)) is not None:
+            self.scheduler.release(self.workload_name(name))
+
     def _stop(self, name: str) -> bool:
         return self._process(name).stop(timeout=15)
 
     # ---------------------------------------------------------------- commands
 
-    def deploy(self, name: str, model_uri: str, *, batch_size: int = 1, batch_wait_ms: float = 5.0) -> str:
+    def deploy(
+        self, name: str, model_uri: str, *, batch_size: int = 1, batch_wait_ms: float = 5.0, gpus: int = 0
+    ) -> str:
         validate_name(name)
         validate_model_uri(model_uri)
         if batch_size < 1 or batch_wait_ms < 0:
@@ -204,10 +247,22 @@ class LocalServing:
         existing = records.get(name)
         if existing is not None and existing.kind == "split":
             raise ConfigError(f"{name!r} is an A/B split", hint=f"undeploy it first: sandbox serve undeploy {name}")
+        if gpus < 0:
+            raise ConfigError("--gpus must be 0 or more", hint="e.g. --gpus 1")
         record = Deployment(
-            name=name, kind="model", model_uri=model_uri, batch_size=batch_size, batch_wait_ms=batch_wait_ms
+            name=name, kind="model", model_uri=model_uri, batch_size=batch_size, batch_wait_ms=batch_wait_ms, gpus=gpus
         )
-        note = self._start(record)
+        if existing is not None and existing.gpus != gpus:
+            self._release_gpus(name)  # a redeploy with another GPU count is placed afresh
+        try:
+            note = self._start(record)
+        except BaseException:
+            if existing is None:
+                self._release_gpus(name)
+            raise
+        placement = self.scheduler.placement(self.workload_name(name)) if gpus and self.scheduler else None
+        if placement is not None:
+            note += f", GPUs {','.join(map(str, placement.devices))} on {placement.node}"
         records[name] = record
         self._save(records)
         return note
@@ -272,6 +327,7 @@ class LocalServing:
         removed = [name] + [n for n, r in records.items() if r.parent == name]
         for item in removed:
             self._stop(item)
+            self._release_gpus(item)
             records.pop(item, None)
         self._save(records)
         return removed

@@ -16,7 +16,7 @@ from sandbox.errors import ExitCode
 
 pytestmark = pytest.mark.integration
 
-FIVE = ["tracking", "pipelines", "registry", "data-versioning", "ab-testing", "gpu-quotas"]
+CHECKLIST = ["tracking", "pipelines", "registry", "data-versioning", "ab-testing", "gpu-quotas"]
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +33,11 @@ def test_the_checklist_passes_and_writes_reports(checklist_stack, tmp_path):
     junit, report = tmp_path / "junit.xml", tmp_path / "report"
     result = checklist_stack.cli("checklist", "--junit", str(junit), "--report", str(report), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in FIVE:
+    for name in CHECKLIST:
         assert f"scenario {name}:" in result.stderr
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("failures") == "0" and suite.get("skipped") == "0"
-    assert {case.get("name") for case in suite.iter("testcase")} == set(FIVE)
+    assert {case.get("name") for case in suite.iter("testcase")} == set(CHECKLIST)
     page = (report / "checklist.html").read_text()
     assert "6 passed" in page and "#/experiments/" in page  # links to the MLflow runs
     assert "s3://mlflow-artifacts/" in (report / "checklist.md").read_text()  # tracking's evidence
@@ -66,7 +66,7 @@ def test_scenario_list_and_unknown_names(checklist_stack):
     listed = subprocess.run(
         [sys.executable, "-m", "sandbox", "scenario", "list"], capture_output=True, text=True, check=True
     ).stdout
-    for name in FIVE:
+    for name in CHECKLIST:
         assert name in listed
     unknown = checklist_stack.cli("scenario", "run", "nope", check=False)
     assert unknown.returncode == ExitCode.USAGE and "unknown scenario" in unknown.stderr

@@ -269,6 +269,25 @@ def test_bad_deploys_are_refused_clearly(serving_stack):
     assert "ghost" not in _deployments(serving_stack)
 
 
+def test_gpu_deployments_are_placed_and_limited_by_quota(serving_stack):
+    placed = serving_stack.cli("serve", "deploy", "fraud-gpu", "--model", "models:/fraud-detector/1", "--gpus", "2")
+    assert "GPUs 0,1 on gpu-a100" in placed.stderr
+    pid = _deployments(serving_stack)["fraud-gpu"]["pid"]
+    assert psutil.Process(pid).environ()["CUDA_VISIBLE_DEVICES"] == "0,1"
+    placements = json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"]
+    assert [(p["workload"]["name"], p["node"], p["devices"]) for p in placements] == [
+        ("serve-fraud-gpu", "gpu-a100", [0, 1])
+    ]
+    refused = serving_stack.cli(
+        "serve", "deploy", "fraud-gpus", "--model", "models:/fraud-detector/1", "--gpus", "3", check=False
+    )
+    assert refused.returncode != 0
+    assert "exceeded quota: compute-quota, requested: requests.nvidia.com/gpu=3" in refused.stderr
+    assert "fraud-gpus" not in _deployments(serving_stack)
+    serving_stack.cli("serve", "undeploy", "fraud-gpu")
+    assert json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"] == []
+
+
 def test_undeploy_stops_the_split_and_its_variants(serving_stack):
     pids = {n: d["pid"] for n, d in _deployments(serving_stack).items() if n.startswith("fraud-ab")}
     assert set(pids) == {"fraud-ab", "fraud-ab-a", "fraud-ab-b"}
