@@ -429,6 +429,7 @@ def gpu_status(
 ) -> None:
     """Nodes (fake and real GPUs), what runs where, pending workloads and quota use."""
     from sandbox.gpu import local_cluster
+    from sandbox.gpu.inventory import QUOTA_RESOURCES
     from sandbox.gpu.quantity import format_quantity
 
     prof = _profile(profile, dir, config)
@@ -468,8 +469,6 @@ def gpu_status(
             quotas.add_column(column)
         for quota in cluster.quotas:
             used = cluster.quota_used(quota.namespace)
-            from sandbox.gpu.inventory import QUOTA_RESOURCES
-
             for resource, hard in quota.limits().items():
                 unit = QUOTA_RESOURCES[resource]
                 quotas.add_row(
