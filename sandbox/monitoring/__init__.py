@@ -1,0 +1,1 @@
+"""Model monitoring: drift between training reference data and live inference features."""
