@@ -14,6 +14,8 @@ from typing import ClassVar
 
 from locust import FastHttpUser, constant, task
 
+from sandbox.serving.payloads import v1_body, v2_body
+
 # Requests in the stats table are named by protocol; A/B responses add the variant.
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -47,7 +49,7 @@ class V1User(_InferenceUser):
 
     @task
     def predict(self) -> None:
-        self._post(f"/v1/models/{self.model_name}:predict", {"instances": self._sample()}, "v1 predict", "predictions")
+        self._post(f"/v1/models/{self.model_name}:predict", v1_body(self._sample()), "v1 predict", "predictions")
 
 
 class V2User(_InferenceUser):
@@ -57,14 +59,7 @@ class V2User(_InferenceUser):
 
     @task
     def infer(self) -> None:
-        rows = self._sample()
-        tensor = {
-            "name": "input-0",
-            "shape": [len(rows), len(rows[0])],
-            "datatype": "FP64",
-            "data": [value for row in rows for value in row],
-        }
-        self._post(f"/v2/models/{self.model_name}/infer", {"inputs": [tensor]}, "v2 infer", "outputs")
+        self._post(f"/v2/models/{self.model_name}/infer", v2_body(self._sample()), "v2 infer", "outputs")
 
 
 class MLflowServeUser(_InferenceUser):
@@ -86,7 +81,7 @@ class ABUser(_InferenceUser):
 
     @task
     def predict(self) -> None:
-        body = {"instances": self._sample()}
+        body = v1_body(self._sample())
         with self.client.post(
             f"/v1/models/{self.model_name}:predict", json=body, headers=JSON_HEADERS, catch_response=True
         ) as response:

@@ -428,56 +428,54 @@ def gpu_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable")] = False,
 ) -> None:
     """Nodes (fake and real GPUs), what runs where, pending workloads and quota use."""
-    from sandbox.gpu import local_cluster
     from sandbox.gpu.inventory import QUOTA_RESOURCES
     from sandbox.gpu.quantity import format_quantity
 
-    prof = _profile(profile, dir, config)
-    with local_cluster(prof.config.gpu, prof.config.root, save=False) as cluster:
-        if as_json:
-            payload = {
-                "nodes": [n.model_dump() | {"labels": n.all_labels()} for n in cluster.nodes.values()],
-                **cluster.to_dict(),
-                "quotas": [{**q.model_dump(), "used": cluster.quota_used(q.namespace)} for q in cluster.quotas],
-            }
-            ui.out.print_json(json.dumps(payload, default=str))
-            return
-        nodes = Table(title="Nodes", title_justify="left")
-        for column in ("node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real"):
-            nodes.add_column(column)
-        for node in cluster.nodes.values():
-            used = cluster.used_on(node.name)
-            nodes.add_row(
-                node.name,
-                f"{len(cluster.devices_used_on(node.name))}/{node.gpus}",
-                node.all_labels().get("nvidia.com/gpu.product", "-"),
-                f"{format_quantity(used.get('cpu', 0), 'cpu')}/{node.cpu}",
-                f"{format_quantity(used.get('memory', 0), 'memory')}/{node.memory}",
-                ", ".join(map(str, node.taints)) or "-",
-                "yes" if node.real else "fake",
+    cluster = _profile(profile, dir, config).scheduler().snapshot()
+    if as_json:
+        payload = {
+            "nodes": [n.model_dump() | {"labels": n.all_labels()} for n in cluster.nodes.values()],
+            **cluster.to_dict(),
+            "quotas": [{**q.model_dump(), "used": cluster.quota_used(q.namespace)} for q in cluster.quotas],
+        }
+        ui.out.print_json(json.dumps(payload, default=str))
+        return
+    nodes = Table(title="Nodes", title_justify="left")
+    for column in ("node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real"):
+        nodes.add_column(column)
+    for node in cluster.nodes.values():
+        used = cluster.used_on(node.name)
+        nodes.add_row(
+            node.name,
+            f"{len(cluster.devices_used_on(node.name))}/{node.gpus}",
+            node.all_labels().get("nvidia.com/gpu.product", "-"),
+            f"{format_quantity(used.get('cpu', 0), 'cpu')}/{node.cpu}",
+            f"{format_quantity(used.get('memory', 0), 'memory')}/{node.memory}",
+            ", ".join(map(str, node.taints)) or "-",
+            "yes" if node.real else "fake",
+        )
+    ui.out.print(nodes)
+    workloads = Table(title="Workloads", title_justify="left")
+    for column in ("namespace/name", "state", "node", "devices", "reason"):
+        workloads.add_column(column)
+    for key, p in cluster.placements.items():
+        state = "Running" if p.node else "Pending"
+        workloads.add_row(key, state, p.node or "-", ",".join(map(str, p.devices)) or "-", p.reason)
+    ui.out.print(workloads)
+    quotas = Table(title="Quotas", title_justify="left")
+    for column in ("namespace/name", "resource", "used", "hard"):
+        quotas.add_column(column)
+    for quota in cluster.quotas:
+        used = cluster.quota_used(quota.namespace)
+        for resource, hard in quota.limits().items():
+            unit = QUOTA_RESOURCES[resource]
+            quotas.add_row(
+                f"{quota.namespace}/{quota.name}",
+                resource,
+                format_quantity(used.get(resource, 0), unit),
+                format_quantity(hard, unit),
             )
-        ui.out.print(nodes)
-        workloads = Table(title="Workloads", title_justify="left")
-        for column in ("namespace/name", "state", "node", "devices", "reason"):
-            workloads.add_column(column)
-        for key, p in cluster.placements.items():
-            state = "Running" if p.node else "Pending"
-            workloads.add_row(key, state, p.node or "-", ",".join(map(str, p.devices)) or "-", p.reason)
-        ui.out.print(workloads)
-        quotas = Table(title="Quotas", title_justify="left")
-        for column in ("namespace/name", "resource", "used", "hard"):
-            quotas.add_column(column)
-        for quota in cluster.quotas:
-            used = cluster.quota_used(quota.namespace)
-            for resource, hard in quota.limits().items():
-                unit = QUOTA_RESOURCES[resource]
-                quotas.add_row(
-                    f"{quota.namespace}/{quota.name}",
-                    resource,
-                    format_quantity(used.get(resource, 0), unit),
-                    format_quantity(hard, unit),
-                )
-        ui.out.print(quotas)
+    ui.out.print(quotas)
 
 
 @gpu_app.command("submit")

@@ -35,6 +35,8 @@ class ManagedProcess:
     def __init__(self, pid_file: Path, log_file: Path):
         self.pid_file = pid_file
         self.log_file = log_file
+        # Set when this object started the process, so Python can reap it if it dies while we wait.
+        self._popen: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -90,14 +92,12 @@ class ManagedProcess:
             )
         proc = psutil.Process(popen.pid)
         self._write(PidRecord(pid=proc.pid, create_time=proc.create_time(), cmdline=list(argv)))
-        # Keep the Popen so that Python reaps the child if it dies while we are waiting on it.
         self._popen = popen
         return proc
 
     def exited(self) -> int | None:
         """Exit code of a process started by this object, if it has already ended."""
-        popen = getattr(self, "_popen", None)
-        return popen.poll() if popen is not None else None
+        return self._popen.poll() if self._popen is not None else None
 
     def stop(self, *, sig: signal.Signals = signal.SIGTERM, whole_group: bool = True, timeout: float = 30) -> bool:
         """Stop the process and everything in its group; True if something was stopped."""
@@ -117,9 +117,8 @@ class ManagedProcess:
             _signal(proc, signal.SIGKILL)
         psutil.wait_procs(alive, timeout=10)
         self.pid_file.unlink(missing_ok=True)
-        popen = getattr(self, "_popen", None)
-        if popen is not None:
-            popen.poll()
+        if self._popen is not None:
+            self._popen.poll()
         return True
 
     def log_tail(self, lines: int = 25) -> str:

@@ -57,6 +57,11 @@ def _register(ctx: ScenarioContext, *, strong: bool) -> str:
     return f"models:/{MODEL}/{info.registered_model_version}"
 
 
+def _split_evenly(ctx: ScenarioContext, name: str, uri_a: str, uri_b: str) -> None:
+    variants = [VariantSpec(label="a", model_uri=uri_a, weight=50), VariantSpec(label="b", model_uri=uri_b, weight=50)]
+    ctx.serving.split(name, variants, sticky_header="x-user-id")
+
+
 def _labelled_traffic(ctx: ScenarioContext, split: str, seed: int) -> ABVerdict:
     """Send labelled rows (sticky per user, so routing is reproducible), feed the truth back, test."""
     endpoint = ctx.serving.inference_endpoints()[split]

@@ -99,9 +99,14 @@ class LocalScheduler:
         with local_cluster(self.config, self.root) as cluster:
             return cluster.release(name, namespace)
 
-    def placement(self, name: str, namespace: str = "default"):
+    def snapshot(self) -> Cluster:
+        """The current nodes, placements and quotas, read-only."""
         with local_cluster(self.config, self.root, save=False) as cluster:
-            return cluster.placements.get(cluster.key(name, namespace))
+            return cluster
+
+    def placement(self, name: str, namespace: str = "default"):
+        cluster = self.snapshot()
+        return cluster.placements.get(cluster.key(name, namespace))
 
 
 __all__ = [

@@ -48,7 +48,6 @@ class LoadTestOptions:
     baseline: Path | None = None
     baseline_tolerance: float = 0.10
     processes: int = 1
-    protocol: str | None = None  # v1 | v2 (default: v1, or the URL's)
     data: Path | None = None
     rows_per_request: int = 1
     rows: list[list[float]] | None = None  # explicit payload rows (API use), instead of --data or metadata

@@ -14,7 +14,7 @@ from sandbox.services.base import LocalService, ServiceContext
 from sandbox.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
 from sandbox.services.postgres import Postgres, find_binaries
 from sandbox.services.seaweedfs import SeaweedS3, weed_binary
-from sandbox.serving.deployments import LocalServing
+from sandbox.serving.deployments import DeploymentStore, LocalServing
 from sandbox.state import (
     PortMap,
     SandboxDir,
@@ -59,10 +59,10 @@ class LocalProfile(Profile):
             return self.sandbox.service_dir(service) / "service.log"
         deployments = []
         if read_secrets(self.sandbox) is not None:
-            serving = LocalServing(self.sandbox, PortMap(self.sandbox), None, startup_timeout=0)
-            deployments = list(serving.records())
+            store = DeploymentStore(self.sandbox, PortMap(self.sandbox))
+            deployments = list(store.records())
             if service in deployments:
-                return serving.log_file(service)
+                return store.log_file(service)
         raise ConfigError(
             f"unknown service '{service}'",
             hint=f"choose one of: {', '.join(self.service_names() + deployments)}",
@@ -129,9 +129,10 @@ class LocalProfile(Profile):
                         for svc in reversed(started):
                             svc.stop()
                 raise
-            if self.serving().records():
+            serving = self.serving()
+            if serving.records():
                 with ui.step("Model deployments") as step:
-                    restored = self.serving().start_all()
+                    restored = serving.start_all()
                     step.note = ", ".join(f"{name}: {note.split(' at ')[0]}" for name, note in restored)
         return self.endpoints()
 
@@ -249,7 +250,5 @@ class LocalProfile(Profile):
             artifacts_bucket=ARTIFACTS_BUCKET,
             postgres_url=postgres.connection_url(),
             capabilities=CAPABILITIES,
-            inference=LocalServing(
-                self.sandbox, postgres.ctx.ports, None, startup_timeout=self.config.startup_timeout
-            ).inference_endpoints(),
+            inference=DeploymentStore(self.sandbox, postgres.ctx.ports).inference_endpoints(),
         )

@@ -8,6 +8,7 @@ them and `sandbox down` stops them. Each runs from `<dir>/deployments/<name>/`
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -99,20 +100,17 @@ def validate_model_uri(uri: str) -> None:
         )
 
 
-class LocalServing:
-    """Deploy, split, list and undeploy on the local profile."""
+class DeploymentStore:
+    """What is deployed and where: `<dir>/deployments.json`, the port map, the runtime folders.
 
-    def __init__(
-        self, sandbox: SandboxDir, ports: PortMap, endpoints: Endpoints, *, startup_timeout: float, scheduler=None
-    ):
+    Reading it needs no running stack (status, logs and endpoints use it); `LocalServing`
+    adds the commands that start and stop servers.
+    """
+
+    def __init__(self, sandbox: SandboxDir, ports: PortMap):
         self.sandbox = sandbox
-        self.scheduler = scheduler
         self.ports = ports
-        self.endpoints = endpoints
-        self.startup_timeout = startup_timeout
         self._file = sandbox.root / "deployments.json"
-
-    # ---------------------------------------------------------------- records
 
     def _load(self) -> dict[str, Deployment]:
         if not self._file.exists():
@@ -135,6 +133,38 @@ class LocalServing:
     def url(self, name: str) -> str | None:
         port = self.ports.get(f"deploy.{name}")
         return f"http://{LOOPBACK}:{port}" if port else None
+
+    def inference_endpoints(self) -> dict[str, InferenceEndpoint]:
+        out = {}
+        for name, record in self._load().items():
+            base = self.url(name)
+            if base is None:
+                continue
+            out[name] = InferenceEndpoint(
+                name=name,
+                url=base,
+                v1_predict=f"{base}/v1/models/{name}:predict",
+                v2_infer=f"{base}/v2/models/{name}/infer",
+                kind=record.kind,
+                model_uri=record.model_uri,
+                variants=[v.label for v in record.variants],
+            )
+        return out
+
+    def log_file(self, name: str) -> Path:
+        return self._process(name).log_file
+
+
+class LocalServing(DeploymentStore):
+    """Deploy, split, list and undeploy on the local profile."""
+
+    def __init__(
+        self, sandbox: SandboxDir, ports: PortMap, endpoints: Endpoints, *, startup_timeout: float, scheduler=None
+    ):
+        super().__init__(sandbox, ports)
+        self.endpoints = endpoints
+        self.startup_timeout = startup_timeout
+        self.scheduler = scheduler
 
     # ---------------------------------------------------------------- processes
 
@@ -176,7 +206,7 @@ class LocalServing:
                 process.log_file.parent.mkdir(parents=True, exist_ok=True)
                 port = self.ports.claim(f"deploy.{record.name}", 0, setting="(automatic)")
                 self.ports.save()
-                env = {**_base_env(), **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
+                env = {**os.environ, **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
                 env.update(self._gpu_env(record))
                 process.start(self._command(record, port), env=env, cwd=process.log_file.parent)
                 launched.append((record, process, f"http://{LOOPBACK}:{port}"))
@@ -383,26 +413,6 @@ class LocalServing:
             )
         return out
 
-    def inference_endpoints(self) -> dict[str, InferenceEndpoint]:
-        out = {}
-        for name, record in self._load().items():
-            base = self.url(name)
-            if base is None:
-                continue
-            out[name] = InferenceEndpoint(
-                name=name,
-                url=base,
-                v1_predict=f"{base}/v1/models/{name}:predict",
-                v2_infer=f"{base}/v2/models/{name}/infer",
-                kind=record.kind,
-                model_uri=record.model_uri,
-                variants=[v.label for v in record.variants],
-            )
-        return out
-
-    def log_file(self, name: str) -> Path:
-        return self._process(name).log_file
-
     def _check_model_exists(self, uri: str) -> None:
         """Fail early, with the registry's own words, rather than in a server's log."""
         from mlflow import MlflowClient
@@ -435,9 +445,3 @@ def _ready_probe(base: str, name: str):
         response.raise_for_status()
 
     return probe
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

@@ -137,12 +137,12 @@ def _bind_loopback() -> None:
 
         def create_application(self):
             super().create_application()
-            _add_body_limit(self)
+            _add_body_limit()
 
     ks_model_server.RESTServer = LoopbackRESTServer
 
 
-def _add_body_limit(rest_server) -> None:
+def _add_body_limit() -> None:
     """Refuse oversized bodies with 413 before they are read into memory."""
     from kserve.model_server import app
     from starlette.responses import JSONResponse
