@@ -111,14 +111,7 @@ def ab_testing(ctx: ScenarioContext) -> None:
 
     try:
         with ctx.step("split 50/50 strong (a) vs weak (b), sticky on x-user-id"):
-            ctx.serving.split(
-                "ab-scenario",
-                [
-                    VariantSpec(label="a", model_uri=strong, weight=50),
-                    VariantSpec(label="b", model_uri=weak, weight=50),
-                ],
-                sticky_header="x-user-id",
-            )
+            _split_evenly(ctx, "ab-scenario", strong, weak)
         with ctx.step("Locust traffic through the router: per-variant latency"):
             endpoint = ctx.serving.inference_endpoints()["ab-scenario"]
             rows = np.random.default_rng(1).normal(size=(64, len(FEATURES))).round(4).tolist()
@@ -134,14 +127,7 @@ def ab_testing(ctx: ScenarioContext) -> None:
             different = _labelled_traffic(ctx, "ab-scenario", seed=2)
             ctx.check(different.winner == "a", f"expected a to win, got: {different.describe()}")
         with ctx.step("the same model on both sides: no significant difference"):
-            ctx.serving.split(
-                "ab-scenario-same",
-                [
-                    VariantSpec(label="a", model_uri=strong, weight=50),
-                    VariantSpec(label="b", model_uri=strong, weight=50),
-                ],
-                sticky_header="x-user-id",
-            )
+            _split_evenly(ctx, "ab-scenario-same", strong, strong)
             same = _labelled_traffic(ctx, "ab-scenario-same", seed=3)
             ctx.check(same.winner is None, f"identical models were called different: {same.describe()}")
     finally:
