@@ -3,7 +3,7 @@
     python benchmarks/scenarios.py
 
 Brings a sandbox up in a temporary directory, runs `sandbox checklist` once
-(the five production-checklist scenarios), prints each scenario's time from
+(every production-checklist scenario), prints each scenario's time from
 the JUnit report and the total, and takes the sandbox down. Target (issue #4):
 all five in at most 90 s.
 """
@@ -63,7 +63,7 @@ def main() -> int:
     console.print(table)
     met = total <= TARGET_S and run.returncode == 0
     console.print(
-        f"Five scenarios in {total:.1f} s (target <= {TARGET_S:.0f} s); "
+        f"{len(cases)} scenarios in {total:.1f} s (target for the five of issue #4: <= {TARGET_S:.0f} s); "
         + ("[green]target met.[/]" if met else "[red]target missed.[/]")
     )
     return 0 if met else 1
