@@ -19,6 +19,7 @@ import random
 import secrets
 import socket
 import stat
+import string
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,6 +93,18 @@ def exclusive_lock(sandbox: SandboxDir, command: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- secrets
 
 
+_TOKEN_ALPHABET = string.ascii_letters + string.digits
+
+
+def _token(length: int) -> str:
+    """A random alphanumeric secret (about 5.95 bits per character).
+
+    Alphanumerics only: a URL-safe token may begin with '-', and then any CLI
+    it is handed to (dvc, aws, psql) reads it as an option.
+    """
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
+
+
 @dataclass(frozen=True)
 class Secrets:
     """Credentials generated once per sandbox. Nothing here is a default."""
@@ -107,12 +120,12 @@ class Secrets:
     def generate(cls) -> Secrets:
         return cls(
             postgres_superuser="sandbox_admin",
-            postgres_superuser_password=secrets.token_urlsafe(24),
+            postgres_superuser_password=_token(32),
             mlflow_db_user="mlflow",
-            mlflow_db_password=secrets.token_urlsafe(24),
+            mlflow_db_password=_token(32),
             # S3 access keys are conventionally upper-case alphanumerics.
             s3_access_key="SBX" + secrets.token_hex(8).upper(),
-            s3_secret_key=secrets.token_urlsafe(30),
+            s3_secret_key=_token(40),
         )
 
 

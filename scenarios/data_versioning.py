@@ -25,7 +25,7 @@ GIT = [
 ]
 
 
-def _dvc(ctx: ScenarioContext, workspace, *args: str) -> None:
+def _dvc(ctx: ScenarioContext, workspace, *args: str, secret: str | None = None) -> None:
     import os
 
     from dvc.cli import main
@@ -37,7 +37,8 @@ def _dvc(ctx: ScenarioContext, workspace, *args: str) -> None:
         code = main(["--cd", str(workspace), "-q", *args])
     finally:
         os.chdir(cwd)
-    ctx.check(code == 0, f"`dvc {' '.join(args)}` exited {code}")
+    shown = " ".join("<secret>" if secret is not None and arg == secret else arg for arg in args)
+    ctx.check(code == 0, f"`dvc {shown}` exited {code}")
 
 
 def _git(workspace, *args: str) -> str:
@@ -49,8 +50,10 @@ def _configure_remote(ctx: ScenarioContext, workspace, prefix: str) -> None:
     _dvc(ctx, workspace, "remote", "add", "--force", "-d", "sandbox", f"s3://data/{prefix}")
     _dvc(ctx, workspace, "remote", "modify", "sandbox", "endpointurl", e.s3_endpoint_url)
     # Credentials go to .dvc/config.local, which git ignores: they never reach a commit.
-    _dvc(ctx, workspace, "remote", "modify", "--local", "sandbox", "access_key_id", e.s3_access_key)
-    _dvc(ctx, workspace, "remote", "modify", "--local", "sandbox", "secret_access_key", e.s3_secret_key)
+    # `--` ends the options: a value is never read as one, whatever it starts with.
+    _dvc(ctx, workspace, "remote", "modify", "--local", "sandbox", "access_key_id", "--", e.s3_access_key)
+    secret = e.s3_secret_key
+    _dvc(ctx, workspace, "remote", "modify", "--local", "sandbox", "secret_access_key", "--", secret, secret=secret)
 
 
 def _write_dataset(path, *, rows: int, seed: int) -> None:

@@ -25,6 +25,16 @@ def test_secrets_are_generated_private_and_stable(sandbox):
     assert load_or_create_secrets(other).s3_secret_key != first.s3_secret_key  # per sandbox
 
 
+def test_generated_secrets_are_safe_to_pass_on_a_command_line():
+    # A secret starting with '-' was once read by `dvc remote modify` as an option.
+    from sandbox.state import Secrets
+
+    for _ in range(200):
+        generated = Secrets.generate()
+        for value in (generated.postgres_superuser_password, generated.mlflow_db_password, generated.s3_secret_key):
+            assert value.isalnum() and value.isascii() and len(value) >= 32
+
+
 def test_loosened_secrets_file_is_tightened(sandbox):
     load_or_create_secrets(sandbox)
     sandbox.secrets_file.chmod(0o644)
