@@ -34,6 +34,10 @@ gpu_app = typer.Typer(help="GPU nodes, quotas and workload placement with Kubern
 app.add_typer(gpu_app, name="gpu")
 serve_app = typer.Typer(help="Serve registered models on KServe's V1/V2 protocols; A/B splits.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
+monitor_app = typer.Typer(
+    help="Drift monitoring over the inference log, and automated retraining.", no_args_is_help=True
+)
+app.add_typer(monitor_app, name="monitor")
 
 ProfileOpt = Annotated[
     str | None, typer.Option("--profile", "-p", help=f"Where the stack runs: {', '.join(PROFILES)} [default: local]")
@@ -231,6 +235,15 @@ def logs(
 # --------------------------------------------------------------------------- serving
 
 
+InferenceLogOpt = Annotated[
+    bool,
+    typer.Option(
+        "--inference-log/--no-inference-log",
+        help="Log each inference (features, prediction, model version) for drift monitoring",
+    ),
+]
+
+
 @serve_app.command("deploy")
 @handle_errors
 def serve_deploy(
@@ -241,6 +254,7 @@ def serve_deploy(
     batch_size: Annotated[int, typer.Option(help="Max rows per batched predict; 1 turns batching off")] = 1,
     batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
     gpus: Annotated[int, typer.Option(help="GPUs to place it on (quota and placement as on Kubernetes)")] = 0,
+    inference_log: InferenceLogOpt = True,
     profile: ProfileOpt = None,
     dir: DirOpt = None,
     config: ConfigOpt = None,
@@ -248,7 +262,9 @@ def serve_deploy(
     """Serve a registered model with a KServe ModelServer (redeploys if NAME exists)."""
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Deploying {name} from {model}") as step:
-        step.note = serving.deploy(name, model, batch_size=batch_size, batch_wait_ms=batch_wait_ms, gpus=gpus)
+        step.note = serving.deploy(
+            name, model, batch_size=batch_size, batch_wait_ms=batch_wait_ms, gpus=gpus, inference_log=inference_log
+        )
     endpoint = serving.inference_endpoints()[name]
     ui.err.print(f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}")
 
@@ -265,6 +281,7 @@ def serve_split(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Micro-batching for every variant's server; 1 is off")] = 1,
     batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
+    inference_log: InferenceLogOpt = True,
     profile: ProfileOpt = None,
     dir: DirOpt = None,
     config: ConfigOpt = None,
@@ -276,7 +293,12 @@ def serve_split(
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Deploying A/B split {name} ({', '.join(f'{v.label}:{v.weight:g}' for v in specs)})") as step:
         notes = serving.split(
-            name, specs, sticky_header=sticky_header, batch_size=batch_size, batch_wait_ms=batch_wait_ms
+            name,
+            specs,
+            sticky_header=sticky_header,
+            batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms,
+            inference_log=inference_log,
         )
         step.note = "; ".join(notes)
     endpoint = serving.inference_endpoints()[name]
@@ -639,6 +661,221 @@ def _print_loadtest(summary: dict, report_dir: Path) -> None:
         )
     verdict = "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]"
     ui.err.print(f"{verdict} · report: {report_dir}/summary.html (Locust's: locust_report.html, summary.json, CSVs)")
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Compare live rows from this far back, e.g. 15m [default: monitoring.window_s]")
+]
+
+
+def _since(since: str | None):
+    from datetime import UTC, datetime, timedelta
+
+    from sandbox.loadtest import parse_duration
+
+    return datetime.now(UTC) - timedelta(seconds=parse_duration(since)) if since else None
+
+
+def _print_drift(check) -> None:
+    from sandbox.monitoring.checks import PREDICTION
+
+    if check.report is not None:
+        table = Table(title=f"Drift: {check.model_name} v{check.model_version}", title_justify="left")
+        for column, justify in (("", "left"), ("feature", "left"), ("PSI", "right"), ("test", "left")):
+            table.add_column(column, justify=justify)
+        table.add_column("statistic", justify="right")
+        table.add_column("p-value", justify="right")
+        for feature in check.report.features:
+            table.add_row(
+                "[red]✗ drift[/]" if feature.drifted else "[green]✓[/]",
+                f"{feature.name} (model output)" if feature.name == PREDICTION else feature.name,
+                f"{feature.psi:.3f}",
+                feature.test,
+                f"{feature.statistic:.3f}",
+                f"{feature.p_value:.2g}",
+            )
+        ui.out.print(table)
+    ui.out.print(check.summary())
+    if check.mlflow_run_id:
+        ui.err.print(f"  logged to MLflow: experiment 'monitoring', run {check.mlflow_run_id}")
+
+
+@monitor_app.command("check")
+@handle_errors
+def monitor_check(
+    model: Annotated[str, typer.Argument(help="Registered model name, as its inferences are logged")],
+    version: Annotated[
+        str | None, typer.Option(help="Model version [default: the one that answered most recently]")
+    ] = None,
+    since: SinceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    log_mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the check as an MLflow run")] = True,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """One drift check: recent inferences against the training reference, per feature (exit 7 on drift)."""
+    from sandbox.monitoring.checks import check_drift, report_dict
+
+    prof = _profile(profile, dir, config)
+    check = check_drift(
+        prof.endpoints(), model, prof.config.monitoring, version=version, since=_since(since), log_to_mlflow=log_mlflow
+    )
+    if as_json:
+        ui.out.print_json(json.dumps(report_dict(check)))
+    else:
+        _print_drift(check)
+    if check.alarm:
+        raise typer.Exit(int(ExitCode.DRIFT))
+
+
+TrainingDataOpt = Annotated[
+    str | None, typer.Option(help="Labelled CSV to train on, s3://BUCKET/KEY or a path [monitoring.retraining]")
+]
+EvalDataOpt = Annotated[
+    str | None, typer.Option(help="Fresh labelled CSV to score challenger and champion on [monitoring.retraining]")
+]
+RedeployOpt = Annotated[
+    str | None, typer.Option(help="Deployment to redeploy on promotion [default: the model's name]")
+]
+MarginOpt = Annotated[float | None, typer.Option(help="Accuracy the challenger must gain to be promoted")]
+
+
+def _retraining(prof: Profile, training_data, eval_data, deployment, margin):
+    from sandbox.monitoring.retraining import Retrainer
+
+    policy = prof.config.monitoring.retraining.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "training_data": training_data,
+                "eval_data": eval_data,
+                "deployment": deployment,
+                "margin": margin,
+            }.items()
+            if v is not None
+        }
+    )
+    folder = prof.config.root / "monitoring"
+    retrainer = Retrainer(
+        prof.endpoints(), folder / "retraining", serving=prof.serving(), decision_log=folder / "decisions.log"
+    )
+    return policy, retrainer
+
+
+def _print_decision(decision) -> None:
+    mark = "[green]✓ promoted[/]" if decision.promoted else "[yellow]✗ not promoted[/]"
+    ui.out.print(f"{mark} {decision.model_name} v{decision.challenger_version}: {decision.reason}")
+    if decision.redeployed:
+        ui.out.print(f"  redeployed {decision.redeployed}")
+    ui.err.print(f"  recorded: MLflow experiment 'retraining', run {decision.mlflow_run_id}")
+
+
+@monitor_app.command("retrain")
+@handle_errors
+def monitor_retrain(
+    model: Annotated[str, typer.Argument(help="Registered model name")],
+    training_data: TrainingDataOpt = None,
+    eval_data: EvalDataOpt = None,
+    deployment: RedeployOpt = None,
+    margin: MarginOpt = None,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Retrain now (trigger: manual): pipeline, challenger, evaluation, promotion, redeploy."""
+    from sandbox.monitoring.retraining import Trigger
+
+    prof = _profile(profile, dir, config)
+    policy, retrainer = _retraining(prof, training_data, eval_data, deployment, margin)
+    with ui.step(f"Retraining {model} (manual)") as step:
+        decision = retrainer.run(model, Trigger("manual", "sandbox monitor retrain"), policy)
+        step.note = "promoted" if decision.promoted else "champion kept"
+    _print_decision(decision)
+
+
+@monitor_app.command("watch")
+@handle_errors
+def monitor_watch(
+    models: Annotated[list[str], typer.Argument(help="Registered model name(s) to watch")],
+    interval: Annotated[float | None, typer.Option(help="Seconds between checks [monitoring.interval_s]")] = None,
+    iterations: Annotated[int, typer.Option(help="Stop after this many rounds (0: until Ctrl-C)")] = 0,
+    retrain: Annotated[
+        bool, typer.Option("--retrain/--no-retrain", help="Apply the retraining policy after each check")
+    ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT [monitoring.metrics_port]")
+    ] = None,
+    training_data: TrainingDataOpt = None,
+    eval_data: EvalDataOpt = None,
+    deployment: RedeployOpt = None,
+    margin: MarginOpt = None,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check drift periodically, expose it as Prometheus metrics, and retrain when the policy says so."""
+    from prometheus_client import start_http_server
+
+    from sandbox.monitoring.checks import DriftMetrics, check_drift
+    from sandbox.monitoring.retraining import decide
+    from sandbox.state import LOOPBACK, PortMap, SandboxDir
+
+    prof = _profile(profile, dir, config)
+    settings = prof.config.monitoring
+    endpoints = prof.endpoints()
+    policy, retrainer = _retraining(prof, training_data, eval_data, deployment, margin) if retrain else (None, None)
+    metrics = DriftMetrics()
+    ports = PortMap(SandboxDir(prof.config.root))  # an automatic port is kept for the next watch
+    port = ports.claim(
+        "monitor.metrics",
+        metrics_port if metrics_port is not None else settings.metrics_port,
+        setting="monitoring.metrics_port or --metrics-port",
+    )
+    ports.save()
+    server, _thread = start_http_server(port, addr=LOOPBACK, registry=metrics.registry)
+    ui.err.print(
+        f"Watching {', '.join(models)} every {interval or settings.interval_s:g}s; "
+        f"metrics at http://{LOOPBACK}:{port}/metrics (Ctrl-C stops)"
+    )
+    last_retrained: dict[str, float] = {}
+    rounds = 0
+    try:
+        while True:
+            for model in models:
+                try:
+                    check = check_drift(endpoints, model, settings)
+                except ConfigError as exc:  # e.g. no traffic yet: say so, keep watching
+                    ui.err.print(f"  {model}: {exc.message}")
+                    continue
+                metrics.update(check)
+                ui.out.print(f"{time.strftime('%H:%M:%S')} {check.summary()}")
+                if policy is None:
+                    continue
+                now = time.time()
+                trigger = decide(
+                    policy,
+                    now=now,
+                    drift=check,
+                    last_retrained_at=last_retrained.get(model),
+                    data_version=retrainer.data_version(policy.training_data) if policy.training_data else None,
+                    champion_data_version=retrainer.champion_data_version(model),
+                )
+                if trigger is not None:
+                    ui.out.print(f"  retraining {model}: {trigger.kind} ({trigger.detail})")
+                    decision = retrainer.run(model, trigger, policy)
+                    last_retrained[model] = now
+                    metrics.retrainings.labels(model, "promoted" if decision.promoted else "rejected").inc()
+                    _print_decision(decision)
+            rounds += 1
+            if iterations and rounds >= iterations:
+                return
+            time.sleep(interval or settings.interval_s)
+    finally:
+        server.shutdown()
 
 
 @app.command()

@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from sandbox.errors import ConfigError
 from sandbox.gpu.inventory import GpuConfig
+from sandbox.monitoring.config import MonitoringConfig
 
 DEFAULT_CONFIG_FILE = Path("sandbox.yaml")
 ENV_PREFIX = "SANDBOX_"
@@ -85,6 +86,7 @@ class SandboxConfig(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -33,6 +33,7 @@ class Endpoints(BaseModel):
     buckets: list[str] = Field(default_factory=list)
     artifacts_bucket: str = "mlflow-artifacts"
     postgres_url: str = Field(description="the MLflow database, with its credentials")
+    monitoring_db_url: str | None = Field(default=None, description="the inference log's database, if any")
     capabilities: list[str] = Field(default_factory=list)
     inference: dict[str, InferenceEndpoint] = Field(default_factory=dict)
 
@@ -47,6 +48,7 @@ class Endpoints(BaseModel):
             "AWS_DEFAULT_REGION": self.s3_region,
             "ML_SANDBOX_POSTGRES_URL": self.postgres_url,
             "ML_SANDBOX_BUCKETS": ",".join(self.buckets),
+            **({"ML_SANDBOX_MONITORING_DB_URL": self.monitoring_db_url} if self.monitoring_db_url else {}),
         }
 
     def shell_exports(self) -> str:

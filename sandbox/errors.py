@@ -15,6 +15,7 @@ class ExitCode(enum.IntEnum):
     NOT_RUNNING = 4  # the command needs a running sandbox
     PREFLIGHT = 5  # the machine lacks something the profile needs
     SLO_FAILED = 6  # a load test missed an SLO or regressed against its baseline
+    DRIFT = 7  # a drift check found drift
 
 
 class SandboxError(Exception):

@@ -1,107 +1,18 @@
 """Checklist: reproducible pipelines (Kubeflow Pipelines).
 
-The seed document's pipeline: `preprocess` (read a CSV, drop rows with NA) then
-`train` (RandomForest, logs to MLflow, registers `fraud-detector`), as KFP
-components, compiled to pipeline YAML with KFP's compiler and run twice with
-the same inputs and seed. On the local profile it runs with `kfp.local`
-(subprocesses, no cluster).
+The seed document's pipeline (sandbox.pipelines.training): `preprocess` (read
+a CSV, drop rows with NA) then `train` (RandomForest, logs to MLflow, registers
+`fraud-detector`), as KFP components, compiled to pipeline YAML with KFP's
+compiler and run twice with the same inputs and seed. On the local profile it
+runs with `kfp.local` (subprocesses, no cluster).
 """
 
-# No `from __future__ import annotations`: KFP reads the component signatures' real types.
-import hashlib
-from typing import NamedTuple
+from __future__ import annotations
 
-from kfp import compiler, dsl
-
+from sandbox.pipelines import training
 from sandbox.scenarios import ScenarioContext, scenario
 
 MODEL_NAME = "fraud-detector"
-
-
-@dsl.component(base_image="python:3.11")
-def preprocess(data_path: str, out_path: str) -> str:
-    import pandas as pd
-
-    frame = pd.read_csv(data_path)
-    processed = frame.dropna().reset_index(drop=True)
-    processed.to_csv(out_path, index=False)
-    return out_path
-
-
-@dsl.component(base_image="python:3.11")
-def train(
-    data_path: str, model_name: str, seed: int, tracking_uri: str, spec_sha256: str, data_version: str
-) -> NamedTuple("TrainOutput", [("run_id", str), ("accuracy", float), ("model_sha256", str), ("version", str)]):
-    import hashlib
-    import pickle
-    from collections import namedtuple
-
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import train_test_split
-
-    frame = pd.read_csv(data_path)
-    features, labels = frame.drop(columns=["label"]), frame["label"]
-    x_train, x_test, y_train, y_test = train_test_split(features, labels, test_size=0.25, random_state=seed)
-    model = RandomForestClassifier(n_estimators=50, random_state=seed).fit(x_train, y_train)
-    accuracy = float((model.predict(x_test) == y_test).mean())
-    model_sha256 = hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest()
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("pipelines")
-    with mlflow.start_run() as run:
-        mlflow.set_tags(
-            {"pipeline_spec_sha256": spec_sha256, "data_version": data_version, "model_sha256": model_sha256}
-        )
-        mlflow.log_params({"seed": seed, "n_estimators": 50, "rows": len(frame)})
-        mlflow.log_metric("accuracy", accuracy)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=model_name,
-            signature=infer_signature(x_train, model.predict(x_train)),
-            serialization_format="skops",
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
-            pip_requirements=["scikit-learn", "skops"],  # skips MLflow's slow requirement inference
-        )
-    output = namedtuple("TrainOutput", ["run_id", "accuracy", "model_sha256", "version"])
-    return output(run.info.run_id, accuracy, model_sha256, str(info.registered_model_version))
-
-
-class PipelineOutput(NamedTuple):
-    run_id: str
-    accuracy: float
-    model_sha256: str
-    version: str
-
-
-@dsl.pipeline(name="ml-training-pipeline")
-def training_pipeline(
-    data_path: str,
-    processed_path: str,
-    model_name: str,
-    seed: int,
-    tracking_uri: str,
-    spec_sha256: str,
-    data_version: str,
-) -> PipelineOutput:
-    cleaned = preprocess(data_path=data_path, out_path=processed_path)
-    trained = train(
-        data_path=cleaned.output,
-        model_name=model_name,
-        seed=seed,
-        tracking_uri=tracking_uri,
-        spec_sha256=spec_sha256,
-        data_version=data_version,
-    )
-    return PipelineOutput(
-        run_id=trained.outputs["run_id"],
-        accuracy=trained.outputs["accuracy"],
-        model_sha256=trained.outputs["model_sha256"],
-        version=trained.outputs["version"],
-    )
 
 
 def write_training_csv(path, *, rows: int = 600, seed: int = 11) -> str:
@@ -114,7 +25,7 @@ def write_training_csv(path, *, rows: int = 600, seed: int = 11) -> str:
     frame["label"] = ((frame["f0"] + 0.5 * frame["f1"]) > 0).astype(int)
     frame.loc[rng.choice(rows, size=rows // 20, replace=False), "f3"] = np.nan
     frame.to_csv(path, index=False)
-    return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+    return training.data_version(path)
 
 
 @scenario(
@@ -125,21 +36,18 @@ def write_training_csv(path, *, rows: int = 600, seed: int = 11) -> str:
     order=20,
 )
 def pipelines(ctx: ScenarioContext) -> None:
-    from kfp import local
-
     data = ctx.workdir / "train.csv"
     data_version = write_training_csv(data)
     spec = ctx.workdir / "pipeline.yaml"
     with ctx.step("compile the pipeline to YAML with KFP's compiler"):
-        compiler.Compiler().compile(training_pipeline, str(spec))
-        spec_sha256 = hashlib.sha256(spec.read_bytes()).hexdigest()
+        spec_sha256 = training.compile_spec(spec)
         ctx.check("preprocess" in spec.read_text() and "train" in spec.read_text(), "the compiled spec lacks a step")
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(ctx.workdir / "kfp-root"))
     outputs = []
     for attempt in (1, 2):
         with ctx.step(f"run {attempt}: preprocess → train with kfp.local (same inputs, seed 7)"):
-            task = training_pipeline(
+            output = training.run_locally(
+                ctx.workdir,
                 data_path=str(data),
                 processed_path=str(ctx.workdir / f"processed-{attempt}.csv"),
                 model_name=MODEL_NAME,
@@ -148,7 +56,7 @@ def pipelines(ctx: ScenarioContext) -> None:
                 spec_sha256=spec_sha256,
                 data_version=data_version,
             )
-            outputs.append(task.outputs)
+            outputs.append(output)
 
     first, second = outputs
     with ctx.step("both runs agree: metrics and model hash"):

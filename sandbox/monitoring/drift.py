@@ -1,5 +1,7 @@
 """Feature and prediction drift: Population Stability Index and the two-sample KS test.
 
+Numeric columns use quantile-binned PSI and KS; a column of a few whole-number
+values (class predictions) uses PSI over its categories and a chi-squared test.
 A feature is flagged only when both agree: the PSI (how much the binned
 distribution moved, an effect size) is at or above its threshold, and the KS
 test's p-value is below alpha divided by the number of features (Bonferroni),
@@ -14,21 +16,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import ks_2samp
+from scipy.stats import chi2_contingency, ks_2samp
 
 PSI_THRESHOLD = 0.1
 KS_ALPHA = 0.01
 BINS = 10
 _EPSILON = 1e-4  # keeps empty bins from turning the PSI infinite
+# A column with at most this many distinct whole-number values (class predictions) is
+# categorical: PSI over its categories and a chi-squared test, since quantile bins and
+# KS make little sense for it.
+MAX_CATEGORIES = 20
 
 
 @dataclass(frozen=True)
 class FeatureDrift:
     name: str
     psi: float
-    ks_statistic: float
+    statistic: float  # KS D, or chi-squared for a categorical column
     p_value: float
     drifted: bool
+    test: str = "ks"  # "ks" | "chi2"
 
 
 @dataclass
@@ -64,6 +71,26 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> float:
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
+def is_categorical(values: np.ndarray) -> bool:
+    values = np.asarray(values, dtype=float)
+    return bool(np.all(np.mod(values, 1) == 0)) and len(np.unique(values)) <= MAX_CATEGORIES
+
+
+def categorical_drift(reference: np.ndarray, current: np.ndarray) -> tuple[float, float, float]:
+    """(PSI over the categories, chi-squared statistic, p-value)."""
+    reference, current = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    categories = np.union1d(np.unique(reference), np.unique(current))
+    ref_counts = np.array([np.sum(reference == c) for c in categories], dtype=float)
+    cur_counts = np.array([np.sum(current == c) for c in categories], dtype=float)
+    expected = np.clip(ref_counts / ref_counts.sum(), _EPSILON, None)
+    actual = np.clip(cur_counts / cur_counts.sum(), _EPSILON, None)
+    score = float(np.sum((actual - expected) * np.log(actual / expected)))
+    if len(categories) < 2:
+        return score, 0.0, 1.0
+    statistic, p_value, _, _ = chi2_contingency(np.vstack([ref_counts, cur_counts]))
+    return score, float(statistic), float(p_value)
+
+
 def detect_drift(
     reference: dict[str, np.ndarray],
     current: dict[str, np.ndarray],
@@ -83,8 +110,12 @@ def detect_drift(
         cur_values = np.asarray(current[name], dtype=float)
         if len(cur_values) == 0:
             raise ValueError(f"no live values for {name}")
-        statistic, p_value = ks_2samp(np.asarray(ref_values, dtype=float), cur_values)
-        score = psi(ref_values, cur_values)
+        if is_categorical(ref_values):
+            score, statistic, p_value = categorical_drift(ref_values, cur_values)
+            test = "chi2"
+        else:
+            statistic, p_value = ks_2samp(np.asarray(ref_values, dtype=float), cur_values)
+            score, test = psi(ref_values, cur_values), "ks"
         drifted = score >= psi_threshold and p_value < corrected_alpha
-        report.features.append(FeatureDrift(name, score, float(statistic), float(p_value), drifted))
+        report.features.append(FeatureDrift(name, score, float(statistic), float(p_value), drifted, test))
     return report

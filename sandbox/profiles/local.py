@@ -26,7 +26,8 @@ from sandbox.state import (
 
 # kfp: pipelines run with kfp.local (subprocesses); there is no KFP API server on this profile.
 # gpu: admission and placement against the inventory (fake GPU nodes, plus real ones NVML finds).
-CAPABILITIES = ["mlflow", "s3", "postgres", "serving", "kfp", "gpu"]
+# monitoring: model servers log inferences to PostgreSQL; drift checks and retraining read them.
+CAPABILITIES = ["mlflow", "s3", "postgres", "serving", "kfp", "gpu", "monitoring"]
 
 
 class LocalProfile(Profile):
@@ -249,6 +250,7 @@ class LocalProfile(Profile):
             buckets=list(self.config.s3.buckets),
             artifacts_bucket=ARTIFACTS_BUCKET,
             postgres_url=postgres.connection_url(),
+            monitoring_db_url=postgres.monitoring_url(),
             capabilities=CAPABILITIES,
             inference=DeploymentStore(self.sandbox, postgres.ctx.ports).inference_endpoints(),
         )

@@ -1,4 +1,4 @@
-"""PostgreSQL: MLflow's backend store.
+"""PostgreSQL: MLflow's backend store and the inference log's database.
 
 A real server on 127.0.0.1 with password (SCRAM) authentication from the first
 start; no Unix socket, no trust auth. As root it runs as an unprivileged system
@@ -23,6 +23,8 @@ from sandbox.errors import PreflightError, ServiceStartError
 from sandbox.services.base import LocalService
 from sandbox.state import LOOPBACK
 
+# Holds the inference log (sandbox.monitoring.inference_log), next to MLflow's database.
+MONITORING_DATABASE = "monitoring"
 # Used when running as root and no `postgres` account exists; created on demand.
 FALLBACK_USER = "mlsandbox"
 # Where the data goes as root when the sandbox dir's parents are closed to that user.
@@ -305,8 +307,16 @@ class Postgres(LocalService):
             conn.execute(
                 sql.SQL("{} ROLE {} WITH LOGIN PASSWORD {}").format(verb, role, sql.Literal(secrets.mlflow_db_password))
             )
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), role))
+            for name in (database, MONITORING_DATABASE):
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), role))
+        # The inference log's table, made by its owner (the application role) once, before any writer.
+        import psycopg
+
+        from sandbox.monitoring.inference_log import ensure_schema
+
+        with psycopg.connect(self.monitoring_url(), connect_timeout=3, autocommit=True) as conn:
+            ensure_schema(conn)
 
     def url(self) -> str | None:
         if self.port is None:
@@ -320,6 +330,11 @@ class Postgres(LocalService):
             f"postgresql{driver}://{s.mlflow_db_user}:{s.mlflow_db_password}"
             f"@{LOOPBACK}:{self.port}/{self.ctx.config.postgres.database}"
         )
+
+    def monitoring_url(self) -> str:
+        """The inference log's database (same application role as MLflow's)."""
+        s = self.ctx.secrets
+        return f"postgresql://{s.mlflow_db_user}:{s.mlflow_db_password}@{LOOPBACK}:{self.port}/{MONITORING_DATABASE}"
 
     def purge_external_data(self) -> None:
         """Remove a cluster kept outside the sandbox dir (see ``_place_data_dir``)."""

@@ -64,6 +64,7 @@ class Deployment(BaseModel):
     batch_size: int = 1
     batch_wait_ms: float = 5.0
     gpus: int = 0  # placed through the profile's scheduler; the server sees only its devices
+    inference_log: bool = True  # the model server logs each inference (sandbox.monitoring)
     variants: list[VariantSpec] = Field(default_factory=list)
     sticky_header: str | None = None
     parent: str | None = None  # a variant's model server belongs to its split
@@ -184,6 +185,7 @@ class LocalServing(DeploymentStore):
                 str(record.batch_size),
                 "--batch-wait-ms",
                 str(record.batch_wait_ms),
+                *([] if record.inference_log else ["--no-inference-log"]),
             ]
         argv = [sys.executable, "-m", "sandbox.serving.router", "--name", record.name, "--port", str(port)]
         for variant in record.variants:
@@ -264,7 +266,14 @@ class LocalServing(DeploymentStore):
     # ---------------------------------------------------------------- commands
 
     def deploy(
-        self, name: str, model_uri: str, *, batch_size: int = 1, batch_wait_ms: float = 5.0, gpus: int = 0
+        self,
+        name: str,
+        model_uri: str,
+        *,
+        batch_size: int = 1,
+        batch_wait_ms: float = 5.0,
+        gpus: int = 0,
+        inference_log: bool = True,
     ) -> str:
         validate_name(name)
         validate_model_uri(model_uri)
@@ -280,7 +289,13 @@ class LocalServing(DeploymentStore):
         if gpus < 0:
             raise ConfigError("--gpus must be 0 or more", hint="e.g. --gpus 1")
         record = Deployment(
-            name=name, kind="model", model_uri=model_uri, batch_size=batch_size, batch_wait_ms=batch_wait_ms, gpus=gpus
+            name=name,
+            kind="model",
+            model_uri=model_uri,
+            batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms,
+            gpus=gpus,
+            inference_log=inference_log,
         )
         if existing is not None and existing.gpus != gpus:
             self._release_gpus(name)  # a redeploy with another GPU count is placed afresh
@@ -305,6 +320,7 @@ class LocalServing(DeploymentStore):
         sticky_header: str | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 5.0,
+        inference_log: bool = True,
     ) -> list[str]:
         validate_name(name)
         if len(variants) < 2:
@@ -330,6 +346,7 @@ class LocalServing(DeploymentStore):
                 parent=name,
                 batch_size=batch_size,
                 batch_wait_ms=batch_wait_ms,
+                inference_log=inference_log,
             )
             for variant in variants
         ]
@@ -400,6 +417,8 @@ class LocalServing(DeploymentStore):
                 if record.batch_size > 1
                 else "no batching"
             )
+            if record.kind == "model" and not record.inference_log:
+                detail += ", inference log off"
             out.append(
                 DeploymentStatus(
                     name=name,

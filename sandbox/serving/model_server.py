@@ -1,13 +1,17 @@
 """A KServe `ModelServer` hosting an MLflow model from the sandbox's registry.
 
     python -m sandbox.serving.model_server --name NAME --model-uri models:/m/1 --port P
-        [--batch-size N --batch-wait-ms M]
+        [--batch-size N --batch-wait-ms M] [--no-inference-log]
 
 It is the local equivalent of KServe's MLflow runtime: the same endpoints (V1
 `/v1/models/NAME:predict`, V2 `/v2/models/NAME/infer`, readiness, `/metrics`),
 a `kserve.Model` that loads the model through MLflow (registry + S3), strict
 input validation (a bad request is a 4xx, never a 5xx) and optional adaptive
 micro-batching. MLflow credentials come from the environment (`sandbox env`).
+
+Every answered row is logged (features, prediction, model name and version,
+the A/B variant the router chose, the request id) to the stack's inference log
+when `ML_SANDBOX_MONITORING_DB_URL` is set: asynchronously, off the request path.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import kserve
@@ -22,6 +28,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from sandbox.monitoring.inference_log import InferenceLogWriter, LoggedModel
 from sandbox.serving.batching import MicroBatcher
 from sandbox.serving.payloads import (
     MAX_BODY_BYTES,
@@ -37,10 +44,15 @@ from sandbox.state import LOOPBACK
 logger = logging.getLogger("sandbox.model_server")
 
 
+# Set by the A/B router on the requests it forwards (sandbox.serving.router).
+VARIANT_HEADER = "x-model-variant"
+
+
 class _Parsed(NamedTuple):
     protocol: str  # "v1" | "v2"
     rows: np.ndarray
     request_id: str | None
+    variant: str | None = None
 
 
 class MLflowModel(kserve.Model):
@@ -52,6 +64,7 @@ class MLflowModel(kserve.Model):
         self.schema: FeatureSchema | None = None
         self._pyfunc = None
         self._batcher: MicroBatcher | None = None
+        self.inference_log: InferenceLogWriter | None = None
 
     def load(self) -> bool:
         import mlflow
@@ -93,10 +106,11 @@ class MLflowModel(kserve.Model):
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _Parsed:
         request_id = (headers or {}).get("x-request-id")
+        variant = (headers or {}).get(VARIANT_HEADER)
         try:
             if isinstance(payload, InferRequest):
                 inputs = [V2Input(i.name, i.shape, i.datatype, i.data) for i in payload.inputs]
-                return _Parsed("v2", parse_v2(inputs, self.schema), payload.id)
+                return _Parsed("v2", parse_v2(inputs, self.schema), payload.id or request_id, variant)
             if isinstance(payload, bytes | bytearray | str):
                 if len(payload) > MAX_BODY_BYTES:
                     raise PayloadError(f"the body is {len(payload)} bytes; at most {MAX_BODY_BYTES}")
@@ -104,7 +118,7 @@ class MLflowModel(kserve.Model):
                     payload = json.loads(payload or b"null")
                 except (ValueError, UnicodeDecodeError):
                     raise PayloadError('the body is not JSON; send {"instances": [[...], ...]}') from None
-            return _Parsed("v1", parse_v1(payload, self.schema), request_id)
+            return _Parsed("v1", parse_v1(payload, self.schema), request_id, variant)
         except PayloadError as exc:
             raise InvalidInput(str(exc)) from None
 
@@ -113,6 +127,8 @@ class MLflowModel(kserve.Model):
             predictions = await self._batcher.submit(payload.rows)
         else:
             predictions = self._predict_rows(payload.rows)
+        if self.inference_log is not None:
+            self.inference_log.log(payload.rows, predictions, request_id=payload.request_id, variant=payload.variant)
         return payload, predictions
 
     async def postprocess(self, result: tuple[_Parsed, np.ndarray], headers: dict[str, str] | None = None):
@@ -123,6 +139,23 @@ class MLflowModel(kserve.Model):
         output = InferOutput(name="predict", shape=list(values.shape), datatype=v2_datatype(values))
         output.set_data_from_numpy(values.astype(np.float64) if output.datatype == "FP64" else values)
         return InferResponse(response_id=parsed.request_id or "", model_name=self.name, infer_outputs=[output])
+
+
+def resolve_logged_model(deployment: str, model_uri: str) -> LoggedModel:
+    """The registry name and version a URI points at now (an alias resolved once, at load)."""
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return LoggedModel(deployment, deployment, model_uri)
+    ref = model_uri.removeprefix("models:/")
+    client = MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return LoggedModel(deployment, name, str(client.get_model_version_by_alias(name, alias).version))
+    name, version = ref.split("/", 1)
+    if not version.isdigit():  # a stage or "latest": the newest version
+        version = max((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    return LoggedModel(deployment, name, str(version))
 
 
 def _bind_loopback() -> None:
@@ -164,10 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--no-inference-log", dest="inference_log", action="store_false")
     args = parser.parse_args(argv)
 
     model = MLflowModel(args.name, args.model_uri, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
     model.load()
+    dsn = os.environ.get("ML_SANDBOX_MONITORING_DB_URL")
+    if args.inference_log and dsn:
+        # Spooled rows (written while the database was away at shutdown) live next to the server's log.
+        model.inference_log = InferenceLogWriter(
+            dsn, resolve_logged_model(args.name, args.model_uri), spool_dir=Path.cwd()
+        ).start()
+    elif args.inference_log:
+        logger.warning("no ML_SANDBOX_MONITORING_DB_URL: inferences are not logged")
     _bind_loopback()
     # A short grace period: `sandbox down` and redeploys should not wait 30 s for idle connections.
     server = kserve.ModelServer(
@@ -176,7 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     # Per-request log lines (access log, timing traces) cost more than a batched predict under load.
     for noisy in ("uvicorn.access", "kserve.trace"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    server.start([model])
+    try:
+        server.start([model])
+    finally:
+        if model.inference_log is not None:
+            model.inference_log.close()  # after the last request: drains the queue, or spools it
 
 
 if __name__ == "__main__":

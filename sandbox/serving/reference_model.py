@@ -2,7 +2,8 @@
 
 A RandomForest (100 trees by default) on 8 synthetic features, the shape the
 project's serving figures are quoted for. Registered in the sandbox's MLflow
-with a signature, saved with skops (not pickle) with the tree type trusted.
+with a signature, saved with skops (not pickle) with the tree type trusted,
+and with its training reference for drift checks (sandbox.monitoring.reference).
 """
 
 from __future__ import annotations
@@ -26,13 +27,27 @@ class ReferenceModel:
         return f"models:/{self.name}/{self.version}"
 
 
-def synthetic_data(rows: int = 2000, features: int = 8, seed: int = 0, shift: float = 0.0):
-    """Features ~ N(shift, 1); the label depends on the first two features."""
+def synthetic_data(
+    rows: int = 2000,
+    features: int = 8,
+    seed: int = 0,
+    shift: float = 0.0,
+    *,
+    shifts: dict[str, float] | None = None,
+    boundary: float = 0.0,
+):
+    """Features ~ N(shift, 1), some moved further by ``shifts``; label = f0 + 0.5 f1 + noise > boundary.
+
+    ``shifts`` makes covariate drift on named features; a different ``boundary``
+    makes concept drift (the same features now mean another label).
+    """
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame(rng.normal(loc=shift, size=(rows, features)), columns=[f"f{i}" for i in range(features)])
-    labels = ((frame["f0"] + 0.5 * frame["f1"] + rng.normal(scale=0.3, size=rows)) > 0).astype(int)
+    for name, delta in (shifts or {}).items():
+        frame[name] += delta
+    labels = ((frame["f0"] + 0.5 * frame["f1"] + rng.normal(scale=0.3, size=rows)) > boundary).astype(int)
     return frame, labels
 
 
@@ -49,6 +64,8 @@ def register_reference_model(
     from mlflow.models import infer_signature
     from sklearn.ensemble import RandomForestClassifier
 
+    from sandbox.monitoring.reference import log_reference
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     frame, labels = synthetic_data(features=features, seed=seed)
@@ -57,6 +74,7 @@ def register_reference_model(
     with mlflow.start_run() as run:
         mlflow.log_params({"n_estimators": n_estimators, "features": features, "seed": seed})
         mlflow.log_metric("train_accuracy", accuracy)
+        log_reference(frame, model.predict(frame), seed=seed)
         info = mlflow.sklearn.log_model(
             model,
             name="model",

@@ -7,7 +7,8 @@
 Requests to `/v1/models/NAME:predict` and `/v2/models/NAME/infer` go to one
 variant, chosen at random by weight, or by a hash of the sticky header's value
 so one user always sees the same variant. The response carries the variant's
-name in `x-model-variant` and an `x-request-id`. `/metrics` counts requests and
+name in `x-model-variant` and an `x-request-id`; both are also sent on to the
+variant's model server, which logs every inference with them. `/metrics` counts requests and
 latencies per variant. The feedback path, `POST /feedback` with the request id
 and the true labels, scores each variant's predictions; `GET /feedback` gives
 per-variant accuracy for an A/B comparison.
@@ -135,6 +136,8 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         headers = {
             "content-type": request.headers.get("content-type", "application/json"),
             REQUEST_ID_HEADER: request_id,
+            # The variant's model server logs each inference with it (the inference log).
+            VARIANT_HEADER: variant.label,
         }
         started = time.perf_counter()
         try:

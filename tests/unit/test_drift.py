@@ -46,3 +46,16 @@ def test_constant_features_and_missing_columns():
     assert psi(np.ones(100), np.zeros(50)) > 1
     with pytest.raises(ValueError, match="lacks feature"):
         detect_drift({"a": np.zeros(3)}, {"b": np.zeros(3)})
+
+
+def test_class_predictions_are_compared_as_categories():
+    from sandbox.monitoring.drift import is_categorical
+
+    rng = np.random.default_rng(3)
+    reference = {"prediction": rng.binomial(1, 0.5, size=2000).astype(float)}
+    same = {"prediction": rng.binomial(1, 0.5, size=500).astype(float)}
+    moved = {"prediction": rng.binomial(1, 0.8, size=500).astype(float)}
+    assert is_categorical(reference["prediction"]) and not is_categorical(rng.normal(size=100))
+    assert not detect_drift(reference, same).alarm
+    report = detect_drift(reference, moved)
+    assert report.drifted == ["prediction"] and report.features[0].test == "chi2"

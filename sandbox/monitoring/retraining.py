@@ -1,0 +1,291 @@
+"""Automated retraining: trigger → train → challenger → evaluate → promote (or not) → redeploy.
+
+A policy (`decide`) says whether to retrain now: a drift alarm, a schedule, or
+a new version of the training data. `Retrainer.run` then starts the training
+pipeline (KFP), aliases the new version `challenger`, scores it and the
+`champion` on fresh labelled data, promotes it when it wins by the configured
+margin, and redeploys the served model from `models:/NAME@champion`.
+
+Every decision, promoted or not, is recorded twice: an MLflow run in the
+`retraining` experiment (tags: trigger, versions, scores, margin, decision,
+reason) and a JSON line in the decision log, so a person can audit why the
+served model changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sandbox.endpoints import Endpoints
+from sandbox.errors import ConfigError, SandboxError
+from sandbox.monitoring import quiet_mlflow
+from sandbox.monitoring.checks import DriftCheck
+from sandbox.monitoring.config import RetrainingConfig
+
+logger = logging.getLogger("sandbox.retraining")
+
+EXPERIMENT = "retraining"
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: str  # "drift" | "schedule" | "new-data" | "manual"
+    detail: str
+
+
+def decide(
+    policy: RetrainingConfig,
+    *,
+    now: float,
+    drift: DriftCheck | None = None,
+    last_retrained_at: float | None = None,
+    data_version: str | None = None,
+    champion_data_version: str | None = None,
+) -> Trigger | None:
+    """Whether the policy asks for a retraining now, and why (None: it does not)."""
+    if last_retrained_at is not None and now - last_retrained_at < policy.cooldown_s:
+        return None
+    if policy.on_drift and drift is not None and drift.alarm:
+        return Trigger("drift", drift.summary())
+    if policy.on_new_data and data_version and champion_data_version and data_version != champion_data_version:
+        return Trigger(
+            "new-data", f"training data is {data_version}; the champion was trained on {champion_data_version}"
+        )
+    if policy.every_s and (last_retrained_at is None or now - last_retrained_at >= policy.every_s):
+        return Trigger("schedule", f"every {policy.every_s:g}s")
+    return None
+
+
+@dataclass
+class Decision:
+    model_name: str
+    trigger: str
+    trigger_detail: str
+    data_version: str
+    challenger_version: str
+    champion_version: str | None
+    challenger_accuracy: float
+    champion_accuracy: float | None
+    margin: float
+    eval_rows: int
+    promoted: bool
+    reason: str
+    redeployed: str | None = None
+    decided_at: float = field(default_factory=time.time)
+    mlflow_run_id: str | None = None
+
+    def line(self) -> str:
+        verdict = "PROMOTED" if self.promoted else "kept the champion"
+        return f"{self.model_name}: {verdict} ({self.trigger}): {self.reason}"
+
+
+def _score(model_uri: str, features, labels) -> float:
+    import mlflow
+    import numpy as np
+
+    predictions = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(features))
+    return float((predictions.reshape(len(labels)) == np.asarray(labels)).mean())
+
+
+class Retrainer:
+    """Runs one retraining cycle for a model against a stack's endpoints."""
+
+    def __init__(self, endpoints: Endpoints, workdir: Path, *, serving=None, decision_log: Path | None = None):
+        from mlflow import MlflowClient
+
+        self.endpoints = endpoints
+        self.workdir = workdir
+        self.serving = serving
+        self.decision_log = decision_log
+        self.client = MlflowClient(tracking_uri=endpoints.mlflow_tracking_uri)
+
+    # ---------------------------------------------------------------- data
+
+    def fetch(self, location: str, name: str) -> Path:
+        """A local copy of s3://BUCKET/KEY (the sandbox's S3) or of a file path."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        target = self.workdir / name
+        if location.startswith("s3://"):
+            from minio.error import S3Error
+
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            try:
+                self.endpoints.minio_client().fget_object(bucket, key, str(target))
+            except S3Error as exc:
+                raise ConfigError(f"cannot read {location}: {exc.code}", hint="check the bucket and key") from None
+            return target
+        source = Path(location).expanduser()
+        if not source.is_file():
+            raise ConfigError(f"no data file at {location}", hint="give s3://BUCKET/KEY or an existing CSV path")
+        target.write_bytes(source.read_bytes())
+        return target
+
+    def data_version(self, location: str) -> str:
+        """The current version of a dataset without downloading it (S3's ETag is the md5 of a plain upload)."""
+        if location.startswith("s3://"):
+            from minio.error import S3Error
+
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            try:
+                return "md5:" + self.endpoints.minio_client().stat_object(bucket, key).etag.strip('"')
+            except S3Error as exc:
+                raise ConfigError(f"cannot read {location}: {exc.code}", hint="check the bucket and key") from None
+        from sandbox.pipelines.training import data_version
+
+        return data_version(Path(location).expanduser())
+
+    def champion_data_version(self, model_name: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(model_name, CHAMPION)
+        except MlflowException:
+            return None
+        return self.client.get_run(version.run_id).data.tags.get("data_version")
+
+    # ---------------------------------------------------------------- the cycle
+
+    def run(self, model_name: str, trigger: Trigger, policy: RetrainingConfig, *, seed: int = 7) -> Decision:
+        import pandas as pd
+        from mlflow.exceptions import MlflowException
+
+        from sandbox.pipelines import training
+
+        if not policy.training_data or not policy.eval_data:
+            raise ConfigError(
+                "retraining needs training data and fresh evaluation data",
+                hint="set monitoring.retraining.training_data and eval_data (s3://BUCKET/KEY or a path), "
+                "or pass --training-data and --eval-data",
+            )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        data = self.fetch(policy.training_data, f"train-{stamp}.csv")
+        eval_file = self.fetch(policy.eval_data, f"eval-{stamp}.csv")
+        evaluation = pd.read_csv(eval_file)
+        if policy.label_column not in evaluation.columns:
+            raise ConfigError(
+                f"{policy.eval_data} has no {policy.label_column!r} column",
+                hint="evaluation data must be labelled; set monitoring.retraining.label_column",
+            )
+        features, labels = evaluation.drop(columns=[policy.label_column]), evaluation[policy.label_column]
+        version_of_data = training.data_version(data)
+
+        logger.info("retraining %s (%s): training pipeline on %s", model_name, trigger.kind, version_of_data)
+        spec_sha256 = training.compile_spec(self.workdir / "pipeline.yaml")
+        output = training.run_locally(
+            self.workdir,
+            data_path=str(data),
+            processed_path=str(self.workdir / f"processed-{stamp}.csv"),
+            model_name=model_name,
+            seed=seed,
+            tracking_uri=self.endpoints.mlflow_tracking_uri,
+            spec_sha256=spec_sha256,
+            data_version=version_of_data,
+            experiment=EXPERIMENT,
+            label_column=policy.label_column,
+            trigger=trigger.kind,
+        )
+        challenger = str(output["version"])
+        self.client.set_registered_model_alias(model_name, CHALLENGER, challenger)
+
+        try:
+            champion = str(self.client.get_model_version_by_alias(model_name, CHAMPION).version)
+        except MlflowException:
+            champion = None
+        challenger_accuracy = _score(f"models:/{model_name}/{challenger}", features, labels)
+        champion_accuracy = _score(f"models:/{model_name}/{champion}", features, labels) if champion else None
+
+        if champion is None:
+            promoted, reason = True, f"no champion yet; v{challenger} scores {challenger_accuracy:.3f}"
+        else:
+            gain = challenger_accuracy - champion_accuracy
+            promoted = gain >= policy.margin
+            reason = (
+                f"challenger v{challenger} accuracy {challenger_accuracy:.3f} vs champion v{champion} "
+                f"{champion_accuracy:.3f} on {len(labels)} fresh labelled rows: "
+                f"{'+' if gain >= 0 else ''}{gain:.3f} {'≥' if promoted else '<'} margin {policy.margin:g}"
+            )
+        decision = Decision(
+            model_name=model_name,
+            trigger=trigger.kind,
+            trigger_detail=trigger.detail,
+            data_version=version_of_data,
+            challenger_version=challenger,
+            champion_version=champion,
+            challenger_accuracy=challenger_accuracy,
+            champion_accuracy=champion_accuracy,
+            margin=policy.margin,
+            eval_rows=len(labels),
+            promoted=promoted,
+            reason=reason,
+        )
+        if promoted:
+            if champion is not None:
+                self.client.set_registered_model_alias(model_name, PREVIOUS, champion)
+            self.client.set_registered_model_alias(model_name, CHAMPION, challenger)
+            self.client.delete_registered_model_alias(model_name, CHALLENGER)
+            decision.redeployed = self._redeploy(model_name, policy.deployment or model_name)
+        with quiet_mlflow():
+            self._record(decision, output["run_id"])
+        return decision
+
+    def _redeploy(self, model_name: str, deployment: str) -> str | None:
+        """Restart the served model from the champion alias (it now names the new version)."""
+        if self.serving is None:
+            return None
+        record = self.serving.records().get(deployment)
+        if record is None:
+            logger.warning("no deployment %r to redeploy; the champion alias moved all the same", deployment)
+            return None
+        if record.kind != "model":
+            raise SandboxError(
+                f"{deployment!r} is an A/B split; retraining redeploys single-model deployments",
+                hint="point monitoring.retraining.deployment at the deployment that serves the champion",
+            )
+        uri = f"models:/{model_name}@{CHAMPION}"
+        self.serving.deploy(
+            deployment,
+            uri,
+            batch_size=record.batch_size,
+            batch_wait_ms=record.batch_wait_ms,
+            gpus=record.gpus,
+            inference_log=record.inference_log,
+        )
+        return f"{deployment} ← {uri}"
+
+    def _record(self, decision: Decision, training_run_id: str) -> None:
+        """The audit trail: an MLflow run with the decision as tags, and a JSON line."""
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"decision {decision.model_name} v{decision.challenger_version}",
+            tags={
+                "kind": "retraining-decision",
+                "model_name": decision.model_name,
+                "trigger": decision.trigger,
+                "trigger_detail": decision.trigger_detail[:5000],
+                "data_version": decision.data_version,
+                "challenger_version": decision.challenger_version,
+                "champion_version": decision.champion_version or "",
+                "decision": "promoted" if decision.promoted else "rejected",
+                "reason": decision.reason,
+                "redeployed": decision.redeployed or "",
+                "training_run_id": training_run_id,
+            },
+        )
+        self.client.log_metric(run.info.run_id, "challenger_accuracy", decision.challenger_accuracy)
+        if decision.champion_accuracy is not None:
+            self.client.log_metric(run.info.run_id, "champion_accuracy", decision.champion_accuracy)
+        self.client.log_param(run.info.run_id, "margin", decision.margin)
+        self.client.set_terminated(run.info.run_id)
+        decision.mlflow_run_id = run.info.run_id
+        logger.info("retraining decision: %s", decision.line())
+        if self.decision_log is not None:
+            self.decision_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.decision_log.open("a") as handle:
+                handle.write(json.dumps(asdict(decision)) + "\n")

@@ -1,0 +1,40 @@
+"""Live traffic for monitoring checks: Locust replaying chosen rows, then waiting for the log.
+
+The drift and retraining scenarios (and the logging benchmark) need traffic drawn
+from a known distribution, sent the way production traffic arrives (concurrent
+HTTP requests through the real server), and then need every row in the
+inference log before they check it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sandbox.endpoints import Endpoints, InferenceEndpoint
+from sandbox.errors import SandboxError
+from sandbox.loadtest import LoadTestOptions, Target
+from sandbox.loadtest import run as run_loadtest
+from sandbox.monitoring.inference_log import InferenceLogStore, wait_for_rows
+
+
+def replay(
+    endpoint: InferenceEndpoint, rows: list[list[float]], *, seconds: float, report_dir: Path, users: int = 4
+) -> dict:
+    """Locust posts the rows (one per request, drawn at random) for ``seconds``; returns its summary."""
+    return run_loadtest(
+        Target(endpoint.url, endpoint.name, "v1", endpoint.name),
+        LoadTestOptions(users=users, spawn_rate=users, duration_s=seconds, rows=rows),
+        report_dir,
+    )
+
+
+def wait_logged(endpoints: Endpoints, model_name: str, expected: int, *, since: datetime, timeout: float = 30.0) -> int:
+    """Block until ``expected`` rows of ``model_name`` logged since ``since`` are in the table."""
+    store = InferenceLogStore(endpoints.monitoring_db_url)
+    count = wait_for_rows(store, expected, timeout=timeout, model_name=model_name, since=since)
+    if count < expected:
+        raise SandboxError(
+            f"the inference log holds {count} of {expected} rows sent to {model_name} after {timeout:g}s"
+        )
+    return count

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines definitions the sandbox runs: the training pipeline."""
