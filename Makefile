@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration lint format bench bench-startup bench-serving bench-scenarios scenarios lock clean
+.PHONY: help install sandbox down purge status test unit integration lint format bench bench-startup bench-serving bench-logging bench-scenarios scenarios lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,7 +55,11 @@ format: install  ## apply ruff's formatting and safe fixes
 bench: install  ## every benchmark; each prints its table
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python -m benchmarks.inference_logging
 	$(BIN)/python benchmarks/scenarios.py
+
+bench-logging: install  ## serving throughput with the inference log on and off
+	$(BIN)/python -m benchmarks.inference_logging
 
 bench-scenarios: install  ## wall time of each checklist scenario on a fresh sandbox
 	$(BIN)/python benchmarks/scenarios.py

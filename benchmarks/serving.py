@@ -33,7 +33,7 @@ from sandbox.serving.reference_model import register_reference_model, synthetic_
 console = Console(width=150)
 
 
-def _cli(*args: str, sandbox_dir: Path) -> str:
+def sandbox_cli(*args: str, sandbox_dir: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "sandbox", *args, "--dir", str(sandbox_dir)], capture_output=True, text=True
     )
@@ -42,10 +42,10 @@ def _cli(*args: str, sandbox_dir: Path) -> str:
     return result.stdout
 
 
-def _endpoints(sandbox_dir: Path) -> Endpoints:
+def sandbox_endpoints(sandbox_dir: Path) -> Endpoints:
     import json
 
-    return Endpoints(**json.loads(_cli("status", "--json", sandbox_dir=sandbox_dir))["endpoints"])
+    return Endpoints(**json.loads(sandbox_cli("status", "--json", sandbox_dir=sandbox_dir))["endpoints"])
 
 
 def _free_port() -> int:
@@ -91,10 +91,10 @@ def main() -> int:
         mlflow_serve = None
         try:
             console.print("bringing a sandbox up and registering the reference model (RandomForest, 100 trees) ...")
-            _cli("up", sandbox_dir=sandbox_dir)
-            endpoints = _endpoints(sandbox_dir)
+            sandbox_cli("up", sandbox_dir=sandbox_dir)
+            endpoints = sandbox_endpoints(sandbox_dir)
             model = register_reference_model(endpoints.mlflow_tracking_uri, "bench-rf", n_estimators=100, features=8)
-            _cli(
+            sandbox_cli(
                 "serve",
                 "deploy",
                 "rf-batched",
@@ -106,9 +106,9 @@ def main() -> int:
                 str(args.batch_wait_ms),
                 sandbox_dir=sandbox_dir,
             )
-            _cli("serve", "deploy", "rf-plain", "--model", model.uri, sandbox_dir=sandbox_dir)
+            sandbox_cli("serve", "deploy", "rf-plain", "--model", model.uri, sandbox_dir=sandbox_dir)
             mlflow_serve, mlflow_base = start_mlflow_serve(model.uri, endpoints, workdir / "mlflow-serve.log")
-            endpoints = _endpoints(sandbox_dir)
+            endpoints = sandbox_endpoints(sandbox_dir)
 
             frame, _ = synthetic_data(rows=256, seed=42)
             rows = frame.to_numpy().round(4).tolist()

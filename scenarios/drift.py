@@ -40,7 +40,7 @@ def _phase(ctx: ScenarioContext, name: str, *, seed: int, shifts: dict[str, floa
     title="Drift monitoring",
     checklist="Monitoring for model drift",
     needs=["mlflow", "serving", "monitoring"],
-    order=60,
+    order=65,
 )
 def drift(ctx: ScenarioContext) -> None:
     with ctx.step("register a model with its training reference, serve it with the inference log on"):

@@ -116,6 +116,6 @@ def detect_drift(
         else:
             statistic, p_value = ks_2samp(np.asarray(ref_values, dtype=float), cur_values)
             score, test = psi(ref_values, cur_values), "ks"
-        drifted = score >= psi_threshold and p_value < corrected_alpha
+        drifted = bool(score >= psi_threshold and p_value < corrected_alpha)
         report.features.append(FeatureDrift(name, score, float(statistic), float(p_value), drifted, test))
     return report

@@ -16,7 +16,7 @@ from sandbox.errors import ExitCode
 
 pytestmark = pytest.mark.integration
 
-CHECKLIST = ["tracking", "pipelines", "registry", "data-versioning", "ab-testing", "gpu-quotas"]
+CHECKLIST = ["tracking", "pipelines", "registry", "data-versioning", "ab-testing", "gpu-quotas", "drift", "retraining"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_checklist_passes_and_writes_reports(checklist_stack, tmp_path):
     assert suite.get("failures") == "0" and suite.get("skipped") == "0"
     assert {case.get("name") for case in suite.iter("testcase")} == set(CHECKLIST)
     page = (report / "checklist.html").read_text()
-    assert "6 passed" in page and "#/experiments/" in page  # links to the MLflow runs
+    assert "8 passed" in page and "#/experiments/" in page  # links to the MLflow runs
     assert "s3://mlflow-artifacts/" in (report / "checklist.md").read_text()  # tracking's evidence
     # Scenarios clean up after themselves: no deployment is left behind.
     assert checklist_stack.status()["deployments"] == []

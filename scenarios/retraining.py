@@ -1,0 +1,166 @@
+"""Checklist: automated retraining triggers.
+
+A champion trained by the KFP training pipeline and served from
+`models:/NAME@champion`. The world moves: a feature shifts and the label's
+boundary with it. Shifted Locust traffic makes the drift check alarm, the
+policy turns the alarm into a retraining on the new data (on the sandbox's S3),
+the challenger beats the champion on fresh labelled data and is promoted, and
+the endpoint then answers from it. Then a bad data version (labels shuffled)
+trains a challenger that loses: it is not promoted, and the endpoint keeps
+the champion. Every decision is an MLflow run and a line in the decision log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import httpx
+import numpy as np
+
+from sandbox.monitoring.checks import check_drift
+from sandbox.monitoring.config import MonitoringConfig, RetrainingConfig
+from sandbox.monitoring.inference_log import InferenceLogStore
+from sandbox.monitoring.retraining import CHALLENGER, CHAMPION, Retrainer, Trigger, decide
+from sandbox.monitoring.traffic import replay, wait_logged
+from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.serving.reference_model import synthetic_data
+
+MODEL = "retrain-monitored"
+# The new world: f0 moves up one SD and a case is now positive only above a higher boundary.
+NEW_WORLD = {"shifts": {"f0": 1.0}, "boundary": 1.0}
+
+
+def _upload(ctx: ScenarioContext, key: str, frame, labels) -> str:
+    path = ctx.workdir / key.replace("/", "-")
+    frame.assign(label=labels).round(5).to_csv(path, index=False)
+    ctx.endpoints.minio_client().fput_object("data", key, str(path))
+    return f"s3://data/{key}"
+
+
+def _served(ctx: ScenarioContext, probe) -> list:
+    url = ctx.serving.inference_endpoints()[MODEL].v1_predict
+    response = httpx.post(url, json={"instances": probe.values.tolist()}, timeout=30, trust_env=False)
+    ctx.check(response.status_code == 200, f"predict answered {response.status_code}: {response.text[:200]}")
+    return response.json()["predictions"]
+
+
+def _predicted_by(version: str, probe) -> list:
+    import mlflow
+
+    return np.asarray(mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").predict(probe)).tolist()
+
+
+@scenario(
+    "retraining",
+    title="Automated retraining",
+    checklist="Automated retraining triggers",
+    needs=["mlflow", "serving", "kfp", "monitoring", "s3"],
+    order=75,
+)
+def retraining(ctx: ScenarioContext) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(ctx.endpoints.mlflow_tracking_uri)
+    run = f"scenario-{int(time.time())}"
+    old_train = _upload(ctx, f"retraining/{run}/train-v1.csv", *synthetic_data(1500, seed=21))
+    old_eval = _upload(ctx, f"retraining/{run}/eval-v1.csv", *synthetic_data(600, seed=22))
+    new_train = _upload(ctx, f"retraining/{run}/train-v2.csv", *synthetic_data(1500, seed=23, **NEW_WORLD))
+    new_eval = _upload(ctx, f"retraining/{run}/eval-v2.csv", *synthetic_data(600, seed=24, **NEW_WORLD))
+    frame, labels = synthetic_data(1500, seed=25, **NEW_WORLD)
+    bad_train = _upload(ctx, f"retraining/{run}/train-v3.csv", frame, np.random.default_rng(0).permutation(labels))
+    probe, _ = synthetic_data(40, seed=26, **NEW_WORLD)
+
+    decision_log = ctx.workdir / "decisions.log"
+    retrainer = Retrainer(ctx.endpoints, ctx.workdir / "retraining", serving=ctx.serving, decision_log=decision_log)
+    policy = RetrainingConfig(cooldown_s=0, margin=0.02, deployment=MODEL)
+
+    with ctx.step("train the first champion with the KFP pipeline and serve models:/…@champion"):
+        first = retrainer.run(
+            MODEL,
+            Trigger("manual", "initial training"),
+            policy.model_copy(update={"training_data": old_train, "eval_data": old_eval}),
+        )
+        ctx.check(first.promoted, f"the first version was not made champion: {first.reason}")
+        ctx.serving.deploy(MODEL, f"models:/{MODEL}@{CHAMPION}")
+    try:
+        with ctx.step("shifted Locust traffic; the drift check alarms and the policy triggers retraining"):
+            rows = synthetic_data(3000, seed=27, **NEW_WORLD)[0].round(4).values.tolist()
+            since = datetime.now(UTC)
+            summary = replay(ctx.serving.inference_endpoints()[MODEL], rows, seconds=4, report_dir=ctx.workdir / "lt")
+            wait_logged(ctx.endpoints, MODEL, summary["requests"], since=since)
+            drift = check_drift(ctx.endpoints, MODEL, MonitoringConfig(), since=since)
+            ctx.check("f0" in drift.drifted_features, f"the shift of f0 was not flagged: {drift.summary()}")
+            trigger = decide(policy, now=time.time(), drift=drift, last_retrained_at=first.decided_at)
+            ctx.check(trigger is not None and trigger.kind == "drift", f"the policy answered {trigger}")
+
+        with ctx.step("retrain on the new data: the challenger wins on fresh labelled data and is promoted"):
+            won = retrainer.run(
+                MODEL, trigger, policy.model_copy(update={"training_data": new_train, "eval_data": new_eval})
+            )
+            ctx.check(won.promoted, f"the better challenger was not promoted: {won.reason}")
+            ctx.check(won.redeployed, "the deployment was not redeployed")
+            alias = ctx.mlflow_client().get_model_version_by_alias(MODEL, CHAMPION).version
+            ctx.check(str(alias) == won.challenger_version, f"champion is v{alias}, not v{won.challenger_version}")
+
+        with ctx.step("the served endpoint now answers from the new version"):
+            since = datetime.now(UTC)
+            served_now = _served(ctx, probe)
+            wait_logged(ctx.endpoints, MODEL, len(probe), since=since)
+            new_answers, old_answers = (
+                _predicted_by(won.challenger_version, probe),
+                _predicted_by(first.challenger_version, probe),
+            )
+            ctx.check(served_now == new_answers, "the endpoint does not answer like the promoted version")
+            ctx.check(new_answers != old_answers, "the probe cannot tell the versions apart")
+            latest = InferenceLogStore(ctx.endpoints.monitoring_db_url).latest_version(MODEL)
+            ctx.check(latest == won.challenger_version, f"the inference log says v{latest} answered")
+
+        with ctx.step("a new data version with shuffled labels: its challenger loses and is not promoted"):
+            policy_bad = policy.model_copy(update={"training_data": bad_train, "eval_data": new_eval})
+            trigger = decide(
+                policy_bad,
+                now=time.time(),
+                last_retrained_at=won.decided_at,
+                data_version=retrainer.data_version(bad_train),
+                champion_data_version=retrainer.champion_data_version(MODEL),
+            )
+            ctx.check(trigger is not None and trigger.kind == "new-data", f"the policy answered {trigger}")
+            lost = retrainer.run(MODEL, trigger, policy_bad)
+            ctx.check(not lost.promoted, f"a worse challenger was promoted: {lost.reason}")
+            client = ctx.mlflow_client()
+            ctx.check(
+                str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == won.challenger_version,
+                "the champion alias moved",
+            )
+            ctx.check(
+                str(client.get_model_version_by_alias(MODEL, CHALLENGER).version) == lost.challenger_version,
+                "the losing version is not left as challenger",
+            )
+            ctx.check(_served(ctx, probe) == new_answers, "the endpoint changed after a rejected challenger")
+
+        with ctx.step("every decision is audited: MLflow runs with tags, and the decision log"):
+            decisions = [first, won, lost]
+            for decision in decisions:
+                tags = client.get_run(decision.mlflow_run_id).data.tags
+                expected = "promoted" if decision.promoted else "rejected"
+                ctx.check(tags.get("decision") == expected, f"run {decision.mlflow_run_id} says {tags.get('decision')}")
+                ctx.check(tags.get("trigger") == decision.trigger, f"trigger tag {tags.get('trigger')}")
+            logged = [json.loads(line) for line in decision_log.read_text().splitlines()]
+            ctx.check(
+                [(d["trigger"], d["promoted"]) for d in logged]
+                == [("manual", True), ("drift", True), ("new-data", False)],
+                f"the decision log holds {[(d['trigger'], d['promoted']) for d in logged]}",
+            )
+    finally:
+        if MODEL in ctx.serving.records():
+            ctx.serving.undeploy(MODEL)
+
+    ctx.evidence(
+        f"drift on {', '.join(drift.drifted_features)} → retrained v{won.challenger_version}: {won.reason}; promoted, "
+        f"endpoint answers from it. Shuffled-label data → v{lost.challenger_version}: {lost.reason}; not promoted"
+    )
+    experiment_id = client.get_run(won.mlflow_run_id).info.experiment_id
+    ctx.link("MLflow decision (promoted)", ctx.mlflow_run_url(experiment_id, won.mlflow_run_id))
+    ctx.link("MLflow decision (rejected)", ctx.mlflow_run_url(experiment_id, lost.mlflow_run_id))

@@ -1,0 +1,151 @@
+"""Retraining policy, drift-check verdicts, monitoring config, and the inference log writer without a database."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from sandbox.errors import ConfigError
+from sandbox.monitoring.checks import PREDICTION, DriftCheck
+from sandbox.monitoring.config import RetrainingConfig
+from sandbox.monitoring.drift import DriftReport, FeatureDrift
+from sandbox.monitoring.inference_log import SPOOL_NAME, InferenceLogWriter, LoggedModel
+from sandbox.monitoring.retraining import decide
+
+
+def _check(*drifted: str, rows: int = 500) -> DriftCheck:
+    names = ["f0", "f1", "f2", PREDICTION]
+    report = DriftReport(
+        features=[
+            FeatureDrift(n, 0.5 if n in drifted else 0.01, 0.2, 1e-9 if n in drifted else 0.5, n in drifted)
+            for n in names
+        ],
+        reference_rows=2000,
+        current_rows=rows,
+    )
+    return DriftCheck("m", "3", datetime(2026, 1, 1, tzinfo=UTC), rows, 2000, 200, report=report)
+
+
+# ------------------------------------------------------------------ drift-check verdicts
+
+
+def test_a_check_names_drifted_features_apart_from_the_prediction():
+    check = _check("f1", PREDICTION)
+    assert check.alarm and check.drifted_features == ["f1"] and check.prediction_drifted
+    assert "DRIFT in features f1 and the prediction distribution" in check.summary()
+    assert not _check().alarm and "no drift" in _check().summary()
+
+
+def test_too_few_rows_is_no_verdict_and_no_alarm():
+    check = DriftCheck("m", "3", datetime(2026, 1, 1, tzinfo=UTC), 12, 2000, 200, report=None)
+    assert not check.alarm and not check.enough_data
+    assert "too few for a verdict (at least 200)" in check.summary()
+
+
+# ------------------------------------------------------------------ retraining policy
+
+
+def test_a_drift_alarm_triggers_retraining():
+    trigger = decide(RetrainingConfig(), now=1000.0, drift=_check("f2"))
+    assert trigger is not None and trigger.kind == "drift" and "f2" in trigger.detail
+
+
+def test_no_alarm_no_new_data_no_schedule_means_no_retraining():
+    assert decide(RetrainingConfig(), now=1000.0, drift=_check()) is None
+
+
+def test_drift_is_ignored_when_the_policy_turns_it_off():
+    assert decide(RetrainingConfig(on_drift=False), now=1000.0, drift=_check("f2")) is None
+
+
+def test_the_cooldown_holds_back_every_trigger():
+    policy = RetrainingConfig(cooldown_s=300, every_s=10)
+    assert decide(policy, now=1000.0, drift=_check("f2"), last_retrained_at=900.0) is None
+    assert decide(policy, now=1300.0, drift=_check("f2"), last_retrained_at=900.0).kind == "drift"
+
+
+def test_a_new_data_version_triggers_retraining():
+    trigger = decide(RetrainingConfig(), now=1000.0, data_version="md5:b", champion_data_version="md5:a")
+    assert trigger.kind == "new-data" and "md5:b" in trigger.detail
+    assert decide(RetrainingConfig(), now=1000.0, data_version="md5:a", champion_data_version="md5:a") is None
+    assert (
+        decide(RetrainingConfig(on_new_data=False), now=1000.0, data_version="md5:b", champion_data_version="md5:a")
+        is None
+    )
+
+
+def test_the_schedule_triggers_when_due():
+    policy = RetrainingConfig(every_s=3600, cooldown_s=0)
+    assert decide(policy, now=5000.0).kind == "schedule"  # never retrained: due now
+    assert decide(policy, now=5000.0, last_retrained_at=2000.0) is None
+    assert decide(policy, now=5600.0, last_retrained_at=2000.0).kind == "schedule"
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_monitoring_config_is_validated_with_the_key_named(tmp_path):
+    from sandbox.config import load_config
+
+    (tmp_path / "sandbox.yaml").write_text("monitoring:\n  retraining:\n    training_data: https://x/y.csv\n")
+    with pytest.raises(ConfigError, match=r"monitoring\.retraining\.training_data"):
+        load_config(tmp_path / "sandbox.yaml")
+    (tmp_path / "sandbox.yaml").write_text("monitoring:\n  psi_threshold: 0.2\n  retraining:\n    margin: 0.05\n")
+    config = load_config(tmp_path / "sandbox.yaml")
+    assert config.monitoring.psi_threshold == 0.2 and config.monitoring.retraining.margin == 0.05
+
+
+# ------------------------------------------------------------------ the writer, with no database
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again on return: connections are refused
+
+
+def test_rows_the_database_never_took_are_spooled_on_close_not_lost(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    writer = InferenceLogWriter(
+        f"postgresql://u:p@127.0.0.1:{_closed_port()}/monitoring",
+        LoggedModel("dep", "model", "7"),
+        spool_dir=tmp_path,
+        flush_interval=0.05,
+        metrics_registry=registry,
+    ).start()
+    for index in range(5):
+        writer.log(np.full((3, 2), float(index)), np.array([0, 1, 0]), request_id=f"r{index}", variant="a")
+    writer.close(timeout=10)
+
+    lines = [json.loads(line) for line in (tmp_path / SPOOL_NAME).read_text().splitlines()]
+    assert len(lines) == 15
+    assert len({line[0] for line in lines}) == 15  # each row keeps its own event id (writes are idempotent)
+    first = lines[0]
+    assert first[2:7] == ["dep", "model", "7", "a", "r0"] and first[7] == [0.0, 0.0]
+    assert registry.get_sample_value("inference_log_rows_spooled_total") == 15
+    assert registry.get_sample_value("inference_log_write_errors_total") >= 1
+    assert writer.pending_rows == 0
+
+
+def test_log_returns_at_once_whatever_the_database_does(tmp_path):
+    import time
+
+    writer = InferenceLogWriter(
+        f"postgresql://u:p@127.0.0.1:{_closed_port()}/monitoring",
+        LoggedModel("dep", "model", "7"),
+        spool_dir=tmp_path,
+        metrics_registry=__import__("prometheus_client").CollectorRegistry(),
+    ).start()
+    started = time.perf_counter()
+    for _ in range(1000):
+        writer.log(np.zeros((1, 8)), np.zeros(1), request_id=None, variant=None)
+    elapsed = time.perf_counter() - started
+    writer.close(timeout=10)
+    assert elapsed < 0.5  # 1,000 requests queued without waiting on the (unreachable) database
+    assert len((tmp_path / SPOOL_NAME).read_text().splitlines()) == 1000
