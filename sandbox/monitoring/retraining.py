@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class Decision:
     promoted: bool
     reason: str
     redeployed: str | None = None
+    pipeline_log: str | None = None
     decided_at: float = field(default_factory=time.time)
     mlflow_run_id: str | None = None
 
@@ -84,10 +86,11 @@ class Decision:
         return f"{self.model_name}: {verdict} ({self.trigger}): {self.reason}"
 
 
-def _score(model_uri: str, features, labels) -> float:
+def _score(tracking_uri: str, model_uri: str, features, labels) -> float:
     import mlflow
     import numpy as np
 
+    mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve through the global tracking URI
     predictions = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(features))
     return float((predictions.reshape(len(labels)) == np.asarray(labels)).mean())
 
@@ -162,7 +165,7 @@ class Retrainer:
                 hint="set monitoring.retraining.training_data and eval_data (s3://BUCKET/KEY or a path), "
                 "or pass --training-data and --eval-data",
             )
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         data = self.fetch(policy.training_data, f"train-{stamp}.csv")
         eval_file = self.fetch(policy.eval_data, f"eval-{stamp}.csv")
         evaluation = pd.read_csv(eval_file)
@@ -171,24 +174,38 @@ class Retrainer:
                 f"{policy.eval_data} has no {policy.label_column!r} column",
                 hint="evaluation data must be labelled; set monitoring.retraining.label_column",
             )
+        if policy.label_column not in pd.read_csv(data, nrows=1).columns:
+            raise ConfigError(
+                f"{policy.training_data} has no {policy.label_column!r} column",
+                hint="training data must be labelled; set monitoring.retraining.label_column",
+            )
         features, labels = evaluation.drop(columns=[policy.label_column]), evaluation[policy.label_column]
         version_of_data = training.data_version(data)
 
         logger.info("retraining %s (%s): training pipeline on %s", model_name, trigger.kind, version_of_data)
         spec_sha256 = training.compile_spec(self.workdir / "pipeline.yaml")
-        output = training.run_locally(
-            self.workdir,
-            data_path=str(data),
-            processed_path=str(self.workdir / f"processed-{stamp}.csv"),
-            model_name=model_name,
-            seed=seed,
-            tracking_uri=self.endpoints.mlflow_tracking_uri,
-            spec_sha256=spec_sha256,
-            data_version=version_of_data,
-            experiment=EXPERIMENT,
-            label_column=policy.label_column,
-            trigger=trigger.kind,
-        )
+        pipeline_log = self.workdir / f"pipeline-{stamp}.log"
+        try:
+            output = training.run_locally(
+                self.workdir,
+                log_file=pipeline_log,
+                data_path=str(data),
+                processed_path=str(self.workdir / f"processed-{stamp}.csv"),
+                model_name=model_name,
+                seed=seed,
+                tracking_uri=self.endpoints.mlflow_tracking_uri,
+                spec_sha256=spec_sha256,
+                data_version=version_of_data,
+                experiment=EXPERIMENT,
+                label_column=policy.label_column,
+                trigger=trigger.kind,
+            )
+        except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE"
+            from sandbox.process import tail
+
+            raise SandboxError(
+                f"the training pipeline failed: {exc}", hint=f"see {pipeline_log}", details=tail(pipeline_log, 20)
+            ) from None
         challenger = str(output["version"])
         self.client.set_registered_model_alias(model_name, CHALLENGER, challenger)
 
@@ -196,8 +213,10 @@ class Retrainer:
             champion = str(self.client.get_model_version_by_alias(model_name, CHAMPION).version)
         except MlflowException:
             champion = None
-        challenger_accuracy = _score(f"models:/{model_name}/{challenger}", features, labels)
-        champion_accuracy = _score(f"models:/{model_name}/{champion}", features, labels) if champion else None
+        with quiet_mlflow():
+            uri = self.endpoints.mlflow_tracking_uri
+            challenger_accuracy = _score(uri, f"models:/{model_name}/{challenger}", features, labels)
+            champion_accuracy = _score(uri, f"models:/{model_name}/{champion}", features, labels) if champion else None
 
         if champion is None:
             promoted, reason = True, f"no champion yet; v{challenger} scores {challenger_accuracy:.3f}"
@@ -222,6 +241,7 @@ class Retrainer:
             eval_rows=len(labels),
             promoted=promoted,
             reason=reason,
+            pipeline_log=str(pipeline_log),
         )
         if promoted:
             if champion is not None:

@@ -14,7 +14,11 @@ packages (mlflow, scikit-learn, skops, this package).
 """
 
 # No `from __future__ import annotations`: KFP reads the component signatures' real types.
+import contextlib
 import hashlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -142,9 +146,37 @@ def data_version(path: Path) -> str:
     return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def run_locally(workdir: Path, **arguments) -> dict:
-    """One run with kfp.local's subprocess runner; returns the pipeline's outputs."""
+def run_locally(workdir: Path, *, log_file: Path | None = None, **arguments) -> dict:
+    """One run with kfp.local's subprocess runner; returns the pipeline's outputs.
+
+    With ``log_file``, the runner's output (it streams every component's log to
+    this process's stdout) goes to that file instead of the terminal.
+    """
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "kfp-root"))
-    return dict(training_pipeline(**arguments).outputs)
+    if log_file is None:
+        return dict(training_pipeline(**arguments).outputs)
+    with _output_to(log_file):
+        return dict(training_pipeline(**arguments).outputs)
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Point file descriptors 1 and 2 at ``path`` (child processes inherit them), then restore them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
