@@ -114,7 +114,7 @@ def up(
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("MLflow", endpoints.mlflow_tracking_uri, "tracking URI, registry and UI")
     table.add_row("S3", endpoints.s3_endpoint_url, f"buckets: {', '.join(endpoints.buckets)}")
-    table.add_row("PostgreSQL", endpoints.postgres_url.split("@")[-1], "MLflow's backend store")
+    table.add_row("PostgreSQL", endpoints.postgres_url.split("@")[-1], "MLflow's backend store; the inference log")
     ui.err.print(table)
     dir_flag = f" --dir {prof.config.dir}" if dir else ""
     ui.err.print(

@@ -95,6 +95,13 @@ def _score(tracking_uri: str, model_uri: str, features, labels) -> float:
     return float((predictions.reshape(len(labels)) == np.asarray(labels)).mean())
 
 
+def _local(location: str) -> Path:
+    path = Path(location).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no data file at {location}", hint="give s3://BUCKET/KEY or an existing CSV path")
+    return path
+
+
 class Retrainer:
     """Runs one retraining cycle for a model against a stack's endpoints."""
 
@@ -114,33 +121,28 @@ class Retrainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         target = self.workdir / name
         if location.startswith("s3://"):
-            from minio.error import S3Error
-
-            bucket, _, key = location.removeprefix("s3://").partition("/")
-            try:
-                self.endpoints.minio_client().fget_object(bucket, key, str(target))
-            except S3Error as exc:
-                raise ConfigError(f"cannot read {location}: {exc.code}", hint="check the bucket and key") from None
-            return target
-        source = Path(location).expanduser()
-        if not source.is_file():
-            raise ConfigError(f"no data file at {location}", hint="give s3://BUCKET/KEY or an existing CSV path")
-        target.write_bytes(source.read_bytes())
+            self._s3(location, lambda client, bucket, key: client.fget_object(bucket, key, str(target)))
+        else:
+            target.write_bytes(_local(location).read_bytes())
         return target
 
     def data_version(self, location: str) -> str:
         """The current version of a dataset without downloading it (S3's ETag is the md5 of a plain upload)."""
         if location.startswith("s3://"):
-            from minio.error import S3Error
-
-            bucket, _, key = location.removeprefix("s3://").partition("/")
-            try:
-                return "md5:" + self.endpoints.minio_client().stat_object(bucket, key).etag.strip('"')
-            except S3Error as exc:
-                raise ConfigError(f"cannot read {location}: {exc.code}", hint="check the bucket and key") from None
+            stat = self._s3(location, lambda client, bucket, key: client.stat_object(bucket, key))
+            return "md5:" + stat.etag.strip('"')
         from sandbox.pipelines.training import data_version
 
-        return data_version(Path(location).expanduser())
+        return data_version(_local(location))
+
+    def _s3(self, location: str, action):
+        from minio.error import S3Error
+
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        try:
+            return action(self.endpoints.minio_client(), bucket, key)
+        except S3Error as exc:
+            raise ConfigError(f"cannot read {location}: {exc.code}", hint="check the bucket and key") from None
 
     def champion_data_version(self, model_name: str) -> str | None:
         from mlflow.exceptions import MlflowException

@@ -149,3 +149,26 @@ def test_log_returns_at_once_whatever_the_database_does(tmp_path):
     writer.close(timeout=10)
     assert elapsed < 0.5  # 1,000 requests queued without waiting on the (unreachable) database
     assert len((tmp_path / SPOOL_NAME).read_text().splitlines()) == 1000
+
+
+def test_local_training_data_is_copied_and_versioned_by_md5(tmp_path):
+    import hashlib
+
+    from sandbox.endpoints import Endpoints
+    from sandbox.monitoring.retraining import Retrainer
+
+    endpoints = Endpoints(
+        profile="local",
+        mlflow_tracking_uri="http://127.0.0.1:1",
+        s3_endpoint_url="http://127.0.0.1:2",
+        s3_access_key="k",
+        s3_secret_key="s",
+        postgres_url="postgresql://u:p@127.0.0.1:3/mlflow",
+    )
+    retrainer = Retrainer(endpoints, tmp_path / "work")
+    data = tmp_path / "train.csv"
+    data.write_text("f0,label\n1.0,1\n")
+    assert retrainer.data_version(str(data)) == "md5:" + hashlib.md5(data.read_bytes()).hexdigest()
+    assert retrainer.fetch(str(data), "copy.csv").read_bytes() == data.read_bytes()
+    with pytest.raises(ConfigError, match="no data file"):
+        retrainer.data_version(str(tmp_path / "missing.csv"))
