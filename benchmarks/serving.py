@@ -7,7 +7,9 @@ one row per request), all servers on 127.0.0.1 and measured one after another
 with the same Locust load (closed loop, no think time). It brings a sandbox up
 in a temporary directory and takes it down at the end. Prints the table and
 the target check: at 50 users, batching gives at least 10x the requests/s of
-`mlflow models serve`, with a lower p99.
+`mlflow models serve`, with a lower p99. The inference log is off here, as
+`mlflow models serve` has none: this compares serving engines; what logging
+costs is `benchmarks/inference_logging.py`'s figure.
 """
 
 from __future__ import annotations
@@ -104,9 +106,12 @@ def main() -> int:
                 str(args.batch_size),
                 "--batch-wait-ms",
                 str(args.batch_wait_ms),
+                "--no-inference-log",
                 sandbox_dir=sandbox_dir,
             )
-            sandbox_cli("serve", "deploy", "rf-plain", "--model", model.uri, sandbox_dir=sandbox_dir)
+            sandbox_cli(
+                "serve", "deploy", "rf-plain", "--model", model.uri, "--no-inference-log", sandbox_dir=sandbox_dir
+            )
             mlflow_serve, mlflow_base = start_mlflow_serve(model.uri, endpoints, workdir / "mlflow-serve.log")
             endpoints = sandbox_endpoints(sandbox_dir)
 
