@@ -5,7 +5,9 @@
 Brings a sandbox up in a temporary directory, runs `sandbox checklist` once
 (every production-checklist scenario), prints each scenario's time from
 the JUnit report and the total, and takes the sandbox down. Target (issue #4):
-all five in at most 90 s.
+its five scenarios (tracking, pipelines, registry, data-versioning,
+ab-testing) in at most 90 s; the scenarios added since are timed and
+reported beside them, not held to that budget.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 TARGET_S = 90.0
+TARGET_SCENARIOS = ("tracking", "pipelines", "registry", "data-versioning", "ab-testing")
 console = Console(width=120)
 
 
@@ -46,10 +49,11 @@ def main() -> int:
     table = Table(title=f"Production checklist, local profile, {os.cpu_count()} cores")
     for column in ("scenario", "result", "seconds"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
-    total = 0.0
+    total = targeted = 0.0
     for case in cases:
         seconds = float(case.get("time"))
         total += seconds
+        targeted += seconds if case.get("name") in TARGET_SCENARIOS else 0.0
         outcome = (
             "failed"
             if case.find("failure") is not None
@@ -58,12 +62,15 @@ def main() -> int:
             else "passed"
         )
         table.add_row(case.get("name"), outcome, f"{seconds:.1f}")
+    table.add_row(f"issue #4's five ({', '.join(TARGET_SCENARIOS)})", "", f"{targeted:.1f}")
     table.add_row("all scenarios", "", f"{total:.1f}")
     table.add_row("whole `sandbox checklist` command", "", f"{wall:.1f}")
     console.print(table)
-    met = total <= TARGET_S and run.returncode == 0
+    present = {case.get("name") for case in cases}
+    met = targeted <= TARGET_S and run.returncode == 0 and present >= set(TARGET_SCENARIOS)
     console.print(
-        f"{len(cases)} scenarios in {total:.1f} s (target for the five of issue #4: <= {TARGET_S:.0f} s); "
+        f"{len(cases)} scenarios in {total:.1f} s; issue #4's five in {targeted:.1f} s "
+        f"(target <= {TARGET_S:.0f} s); checklist exit {run.returncode}: "
         + ("[green]target met.[/]" if met else "[red]target missed.[/]")
     )
     return 0 if met else 1
