@@ -163,6 +163,8 @@ class InferenceLogWriter:
                     break
                 del pending[: len(batch)]
                 backoff = 0.5
+                if not pending and self._has_spool():
+                    self._replay_spool(retry=False)  # rows spooled during a long outage: the database is back
             self._metrics.pending.set(len(pending) + self._queued_rows)
             if self._stopping.is_set() and not pending and not self._queued_rows:
                 return
@@ -232,7 +234,10 @@ class InferenceLogWriter:
         self._metrics.spooled.inc(len(rows))
         logger.warning("inference log: %d row(s) spooled to %s for the next start", len(rows), self.spool_file)
 
-    def _replay_spool(self) -> None:
+    def _has_spool(self) -> bool:
+        return self.spool_file.exists() or self.spool_file.with_suffix(".replaying").exists()
+
+    def _replay_spool(self, *, retry: bool = True) -> None:
         # A spool is renamed before it is replayed, so rows spooled meanwhile go to a fresh
         # file; a rename left by an interrupted replay is finished first. Two passes cover both.
         replaying = self.spool_file.with_suffix(".replaying")
@@ -242,19 +247,21 @@ class InferenceLogWriter:
                     return
                 self.spool_file.replace(replaying)
             rows = []
-            for line in replaying.read_text().splitlines():
-                if line.strip():
+            for number, line in enumerate(replaying.read_text().splitlines(), 1):
+                try:
                     item = json.loads(line)
                     rows.append((item[0], datetime.fromisoformat(item[1]), *item[2:]))
+                except (ValueError, IndexError, TypeError):  # a line cut short by a crash mid-write
+                    logger.error("inference log: %s line %d is not a row; skipped", replaying, number)
             while True:
                 try:
                     for start in range(0, len(rows), self.batch_rows):
                         self._write(rows[start : start + self.batch_rows])
                 except Exception as exc:  # noqa: BLE001 - keep the spool; try again shortly
-                    logger.warning("inference log: spool replay failed (%s); retrying", exc)
+                    logger.warning("inference log: spool replay failed (%s); kept for a retry", exc)
                     self._disconnect()
-                    if self._stopping.wait(2.0):
-                        return  # left on disk for the next start
+                    if not retry or self._stopping.wait(2.0):
+                        return  # left on disk: replayed after the next good write, or at the next start
                     continue
                 replaying.unlink()
                 logger.info("inference log: replayed %d spooled row(s)", len(rows))

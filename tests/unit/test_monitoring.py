@@ -172,3 +172,25 @@ def test_local_training_data_is_copied_and_versioned_by_md5(tmp_path):
     assert retrainer.fetch(str(data), "copy.csv").read_bytes() == data.read_bytes()
     with pytest.raises(ConfigError, match="no data file"):
         retrainer.data_version(str(tmp_path / "missing.csv"))
+
+
+def test_a_spool_is_replayed_row_for_row_and_a_line_cut_short_is_skipped(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    writer = InferenceLogWriter(
+        f"postgresql://u:p@127.0.0.1:{_closed_port()}/monitoring",
+        LoggedModel("dep", "model", "7"),
+        spool_dir=tmp_path,
+        metrics_registry=CollectorRegistry(),
+    )
+    writer.log(np.arange(6, dtype=float).reshape(3, 2), np.array([1, 0, 1]), request_id="r", variant=None)
+    rows = writer._take_all()
+    writer._spool(rows)
+    with (tmp_path / SPOOL_NAME).open("a") as handle:
+        handle.write('["cut-short", "2026-')  # a crash in the middle of a write
+    written = []
+    writer._write = written.extend  # the database, taking everything
+    writer._replay_spool()
+    assert [row[0] for row in written] == [row[0] for row in rows]  # same event ids: a replay is idempotent
+    assert written[1][7] == [2.0, 3.0] and written[1][8] == "0"
+    assert not (tmp_path / SPOOL_NAME).exists() and not writer._has_spool()
