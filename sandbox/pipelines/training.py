@@ -55,11 +55,10 @@ def train(
 
     import mlflow
     import pandas as pd
-    from mlflow.models import infer_signature
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import train_test_split
 
-    from sandbox.monitoring.reference import log_reference
+    from sandbox.serving.reference_model import log_forest
 
     frame = pd.read_csv(data_path)
     features, labels = frame.drop(columns=[label_column]), frame[label_column]
@@ -81,16 +80,7 @@ def train(
         )
         mlflow.log_params({"seed": seed, "n_estimators": 50, "rows": len(frame)})
         mlflow.log_metric("accuracy", accuracy)
-        log_reference(x_train, model.predict(x_train), seed=seed)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=model_name,
-            signature=infer_signature(x_train, model.predict(x_train)),
-            serialization_format="skops",
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
-            pip_requirements=["scikit-learn", "skops"],  # skips MLflow's slow requirement inference
-        )
+        info = log_forest(model, x_train, registered_model_name=model_name, seed=seed)
     output = namedtuple("TrainOutput", ["run_id", "accuracy", "model_sha256", "version"])
     return output(run.info.run_id, accuracy, model_sha256, str(info.registered_model_version))
 

@@ -51,6 +51,31 @@ def synthetic_data(
     return frame, labels
 
 
+def log_forest(model, features, *, registered_model_name: str, seed: int = 0):
+    """Log a fitted tree ensemble to the active run and register it, with its drift reference.
+
+    Saved with skops (not pickle), the tree type trusted; a signature from the
+    features; the training reference (sandbox.monitoring.reference) beside it.
+    Returns MLflow's ModelInfo.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from sandbox.monitoring.reference import log_reference
+
+    predictions = model.predict(features)
+    log_reference(features, predictions, seed=seed)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=registered_model_name,
+        signature=infer_signature(features, predictions),
+        serialization_format="skops",
+        skops_trusted_types=TRUSTED_SKOPS_TYPES,
+        pip_requirements=["scikit-learn", "skops"],  # skips MLflow's slow requirement inference
+    )
+
+
 def register_reference_model(
     tracking_uri: str,
     name: str = "fraud-detector",
@@ -61,10 +86,7 @@ def register_reference_model(
     experiment: str = "reference-model",
 ) -> ReferenceModel:
     import mlflow
-    from mlflow.models import infer_signature
     from sklearn.ensemble import RandomForestClassifier
-
-    from sandbox.monitoring.reference import log_reference
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
@@ -74,16 +96,7 @@ def register_reference_model(
     with mlflow.start_run() as run:
         mlflow.log_params({"n_estimators": n_estimators, "features": features, "seed": seed})
         mlflow.log_metric("train_accuracy", accuracy)
-        log_reference(frame, model.predict(frame), seed=seed)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=name,
-            signature=infer_signature(frame, model.predict(frame)),
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_SKOPS_TYPES,
-            pip_requirements=["scikit-learn", "skops"],  # skips MLflow's slow requirement inference
-        )
+        info = log_forest(model, frame, registered_model_name=name, seed=seed)
     return ReferenceModel(
         name=name, version=str(info.registered_model_version), run_id=run.info.run_id, accuracy=accuracy
     )
