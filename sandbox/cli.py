@@ -797,6 +797,34 @@ def monitor_retrain(
     _print_decision(decision)
 
 
+def _watch_once(model, endpoints, settings, metrics, policy, retrainer, last_retrained: dict[str, float]) -> None:
+    """One check of one model, its gauges, and (with a policy) a retraining if the policy asks."""
+    from sandbox.monitoring.checks import check_drift
+    from sandbox.monitoring.retraining import decide
+
+    check = check_drift(endpoints, model, settings)
+    metrics.update(check)
+    ui.out.print(f"{time.strftime('%H:%M:%S')} {check.summary()}")
+    if policy is None:
+        return
+    now = time.time()
+    trigger = decide(
+        policy,
+        now=now,
+        drift=check,
+        last_retrained_at=last_retrained.get(model),
+        data_version=retrainer.data_version(policy.training_data) if policy.training_data else None,
+        champion_data_version=retrainer.champion_data_version(model),
+    )
+    if trigger is None:
+        return
+    ui.out.print(f"  retraining {model}: {trigger.kind} ({trigger.detail})")
+    last_retrained[model] = now  # set first: a failing pipeline waits out the cooldown before the next try
+    decision = retrainer.run(model, trigger, policy)
+    metrics.retrainings.labels(model, "promoted" if decision.promoted else "rejected").inc()
+    _print_decision(decision)
+
+
 @monitor_app.command("watch")
 @handle_errors
 def monitor_watch(
@@ -820,8 +848,7 @@ def monitor_watch(
     """Check drift periodically, expose it as Prometheus metrics, and retrain when the policy says so."""
     from prometheus_client import start_http_server
 
-    from sandbox.monitoring.checks import DriftMetrics, check_drift
-    from sandbox.monitoring.retraining import decide
+    from sandbox.monitoring.checks import DriftMetrics
     from sandbox.state import LOOPBACK, PortMap, SandboxDir
 
     prof = _profile(profile, dir, config)
@@ -847,29 +874,9 @@ def monitor_watch(
         while True:
             for model in models:
                 try:
-                    check = check_drift(endpoints, model, settings)
-                except ConfigError as exc:  # e.g. no traffic yet: say so, keep watching
-                    ui.err.print(f"  {model}: {exc.message}")
-                    continue
-                metrics.update(check)
-                ui.out.print(f"{time.strftime('%H:%M:%S')} {check.summary()}")
-                if policy is None:
-                    continue
-                now = time.time()
-                trigger = decide(
-                    policy,
-                    now=now,
-                    drift=check,
-                    last_retrained_at=last_retrained.get(model),
-                    data_version=retrainer.data_version(policy.training_data) if policy.training_data else None,
-                    champion_data_version=retrainer.champion_data_version(model),
-                )
-                if trigger is not None:
-                    ui.out.print(f"  retraining {model}: {trigger.kind} ({trigger.detail})")
-                    decision = retrainer.run(model, trigger, policy)
-                    last_retrained[model] = now
-                    metrics.retrainings.labels(model, "promoted" if decision.promoted else "rejected").inc()
-                    _print_decision(decision)
+                    _watch_once(model, endpoints, settings, metrics, policy, retrainer, last_retrained)
+                except SandboxError as exc:  # no traffic yet, a restarting stack, a failed pipeline: keep watching
+                    ui.print_error(exc)
             rounds += 1
             if iterations and rounds >= iterations:
                 return

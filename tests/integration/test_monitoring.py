@@ -179,6 +179,7 @@ def test_monitor_watch_serves_drift_gauges_on_loopback(monitored):
             "monitor",
             "watch",
             MODEL,
+            "no-such-model",
             "--interval",
             "1",
             "--iterations",
@@ -208,4 +209,6 @@ def test_monitor_watch_serves_drift_gauges_on_loopback(monitored):
         assert listening == {"127.0.0.1"}
     finally:
         watch.terminate()
-        watch.wait(timeout=30)
+        _, errors = watch.communicate(timeout=30)
+    # A model with no traffic is reported each round; the watch goes on with the others.
+    assert "no logged inferences" in errors and "no-such-model" in errors
