@@ -131,9 +131,7 @@ def ab_testing(ctx: ScenarioContext) -> None:
             same = _labelled_traffic(ctx, "ab-scenario-same", seed=3)
             ctx.check(same.winner is None, f"identical models were called different: {same.describe()}")
     finally:
-        for split in ("ab-scenario", "ab-scenario-same"):
-            if split in ctx.serving.records():
-                ctx.serving.undeploy(split)
+        ctx.remove_deployments("ab-scenario", "ab-scenario-same")
 
     latency = ", ".join(
         f"{name} p50 {s['p50']} ms p95 {s['p95']} ms ({s['requests']} req)" for name, s in per_variant.items()

@@ -75,8 +75,7 @@ def drift(ctx: ScenarioContext) -> None:
             flagged = f'sandbox_drift_detected{{feature="f2",model="{MODEL}",version="{model.version}"}} 1.0'
             ctx.check(flagged in exposed, "the Prometheus exposition lacks the f2 drift gauge")
     finally:
-        if MODEL in ctx.serving.records():
-            ctx.serving.undeploy(MODEL)
+        ctx.remove_deployments(MODEL)
 
     psi = {f.name: f.psi for f in shifted.report.features}
     quiet_max = max(f.psi for f in quiet.report.features)

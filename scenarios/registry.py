@@ -98,8 +98,7 @@ def registry(ctx: ScenarioContext) -> None:
             ctx.serving.deploy(DEPLOYMENT, f"models:/{MODEL}@champion")
             ctx.check(served() == expected_b, f"after the move the deployment does not answer like v{version_b}")
     finally:
-        if DEPLOYMENT in ctx.serving.records():
-            ctx.serving.undeploy(DEPLOYMENT)
+        ctx.remove_deployments(DEPLOYMENT)
 
     ctx.evidence(
         f"{MODEL} v{version_a}, v{version_b}; champion v{version_a}→v{version_b}, challenger v{version_b}; "

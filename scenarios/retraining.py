@@ -154,8 +154,7 @@ def retraining(ctx: ScenarioContext) -> None:
                 f"the decision log holds {[(d['trigger'], d['promoted']) for d in logged]}",
             )
     finally:
-        if MODEL in ctx.serving.records():
-            ctx.serving.undeploy(MODEL)
+        ctx.remove_deployments(MODEL)
 
     ctx.evidence(
         f"drift on {', '.join(drift.drifted_features)} → retrained v{won.challenger_version}: {won.reason}; promoted, "

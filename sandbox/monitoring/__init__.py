@@ -8,6 +8,12 @@ import os
 from collections.abc import Iterator
 
 
+def experiment_id(client, name: str) -> str:
+    """The id of the MLflow experiment ``name``, created on first use."""
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
 @contextlib.contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """MLflow's client prints run links and progress bars to stdout; keep `--json` output clean."""

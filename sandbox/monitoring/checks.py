@@ -16,7 +16,7 @@ import numpy as np
 
 from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
-from sandbox.monitoring import quiet_mlflow
+from sandbox.monitoring import experiment_id, quiet_mlflow
 from sandbox.monitoring.config import MonitoringConfig
 from sandbox.monitoring.drift import DriftReport, detect_drift
 from sandbox.monitoring.inference_log import InferenceLogStore
@@ -53,6 +53,13 @@ class DriftCheck:
     @property
     def alarm(self) -> bool:
         return bool(self.drifted_features) or self.prediction_drifted
+
+    @property
+    def verdict(self) -> str:
+        """ "insufficient-data", "drift" or "no-drift": the MLflow tag and the report's field."""
+        if not self.enough_data:
+            return "insufficient-data"
+        return "drift" if self.alarm else "no-drift"
 
     def summary(self) -> str:
         head = f"{self.model_name} v{self.model_version}: {self.live_rows} live row(s) since {self.since:%H:%M:%S}Z"
@@ -132,15 +139,15 @@ def check_drift(
 def _log_check(client, check: DriftCheck, config: MonitoringConfig) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    run = client.create_run(experiment_id, run_name=f"drift {check.model_name} v{check.model_version}")
+    run = client.create_run(
+        experiment_id(client, EXPERIMENT), run_name=f"drift {check.model_name} v{check.model_version}"
+    )
     now = int(check.checked_at * 1000)
     tags = {
         "kind": "drift-check",
         "model_name": check.model_name,
         "model_version": check.model_version,
-        "drift.verdict": "insufficient-data" if not check.enough_data else ("drift" if check.alarm else "no-drift"),
+        "drift.verdict": check.verdict,
         "drift.features": ",".join(check.drifted_features),
         "drift.prediction": str(check.prediction_drifted).lower(),
     }
@@ -175,7 +182,7 @@ def report_dict(check: DriftCheck) -> dict:
         "since": check.since.isoformat(),
         "live_rows": check.live_rows,
         "reference_rows": check.reference_rows,
-        "verdict": "insufficient-data" if not check.enough_data else ("drift" if check.alarm else "no-drift"),
+        "verdict": check.verdict,
         "drifted_features": check.drifted_features,
         "prediction_drifted": check.prediction_drifted,
         "features": [

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, SandboxError
-from sandbox.monitoring import quiet_mlflow
+from sandbox.monitoring import experiment_id, quiet_mlflow
 from sandbox.monitoring.checks import DriftCheck
 from sandbox.monitoring.config import RetrainingConfig
 
@@ -281,10 +281,8 @@ class Retrainer:
 
     def _record(self, decision: Decision, training_run_id: str) -> None:
         """The audit trail: an MLflow run with the decision as tags, and a JSON line."""
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT)
         run = self.client.create_run(
-            experiment_id,
+            experiment_id(self.client, EXPERIMENT),
             run_name=f"decision {decision.model_name} v{decision.challenger_version}",
             tags={
                 "kind": "retraining-decision",

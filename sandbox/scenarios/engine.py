@@ -88,6 +88,13 @@ class ScenarioContext:
         """The profile's serving backend (deploy, split, undeploy), made when first used."""
         return self._serving_factory()
 
+    def remove_deployments(self, *names: str) -> None:
+        """Undeploy whichever of ``names`` exist (a scenario's clean-up, safe after a partial start)."""
+        records = self.serving.records()
+        for name in names:
+            if name in records:
+                self.serving.undeploy(name)
+
     @property
     def scheduler(self):
         """The profile's GPU scheduling and quota backend."""
