@@ -17,11 +17,14 @@ import numpy as np
 
 from sandbox.loadtest import LoadTestOptions, Target
 from sandbox.loadtest import run as run_loadtest
-from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 from sandbox.serving.abtest import ABVerdict, compare_proportions
 from sandbox.serving.deployments import VariantSpec
 
-MODEL = "fraud-detector-ab"
+MODEL = scenario_name("ab-testing")
+EXPERIMENT = scenario_name("ab-testing")
+SPLIT = scenario_name("ab-testing")  # its variants are SPLIT-a and SPLIT-b
+SPLIT_SAME = scenario_name("ab-testing", "same")
 FEATURES = ["amount", "age", "hour", "merchant_risk", "velocity", "distance"]
 LABELLED_REQUESTS = 600
 
@@ -44,7 +47,7 @@ def _register(ctx: ScenarioContext, *, strong: bool) -> str:
     training = frame if strong else frame.assign(amount=0.0, merchant_risk=0.0, velocity=0.0)
     model = LogisticRegression().fit(training, labels)
     mlflow.set_tracking_uri(ctx.endpoints.mlflow_tracking_uri)
-    mlflow.set_experiment("scenario-ab-testing")
+    mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run():
         mlflow.set_tag("variant_kind", "strong" if strong else "weak")
         info = mlflow.sklearn.log_model(
@@ -111,12 +114,12 @@ def ab_testing(ctx: ScenarioContext) -> None:
 
     try:
         with ctx.step("split 50/50 strong (a) vs weak (b), sticky on x-user-id"):
-            _split_evenly(ctx, "ab-scenario", strong, weak)
+            _split_evenly(ctx, SPLIT, strong, weak)
         with ctx.step("Locust traffic through the router: per-variant latency"):
-            endpoint = ctx.serving.inference_endpoints()["ab-scenario"]
+            endpoint = ctx.serving.inference_endpoints()[SPLIT]
             rows = np.random.default_rng(1).normal(size=(64, len(FEATURES))).round(4).tolist()
             summary = run_loadtest(
-                Target(endpoint.url, "ab-scenario", "ab", "ab-scenario"),
+                Target(endpoint.url, SPLIT, "ab", SPLIT),
                 LoadTestOptions(users=4, spawn_rate=4, duration_s=4, rows=rows),
                 ctx.workdir / "loadtest",
             )
@@ -124,14 +127,14 @@ def ab_testing(ctx: ScenarioContext) -> None:
             ctx.check(set(per_variant) == {"variant a", "variant b"}, f"Locust saw {sorted(summary['by_name'])}")
             ctx.check(summary["failures"] == 0, f"{summary['failures']} Locust requests failed: {summary['errors']}")
         with ctx.step("labelled traffic and feedback: the strong variant must win"):
-            different = _labelled_traffic(ctx, "ab-scenario", seed=2)
+            different = _labelled_traffic(ctx, SPLIT, seed=2)
             ctx.check(different.winner == "a", f"expected a to win, got: {different.describe()}")
         with ctx.step("the same model on both sides: no significant difference"):
-            _split_evenly(ctx, "ab-scenario-same", strong, strong)
-            same = _labelled_traffic(ctx, "ab-scenario-same", seed=3)
+            _split_evenly(ctx, SPLIT_SAME, strong, strong)
+            same = _labelled_traffic(ctx, SPLIT_SAME, seed=3)
             ctx.check(same.winner is None, f"identical models were called different: {same.describe()}")
     finally:
-        ctx.remove_deployments("ab-scenario", "ab-scenario-same")
+        ctx.remove_deployments(SPLIT, SPLIT_SAME)
 
     latency = ", ".join(
         f"{name} p50 {s['p50']} ms p95 {s['p95']} ms ({s['requests']} req)" for name, s in per_variant.items()

@@ -2,7 +2,8 @@
 
 Version a dataset twice (git tags v1, v2), push both to the remote, check the
 older version out into a clean clone that has never seen the data (empty DVC
-cache), pull it from S3, retrain: the metrics equal the original run's.
+cache), pull it from S3, retrain: the metrics equal the original run's. The
+remote is a folder of this run's own in the bucket (`checklist-data-versioning-…`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import subprocess
 import numpy as np
 import yaml
 
-from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.scenarios import ScenarioContext, scenario, scenario_name
+
+EXPERIMENT = scenario_name("data-versioning")
 
 GIT = [
     "git",
@@ -95,7 +98,7 @@ def data_versioning(ctx: ScenarioContext) -> None:
 
     workspace = ctx.workdir / "project"
     workspace.mkdir()
-    prefix = ctx.unique("dvc-store")
+    prefix = ctx.unique("data-versioning")  # the remote's folder in the data bucket, this run's own
     with ctx.step("git + dvc init, remote on the sandbox's S3 (credentials only in config.local)"):
         _git(workspace, "init", "-q")
         _dvc(ctx, workspace, "init")
@@ -128,7 +131,7 @@ def data_versioning(ctx: ScenarioContext) -> None:
         _dvc(ctx, workspace, "checkout")
         accuracy, loss = _train(workspace / "data.csv")
         mlflow.set_tracking_uri(ctx.endpoints.mlflow_tracking_uri)
-        mlflow.set_experiment("scenario-data-versioning")
+        mlflow.set_experiment(EXPERIMENT)
         with mlflow.start_run() as run:
             mlflow.set_tags({"data_version": f"md5:{versions['v1']}", "dvc_remote": f"s3://data/{prefix}"})
             mlflow.log_metrics({"accuracy": accuracy, "log_loss": loss})

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from sandbox.monitoring.checks import DriftMetrics, check_drift
 from sandbox.monitoring.config import MonitoringConfig
 from sandbox.monitoring.traffic import replay, wait_logged
-from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 from sandbox.serving.reference_model import register_reference_model, synthetic_data
 
-MODEL = "drift-monitored"
+MODEL = scenario_name("drift")  # the registered model, and the deployment that serves it
+EXPERIMENT = scenario_name("drift")  # its training run
+CHECKS_EXPERIMENT = scenario_name("drift", "monitoring")  # the drift checks' runs
 SHIFTED = {"f2": 1.0, "f5": 1.0}  # in standard deviations; the label does not depend on these
 SECONDS = 5
 
@@ -30,7 +32,7 @@ def _phase(ctx: ScenarioContext, name: str, *, seed: int, shifts: dict[str, floa
     summary = replay(endpoint, frame.round(4).values.tolist(), seconds=SECONDS, report_dir=ctx.workdir / name)
     ctx.check(summary["failures"] == 0, f"{summary['failures']} Locust requests failed: {summary['errors']}")
     logged = wait_logged(ctx.endpoints, MODEL, summary["requests"], since=since)
-    check = check_drift(ctx.endpoints, MODEL, MonitoringConfig(), since=since)
+    check = check_drift(ctx.endpoints, MODEL, MonitoringConfig(), since=since, experiment=CHECKS_EXPERIMENT)
     ctx.check(check.enough_data, f"too few rows for a verdict: {check.summary()}")
     return summary, logged, check
 
@@ -45,7 +47,7 @@ def _phase(ctx: ScenarioContext, name: str, *, seed: int, shifts: dict[str, floa
 def drift(ctx: ScenarioContext) -> None:
     with ctx.step("register a model with its training reference, serve it with the inference log on"):
         model = register_reference_model(
-            ctx.endpoints.mlflow_tracking_uri, MODEL, n_estimators=30, experiment="scenario-drift"
+            ctx.endpoints.mlflow_tracking_uri, MODEL, n_estimators=30, experiment=EXPERIMENT
         )
         ctx.serving.deploy(MODEL, model.uri)
     try:

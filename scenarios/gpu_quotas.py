@@ -1,9 +1,9 @@
 """Checklist: GPU scheduling and resource quotas.
 
 Profile-independent: it reads the nodes the profile offers, applies a quota in
-a namespace of its own, and submits Pod-like workloads through the profile's
-scheduler (the local model of Kubernetes' admission and scheduler, or a real
-cluster's).
+a namespace of its own (`checklist-gpu-quotas-…`), and submits Pod-like
+workloads through the profile's scheduler (the local model of Kubernetes'
+admission and scheduler, or a real cluster's).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def gpu_quotas(ctx: ScenarioContext) -> None:
     ctx.check(gpu_nodes, "the inventory has no node with 2 or more GPUs")
     target = max(gpu_nodes, key=lambda n: n.gpus)
     product = target.all_labels()[GPU_PRODUCT_LABEL]
-    namespace = ctx.unique("gpu-scenario").lower()
+    namespace = ctx.unique("gpu-quotas").lower()  # this run's own; the workloads and the quota live in it
     quota = QuotaSpec(
         namespace=namespace,
         name="gpu-quota",

@@ -2,17 +2,20 @@
 
 The seed document's pipeline (sandbox.pipelines.training): `preprocess` (read
 a CSV, drop rows with NA) then `train` (RandomForest, logs to MLflow, registers
-`fraud-detector`), as KFP components, compiled to pipeline YAML with KFP's
-compiler and run twice with the same inputs and seed. On the local profile it
-runs with `kfp.local` (subprocesses, no cluster).
+the model), as KFP components, compiled to pipeline YAML with KFP's compiler
+and run twice with the same inputs and seed. On the local profile it runs with
+`kfp.local` (subprocesses, no cluster). The model it registers and its
+experiment are the scenario's own (`checklist-pipelines`): a user's
+`fraud-detector` is never touched.
 """
 
 from __future__ import annotations
 
 from sandbox.pipelines import training
-from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 
-MODEL_NAME = "fraud-detector"
+MODEL_NAME = scenario_name("pipelines")
+EXPERIMENT = scenario_name("pipelines")
 
 
 def write_training_csv(path, *, rows: int = 600, seed: int = 11) -> str:
@@ -51,6 +54,7 @@ def pipelines(ctx: ScenarioContext) -> None:
                 data_path=str(data),
                 processed_path=str(ctx.workdir / f"processed-{attempt}.csv"),
                 model_name=MODEL_NAME,
+                experiment=EXPERIMENT,
                 seed=7,
                 tracking_uri=ctx.endpoints.mlflow_tracking_uri,
                 spec_sha256=spec_sha256,

@@ -7,10 +7,11 @@ import hashlib
 import httpx
 import numpy as np
 
-from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 
-MODEL = "fraud-detector-registry"
-DEPLOYMENT = "registry-scenario"
+MODEL = scenario_name("registry")
+EXPERIMENT = scenario_name("registry")
+DEPLOYMENT = scenario_name("registry")
 
 
 def _train_and_register(ctx: ScenarioContext, *, invert: bool, seed: int) -> tuple[str, str, str, object]:
@@ -30,7 +31,7 @@ def _train_and_register(ctx: ScenarioContext, *, invert: bool, seed: int) -> tup
     data_version = "md5:" + hashlib.md5(data_path.read_bytes()).hexdigest()
     model = LogisticRegression().fit(frame, labels)
     mlflow.set_tracking_uri(ctx.endpoints.mlflow_tracking_uri)
-    mlflow.set_experiment("scenario-registry")
+    mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run() as run:
         mlflow.set_tag("data_version", data_version)
         mlflow.log_metric("train_accuracy", float((model.predict(frame) == labels).mean()))

@@ -8,6 +8,8 @@ the challenger beats the champion on fresh labelled data and is promoted, and
 the endpoint then answers from it. Then a bad data version (labels shuffled)
 trains a challenger that loses: it is not promoted, and the endpoint keeps
 the champion. Every decision is an MLflow run and a line in the decision log.
+The model, deployment, experiments and S3 keys are the scenario's own
+(`checklist-retraining…`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from sandbox.monitoring.config import MonitoringConfig, RetrainingConfig
 from sandbox.monitoring.inference_log import InferenceLogStore
 from sandbox.monitoring.retraining import CHALLENGER, CHAMPION, Retrainer, Trigger, decide
 from sandbox.monitoring.traffic import replay, wait_logged
-from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 from sandbox.serving.reference_model import synthetic_data
 
-MODEL = "retrain-monitored"
+MODEL = scenario_name("retraining")  # the registered model, and the deployment that serves it
+EXPERIMENT = scenario_name("retraining")  # training pipeline runs and decisions
+CHECKS_EXPERIMENT = scenario_name("retraining", "monitoring")  # the drift check's run
 # The new world: f0 moves up one SD and a case is now positive only above a higher boundary.
 NEW_WORLD = {"shifts": {"f0": 1.0}, "boundary": 1.0}
 
@@ -63,17 +67,23 @@ def retraining(ctx: ScenarioContext) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(ctx.endpoints.mlflow_tracking_uri)
-    run = f"scenario-{int(time.time())}"
-    old_train = _upload(ctx, f"retraining/{run}/train-v1.csv", *synthetic_data(1500, seed=21))
-    old_eval = _upload(ctx, f"retraining/{run}/eval-v1.csv", *synthetic_data(600, seed=22))
-    new_train = _upload(ctx, f"retraining/{run}/train-v2.csv", *synthetic_data(1500, seed=23, **NEW_WORLD))
-    new_eval = _upload(ctx, f"retraining/{run}/eval-v2.csv", *synthetic_data(600, seed=24, **NEW_WORLD))
+    folder = ctx.unique("retraining")  # this run's own folder in the data bucket
+    old_train = _upload(ctx, f"{folder}/train-v1.csv", *synthetic_data(1500, seed=21))
+    old_eval = _upload(ctx, f"{folder}/eval-v1.csv", *synthetic_data(600, seed=22))
+    new_train = _upload(ctx, f"{folder}/train-v2.csv", *synthetic_data(1500, seed=23, **NEW_WORLD))
+    new_eval = _upload(ctx, f"{folder}/eval-v2.csv", *synthetic_data(600, seed=24, **NEW_WORLD))
     frame, labels = synthetic_data(1500, seed=25, **NEW_WORLD)
-    bad_train = _upload(ctx, f"retraining/{run}/train-v3.csv", frame, np.random.default_rng(0).permutation(labels))
+    bad_train = _upload(ctx, f"{folder}/train-v3.csv", frame, np.random.default_rng(0).permutation(labels))
     probe, _ = synthetic_data(40, seed=26, **NEW_WORLD)
 
     decision_log = ctx.workdir / "decisions.log"
-    retrainer = Retrainer(ctx.endpoints, ctx.workdir / "retraining", serving=ctx.serving, decision_log=decision_log)
+    retrainer = Retrainer(
+        ctx.endpoints,
+        ctx.workdir / "retraining",
+        serving=ctx.serving,
+        decision_log=decision_log,
+        experiment=EXPERIMENT,
+    )
     policy = RetrainingConfig(cooldown_s=0, margin=0.02, deployment=MODEL)
 
     with ctx.step("train the first champion with the KFP pipeline and serve models:/…@champion"):
@@ -90,7 +100,7 @@ def retraining(ctx: ScenarioContext) -> None:
             since = datetime.now(UTC)
             summary = replay(ctx.serving.inference_endpoints()[MODEL], rows, seconds=4, report_dir=ctx.workdir / "lt")
             wait_logged(ctx.endpoints, MODEL, summary["requests"], since=since)
-            drift = check_drift(ctx.endpoints, MODEL, MonitoringConfig(), since=since)
+            drift = check_drift(ctx.endpoints, MODEL, MonitoringConfig(), since=since, experiment=CHECKS_EXPERIMENT)
             ctx.check("f0" in drift.drifted_features, f"the shift of f0 was not flagged: {drift.summary()}")
             trigger = decide(policy, now=time.time(), drift=drift, last_retrained_at=first.decided_at)
             ctx.check(trigger is not None and trigger.kind == "drift", f"the policy answered {trigger}")

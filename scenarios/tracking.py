@@ -20,7 +20,7 @@ def tracking(ctx: ScenarioContext) -> None:
     from mlflow.exceptions import MlflowException
 
     client = ctx.mlflow_client()
-    experiment = ctx.unique("scenario-tracking")
+    experiment = ctx.unique("tracking")  # checklist-tracking-<time>-<n>: one experiment per run
     content = f"importances for {experiment}\nf0 0.41\nf1 0.22\n".encode()
 
     with ctx.step("create an experiment and log three runs (params, stepped metrics, tags)"):

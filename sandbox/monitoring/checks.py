@@ -1,9 +1,10 @@
 """One drift check: a model version's recent inferences against its training reference.
 
 The live window comes from the inference log, the reference from the version's
-MLflow run; the verdict is logged to MLflow (experiment `monitoring`, one run
-per check, metrics per feature, the full report as `drift_report.json`) and,
-in `sandbox monitor watch`, exposed as Prometheus gauges.
+MLflow run; the verdict is logged to MLflow (experiment `monitoring` unless the
+caller names another, one run per check, metrics per feature, the full report
+as `drift_report.json`) and, in `sandbox monitor watch`, exposed as Prometheus
+gauges.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def check_drift(
     version: str | None = None,
     since: datetime | None = None,
     log_to_mlflow: bool = True,
+    experiment: str = EXPERIMENT,
 ) -> DriftCheck:
+    """Check ``model_name`` (the latest answering version, or ``version``) and log the run in ``experiment``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -132,15 +135,15 @@ def check_drift(
         )
     if log_to_mlflow:
         with quiet_mlflow():
-            check.mlflow_run_id = _log_check(client, check, config)
+            check.mlflow_run_id = _log_check(client, check, config, experiment)
     return check
 
 
-def _log_check(client, check: DriftCheck, config: MonitoringConfig) -> str:
+def _log_check(client, check: DriftCheck, config: MonitoringConfig, experiment: str = EXPERIMENT) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     run = client.create_run(
-        experiment_id(client, EXPERIMENT), run_name=f"drift {check.model_name} v{check.model_version}"
+        experiment_id(client, experiment), run_name=f"drift {check.model_name} v{check.model_version}"
     )
     now = int(check.checked_at * 1000)
     tags = {

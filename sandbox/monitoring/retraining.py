@@ -7,9 +7,9 @@ pipeline (KFP), aliases the new version `challenger`, scores it and the
 margin, and redeploys the served model from `models:/NAME@champion`.
 
 Every decision, promoted or not, is recorded twice: an MLflow run in the
-`retraining` experiment (tags: trigger, versions, scores, margin, decision,
-reason) and a JSON line in the decision log, so a person can audit why the
-served model changed.
+`retraining` experiment (or the one the `Retrainer` is given; tags: trigger,
+versions, scores, margin, decision, reason) and a JSON line in the decision
+log, so a person can audit why the served model changed.
 """
 
 from __future__ import annotations
@@ -105,10 +105,20 @@ def _local(location: str) -> Path:
 class Retrainer:
     """Runs one retraining cycle for a model against a stack's endpoints."""
 
-    def __init__(self, endpoints: Endpoints, workdir: Path, *, serving=None, decision_log: Path | None = None):
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        workdir: Path,
+        *,
+        serving=None,
+        decision_log: Path | None = None,
+        experiment: str = EXPERIMENT,
+    ):
+        """``experiment``: the MLflow experiment of the training runs and the decision runs."""
         from mlflow import MlflowClient
 
         self.endpoints = endpoints
+        self.experiment = experiment
         self.workdir = workdir
         self.serving = serving
         self.decision_log = decision_log
@@ -198,7 +208,7 @@ class Retrainer:
                 tracking_uri=self.endpoints.mlflow_tracking_uri,
                 spec_sha256=spec_sha256,
                 data_version=version_of_data,
-                experiment=EXPERIMENT,
+                experiment=self.experiment,
                 label_column=policy.label_column,
                 trigger=trigger.kind,
             )
@@ -282,7 +292,7 @@ class Retrainer:
     def _record(self, decision: Decision, training_run_id: str) -> None:
         """The audit trail: an MLflow run with the decision as tags, and a JSON line."""
         run = self.client.create_run(
-            experiment_id(self.client, EXPERIMENT),
+            experiment_id(self.client, self.experiment),
             run_name=f"decision {decision.model_name} v{decision.challenger_version}",
             tags={
                 "kind": "retraining-decision",

@@ -6,6 +6,12 @@ A scenario is a function decorated with `@scenario(...)` in a `.py` file under
 backend, and never learns which profile runs the stack. It passes by
 returning, fails by raising (`ctx.check` raises `ScenarioFailed`), and is
 skipped only when the profile lacks a capability it declared.
+
+The checklist runs on stacks people use: everything a scenario creates (MLflow
+experiments and registered models, S3 keys, deployments, GPU namespaces) is
+named with `SCENARIO_PREFIX`, made with `scenario_name()` or
+`ScenarioContext.unique()`, and a scenario changes or deletes only what it
+created. `ctx.serving` enforces that for deployments.
 """
 
 from __future__ import annotations
@@ -26,6 +32,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.endpoints import Endpoints
+
+SCENARIO_PREFIX = "checklist-"
+"""The one prefix of every name a scenario gives what it creates; a user's names never start with it."""
+
+
+def scenario_name(*parts: str) -> str:
+    """A name of the checklist's own: ``SCENARIO_PREFIX`` then ``parts`` joined with '-'.
+
+    Kept a DNS-1123 label when the parts are (lower case, digits, '-'), so it
+    also fits deployments and namespaces.
+    """
+    if not parts or not all(parts):
+        raise ValueError("a scenario name needs at least one non-empty part")
+    return SCENARIO_PREFIX + "-".join(parts)
+
+
+def is_scenario_name(name: str) -> bool:
+    """Whether ``name`` is one the checklist may create, change or delete."""
+    return name.startswith(SCENARIO_PREFIX) and len(name) > len(SCENARIO_PREFIX)
 
 
 class Outcome(str, enum.Enum):
@@ -71,6 +96,45 @@ class Scenario:
     order: int = 100
 
 
+class ScenarioServing:
+    """The profile's serving backend as a scenario sees it.
+
+    Deploying an existing name replaces that deployment, so a scenario may only
+    deploy (or split, or undeploy) names with ``SCENARIO_PREFIX``; it remembers
+    what it deployed, which is all ``ScenarioContext.remove_deployments`` removes.
+    Everything else (records, inference endpoints, ...) is the backend's.
+    """
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.deployed: list[str] = []
+
+    def _own(self, name: str) -> None:
+        if not is_scenario_name(name):
+            raise ScenarioFailed(
+                f"a scenario may only deploy names starting with {SCENARIO_PREFIX!r} (got {name!r}): "
+                "deploying an existing name would replace someone else's deployment"
+            )
+        if name not in self.deployed:
+            self.deployed.append(name)  # before the call: a half-made deployment is cleaned up too
+
+    def deploy(self, name: str, *args, **kwargs):
+        self._own(name)
+        return self._backend.deploy(name, *args, **kwargs)
+
+    def split(self, name: str, *args, **kwargs):
+        self._own(name)
+        return self._backend.split(name, *args, **kwargs)
+
+    def undeploy(self, name: str):
+        if name not in self.deployed:
+            raise ScenarioFailed(f"a scenario may only undeploy what it deployed; {name!r} is not its own")
+        return self._backend.undeploy(name)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._backend, attribute)
+
+
 class ScenarioContext:
     """What a scenario gets: the stack's endpoints, serving, a work folder, and reporting helpers."""
 
@@ -79,21 +143,36 @@ class ScenarioContext:
     ):
         self.endpoints = endpoints
         self._serving_factory = serving_factory
+        self._serving: ScenarioServing | None = None
         self._scheduler_factory = scheduler_factory
         self.workdir = workdir
         self._result = result
 
     @property
-    def serving(self):
-        """The profile's serving backend (deploy, split, undeploy), made when first used."""
-        return self._serving_factory()
+    def serving(self) -> ScenarioServing:
+        """The profile's serving backend (deploy, split, undeploy), made when first used.
+
+        Only names with ``SCENARIO_PREFIX`` may be deployed through it (see `ScenarioServing`).
+        """
+        if self._serving is None:
+            self._serving = ScenarioServing(self._serving_factory())
+        return self._serving
 
     def remove_deployments(self, *names: str) -> None:
-        """Undeploy whichever of ``names`` exist (a scenario's clean-up, safe after a partial start)."""
-        records = self.serving.records()
-        for name in names:
+        """Undeploy whichever of ``names`` this scenario deployed and still exist.
+
+        A scenario's clean-up, safe after a partial start; a name the scenario did
+        not deploy through ``ctx.serving`` is left alone, whoever owns it.
+        """
+        if self._serving is None:
+            return  # nothing was deployed
+        ours = [name for name in names if name in self._serving.deployed]
+        if not ours:
+            return
+        records = self._serving.records()
+        for name in ours:
             if name in records:
-                self.serving.undeploy(name)
+                self._serving.undeploy(name)
 
     @property
     def scheduler(self):
@@ -138,8 +217,14 @@ class ScenarioContext:
             return f"S3 at {self.endpoints.s3_endpoint_url} failed: {_describe(exc)}"
         return None
 
-    def unique(self, prefix: str) -> str:
-        return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10000:04d}"
+    def unique(self, name: str) -> str:
+        """A name for this run only, with ``SCENARIO_PREFIX``: ``checklist-NAME-YYYYmmdd-HHMMSS-NNNN``.
+
+        A DNS-1123 label when ``name`` is one; 31 characters longer than ``name``
+        (a namespace, at most 63, leaves ``name`` 32).
+        """
+        stem = name if is_scenario_name(name) else scenario_name(name)
+        return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10000:04d}"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
