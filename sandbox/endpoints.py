@@ -21,6 +21,7 @@ class InferenceEndpoint(BaseModel):
     kind: str = "model"  # "model" | "split"
     model_uri: str | None = None
     variants: list[str] = Field(default_factory=list)
+    grpc: str | None = None  # host:port of the V2 gRPC endpoint (model servers; a split's router is REST only)
 
 
 class Endpoints(BaseModel):

@@ -65,6 +65,7 @@ class Deployment(BaseModel):
     batch_wait_ms: float = 5.0
     gpus: int = 0  # placed through the profile's scheduler; the server sees only its devices
     inference_log: bool = True  # the model server logs each inference (sandbox.monitoring)
+    allow_nan: bool = False  # NaN and infinities reach the model instead of being a 400
     variants: list[VariantSpec] = Field(default_factory=list)
     sticky_header: str | None = None
     parent: str | None = None  # a variant's model server belongs to its split
@@ -141,6 +142,7 @@ class DeploymentStore:
             base = self.url(name)
             if base is None:
                 continue
+            grpc_port = self.ports.get(f"deploy.{name}.grpc") if record.kind == "model" else None
             out[name] = InferenceEndpoint(
                 name=name,
                 url=base,
@@ -149,6 +151,7 @@ class DeploymentStore:
                 kind=record.kind,
                 model_uri=record.model_uri,
                 variants=[v.label for v in record.variants],
+                grpc=f"{LOOPBACK}:{grpc_port}" if grpc_port else None,
             )
         return out
 
@@ -171,6 +174,7 @@ class LocalServing(DeploymentStore):
 
     def _command(self, record: Deployment, port: int) -> list[str]:
         if record.kind == "model":
+            grpc_port = self.ports.claim(f"deploy.{record.name}.grpc", 0, setting="(automatic)")
             return [
                 sys.executable,
                 "-m",
@@ -179,15 +183,21 @@ class LocalServing(DeploymentStore):
                 record.name,
                 "--model-uri",
                 record.model_uri or "",
+                "--host",
+                LOOPBACK,
                 "--port",
                 str(port),
+                "--grpc-port",
+                str(grpc_port),
                 "--batch-size",
                 str(record.batch_size),
                 "--batch-wait-ms",
                 str(record.batch_wait_ms),
                 *([] if record.inference_log else ["--no-inference-log"]),
+                *(["--allow-nan"] if record.allow_nan else []),
             ]
-        argv = [sys.executable, "-m", "sandbox.serving.router", "--name", record.name, "--port", str(port)]
+        argv = [sys.executable, "-m", "sandbox.serving.router", "--name", record.name]
+        argv += ["--host", LOOPBACK, "--port", str(port)]
         for variant in record.variants:
             child = variant_name(record.name, variant.label)
             argv += ["--variant", f"{variant.label}={self.url(child)}/{child}:{variant.weight:g}"]
@@ -207,10 +217,11 @@ class LocalServing(DeploymentStore):
                 process.stop()  # replace whatever ran under this name
                 process.log_file.parent.mkdir(parents=True, exist_ok=True)
                 port = self.ports.claim(f"deploy.{record.name}", 0, setting="(automatic)")
+                command = self._command(record, port)
                 self.ports.save()
                 env = {**os.environ, **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
                 env.update(self._gpu_env(record))
-                process.start(self._command(record, port), env=env, cwd=process.log_file.parent)
+                process.start(command, env=env, cwd=process.log_file.parent)
                 launched.append((record, process, f"http://{LOOPBACK}:{port}"))
             notes = []
             for record, process, base in launched:
@@ -274,6 +285,7 @@ class LocalServing(DeploymentStore):
         batch_wait_ms: float = 5.0,
         gpus: int = 0,
         inference_log: bool = True,
+        allow_nan: bool = False,
     ) -> str:
         validate_name(name)
         validate_model_uri(model_uri)
@@ -296,6 +308,7 @@ class LocalServing(DeploymentStore):
             batch_wait_ms=batch_wait_ms,
             gpus=gpus,
             inference_log=inference_log,
+            allow_nan=allow_nan,
         )
         if existing is not None and existing.gpus != gpus:
             self._release_gpus(name)  # a redeploy with another GPU count is placed afresh
@@ -321,6 +334,7 @@ class LocalServing(DeploymentStore):
         batch_size: int = 1,
         batch_wait_ms: float = 5.0,
         inference_log: bool = True,
+        allow_nan: bool = False,
     ) -> list[str]:
         validate_name(name)
         if len(variants) < 2:
@@ -347,6 +361,7 @@ class LocalServing(DeploymentStore):
                 batch_size=batch_size,
                 batch_wait_ms=batch_wait_ms,
                 inference_log=inference_log,
+                allow_nan=allow_nan,
             )
             for variant in variants
         ]
@@ -419,6 +434,8 @@ class LocalServing(DeploymentStore):
             )
             if record.kind == "model" and not record.inference_log:
                 detail += ", inference log off"
+            if record.kind == "model" and record.allow_nan:
+                detail += ", NaN allowed"
             out.append(
                 DeploymentStatus(
                     name=name,
@@ -452,10 +469,12 @@ class LocalServing(DeploymentStore):
                 else:
                     client.get_registered_model(model)
         except MlflowException as exc:
-            raise SandboxError(
-                f"{uri} is not in the registry ({exc.error_code})",
-                hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
-            ) from None
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise ConfigError(  # bad input: exit 2
+                    f"{uri} is not in the registry ({exc.error_code})",
+                    hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
+                ) from None
+            raise SandboxError(f"cannot look {uri} up in the registry: {exc}", hint="is the sandbox up?") from None
 
 
 def _ready_probe(base: str, name: str):

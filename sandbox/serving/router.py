@@ -6,7 +6,9 @@
 
 Requests to `/v1/models/NAME:predict` and `/v2/models/NAME/infer` go to one
 variant, chosen at random by weight, or by a hash of the sticky header's value
-so one user always sees the same variant. The response carries the variant's
+so one user always sees the same variant, with their headers and body intact
+(the V2 binary tensor extension included); metadata and health paths of both
+protocols answer for the split. Bodies over 8 MiB are a 413, chunked or not. The response carries the variant's
 name in `x-model-variant` and an `x-request-id`; both are also sent on to the
 variant's model server, which logs every inference with them. `/metrics` counts requests and
 latencies per variant. The feedback path, `POST /feedback` with the request id
@@ -22,6 +24,7 @@ import bisect
 import contextlib
 import hashlib
 import json
+import os
 import random
 import time
 import uuid
@@ -36,13 +39,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.serving.payloads import MAX_BODY_BYTES
+from sandbox.serving.asgi import BodyLimit, error, json_response
 from sandbox.state import LOOPBACK
 
 VARIANT_HEADER = "x-model-variant"
 REQUEST_ID_HEADER = "x-request-id"
 # Predictions kept for the feedback path: enough for a long A/B test, bounded so memory is too.
 MAX_REMEMBERED = 200_000
+# Headers that belong to one hop (RFC 9110 7.6.1) or that httpx sets from the body it sends.
+HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"}
+    | {"content-length", "content-encoding"}
+)
 
 
 @dataclass(frozen=True)
@@ -120,25 +128,20 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         trust_env=False,
     )
 
-    def _unknown(model: str) -> JSONResponse:
-        return JSONResponse({"error": f"model {model!r} is not served here; this router serves {name!r}"}, 404)
+    def _unknown(model: str) -> Response:
+        return error(404, f"model {model!r} is not served here; this router serves {name!r}")
 
     async def forward(request: Request, model: str, path_for) -> Response:
         if model != name:
             return _unknown(model)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
-        body = await request.body()
+        body = await request.body()  # held to the body limit by BodyLimit, chunked or not
         key = request.headers.get(sticky_header) if sticky_header else None
         variant = picker.pick(key)
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        headers = {
-            "content-type": request.headers.get("content-type", "application/json"),
-            REQUEST_ID_HEADER: request_id,
-            # The variant's model server logs each inference with it (the inference log).
-            VARIANT_HEADER: variant.label,
-        }
+        headers = {k: v for k, v in request.headers.items() if k not in HOP_HEADERS}
+        headers[REQUEST_ID_HEADER] = request_id
+        # The variant's model server logs each inference with it (the inference log).
+        headers[VARIANT_HEADER] = variant.label
         started = time.perf_counter()
         try:
             upstream = await client.post(
@@ -146,23 +149,20 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
             )
         except httpx.HTTPError as exc:
             requests_total.labels(variant.label, "503").inc()
-            return JSONResponse(
-                {"error": f"variant {variant.label!r} is unavailable: {type(exc).__name__}"},
-                503,
-                headers={VARIANT_HEADER: variant.label},
+            return error(
+                503, f"variant {variant.label!r} is unavailable: {type(exc).__name__}", {VARIANT_HEADER: variant.label}
             )
         latency.labels(variant.label).observe(time.perf_counter() - started)
         requests_total.labels(variant.label, str(upstream.status_code)).inc()
         if upstream.status_code == 200:
             _remember(request_id, variant.label, upstream.content)
-        return Response(
-            upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type"),
-            headers={VARIANT_HEADER: variant.label, REQUEST_ID_HEADER: request_id},
-        )
+        answer_headers = {k: v for k, v in upstream.headers.items() if k not in HOP_HEADERS}
+        answer_headers.update({VARIANT_HEADER: variant.label, REQUEST_ID_HEADER: request_id})
+        return Response(upstream.content, status_code=upstream.status_code, headers=answer_headers)
 
     def _remember(request_id: str, label: str, body: bytes) -> None:
+        if not body.startswith(b"{"):
+            return
         try:
             payload = json.loads(body)
             predictions = payload["predictions"] if "predictions" in payload else payload["outputs"][0]["data"]
@@ -178,7 +178,7 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
             body = json.loads(await request.body())
             request_id = body["request_id"]
             labels = body["labels"] if "labels" in body else [body["label"]]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return JSONResponse({"error": 'send {"request_id": "...", "labels": [...]} as JSON'}, 400)
         if not isinstance(labels, list) or not isinstance(request_id, str):
             return JSONResponse({"error": '"labels" must be a list and "request_id" a string'}, 400)
@@ -217,6 +217,11 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
     async def v2_infer(request: Request) -> Response:
         return await forward(request, request.path_params["model"], lambda m: f"/v2/models/{m}/infer")
 
+    async def v2_version_infer(request: Request) -> Response:
+        version = request.path_params["version"]
+        model = request.path_params["model"]
+        return await forward(request, model, lambda m: f"/v2/models/{m}/versions/{version}/infer")
+
     async def variants_ready() -> bool:
         async def one(variant: Variant) -> bool:
             try:
@@ -232,7 +237,7 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         if model != name:
             return _unknown(model)
         ready = await variants_ready()
-        return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
+        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def model_metadata(request: Request) -> Response:
         """V2 metadata of the first variant, under the split's name (variants share a signature)."""
@@ -244,10 +249,17 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
             upstream = await client.get(f"{first.base_url}/v2/models/{first.model_name}")
             payload = upstream.json()
         except (httpx.HTTPError, ValueError) as exc:
-            return JSONResponse({"error": f"variant {first.label!r} is unavailable: {type(exc).__name__}"}, 503)
+            return error(503, f"variant {first.label!r} is unavailable: {type(exc).__name__}")
         if isinstance(payload, dict) and upstream.status_code == 200:
             payload["name"] = name
-        return JSONResponse(payload, upstream.status_code)
+            payload.setdefault("parameters", {})["variants"] = [v.label for v in variants]
+        return json_response(payload, upstream.status_code)
+
+    async def server_metadata(request: Request) -> Response:
+        return json_response({"name": "ml-sandbox-ab-router", "version": "1", "extensions": ["binary_tensor_data"]})
+
+    async def v1_models(request: Request) -> Response:
+        return json_response({"models": [name]})
 
     async def server_ready(request: Request) -> Response:
         ready = await variants_ready()
@@ -269,11 +281,16 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         )
 
     routes = [
+        Route("/v1/models", v1_models, methods=["GET"]),
         Route("/v1/models/{target:path}", v1_predict, methods=["POST"]),
         Route("/v1/models/{target}", model_ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", v2_version_infer, methods=["POST"]),
         Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{model}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
         Route("/v2/health/ready", server_ready, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -287,18 +304,19 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         yield
         await client.aclose()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return BodyLimit(Starlette(routes=routes, lifespan=lifespan))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default=os.environ.get("ML_SANDBOX_BIND_HOST", LOOPBACK))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--variant", action="append", required=True, type=Variant.parse)
     parser.add_argument("--sticky-header")
     args = parser.parse_args(argv)
     app = create_app(args.name, args.variant, args.sticky_header.lower() if args.sticky_header else None)
-    uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,32 @@ def mlflow_env(stack, monkeypatch):
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     return stack
+
+
+@dataclass
+class MatrixStack:
+    stack: Stack
+    models: dict  # key -> tests.integration.model_matrix.MatrixModel, each deployed as deployment_name(key)
+
+    @staticmethod
+    def deployment_name(key: str) -> str:
+        return "m-" + key.replace("_", "-")
+
+    def endpoint(self, key: str) -> dict:
+        return self.stack.status()["endpoints"]["inference"][self.deployment_name(key)]
+
+
+@pytest.fixture(scope="session")
+def matrix_stack(tmp_path_factory) -> MatrixStack:
+    """A stack of its own serving six models logged the ways users log them (tests/integration/model_matrix.py)."""
+    from tests.integration.model_matrix import build_matrix
+
+    stack = Stack(tmp_path_factory.mktemp("matrix") / "sandbox")
+    stack.cli("up")
+    try:
+        models = build_matrix(stack.endpoints().mlflow_tracking_uri)
+        for key, model in models.items():
+            stack.cli("serve", "deploy", MatrixStack.deployment_name(key), "--model", model.uri, "--batch-size", "16")
+        yield MatrixStack(stack, models)
+    finally:
+        stack.cli("down", "--purge", check=False)

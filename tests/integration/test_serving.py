@@ -98,8 +98,9 @@ def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack):
     assert httpx.get(f"{base}/v2/health/ready").status_code == 200
     assert httpx.get(f"{base}/v2/models/fraud/ready").status_code == 200
     assert httpx.get(f"{base}/v1/models/fraud").json()["ready"] is True
-    assert httpx.get(f"{base}/v2/models/fraud").json()["inputs"][0]["shape"] == [-1, 8]
-    assert "request_predict_seconds" in httpx.get(f"{base}/metrics").text
+    inputs = httpx.get(f"{base}/v2/models/fraud").json()["inputs"]
+    assert [(i["name"], i["datatype"], i["shape"]) for i in inputs] == [(f"f{n}", "FP64", [-1]) for n in range(8)]
+    assert 'model_server_requests_total{code="200",protocol="v1"}' in httpx.get(f"{base}/metrics").text
     assert httpx.post(f"{base}/v1/models/nope:predict", json={"instances": [[0] * 8]}).status_code == 404
 
     listening = [
@@ -261,7 +262,9 @@ def test_deployments_survive_down_and_up(serving_stack):
 
 def test_bad_deploys_are_refused_clearly(serving_stack):
     missing = serving_stack.cli("serve", "deploy", "ghost", "--model", "models:/no-such-model/1", check=False)
-    assert missing.returncode != 0 and "not in the registry" in missing.stderr
+    assert missing.returncode == ExitCode.USAGE and "not in the registry" in missing.stderr
+    missing_version = serving_stack.cli("serve", "deploy", "ghost", "--model", "models:/fraud-detector/99", check=False)
+    assert missing_version.returncode == ExitCode.USAGE and "not in the registry" in missing_version.stderr
     bad_name = serving_stack.cli("serve", "deploy", "Bad_Name", "--model", "models:/fraud-detector/1", check=False)
     assert bad_name.returncode == ExitCode.USAGE and "DNS label" in bad_name.stderr
     bad_variant = serving_stack.cli("serve", "split", "x", "--variant", "a=models:/fraud-detector/1", check=False)

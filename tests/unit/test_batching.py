@@ -1,80 +1,88 @@
 import asyncio
 
-import numpy as np
 import pytest
 
 from sandbox.serving.batching import MicroBatcher
 
 
-def test_concurrent_requests_share_one_predict_and_get_their_own_rows():
-    calls = []
-
-    def predict(rows):
-        calls.append(len(rows))
-        return rows[:, 0] * 10
-
+def _run(batcher_factory, submissions):
     async def scenario():
-        batcher = MicroBatcher(predict, max_batch_size=64, max_wait=0.05)
-        requests = [np.array([[float(i), 0.0]]) for i in range(20)]
-        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
-        batcher.close()
-        return results
+        batcher = batcher_factory()
+        try:
+            pending = (batcher.submit(item, rows) for item, rows in submissions)
+            return await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            batcher.close()
 
-    results = asyncio.run(scenario())
-    assert [r.tolist() for r in results] == [[i * 10.0] for i in range(20)]
-    assert sum(calls) == 20
-    assert len(calls) < 20  # batched, not one predict per request
+    return asyncio.run(scenario())
 
 
-def test_batches_never_exceed_the_maximum():
-    calls = []
+def test_concurrent_requests_share_one_run_and_get_their_own_results():
+    groups = []
 
-    def predict(rows):
-        calls.append(len(rows))
-        return rows[:, 0]
+    def run_batch(items):
+        groups.append(len(items))
+        return [item * 10 for item in items]
 
-    async def scenario():
-        batcher = MicroBatcher(predict, max_batch_size=4, max_wait=0.05)
-        await asyncio.gather(*(batcher.submit(np.zeros((1, 1))) for _ in range(10)))
-        batcher.close()
-
-    asyncio.run(scenario())
-    assert max(calls) <= 4 and sum(calls) == 10
+    results = _run(lambda: MicroBatcher(run_batch, max_batch_size=64, max_wait=0.05), [(i, 1) for i in range(20)])
+    assert results == [i * 10 for i in range(20)]
+    assert sum(groups) == 20
+    assert len(groups) < 20  # batched, not one run per request
 
 
-def test_a_lone_request_waits_no_longer_than_max_wait():
-    async def scenario():
-        batcher = MicroBatcher(lambda rows: rows[:, 0], max_batch_size=64, max_wait=0.02)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await batcher.submit(np.ones((1, 1)))
-        batcher.close()
-        return loop.time() - started
+def test_batches_never_exceed_the_maximum_number_of_rows():
+    sizes = []
 
-    assert asyncio.run(scenario()) < 0.5
+    def run_batch(items):
+        sizes.append(sum(rows for _, rows in items))
+        return [None] * len(items)
+
+    # Each item carries its row count, as the model server's inputs do.
+    _run(lambda: MicroBatcher(run_batch, max_batch_size=4, max_wait=0.05), [((i, 2), 2) for i in range(10)])
+    assert max(sizes) <= 4 and sum(sizes) == 20
 
 
-def test_a_failing_predict_fails_every_request_in_the_batch_and_the_batcher_goes_on():
+def test_batch_size_one_never_groups():
+    groups = []
+
+    def run_batch(items):
+        groups.append(len(items))
+        return list(items)
+
+    _run(lambda: MicroBatcher(run_batch, max_batch_size=1, max_wait=1.0), [(i, 1) for i in range(5)])
+    assert groups == [1] * 5
+
+
+def test_each_request_gets_its_own_exception_and_the_batcher_goes_on():
+    def run_batch(items):
+        return [ValueError(f"bad {item}") if item < 0 else item for item in items]
+
+    results = _run(lambda: MicroBatcher(run_batch, max_batch_size=8, max_wait=0.01), [(1, 1), (-2, 1), (3, 1)])
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad -2"
+
+
+def test_a_run_that_raises_fails_its_batch_only():
     state = {"fail": True}
 
-    def predict(rows):
+    def run_batch(items):
         if state["fail"]:
+            state["fail"] = False
             raise RuntimeError("model exploded")
-        return rows[:, 0]
+        return list(items)
 
     async def scenario():
-        batcher = MicroBatcher(predict, max_batch_size=8, max_wait=0.01)
-        outcomes = await asyncio.gather(*(batcher.submit(np.ones((1, 1))) for _ in range(3)), return_exceptions=True)
-        state["fail"] = False
-        after = await batcher.submit(np.full((1, 1), 7.0))
+        batcher = MicroBatcher(run_batch, max_batch_size=8, max_wait=0.01)
+        first = await asyncio.gather(batcher.submit(1), return_exceptions=True)
+        after = await batcher.submit(7)
         batcher.close()
-        return outcomes, after
+        return first, after
 
-    outcomes, after = asyncio.run(scenario())
-    assert all(isinstance(o, RuntimeError) for o in outcomes)
-    assert after.tolist() == [7.0]
+    first, after = asyncio.run(scenario())
+    assert isinstance(first[0], RuntimeError)
+    assert after == 7
 
 
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError):
-        MicroBatcher(lambda rows: rows, max_batch_size=0, max_wait=0)
+        MicroBatcher(lambda items: items, max_batch_size=0, max_wait=0)
