@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sandbox import ui
-from sandbox.config import load_config
+from sandbox.config import fallback_config, load_config
 from sandbox.errors import ConfigError, ExitCode, NotRunningError, SandboxError
 from sandbox.profiles import PROFILES, Profile, get_profile
+from sandbox.state import use_private_umask
 
 app = typer.Typer(
     help="A local-first ML platform testbed: PostgreSQL, S3, MLflow (and more) on a profile.",
@@ -54,6 +56,8 @@ def main(
 ) -> None:
     global _verbose
     _verbose = verbose
+    # Everything the sandbox writes (logs, data, state, and every child process's files) is its owner's alone.
+    use_private_umask()
 
 
 def handle_errors(func):
@@ -81,8 +85,27 @@ def handle_errors(func):
     return wrapper
 
 
-def _profile(profile: str | None, dir: Path | None, config: Path | None, **overrides: Any) -> Profile:
-    cfg = load_config(config, profile=profile, dir=dir, **overrides)
+def _profile(
+    profile: str | None, dir: Path | None, config: Path | None, *, lenient: bool = False, **overrides: Any
+) -> Profile:
+    """The profile for a command; ``lenient`` commands (status, down, logs) survive a broken configuration.
+
+    They warn, then work from what the sandbox recorded in its directory, so a running sandbox can
+    always be inspected and stopped; every other command refuses a bad configuration (exit 2).
+    """
+    try:
+        cfg = load_config(config, profile=profile, dir=dir, **overrides)
+    except ConfigError as exc:
+        if not lenient:
+            raise
+        cfg = fallback_config(config, profile=profile, dir=dir)
+        fix = f" [yellow]Fix:[/] {escape(exc.hint)}" if exc.hint else ""
+        ui.err.print(
+            f"[yellow]warning:[/] {escape(exc.message)}; ignoring the configuration, "
+            f"using what the sandbox in {escape(str(cfg.root))} recorded.{fix}"
+        )
+        if exc.details:
+            ui.err.print(f"[dim]{escape(exc.details)}[/]")
     return get_profile(cfg)
 
 
@@ -134,7 +157,7 @@ def down(
     purge: Annotated[bool, typer.Option(help="Also delete the sandbox directory and all its data.")] = False,
 ) -> None:
     """Stop every process the sandbox started (idempotent); keep the data unless --purge."""
-    prof = _profile(profile, dir, config)
+    prof = _profile(profile, dir, config, lenient=True)
     prof.down(purge=purge)
 
 
@@ -150,7 +173,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, with endpoints and credentials.")] = False,
 ) -> None:
     """Per-service state (running / stopped / unhealthy), pid, port, URL."""
-    prof = _profile(profile, dir, config)
+    prof = _profile(profile, dir, config, lenient=True)
     st = prof.status()
     if as_json:
         payload = {
@@ -213,7 +236,7 @@ def logs(
     """Show a service's log."""
     from sandbox.process import tail
 
-    prof = _profile(profile, dir, config)
+    prof = _profile(profile, dir, config, lenient=True)
     path = prof.log_file(service)
     if not path.exists():
         raise SandboxError(f"no log yet for '{service}' at {path}", hint="start the sandbox with `sandbox up`")
@@ -242,6 +265,13 @@ InferenceLogOpt = Annotated[
         help="Log each inference (features, prediction, model version) for drift monitoring",
     ),
 ]
+AllowNanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-nan",
+        help="Pass NaN and infinite inputs to the model (for models that handle missing values); refused by default",
+    ),
+]
 
 
 @serve_app.command("deploy")
@@ -255,18 +285,25 @@ def serve_deploy(
     batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
     gpus: Annotated[int, typer.Option(help="GPUs to place it on (quota and placement as on Kubernetes)")] = 0,
     inference_log: InferenceLogOpt = True,
+    allow_nan: AllowNanOpt = False,
     profile: ProfileOpt = None,
     dir: DirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve a registered model with a KServe ModelServer (redeploys if NAME exists)."""
+    """Serve any MLflow model on KServe's V1, V2 REST and V2 gRPC protocols (redeploys if NAME exists)."""
     serving = _profile(profile, dir, config).serving()
     with ui.step(f"Deploying {name} from {model}") as step:
         step.note = serving.deploy(
-            name, model, batch_size=batch_size, batch_wait_ms=batch_wait_ms, gpus=gpus, inference_log=inference_log
+            name,
+            model,
+            batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms,
+            gpus=gpus,
+            inference_log=inference_log,
+            allow_nan=allow_nan,
         )
     endpoint = serving.inference_endpoints()[name]
-    ui.err.print(f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}")
+    ui.err.print(f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}\n  V2 gRPC: {endpoint.grpc}")
 
 
 @serve_app.command("split")
@@ -282,6 +319,7 @@ def serve_split(
     batch_size: Annotated[int, typer.Option(help="Micro-batching for every variant's server; 1 is off")] = 1,
     batch_wait_ms: Annotated[float, typer.Option(help="Max wait for a batch to fill, in ms")] = 5.0,
     inference_log: InferenceLogOpt = True,
+    allow_nan: AllowNanOpt = False,
     profile: ProfileOpt = None,
     dir: DirOpt = None,
     config: ConfigOpt = None,
@@ -299,6 +337,7 @@ def serve_split(
             batch_size=batch_size,
             batch_wait_ms=batch_wait_ms,
             inference_log=inference_log,
+            allow_nan=allow_nan,
         )
         step.note = "; ".join(notes)
     endpoint = serving.inference_endpoints()[name]
@@ -318,6 +357,40 @@ def serve_list(profile: ProfileOpt = None, dir: DirOpt = None, config: ConfigOpt
         ui.err.print("No deployments. Create one with `sandbox serve deploy NAME --model models:/NAME/VERSION`.")
         return
     _print_deployments(statuses)
+
+
+@serve_app.command("url")
+@handle_errors
+def serve_url(
+    name: Annotated[str, typer.Argument(help="Deployment or split name")],
+    protocol: Annotated[str, typer.Option(help="v1 (predict) or v2 (infer)")] = "v1",
+    all_urls: Annotated[
+        bool, typer.Option("--all", help="Every URL: base, V1 predict, V2 infer, metrics (one per line)")
+    ] = False,
+    profile: ProfileOpt = None,
+    dir: DirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a deployment's inference URL, e.g. curl ... "$(sandbox serve url fraud)"."""
+    if protocol not in ("v1", "v2"):
+        raise ConfigError(f"unknown protocol {protocol!r}", hint="use --protocol v1 or --protocol v2")
+    inference = _profile(profile, dir, config).endpoints().inference
+    if name not in inference:
+        raise ConfigError(
+            f"no deployment named {name!r} (deployed: {', '.join(inference) or 'none'})",
+            hint="see `sandbox serve list`; deploy one with `sandbox serve deploy NAME --model models:/NAME/VERSION`",
+        )
+    endpoint = inference[name]
+    if all_urls:
+        lines = [
+            f"url {endpoint.url}",
+            f"v1 {endpoint.v1_predict}",
+            f"v2 {endpoint.v2_infer}",
+            f"metrics {endpoint.url}/metrics",
+        ]
+    else:
+        lines = [endpoint.v1_predict if protocol == "v1" else endpoint.v2_infer]
+    ui.out.print("\n".join(lines), markup=False, highlight=False)
 
 
 @serve_app.command("undeploy")

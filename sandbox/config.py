@@ -9,6 +9,7 @@ the key that holds it.
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -97,6 +98,8 @@ class SandboxConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not _read_sources.get():
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         yaml_file = _yaml_file.get()
         if yaml_file is not None:
@@ -110,6 +113,8 @@ class SandboxConfig(BaseSettings):
 
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_file", default=None)
+# False while building the fallback configuration: only the given values, no environment, no file.
+_read_sources: contextvars.ContextVar[bool] = contextvars.ContextVar("_read_sources", default=True)
 
 
 def _check_yaml(path: Path) -> None:
@@ -174,3 +179,36 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> SandboxCon
         ) from exc
     finally:
         _yaml_file.reset(token)
+
+
+# The settings that say which sandbox a command is about; everything else it recorded in its directory.
+_LOCATING_KEYS = ("profile", "dir")
+
+
+def fallback_config(config_file: Path | None = None, **flags: Any) -> SandboxConfig:
+    """Defaults plus where the sandbox is, for commands that must work when the configuration is broken.
+
+    `status`, `down` and `logs` use it after ``load_config`` fails, so a running sandbox can
+    always be inspected and stopped: ports, credentials and deployments come from its directory
+    (ports.json, secrets.json, deployments.json), not from the configuration. ``profile`` and
+    ``dir`` keep their usual precedence (flag, then ``SANDBOX_*`` variable, then the file's
+    top-level key), each taken from the first source that gives a usable value.
+    """
+    path = config_file or DEFAULT_CONFIG_FILE
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        data = None
+    from_file = data if isinstance(data, dict) else {}
+    environment = {key.upper(): value for key, value in os.environ.items()}
+    init: dict[str, Any] = {}
+    for key in _LOCATING_KEYS:
+        for value in (flags.get(key), environment.get(ENV_PREFIX + key.upper()), from_file.get(key)):
+            if isinstance(value, str | Path) and str(value).strip():
+                init[key] = value
+                break
+    token = _read_sources.set(False)
+    try:
+        return SandboxConfig(**init)
+    finally:
+        _read_sources.reset(token)

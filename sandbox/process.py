@@ -4,7 +4,8 @@ A pid file is trusted only when the process behind it still has the recorded
 start time and command line: after a crash or a reboot a stale file is
 harmless. Each service runs in its own session, so it is also its own process
 group and `stop` can end every process it spawned (MLflow's uvicorn and huey
-workers, PostgreSQL's backends).
+workers, PostgreSQL's backends). It starts with umask 077, so what it writes
+is its owner's alone, like the log and pid files written here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
+from sandbox.state import PRIVATE_UMASK, write_private
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,9 @@ class ManagedProcess:
         user: str | None = None,
     ) -> psutil.Process:
         """Start ``argv`` detached in its own session, output appended to the log file."""
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         drop = _privilege_drop(user)
-        with open(self.log_file, "ab") as log:
+        with open(os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
             popen = subprocess.Popen(
@@ -88,6 +91,7 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
+                umask=PRIVATE_UMASK,
                 **drop,
             )
         proc = psutil.Process(popen.pid)
@@ -125,9 +129,7 @@ class ManagedProcess:
         return tail(self.log_file, lines)
 
     def _write(self, record: PidRecord) -> None:
-        tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        tmp.replace(self.pid_file)
+        write_private(self.pid_file, json.dumps(asdict(record)))
 
 
 def tail(path: Path, lines: int = 25) -> str:

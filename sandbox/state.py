@@ -6,6 +6,10 @@ Layout::
     <dir>/secrets.json        generated credentials, mode 0600
     <dir>/ports.json          ports chosen on first start, reused afterwards
     <dir>/services/<name>/    per service: service.pid, service.log, data/
+
+Every file and folder in it is private to its owner (0600 / 0700): the CLI runs
+with umask 077 (``use_private_umask``) and hands it to every process it starts,
+and `up` tightens what an older sandbox left looser (``make_private``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import secrets
 import socket
 import stat
 import string
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sandbox.errors import LockedError, PortInUseError
 
 LOOPBACK = "127.0.0.1"
+# New files 0600, new folders 0700: nothing in a sandbox is for group or others.
+PRIVATE_UMASK = 0o077
 
 
 class SandboxDir:
@@ -54,14 +60,70 @@ class SandboxDir:
         return self.root.is_dir()
 
     def create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        # Secrets and data live here: keep other users out.
-        self.root.chmod(0o700 if not _needs_other_traverse() else 0o711)
+        # Secrets and data live here: keep other users out. An existing dir keeps its mode: as root it
+        # may be open for traversal to PostgreSQL's user (see Postgres.traverse_dirs); `up` tightens the rest.
+        try:
+            self.root.mkdir(parents=True)
+        except FileExistsError:
+            return
+        self.root.chmod(0o700)
 
 
-def _needs_other_traverse() -> bool:
-    # As root, PostgreSQL runs as an unprivileged user that must traverse the dir.
-    return os.geteuid() == 0
+# --------------------------------------------------------------------------- permissions
+
+
+def use_private_umask() -> int:
+    """From now on this process (and what it starts) creates files 0600 and folders 0700; returns the old umask."""
+    return os.umask(PRIVATE_UMASK)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600 whatever the umask."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)  # an older tmp file may have had another mode
+    tmp.replace(path)
+
+
+def make_private(root: Path, *, traverse: Collection[Path] = ()) -> list[Path]:
+    """Take every group and other permission off ``root`` and everything under it; return what changed.
+
+    For sandboxes made before files were private (or loosened by hand). Symbolic links are
+    not followed. Folders in ``traverse`` keep search (x) permission for group and others, and
+    nothing else, so that a server running as another user (PostgreSQL, when we are root) can
+    pass through them to its data.
+    """
+    keep_open = {Path(p) for p in traverse}
+    changed: list[Path] = []
+
+    def tighten(path: Path) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:  # a server removed it meanwhile (PostgreSQL's temporary files)
+            return
+        if stat.S_ISLNK(st.st_mode):
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        wanted = mode & ~0o077
+        if path in keep_open and stat.S_ISDIR(st.st_mode):
+            wanted |= 0o011
+        if wanted != mode:
+            try:
+                os.chmod(path, wanted)
+            except FileNotFoundError:
+                return
+            changed.append(path)
+
+    if not root.is_dir():
+        return changed
+    tighten(root)
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        for name in (*dirs, *files):
+            tighten(base / name)
+    return changed
 
 
 # --------------------------------------------------------------------------- lock
@@ -217,6 +279,4 @@ class PortMap:
         raise PortInUseError("no free port left in 15000-22000", hint="stop other services or set ports explicitly")
 
     def save(self) -> None:
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._ports, indent=2, sort_keys=True))
-        tmp.replace(self._file)
+        write_private(self._file, json.dumps(self._ports, indent=2, sort_keys=True))

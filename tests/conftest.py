@@ -1,4 +1,4 @@
-"""Shared test set-up: every test runs with no stray SANDBOX_* settings or sandbox.yaml."""
+"""Shared test set-up: every test runs with no stray SANDBOX_* settings or sandbox.yaml, and its own umask."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def _isolated_settings(monkeypatch, tmp_path):
         if key.startswith("SANDBOX_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+    # The CLI sets a private umask for its process; a test that invokes it in-process must not leak it.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)

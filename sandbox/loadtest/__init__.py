@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 
 from sandbox.endpoints import Endpoints
-from sandbox.errors import ConfigError, SandboxError
+from sandbox.errors import ConfigError, NotRunningError, SandboxError
 from sandbox.loadtest import report, slo
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -111,10 +111,35 @@ def payload_rows(target: Target, data: Path | None, *, count: int = 256, seed: i
     return rng.normal(size=(count, width)).round(4).tolist()
 
 
+_METADATA_TIMEOUT_S = 10
+
+
+def _unreachable(target: Target, exc: httpx.TransportError) -> NotRunningError:
+    if isinstance(exc, httpx.TimeoutException):
+        reason = f"no answer within {_METADATA_TIMEOUT_S}s"
+    else:  # "[Errno 111] Connection refused" -> "connection refused"
+        text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)) or type(exc).__name__
+        reason = text[:1].lower() + text[1:]
+    where = target.label if target.label.startswith(("http://", "https://")) else f"{target.label} at {target.host}"
+    return NotRunningError(
+        f"the target {where} is unreachable: {reason}",
+        hint="check the URL and that the server runs (`sandbox serve list` shows the sandbox's deployments)",
+    )
+
+
 def _model_width(target: Target) -> int | None:
-    """Feature count from V2 model metadata (an A/B router answers with its variants' metadata)."""
+    """Feature count from V2 model metadata (an A/B router answers with its variants' metadata).
+
+    None when the server answers without usable metadata; a server that cannot be reached at
+    all is an error, not a shape problem.
+    """
     try:
-        response = httpx.get(f"{target.host}/v2/models/{target.model_name}", timeout=10, trust_env=False)
+        response = httpx.get(
+            f"{target.host}/v2/models/{target.model_name}", timeout=_METADATA_TIMEOUT_S, trust_env=False
+        )
+    except httpx.TransportError as exc:
+        raise _unreachable(target, exc) from None
+    try:
         response.raise_for_status()
         inputs = response.json().get("inputs") or []
     except (httpx.HTTPError, ValueError):

@@ -20,6 +20,7 @@ from sandbox.state import (
     SandboxDir,
     exclusive_lock,
     load_or_create_secrets,
+    make_private,
     port_is_free,
     read_secrets,
 )
@@ -110,6 +111,12 @@ class LocalProfile(Profile):
         fresh = not self.sandbox.exists()
         with exclusive_lock(self.sandbox, "up"):
             services = self._services(create_secrets=True)
+            # A sandbox made before its files were private (or loosened since) is tightened on each start.
+            tightened = make_private(self.sandbox.root, traverse=services[0].traverse_dirs())
+            if tightened:
+                ui.err.print(
+                    f"Made {len(tightened)} file(s) and folder(s) in {self.sandbox.root} private to their owner"
+                )
             running = [svc for svc in services if svc.process.running() is not None and svc.healthy()]
             if len(running) == len(services) and self._deployments_running():
                 ui.err.print(f"Sandbox in {self.sandbox.root} is already running; nothing changed.")

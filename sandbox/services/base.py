@@ -107,7 +107,7 @@ class LocalService(abc.ABC):
 
     def start(self) -> str:
         """Start the server and wait until it answers; returns a note for the ✓ line."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv, extra_env = self.command()
         env = {**os.environ, **extra_env, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         self.process.start(argv, env=env, cwd=self.dir, user=self.run_as())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sandbox.errors import PreflightError, ServiceStartError
 from sandbox.services.base import LocalService
-from sandbox.state import LOOPBACK
+from sandbox.state import LOOPBACK, PRIVATE_UMASK
 
 # Holds the inference log (sandbox.monitoring.inference_log), next to MLflow's database.
 MONITORING_DATABASE = "monitoring"
@@ -175,23 +175,41 @@ class Postgres(LocalService):
         """The real PGDATA: the data dir, or where its symlink points."""
         return self.data_dir.resolve() if self.data_dir.is_symlink() else self.data_dir
 
+    def _in_tree_path(self) -> list[Path]:
+        """The sandbox's own folders between its root and the cluster."""
+        root = self.ctx.sandbox.root
+        return [root, root / "services", self.dir]
+
+    def traverse_dirs(self) -> list[Path]:
+        """Folders PostgreSQL's user must pass through (search only) to reach a cluster kept in the sandbox.
+
+        None unless we are root (only then does the server run as another user) and the cluster
+        lives inside the sandbox rather than behind the symlink of ``_place_data_dir``.
+        """
+        if os.geteuid() != 0 or self.data_dir.is_symlink() or not self.data_dir.is_dir():
+            return []
+        return self._in_tree_path()
+
     def _place_data_dir(self, user: str | None) -> None:
         if self.data_dir.exists() or self.data_dir.is_symlink():
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if user is None:
             self.data_dir.mkdir(mode=0o700)
             return
         entry = pwd.getpwnam(user)
-        if _traversable_by(self.data_dir, entry.pw_uid, entry.pw_gid):
-            self.dir.chmod(0o711)
+        # The folders from the sandbox root down are ours to open for traversal; those above it are not.
+        if _traversable_by(self.ctx.sandbox.root, entry.pw_uid, entry.pw_gid):
+            for folder in self._in_tree_path():
+                folder.chmod(0o711)  # search only: the user can pass through, not list or read
             self.data_dir.mkdir(mode=0o700)
         else:
             # The sandbox lives under a folder the server's user cannot enter (e.g. /root):
             # keep the cluster in a root-owned place it can reach, linked from the sandbox.
             key = hashlib.sha256(str(self.ctx.sandbox.root).encode()).hexdigest()[:16]
             target = ROOT_FALLBACK_DATA / key
-            ROOT_FALLBACK_DATA.mkdir(mode=0o711, parents=True, exist_ok=True)
+            ROOT_FALLBACK_DATA.mkdir(parents=True, exist_ok=True)
+            ROOT_FALLBACK_DATA.chmod(0o711)  # searchable by the server's user whatever our umask; not listable
             target.mkdir(mode=0o700, exist_ok=True)
             self.data_dir.symlink_to(target)
         os.chown(self._cluster_dir(), entry.pw_uid, entry.pw_gid)
@@ -240,6 +258,7 @@ class Postgres(LocalService):
                 capture_output=True,
                 text=True,
                 cwd=pgdata.parent,
+                umask=PRIVATE_UMASK,
                 **drop,
             )
         finally:

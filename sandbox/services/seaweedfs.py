@@ -70,7 +70,7 @@ class SeaweedS3(LocalService):
         ports.claim("s3.admin.grpc", admin + _ADMIN_GRPC_OFFSET, setting="(automatic)")
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
             str(weed_binary()),
             "mini",

@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -143,6 +144,73 @@ def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
     # And the registered model loads back and predicts.
     loaded = mlflow.pyfunc.load_model("models:/fraud-detector/1")
     assert list(loaded.predict(features[:5])) == list(model.predict(features[:5]))
+
+
+# SeaweedFS chmods each volume's .vif file to 0644 itself (SaveVolumeInfo: f.Chmod(0644)), past any
+# umask, when it creates a volume; its folder is 0700, so no other user reaches it, and `up` tightens it.
+_SEAWEED_VOLUME_INFO = ".vif"
+
+
+def _open_to_others(root, *, allow_volume_info: bool = False) -> list[str]:
+    """Every file or folder under ``root`` that group or others may use, as 'mode path'.
+
+    As root, the folders down to an in-tree PostgreSQL cluster may be searchable (x) by
+    PostgreSQL's system user, never readable or writable.
+    """
+    searchable = set()
+    data = root / "services" / "postgres" / "data"
+    if os.geteuid() == 0 and not data.is_symlink():
+        searchable = {root, root / "services", root / "services" / "postgres"}
+    tops = [root] + ([data.resolve()] if data.is_symlink() else [])  # a cluster kept outside is ours too
+    found = []
+    for top in tops:
+        for folder, _dirs, files in os.walk(top):  # each folder is checked as it is walked
+            for path in [Path(folder), *(Path(folder) / name for name in files)]:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    continue
+                mode = stat.S_IMODE(st.st_mode)
+                allowed = 0o011 if path in searchable else 0
+                if allow_volume_info and path.suffix == _SEAWEED_VOLUME_INFO and stat.S_ISREG(st.st_mode):
+                    allowed = 0o044  # readable at most, and only inside the 0700 folders checked here
+                if mode & 0o077 & ~allowed:
+                    found.append(f"{oct(mode)} {path}")
+    return sorted(found)
+
+
+def _report(paths: list[str]) -> str:
+    return f"{len(paths)} path(s) open to group or others:\n" + "\n".join(paths[:50])
+
+
+def test_every_file_and_folder_in_the_sandbox_is_private(mlflow_env, tmp_path):
+    import mlflow
+
+    stack = mlflow_env
+    # Activity first: an artifact through MLflow's proxy into S3, so SeaweedFS writes volume files.
+    artifact = tmp_path / "private.txt"
+    artifact.write_bytes(b"for the owner only\n")
+    mlflow.set_experiment("private-files")
+    with mlflow.start_run():
+        mlflow.log_artifact(str(artifact))
+    s3_data = stack.dir / "services" / "s3" / "data"
+    assert [p for p in s3_data.iterdir() if p.suffix == ".dat"], "SeaweedFS wrote no volume files"
+    # What the running stack wrote: the sandbox's umask, in every service.
+    open_paths = _open_to_others(stack.dir, allow_volume_info=True)
+    assert not open_paths, _report(open_paths)
+    for service in ("postgres", "s3", "mlflow"):
+        for name in ("service.log", "service.pid"):
+            path = stack.dir / "services" / service / name
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+    # What an older sandbox (or a careless chmod) left open, and SeaweedFS's .vif files, `up` tightens.
+    (stack.dir / "ports.json").chmod(0o644)
+    (stack.dir / "services" / "s3").chmod(0o755)
+    assert _open_to_others(stack.dir)
+    result = stack.cli("up")
+    assert "private to their owner" in result.stderr
+    open_paths = _open_to_others(stack.dir)
+    assert not open_paths, _report(open_paths)
+    assert stat.S_IMODE((stack.dir / "ports.json").stat().st_mode) == 0o600
 
 
 def test_up_on_a_running_sandbox_changes_nothing(stack):

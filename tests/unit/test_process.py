@@ -80,3 +80,24 @@ def test_output_goes_to_the_log(managed, tmp_path):
     while managed.exited() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "hello from the service" in tail(managed.log_file)
+
+
+def test_a_started_process_writes_private_files_whatever_our_umask(tmp_path):
+    import stat
+
+    managed = ManagedProcess(tmp_path / "svc" / "service.pid", tmp_path / "svc" / "service.log")
+    old = os.umask(0o000)
+    try:
+        script = "import os; open('made-by-child', 'w').close(); print('umask', oct(os.umask(0)))"
+        proc = managed.start([sys.executable, "-c", script], env=os.environ, cwd=tmp_path)
+        psutil.Process(proc.pid).wait(10)
+    finally:
+        os.umask(old)
+    assert "umask 0o77" in managed.log_tail()
+    for path, expected in (
+        (tmp_path / "svc", 0o700),
+        (managed.log_file, 0o600),
+        (managed.pid_file, 0o600),
+        (tmp_path / "made-by-child", 0o600),
+    ):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

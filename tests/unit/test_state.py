@@ -90,3 +90,52 @@ def test_second_lock_is_refused_with_the_holder(sandbox):
     assert "sandbox up" in info.value.message
     with exclusive_lock(sandbox, "down"):  # released after the first one ends
         pass
+
+
+def test_make_private_takes_group_and_other_access_off_everything(tmp_path):
+    from sandbox.state import make_private
+
+    root = tmp_path / "sbx"
+    (root / "services" / "s3" / "data").mkdir(parents=True)
+    (root / "ports.json").write_text("{}")
+    (root / "services" / "s3" / "service.log").write_text("log")
+    (root / "services" / "s3" / "data" / "1.dat").write_text("volume")
+    tool = root / "services" / "tool.sh"
+    tool.write_text("#!/bin/sh\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not ours")
+    (root / "link").symlink_to(outside)
+    for path in (root, root / "services", root / "services" / "s3", root / "services" / "s3" / "data"):
+        path.chmod(0o777)
+    for path in (root / "ports.json", root / "services" / "s3" / "service.log", outside):
+        path.chmod(0o666)
+    tool.chmod(0o755)
+
+    changed = make_private(root, traverse=[root, root / "services"])
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(root) == 0o711 and mode(root / "services") == 0o711  # search only, for PostgreSQL's user
+    assert mode(root / "services" / "s3") == 0o700 and mode(root / "services" / "s3" / "data") == 0o700
+    assert mode(root / "ports.json") == 0o600 and mode(root / "services" / "s3" / "service.log") == 0o600
+    assert mode(root / "services" / "s3" / "data" / "1.dat") == 0o600
+    assert mode(tool) == 0o700  # the owner's bits are kept
+    assert mode(outside) == 0o666  # a symbolic link is not followed out of the sandbox
+    assert root / "link" not in changed and len(changed) == 8
+    assert make_private(root, traverse=[root, root / "services"]) == []  # idempotent
+
+
+def test_state_files_are_private_whatever_the_umask(sandbox):
+    import os
+
+    old = os.umask(0o000)
+    try:
+        sandbox.create()
+        ports = PortMap(sandbox)
+        ports.claim("mlflow", 0, setting="mlflow.port")
+        ports.save()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(sandbox.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(sandbox.ports_file.stat().st_mode) == 0o600
