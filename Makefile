@@ -54,7 +54,7 @@ format: install  ## apply ruff's formatting and safe fixes
 
 bench: install  ## every benchmark; each prints its table
 	$(BIN)/python benchmarks/startup.py
-	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.inference_logging
 	$(BIN)/python benchmarks/scenarios.py
 
@@ -67,8 +67,8 @@ bench-scenarios: install  ## wall time of each checklist scenario on a fresh san
 bench-startup: install  ## cold and warm `sandbox up` against a bare `mlflow server`
 	$(BIN)/python benchmarks/startup.py
 
-bench-serving: install  ## our model server (batching on/off) against `mlflow models serve`, 10 and 50 users
-	$(BIN)/python benchmarks/serving.py
+bench-serving: install  ## our model server against MLServer and `mlflow models serve`, Locust and wrk, 50 connections
+	$(BIN)/python -m benchmarks.serving
 
 lock: install  ## re-pin requirements.lock from the virtualenv
 	@{ echo "# Constraints: the exact set that installed together and passed \`pip check\`."; \
