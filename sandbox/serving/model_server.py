@@ -32,6 +32,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import time
 import warnings
 from collections import Counter
@@ -629,6 +630,21 @@ def _configure_logging() -> None:
 async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None) -> None:
     import uvicorn
 
+    class Server(uvicorn.Server):
+        """A signal ends serving and nothing more: uvicorn re-raises the signal it caught once serving ends,
+        which would kill the process before the inference log is drained or spooled."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
     config = uvicorn.Config(
         create_app(model),
         host=host,
@@ -640,7 +656,7 @@ async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None
     )
     grpc_server = await start_grpc(model, host, grpc_port) if grpc_port else None
     try:
-        await uvicorn.Server(config).serve()
+        await Server(config).serve()
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=1)
