@@ -10,6 +10,8 @@ Everything here is checked against the Kubernetes schemas by the tests.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -96,3 +98,12 @@ def render_all(config: GpuConfig) -> str:
     documents: list[dict[str, Any]] = [kind_config(config)]
     documents += quota_objects(config)
     return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def write_all(config: GpuConfig, out: Path) -> None:
+    """The same objects as files in ``out``: kind-config.yaml, quotas.yaml, gpu-patch-NODE.json per fake GPU node."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kind-config.yaml").write_text(yaml.safe_dump(kind_config(config), sort_keys=False))
+    (out / "quotas.yaml").write_text(yaml.safe_dump_all(quota_objects(config), sort_keys=False))
+    for node in (n for n in config.nodes if n.gpus and not n.real):
+        (out / f"gpu-patch-{node.name}.json").write_text(json.dumps(gpu_capacity_patch(node)))

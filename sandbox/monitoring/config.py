@@ -24,6 +24,10 @@ class RetrainingConfig(_Section):
     cooldown_s: float = Field(300, ge=0, description="at least this long between two retrainings of a model")
     deployment: str | None = Field(None, description="the deployment to redeploy on promotion (default: the model)")
 
+    def overridden(self, **values) -> RetrainingConfig:
+        """A copy with the given settings replaced; a None value keeps the configured one (flags not given)."""
+        return self.model_copy(update={key: value for key, value in values.items() if value is not None})
+
     @field_validator("training_data", "eval_data")
     @classmethod
     def _location(cls, value: str | None) -> str | None:

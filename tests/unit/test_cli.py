@@ -7,8 +7,8 @@ import subprocess
 from typer.testing import CliRunner
 
 from sandbox.cli import app
-from sandbox.endpoints import Endpoints
 from sandbox.errors import ExitCode
+from tests.factories import make_endpoints
 
 runner = CliRunner()
 
@@ -77,14 +77,10 @@ def test_doctor_passes_on_this_machine(tmp_path):
 
 
 def test_shell_exports_survive_a_shell_round_trip():
-    endpoints = Endpoints(
-        profile="local",
+    endpoints = make_endpoints(
         mlflow_tracking_uri="http://127.0.0.1:1234",
-        s3_endpoint_url="http://127.0.0.1:1235",
-        s3_access_key="AK",
         s3_secret_key="s3cr$t 'quoted' \"x\"",
         buckets=["mlflow-artifacts", "data"],
-        postgres_url="postgresql://u:p@127.0.0.1:1236/mlflow",
     )
     script = endpoints.shell_exports() + '\nprintf "%s" "$AWS_SECRET_ACCESS_KEY"'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
@@ -97,7 +93,7 @@ def test_shell_exports_survive_a_shell_round_trip():
 
 def _recorded_sandbox(root):
     """A stopped sandbox as `up` leaves it on disk: secrets, ports, a service log."""
-    from sandbox.state import PortMap, SandboxDir, load_or_create_secrets
+    from sandbox.profiles.local.state import PortMap, SandboxDir, load_or_create_secrets
 
     sandbox = SandboxDir(root)
     load_or_create_secrets(sandbox)
@@ -197,15 +193,10 @@ def _fake_endpoints(monkeypatch):
             v1_predict=f"{base}/v1/models/{name}:predict",
             v2_infer=f"{base}/v2/models/{name}/infer",
             kind=kind,
+            grpc=f"127.0.0.1:{port + 100}" if kind == "model" else None,
         )
 
-    endpoints = Endpoints(
-        profile="local",
-        mlflow_tracking_uri="http://127.0.0.1:1234",
-        s3_endpoint_url="http://127.0.0.1:1235",
-        s3_access_key="AK",
-        s3_secret_key="SK",
-        postgres_url="postgresql://u:p@127.0.0.1:1236/mlflow",
+    endpoints = make_endpoints(
         inference={"fraud": endpoint("fraud", 17001), "fraud-ab": endpoint("fraud-ab", 17002, "split")},
     )
     monkeypatch.setattr(LocalProfile, "endpoints", lambda self: endpoints)
@@ -223,8 +214,12 @@ def test_serve_url_prints_the_predict_url(monkeypatch):
         "url http://127.0.0.1:17001",
         "v1 http://127.0.0.1:17001/v1/models/fraud:predict",
         "v2 http://127.0.0.1:17001/v2/models/fraud/infer",
+        "grpc 127.0.0.1:17101",
         "metrics http://127.0.0.1:17001/metrics",
     ]
+    assert _run("serve", "url", "fraud", "--protocol", "grpc").stdout == "127.0.0.1:17101\n"
+    split_grpc = _run("serve", "url", "fraud-ab", "--protocol", "grpc")
+    assert split_grpc.exit_code == ExitCode.USAGE and "REST only" in split_grpc.output
 
 
 def test_serve_url_of_an_unknown_name_lists_the_deployments(monkeypatch):

@@ -1,0 +1,235 @@
+"""How the commands show results: rich tables and lines on stdout (data) and stderr (progress, notes)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.table import Table
+
+from sandbox import ui
+
+STATE_COLOURS = {"running": "green", "stopped": "dim", "unhealthy": "red"}
+
+
+def _table(title: str | None, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def endpoints_ready(prof, endpoints, *, seconds: float, dir_given: bool) -> None:
+    """After `up`: where things are, and the next commands (with --dir when one was given)."""
+    ui.err.print(f"\n[bold green]Sandbox is up[/] ({seconds:.1f}s)\n")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("MLflow", endpoints.mlflow_tracking_uri, "tracking URI, registry and UI")
+    table.add_row("S3", endpoints.s3_endpoint_url, f"buckets: {', '.join(endpoints.buckets)}")
+    table.add_row("PostgreSQL", endpoints.postgres_url.split("@")[-1], "MLflow's backend store; the inference log")
+    ui.err.print(table)
+    dir_flag = f" --dir {prof.config.dir}" if dir_given else ""
+    ui.err.print(
+        "\nUse it:\n"
+        f'  eval "$(sandbox env{dir_flag})"   point mlflow, boto3 and the AWS CLI at it\n'
+        f"  sandbox status{dir_flag}          health, pids, ports (--json for the credentials)\n"
+        f"  sandbox down{dir_flag}            stop it; data is kept (--purge deletes it)"
+    )
+
+
+def status_json(st) -> None:
+    payload = {
+        "profile": st.profile,
+        "dir": st.dir,
+        "state": st.overall,
+        "services": [{**asdict(s), "state": s.state.value} for s in st.services],
+        "endpoints": st.endpoints.model_dump() if st.endpoints else None,
+        "deployments": [asdict(d) for d in st.deployments],
+    }
+    ui.out.print_json(json.dumps(payload))
+
+
+def status_table(st) -> None:
+    table = _table(f"Sandbox {st.dir} · profile {st.profile} · {st.overall}", "service", "state", "pid", "port", "url")
+    for s in st.services:
+        state = s.state.value
+        table.add_row(
+            s.name, f"[{STATE_COLOURS[state]}]{state}[/]", str(s.pid or "-"), str(s.port or "-"), s.url or "-"
+        )
+    ui.out.print(table)
+    if st.deployments:
+        deployments(st.deployments)
+
+
+def deployments(records) -> None:
+    table = _table("Model deployments", "name", "kind", "state", "pid", "url", "model / variants")
+    for d in records:
+        what = d.model_uri or ""
+        what = f"{what} · {d.detail}" if what and d.detail else what or d.detail
+        table.add_row(d.name, d.kind, f"[{STATE_COLOURS[d.state]}]{d.state}[/]", str(d.pid or "-"), d.url or "-", what)
+    ui.out.print(table)
+
+
+def doctor(name: str, checks) -> None:
+    table = _table(f"doctor · profile {name}", "", "check", "found", "fix")
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else ("[red]✗[/]" if check.required else "[yellow]![/]")
+        table.add_row(mark, check.name, check.detail, "" if check.ok else check.fix)
+    ui.out.print(table)
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+def gpu_json(cluster) -> None:
+    payload = {
+        "nodes": [n.model_dump() | {"labels": n.all_labels()} for n in cluster.nodes.values()],
+        **cluster.to_dict(),
+        "quotas": [{**q.model_dump(), "used": cluster.quota_used(q.namespace)} for q in cluster.quotas],
+    }
+    ui.out.print_json(json.dumps(payload, default=str))
+
+
+def gpu_tables(cluster) -> None:
+    from sandbox.gpu.inventory import QUOTA_RESOURCES
+    from sandbox.gpu.quantity import format_quantity
+
+    nodes = _table("Nodes", "node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real")
+    for node in cluster.nodes.values():
+        used = cluster.used_on(node.name)
+        nodes.add_row(
+            node.name,
+            f"{len(cluster.devices_used_on(node.name))}/{node.gpus}",
+            node.all_labels().get("nvidia.com/gpu.product", "-"),
+            f"{format_quantity(used.get('cpu', 0), 'cpu')}/{node.cpu}",
+            f"{format_quantity(used.get('memory', 0), 'memory')}/{node.memory}",
+            ", ".join(map(str, node.taints)) or "-",
+            "yes" if node.real else "fake",
+        )
+    ui.out.print(nodes)
+    workloads = _table("Workloads", "namespace/name", "state", "node", "devices", "reason")
+    for key, p in cluster.placements.items():
+        state = "Running" if p.node else "Pending"
+        workloads.add_row(key, state, p.node or "-", ",".join(map(str, p.devices)) or "-", p.reason)
+    ui.out.print(workloads)
+    quotas = _table("Quotas", "namespace/name", "resource", "used", "hard")
+    for quota in cluster.quotas:
+        used = cluster.quota_used(quota.namespace)
+        for resource, hard in quota.limits().items():
+            unit = QUOTA_RESOURCES[resource]
+            quotas.add_row(
+                f"{quota.namespace}/{quota.name}",
+                resource,
+                format_quantity(used.get(resource, 0), unit),
+                format_quantity(hard, unit),
+            )
+    ui.out.print(quotas)
+
+
+# --------------------------------------------------------------------------- load tests
+
+
+def loadtest(summary: dict, report_dir: Path) -> None:
+    table = Table(title="Results", title_justify="left")
+    for column in ("requests", "failures", "req/s", "p50", "p90", "p95", "p99", "max"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(summary["requests"]),
+        str(summary["failures"]),
+        f"{summary['rps']:.1f}",
+        *(f"{summary[k]:.0f} ms" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")),
+    )
+    ui.out.print(table)
+    if summary["errors"]:
+        ui.out.print("Errors: " + ", ".join(f"{kind} x{count}" for kind, count in summary["errors"].items()))
+    gates = summary["slo"] + summary["baseline"]
+    if gates:
+        verdicts = _table("Gates", "gate", "observed", "limit", "verdict", "by")
+        for v in gates:
+            verdicts.add_row(
+                v["objective"],
+                f"{v['observed']:.1f}{v['unit']}",
+                f"{v['threshold']:.1f}{v['unit']}",
+                "[green]pass[/]" if v["passed"] else "[red]FAIL[/]",
+                v["margin"],
+            )
+        ui.out.print(verdicts)
+    if summary["generator_saturated"]:
+        ui.err.print(
+            f"[yellow]warning:[/] the load generator's CPU peaked at {summary['generator_cpu_percent']['max']:.0f}%: "
+            "these figures measure the generator, not the server; use --processes N or another machine"
+        )
+    verdict = "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]"
+    ui.err.print(f"{verdict} · report: {report_dir}/summary.html (Locust's: locust_report.html, summary.json, CSVs)")
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def checklist(results, profile: str) -> None:
+    from sandbox.scenarios import Outcome
+    from sandbox.scenarios.reports import MARKS
+
+    table = _table(
+        f"Production checklist · profile {profile}", "", "checklist item", "scenario", "time", "evidence / reason"
+    )
+    colours = {Outcome.PASSED: "green", Outcome.FAILED: "red", Outcome.SKIPPED: "yellow"}
+    for r in results:
+        text = r.reason if r.outcome != Outcome.PASSED else (r.evidence[0] if r.evidence else "")
+        table.add_row(f"[{colours[r.outcome]}]{MARKS[r.outcome]}[/]", r.checklist, r.name, f"{r.seconds:.1f}s", text)
+    ui.out.print(table)
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def drift(check) -> None:
+    from sandbox.monitoring.checks import PREDICTION
+
+    if check.report is not None:
+        table = Table(title=f"Drift: {check.model_name} v{check.model_version}", title_justify="left")
+        for column, justify in (("", "left"), ("feature", "left"), ("PSI", "right"), ("test", "left")):
+            table.add_column(column, justify=justify)
+        table.add_column("statistic", justify="right")
+        table.add_column("p-value", justify="right")
+        for feature in check.report.features:
+            table.add_row(
+                "[red]✗ drift[/]" if feature.drifted else "[green]✓[/]",
+                f"{feature.name} (model output)" if feature.name == PREDICTION else feature.name,
+                f"{feature.psi:.3f}",
+                feature.test,
+                f"{feature.statistic:.3f}",
+                f"{feature.p_value:.2g}",
+            )
+        ui.out.print(table)
+    ui.out.print(check.summary())
+    if check.mlflow_run_id:
+        ui.err.print(f"  logged to MLflow: experiment 'monitoring', run {check.mlflow_run_id}")
+
+
+def decision(made) -> None:
+    mark = "[green]✓ promoted[/]" if made.promoted else "[yellow]✗ not promoted[/]"
+    ui.out.print(f"{mark} {made.model_name} v{made.challenger_version}: {made.reason}")
+    if made.redeployed:
+        ui.out.print(f"  redeployed {made.redeployed}")
+    ui.err.print(f"  recorded: MLflow experiment 'retraining', run {made.mlflow_run_id}")
+
+
+class WatchPrinter:
+    """`monitor watch`'s lines (a `sandbox.monitoring.watch.WatchListener`): each check, retraining, decision, error."""
+
+    def checked(self, check) -> None:
+        ui.out.print(f"{time.strftime('%H:%M:%S')} {check.summary()}")
+
+    def retraining(self, model, trigger) -> None:
+        ui.out.print(f"  retraining {model}: {trigger.kind} ({trigger.detail})")
+
+    def decided(self, made) -> None:
+        decision(made)
+
+    def failed(self, model, error) -> None:
+        ui.print_error(error)

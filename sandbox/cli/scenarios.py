@@ -1,0 +1,85 @@
+"""`sandbox scenario list|run` and `sandbox checklist`: production-checklist scenarios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sandbox import ui
+from sandbox.cli import render
+from sandbox.cli.common import command
+from sandbox.cli.options import ChecklistOutput, ScenariosDirOpt, Stack
+from sandbox.errors import ExitCode, NotRunningError
+
+app = typer.Typer(help="Production-checklist scenarios: list them, run some.", no_args_is_help=True)
+
+
+@command(app, "list")
+def scenario_list(scenarios_dir: ScenariosDirOpt = None) -> None:
+    """List the scenarios, the checklist item each proves and the capabilities it needs."""
+    from sandbox.scenarios import discover
+
+    table = Table(title="Scenarios", title_justify="left")
+    for column in ("name", "checklist item", "needs", "file"):
+        table.add_column(column)
+    for item in discover(scenarios_dir).values():
+        table.add_row(item.name, item.checklist, ", ".join(item.needs) or "-", Path(item.source).name)
+    ui.out.print(table)
+
+
+@command(app, "run")
+def scenario_run(
+    names: Annotated[list[str] | None, typer.Argument(help="Scenarios to run [default: all]")] = None,
+    output: ChecklistOutput = ChecklistOutput(),
+    stack: Stack = Stack(),
+) -> None:
+    """Run scenarios against the running stack; exit 1 if any fails."""
+    _run_scenarios(names, output, stack)
+
+
+@command()
+def checklist(output: ChecklistOutput = ChecklistOutput(), stack: Stack = Stack()) -> None:
+    """Run every scenario and print the production checklist: ✓ / ✗ / skipped with evidence."""
+    _run_scenarios(None, output, stack)
+
+
+def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stack) -> None:
+    from sandbox.scenarios import Outcome, run_scenario, runner
+    from sandbox.scenarios.reports import write_html, write_junit, write_markdown
+
+    runner.quiet_fail_fast_mlflow()
+    selected = runner.select(names, output.scenarios_dir)
+    prof = stack.open()
+    endpoints = prof.status().endpoints
+    if endpoints is None:
+        raise NotRunningError(f"no sandbox in {prof.config.root}", hint="start one with `sandbox up`")
+    from sandbox.scenarios.engine import ChecklistRun
+
+    run = ChecklistRun(keep_artifacts=output.keep_artifacts)
+    if not endpoints.owned:
+        ui.err.print(f"Checklist run {run.run_id}: what it makes on {endpoints.profile} is tagged with this id")
+    results = []
+    for item in selected:
+        with ui.step(f"scenario {item.name}: {item.title}") as step:
+            result = run_scenario(
+                item, endpoints, prof.serving, prof.scheduler, run=run, pipelines_factory=prof.pipelines
+            )
+            step.note = result.outcome.value + (f" · {result.reason}" if result.reason else "")
+            step.failed = result.outcome == Outcome.FAILED
+        results.append(result)
+
+    render.checklist(results, endpoints.profile)
+    if output.junit:
+        write_junit(results, output.junit)
+        ui.err.print(f"JUnit XML: {output.junit}")
+    if output.report:
+        write_markdown(results, output.report / "checklist.md", profile=endpoints.profile)
+        write_html(results, output.report / "checklist.html", profile=endpoints.profile)
+        ui.err.print(f"Reports: {output.report / 'checklist.html'}, {output.report / 'checklist.md'}")
+    failed = [r.name for r in results if r.outcome == Outcome.FAILED]
+    if failed:
+        ui.err.print(f"[red]{len(failed)} scenario(s) failed[/]: {', '.join(failed)}")
+        raise typer.Exit(int(ExitCode.FAILED))

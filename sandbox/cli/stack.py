@@ -1,0 +1,98 @@
+"""The stack's life cycle and inspection: up, down, status, env, logs, doctor."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from sandbox import ui
+from sandbox.cli import render
+from sandbox.cli.common import command
+from sandbox.cli.options import Stack
+from sandbox.errors import ExitCode, SandboxError
+
+
+@command()
+def up(
+    stack: Stack = Stack(),
+    postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port (0: automatic)")] = None,
+    s3_port: Annotated[int | None, typer.Option(help="S3 port (0: automatic)")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (0: automatic)")] = None,
+    keep: Annotated[bool, typer.Option(help="On failure, leave started services running for debugging.")] = False,
+) -> None:
+    """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow."""
+    prof = stack.open(**{"postgres.port": postgres_port, "s3.port": s3_port, "mlflow.port": mlflow_port})
+    started = time.monotonic()
+    ui.err.print(f"Bringing up the [bold]{prof.name}[/] sandbox in {prof.config.root}")
+    endpoints = prof.up(keep=keep)
+    render.endpoints_ready(prof, endpoints, seconds=time.monotonic() - started, dir_given=stack.dir is not None)
+
+
+@command()
+def down(
+    stack: Stack = Stack(),
+    purge: Annotated[bool, typer.Option(help="Also delete the sandbox directory and all its data.")] = False,
+) -> None:
+    """Stop every process the sandbox started (idempotent); keep the data unless --purge."""
+    stack.open(lenient=True).down(purge=purge)
+
+
+@command()
+def status(
+    stack: Stack = Stack(),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, with endpoints and credentials.")] = False,
+) -> None:
+    """Per-service state (running / stopped / unhealthy), pid, port, URL."""
+    st = stack.open(lenient=True).status()
+    if as_json:
+        render.status_json(st)
+        return
+    if not st.services:
+        ui.err.print(f"No sandbox in {st.dir} (profile {st.profile}). Start one with `sandbox up`.")
+        raise typer.Exit(int(ExitCode.NOT_RUNNING))
+    render.status_table(st)
+    if st.overall != "running":
+        raise typer.Exit(int(ExitCode.NOT_RUNNING))
+
+
+@command()
+def env(stack: Stack = Stack()) -> None:
+    """Print `export` lines: eval "$(sandbox env)" points MLflow/boto3/minio code at the sandbox."""
+    ui.out.print(stack.open().endpoints().shell_exports(), markup=False)
+
+
+@command()
+def logs(
+    service: Annotated[str, typer.Argument(help="Service name, e.g. postgres, s3, mlflow")],
+    stack: Stack = Stack(),
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show.")] = 50,
+) -> None:
+    """Show a service's log."""
+    from sandbox import files
+
+    path = stack.open(lenient=True).log_file(service)
+    if not path.exists():
+        raise SandboxError(f"no log yet for '{service}' at {path}", hint="start the sandbox with `sandbox up`")
+    text = files.tail(path, lines)
+    if text:
+        ui.out.print(text, markup=False, highlight=False)
+    if follow:
+        for chunk in files.follow(path):
+            ui.out.file.write(chunk)
+            ui.out.file.flush()
+
+
+@command()
+def doctor(stack: Stack = Stack()) -> None:
+    """Check what a profile needs on this machine and say what to install."""
+    prof = stack.open()
+    checks = prof.preflight()
+    render.doctor(prof.name, checks)
+    failed = [c for c in checks if c.required and not c.ok]
+    if failed:
+        ui.err.print(f"[red]{len(failed)} problem(s)[/]: {', '.join(c.name for c in failed)}")
+        raise typer.Exit(int(ExitCode.PREFLIGHT))
+    ui.err.print(f"[green]All checks passed[/] for the {prof.name} profile.")
