@@ -44,9 +44,10 @@ unit: install  ## fast tests, no services
 integration: install  ## tests against a real stack they start and stop themselves
 	$(PYTEST) tests/integration -q -m integration
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, and the import contracts (layers, profile internals, no cycles)
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests
 	$(BIN)/ruff format --check sandbox tests benchmarks scenarios loadtests
+	$(BIN)/lint-imports
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests

@@ -7,8 +7,9 @@ from sandbox.errors import ConfigError
 from sandbox.profiles.base import Check, Profile, ProfileStatus
 from sandbox.profiles.kind import KindProfile
 from sandbox.profiles.local import LocalProfile
+from sandbox.profiles.remote import RemoteProfile
 
-PROFILES: dict[str, type[Profile]] = {cls.name: cls for cls in (LocalProfile, KindProfile)}
+PROFILES: dict[str, type[Profile]] = {cls.name: cls for cls in (LocalProfile, KindProfile, RemoteProfile)}
 
 
 def get_profile(config: SandboxConfig) -> Profile:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import abc
+import enum
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sandbox.config import SandboxConfig
 from sandbox.endpoints import Endpoints
-from sandbox.services.base import ServiceStatus
+from sandbox.errors import PortInUseError
+from sandbox.net import free_port, port_is_free
+
+if TYPE_CHECKING:
+    from sandbox.pipelines.runner import PipelineRunner
 
 MIN_PYTHON = (3, 10)
 MIN_FREE_DISK_GB = 2.0
@@ -26,6 +31,26 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
+
+
+class ServiceState(str, enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    UNHEALTHY = "unhealthy"  # the process is there but its readiness probe fails
+
+
+@dataclass
+class ServiceStatus:
+    """One component of a stack, as `status` shows it."""
+
+    name: str
+    title: str
+    state: ServiceState
+    pid: int | None
+    port: int | None
+    url: str | None
+    ports: dict[str, int] = field(default_factory=dict)
+    detail: str = ""
 
 
 @dataclass
@@ -76,6 +101,10 @@ class Profile(abc.ABC):
         """The model-serving backend of this profile (deploy, split, undeploy, list)."""
 
     @abc.abstractmethod
+    def pipelines(self) -> PipelineRunner:
+        """The pipeline runner (sandbox.pipelines.runner): run a KFP pipeline, get its outcome and MLflow runs."""
+
+    @abc.abstractmethod
     def scheduler(self):
         """The GPU scheduling and quota backend (submit, release, apply_quota, nodes)."""
 
@@ -86,6 +115,21 @@ class Profile(abc.ABC):
     @abc.abstractmethod
     def log_file(self, service: str) -> Path:
         """Where a service's log is."""
+
+    def claim_port(self, key: str, configured: int, *, setting: str) -> int:
+        """A loopback port for a listener the sandbox runs on this machine (`monitor watch`'s /metrics).
+
+        ``configured`` when it is given (refused if taken), else a free one. A profile that keeps
+        state (the local one) keeps the port under ``key``, so the next run gets the same one.
+        """
+        if configured:
+            if not port_is_free(configured):
+                raise PortInUseError(
+                    f"port {configured} ({key}) is already in use by another process",
+                    hint=f"free it, or choose another port with {setting} (0 picks a free one)",
+                )
+            return configured
+        return free_port()
 
 
 def common_checks(config: SandboxConfig) -> list[Check]:

@@ -66,6 +66,14 @@ class KindProfile(Profile):
     def serving(self):
         raise _not_available()
 
+    def pipelines(self):
+        raise PreflightError(
+            "the kind profile has no pipeline runner yet: submitting pipelines to KFP standalone with "
+            "`kfp.Client` is planned work (issue 10, typed backends)",
+            hint="run pipelines on the local profile (`--profile local`, kfp.local), or compile them for the "
+            "cluster's image (`pipelines.base_image`) with sandbox.pipelines.training.compile_spec",
+        )
+
     def scheduler(self):
         raise _not_available()
 

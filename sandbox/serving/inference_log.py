@@ -11,6 +11,9 @@ and whatever is still unwritten when the server stops, go to a spool file in
 the server's folder, replayed into the table on its next start. A row is in the
 table, in memory or in the spool, never nowhere (tests/integration/
 test_monitoring.py restarts each service and counts).
+
+It lives with serving, which writes it; monitoring (`InferenceLogStore` in drift
+checks and traffic replay) reads it, and the profiles create its table.
 """
 
 from __future__ import annotations

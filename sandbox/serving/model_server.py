@@ -51,9 +51,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.monitoring.inference_log import InferenceLogWriter, LoggedModel
+from sandbox.net import LOOPBACK
 from sandbox.serving.asgi import BodyLimit, error, json_response, parse_json
 from sandbox.serving.batching import MicroBatcher
+from sandbox.serving.inference_log import InferenceLogWriter, LoggedModel
 from sandbox.serving.model_io import (
     ModelInput,
     ModelIO,
@@ -66,7 +67,6 @@ from sandbox.serving.model_io import (
     v2_outputs_json,
 )
 from sandbox.serving.payloads import PayloadError
-from sandbox.state import LOOPBACK
 
 logger = logging.getLogger("sandbox.model_server")
 

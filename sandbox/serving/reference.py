@@ -4,6 +4,9 @@ Logged when the model is trained, as an artifact of the MLflow run that
 registered the version (`monitoring/reference.parquet`: the feature columns
 in the model's input order, plus the model's predictions on them), so a drift
 check always compares live traffic with what *that* version learned from.
+
+It lives beside the models it describes: the training side (`reference_model.log_forest`,
+the training pipeline) logs it, monitoring's drift checks load it.
 """
 
 from __future__ import annotations

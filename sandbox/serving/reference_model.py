@@ -3,7 +3,7 @@
 A RandomForest (100 trees by default) on 8 synthetic features, the shape the
 project's serving figures are quoted for. Registered in the sandbox's MLflow
 with a signature, saved with skops (not pickle) with the tree type trusted,
-and with its training reference for drift checks (sandbox.monitoring.reference).
+and with its training reference for drift checks (sandbox.serving.reference).
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def log_forest(model, features, *, registered_model_name: str, seed: int = 0):
     """Log a fitted tree ensemble to the active run and register it, with its drift reference.
 
     Saved with skops (not pickle), the tree type trusted; a signature from the
-    features; the training reference (sandbox.monitoring.reference) beside it.
+    features; the training reference (sandbox.serving.reference) beside it.
     Returns MLflow's ModelInfo.
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    from sandbox.monitoring.reference import log_reference
+    from sandbox.serving.reference import log_reference
 
     predictions = model.predict(features)
     log_reference(features, predictions, seed=seed)

@@ -39,8 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.net import LOOPBACK
 from sandbox.serving.asgi import BodyLimit, error, json_response
-from sandbox.state import LOOPBACK
 
 VARIANT_HEADER = "x-model-variant"
 REQUEST_ID_HEADER = "x-request-id"

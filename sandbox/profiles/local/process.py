@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from sandbox.state import PRIVATE_UMASK, write_private
+from sandbox.files import PRIVATE_UMASK, tail, write_private
 
 
 @dataclass(frozen=True)
@@ -130,18 +130,6 @@ class ManagedProcess:
 
     def _write(self, record: PidRecord) -> None:
         write_private(self.pid_file, json.dumps(asdict(record)))
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _matching_process(record: PidRecord) -> psutil.Process | None:

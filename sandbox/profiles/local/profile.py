@@ -6,22 +6,24 @@ import shutil
 from pathlib import Path
 
 from sandbox import ui
+from sandbox.actions import Action, run_actions
 from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
-from sandbox.gpu import LocalScheduler
+from sandbox.net import port_is_free
+from sandbox.pipelines.runner import LocalPipelineRunner
 from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
-from sandbox.services.base import LocalService, ServiceContext
-from sandbox.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
-from sandbox.services.postgres import Postgres, find_binaries
-from sandbox.services.seaweedfs import SeaweedS3, weed_binary
-from sandbox.serving.deployments import DeploymentStore, LocalServing
-from sandbox.state import (
+from sandbox.profiles.local.scheduler import LocalScheduler
+from sandbox.profiles.local.services.base import LocalService, ServiceContext
+from sandbox.profiles.local.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
+from sandbox.profiles.local.services.postgres import Postgres, find_binaries
+from sandbox.profiles.local.services.seaweedfs import SeaweedS3, weed_binary
+from sandbox.profiles.local.serving import DeploymentStore, LocalServing
+from sandbox.profiles.local.state import (
     PortMap,
     SandboxDir,
     exclusive_lock,
     load_or_create_secrets,
     make_private,
-    port_is_free,
     read_secrets,
 )
 
@@ -127,22 +129,57 @@ class LocalProfile(Profile):
                 if fresh and not keep:
                     shutil.rmtree(self.sandbox.root, ignore_errors=True)
                 raise
-            started: list[LocalService] = []
-            try:
-                for svc in services:
-                    self._bring_up(svc, started)
-            except BaseException:
-                if not keep and started:
-                    with ui.step("Stopping what this run started (use --keep to leave it for debugging)"):
-                        for svc in reversed(started):
-                            svc.stop()
-                raise
-            serving = self.serving()
-            if serving.records():
-                with ui.step("Model deployments") as step:
-                    restored = serving.start_all()
-                    step.note = ", ".join(f"{name}: {note.split(' at ')[0]}" for name, note in restored)
+            run_actions(self.actions(services), keep=keep)
         return self.endpoints()
+
+    def actions(self, services: tuple[Postgres, SeaweedS3, MLflowServer]) -> list[Action]:
+        """Bring-up in order: each service, the inference log's schema, then the recorded deployments."""
+        postgres = services[0]
+        steps = [self._service_action(svc) for svc in services]
+        steps.insert(
+            1,
+            Action(
+                "Inference log schema (monitoring database)",
+                run=lambda: _ensure_inference_log_schema(postgres.monitoring_url()),
+            ),
+        )
+        steps.append(
+            Action(
+                "Model deployments",
+                run=self._restore_deployments,
+                undo=lambda: self.serving().stop_all(),
+                done=self._deployments_done,
+            )
+        )
+        return steps
+
+    def _service_action(self, svc: LocalService) -> Action:
+        def done() -> str | None:
+            proc = svc.process.running()
+            return f"already running (pid {proc.pid})" if proc is not None and svc.healthy() else None
+
+        def run() -> str:
+            recovered = ""
+            if svc.process.running() is not None:
+                svc.stop()  # up but not answering: restart it
+                recovered = "restarted an unhealthy process"
+            elif svc.process.record() is not None:
+                recovered = "recovered from a crash"
+            prepared = svc.prepare()
+            ready = svc.start()
+            return ", ".join(part for part in (svc.describe(), prepared, recovered, ready) if part)
+
+        return Action(svc.title, run=run, undo=svc.stop, done=done)
+
+    def _deployments_done(self) -> str | None:
+        serving = self.serving()
+        if not serving.records():
+            return "none recorded"
+        return "all running" if self._deployments_running() else None
+
+    def _restore_deployments(self) -> str:
+        restored = self.serving().start_all()
+        return ", ".join(f"{name}: {note.split(' at ')[0]}" for name, note in restored)
 
     def _deployments_running(self) -> bool:
         try:
@@ -162,22 +199,6 @@ class LocalProfile(Profile):
                 svc.reap_leftovers()
                 svc.claim_ports()
         services[0].ctx.ports.save()
-
-    def _bring_up(self, svc: LocalService, started: list[LocalService]) -> None:
-        with ui.step(svc.title) as step:
-            proc = svc.process.running()
-            if proc is not None:
-                if svc.healthy():
-                    step.note = f"already running (pid {proc.pid})"
-                    return
-                svc.stop()  # up but not answering: restart it
-                recovered = "restarted an unhealthy process"
-            else:
-                recovered = "recovered from a crash" if svc.process.record() is not None else ""
-            prepared = svc.prepare()
-            ready = svc.start()
-            started.append(svc)
-            step.note = ", ".join(part for part in (svc.describe(), prepared, recovered, ready) if part)
 
     def down(self, *, purge: bool = False) -> None:
         if not self.sandbox.exists():
@@ -221,9 +242,20 @@ class LocalProfile(Profile):
             )
         return self._endpoints(services)
 
+    def claim_port(self, key: str, configured: int, *, setting: str) -> int:
+        """The port kept in the sandbox's `ports.json` under ``key``: the next run gets the same one."""
+        ports = PortMap(self.sandbox)
+        port = ports.claim(key, configured, setting=setting)
+        ports.save()
+        return port
+
     def scheduler(self) -> LocalScheduler:
         """Admission and placement on the inventory; state kept in the sandbox dir."""
         return LocalScheduler(self.config.gpu, self.sandbox.root)
+
+    def pipelines(self) -> LocalPipelineRunner:
+        """kfp.local against this stack's MLflow and S3; each run's log and artifacts under `<dir>/pipelines/`."""
+        return LocalPipelineRunner(self.endpoints(), self.sandbox.root / "pipelines")
 
     def serving(self) -> LocalServing:
         """Deployments need MLflow running; the registry is where models come from."""
@@ -261,3 +293,14 @@ class LocalProfile(Profile):
             capabilities=CAPABILITIES,
             inference=DeploymentStore(self.sandbox, postgres.ctx.ports).inference_endpoints(),
         )
+
+
+def _ensure_inference_log_schema(monitoring_url: str) -> str:
+    """The inference log's table, made by its owner (the application role), before any writer."""
+    import psycopg
+
+    from sandbox.serving.inference_log import ensure_schema
+
+    with psycopg.connect(monitoring_url, connect_timeout=3, autocommit=True) as conn:
+        ensure_schema(conn)
+    return "table inference_log ready"

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from sandbox.errors import ServiceStartError
-from sandbox.process import ManagedProcess
+from sandbox.profiles.local.process import ManagedProcess
 
 # A probe returns normally when the service is ready and raises when it is not;
 # the last exception becomes part of the time-out message.

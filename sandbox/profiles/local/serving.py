@@ -9,97 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import httpx
-from pydantic import BaseModel, Field
 
 from sandbox.endpoints import Endpoints, InferenceEndpoint
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
-from sandbox.process import ManagedProcess
-from sandbox.readiness import wait_ready
-from sandbox.state import LOOPBACK, PortMap, SandboxDir
-
-# KServe InferenceService names are DNS-1123 labels; keep room for "-<variant>".
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
-_MODEL_URI = re.compile(r"^(models:/[^/@]+(/[^/]+|@[^/]+)|runs:/[^/]+/.+|s3://.+|mlflow-artifacts:/.+|/.+)$")
-
-
-class VariantSpec(BaseModel):
-    label: str
-    model_uri: str
-    weight: float = Field(ge=0)
-
-    @classmethod
-    def parse(cls, spec: str) -> VariantSpec:
-        """`a=models:/fraud-detector/1:80` (the weight after the last colon)."""
-        label, sep, rest = spec.partition("=")
-        model_uri, _, weight = rest.rpartition(":")
-        if not sep or not label or not model_uri or not weight:
-            raise ConfigError(
-                f"bad --variant {spec!r}", hint="write it as LABEL=MODEL_URI:WEIGHT, e.g. a=models:/fraud-detector/1:80"
-            )
-        try:
-            value = float(weight)
-        except ValueError:
-            raise ConfigError(
-                f"bad weight {weight!r} in --variant {spec!r}",
-                hint="write it as LABEL=MODEL_URI:WEIGHT with a number last, e.g. a=models:/fraud-detector/1:80",
-            ) from None
-        if value < 0:
-            raise ConfigError(f"negative weight in --variant {spec!r}", hint="weights are 0 or more")
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", label):
-            raise ConfigError(f"bad variant label {label!r}", hint="use a short lower-case label such as a, b, canary")
-        return cls(label=label, model_uri=model_uri, weight=value)
-
-
-class Deployment(BaseModel):
-    name: str
-    kind: Literal["model", "split"]
-    model_uri: str | None = None
-    batch_size: int = 1
-    batch_wait_ms: float = 5.0
-    gpus: int = 0  # placed through the profile's scheduler; the server sees only its devices
-    inference_log: bool = True  # the model server logs each inference (sandbox.monitoring)
-    allow_nan: bool = False  # NaN and infinities reach the model instead of being a 400
-    variants: list[VariantSpec] = Field(default_factory=list)
-    sticky_header: str | None = None
-    parent: str | None = None  # a variant's model server belongs to its split
+from sandbox.gpu import Toleration, Workload
+from sandbox.net import LOOPBACK
+from sandbox.profiles.local.process import ManagedProcess
+from sandbox.profiles.local.readiness import wait_ready
+from sandbox.profiles.local.state import PortMap, SandboxDir
+from sandbox.serving.specs import DeploymentSpec, DeploymentStatus, VariantSpec, validate_model_uri, validate_name
 
 
 def variant_name(split: str, label: str) -> str:
     return f"{split}-{label}"
-
-
-@dataclass
-class DeploymentStatus:
-    name: str
-    kind: str
-    state: str
-    pid: int | None
-    url: str | None
-    model_uri: str | None
-    detail: str
-
-
-def validate_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"bad deployment name {name!r}",
-            hint="use lower-case letters, digits and '-', at most 42 characters (a DNS label, as KServe requires)",
-        )
-
-
-def validate_model_uri(uri: str) -> None:
-    if not _MODEL_URI.match(uri):
-        raise ConfigError(
-            f"bad model URI {uri!r}",
-            hint="use a registry URI such as models:/fraud-detector/3 or models:/fraud-detector@champion",
-        )
 
 
 class DeploymentStore:
@@ -114,19 +40,22 @@ class DeploymentStore:
         self.ports = ports
         self._file = sandbox.root / "deployments.json"
 
-    def _load(self) -> dict[str, Deployment]:
+    def _load(self) -> dict[str, DeploymentSpec]:
         if not self._file.exists():
             return {}
         raw = json.loads(self._file.read_text())
-        return {name: Deployment(**item) for name, item in raw.items()}
+        return {name: DeploymentSpec(**item) for name, item in raw.items()}
 
-    def _save(self, records: dict[str, Deployment]) -> None:
+    def _save(self, records: dict[str, DeploymentSpec]) -> None:
         tmp = self._file.with_suffix(".tmp")
         tmp.write_text(json.dumps({n: d.model_dump() for n, d in records.items()}, indent=2))
         tmp.replace(self._file)
 
-    def records(self) -> dict[str, Deployment]:
+    def records(self) -> dict[str, DeploymentSpec]:
         return self._load()
+
+    def get(self, name: str) -> DeploymentSpec | None:
+        return self._load().get(name)
 
     def _process(self, name: str) -> ManagedProcess:
         folder = self.sandbox.root / "deployments" / name
@@ -172,7 +101,7 @@ class LocalServing(DeploymentStore):
 
     # ---------------------------------------------------------------- processes
 
-    def _command(self, record: Deployment, port: int) -> list[str]:
+    def _command(self, record: DeploymentSpec, port: int) -> list[str]:
         if record.kind == "model":
             grpc_port = self.ports.claim(f"deploy.{record.name}.grpc", 0, setting="(automatic)")
             return [
@@ -205,12 +134,12 @@ class LocalServing(DeploymentStore):
             argv += ["--sticky-header", record.sticky_header]
         return argv
 
-    def _start(self, record: Deployment) -> str:
+    def _start(self, record: DeploymentSpec) -> str:
         return self._start_many([record])[0]
 
-    def _start_many(self, records: list[Deployment]) -> list[str]:
+    def _start_many(self, records: list[DeploymentSpec]) -> list[str]:
         """Launch every server first, then wait for each: model loads overlap instead of queueing."""
-        launched: list[tuple[Deployment, ManagedProcess, str]] = []
+        launched: list[tuple[DeploymentSpec, ManagedProcess, str]] = []
         try:
             for record in records:
                 process = self._process(record.name)
@@ -239,14 +168,12 @@ class LocalServing(DeploymentStore):
     def workload_name(name: str) -> str:
         return f"serve-{name}"
 
-    def _gpu_env(self, record: Deployment) -> dict[str, str]:
+    def _gpu_env(self, record: DeploymentSpec) -> dict[str, str]:
         """CUDA_VISIBLE_DEVICES for a GPU deployment: its placement, made now if there is none."""
         if not record.gpus:
             return {}
         if self.scheduler is None:
             raise ConfigError("this profile cannot place GPU deployments", hint="deploy without --gpus")
-        from sandbox.gpu import Toleration, Workload
-
         placement = self.scheduler.placement(self.workload_name(record.name))
         if placement is not None and placement.node is not None:
             return placement.env
@@ -300,7 +227,7 @@ class LocalServing(DeploymentStore):
             raise ConfigError(f"{name!r} is an A/B split", hint=f"undeploy it first: sandbox serve undeploy {name}")
         if gpus < 0:
             raise ConfigError("--gpus must be 0 or more", hint="e.g. --gpus 1")
-        record = Deployment(
+        record = DeploymentSpec(
             name=name,
             kind="model",
             model_uri=model_uri,
@@ -353,7 +280,7 @@ class LocalServing(DeploymentStore):
                 f"{name!r} is a single-model deployment", hint=f"undeploy it first: sandbox serve undeploy {name}"
             )
         children = [
-            Deployment(
+            DeploymentSpec(
                 name=variant_name(name, variant.label),
                 kind="model",
                 model_uri=variant.model_uri,
@@ -366,7 +293,7 @@ class LocalServing(DeploymentStore):
             for variant in variants
         ]
         notes = [f"{child.name}: {note}" for child, note in zip(children, self._start_many(children), strict=True)]
-        router = Deployment(name=name, kind="split", variants=variants, sticky_header=sticky_header)
+        router = DeploymentSpec(name=name, kind="split", variants=variants, sticky_header=sticky_header)
         try:
             notes.append(f"{name} (router): {self._start(router)}")
         except BaseException:

@@ -1,4 +1,4 @@
-"""Everything a sandbox keeps on disk, under one directory.
+"""Everything a local sandbox keeps on disk, under one directory.
 
 Layout::
 
@@ -9,7 +9,8 @@ Layout::
 
 Every file and folder in it is private to its owner (0600 / 0700): the CLI runs
 with umask 077 (``use_private_umask``) and hands it to every process it starts,
-and `up` tightens what an older sandbox left looser (``make_private``).
+and `up` tightens what an older sandbox left looser (``make_private``). The
+private umask and ``write_private`` are `sandbox.files`'.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import stat
 import string
 from collections.abc import Collection, Iterator
@@ -29,10 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sandbox.errors import LockedError, PortInUseError
-
-LOOPBACK = "127.0.0.1"
-# New files 0600, new folders 0700: nothing in a sandbox is for group or others.
-PRIVATE_UMASK = 0o077
+from sandbox.files import write_private
+from sandbox.net import port_is_free
 
 
 class SandboxDir:
@@ -70,21 +68,6 @@ class SandboxDir:
 
 
 # --------------------------------------------------------------------------- permissions
-
-
-def use_private_umask() -> int:
-    """From now on this process (and what it starts) creates files 0600 and folders 0700; returns the old umask."""
-    return os.umask(PRIVATE_UMASK)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, mode 0600 whatever the umask."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)  # an older tmp file may have had another mode
-    tmp.replace(path)
 
 
 def make_private(root: Path, *, traverse: Collection[Path] = ()) -> list[Path]:
@@ -217,17 +200,6 @@ def read_secrets(sandbox: SandboxDir) -> Secrets | None:
 # Automatic ports come from below Linux's ephemeral range (32768+), so outgoing
 # connections never take them, and leave room for SeaweedFS's "+10000" gRPC rule.
 _AUTO_PORT_RANGE = (15000, 22000)
-
-
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Servers set SO_REUSEADDR, so TIME_WAIT leftovers do not count as taken.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class PortMap:

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import abc
-import enum
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from sandbox.config import SandboxConfig
-from sandbox.process import ManagedProcess
-from sandbox.readiness import wait_ready
-from sandbox.state import PortMap, SandboxDir, Secrets
-
-
-class ServiceState(str, enum.Enum):
-    RUNNING = "running"
-    STOPPED = "stopped"
-    UNHEALTHY = "unhealthy"  # the process is there but its readiness probe fails
-
-
-@dataclass
-class ServiceStatus:
-    name: str
-    title: str
-    state: ServiceState
-    pid: int | None
-    port: int | None
-    url: str | None
-    ports: dict[str, int] = field(default_factory=dict)
-    detail: str = ""
+from sandbox.profiles.base import ServiceState, ServiceStatus
+from sandbox.profiles.local.process import ManagedProcess
+from sandbox.profiles.local.readiness import wait_ready
+from sandbox.profiles.local.state import PortMap, SandboxDir, Secrets
 
 
 @dataclass

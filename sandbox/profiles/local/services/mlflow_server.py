@@ -10,10 +10,10 @@ import sys
 
 import httpx
 
-from sandbox.services.base import LocalService, ServiceContext
-from sandbox.services.postgres import Postgres
-from sandbox.services.seaweedfs import SeaweedS3
-from sandbox.state import LOOPBACK
+from sandbox.net import LOOPBACK
+from sandbox.profiles.local.services.base import LocalService, ServiceContext
+from sandbox.profiles.local.services.postgres import Postgres
+from sandbox.profiles.local.services.seaweedfs import SeaweedS3
 
 ARTIFACTS_BUCKET = "mlflow-artifacts"
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import PreflightError, ServiceStartError
-from sandbox.services.base import LocalService
-from sandbox.state import LOOPBACK, PRIVATE_UMASK
+from sandbox.files import PRIVATE_UMASK
+from sandbox.net import LOOPBACK
+from sandbox.profiles.local.services.base import LocalService
 
-# Holds the inference log (sandbox.monitoring.inference_log), next to MLflow's database.
+# Holds the inference log (sandbox.serving.inference_log), next to MLflow's database.
 MONITORING_DATABASE = "monitoring"
 # Used when running as root and no `postgres` account exists; created on demand.
 FALLBACK_USER = "mlsandbox"
@@ -329,13 +330,6 @@ class Postgres(LocalService):
             for name in (database, MONITORING_DATABASE):
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), role))
-        # The inference log's table, made by its owner (the application role) once, before any writer.
-        import psycopg
-
-        from sandbox.monitoring.inference_log import ensure_schema
-
-        with psycopg.connect(self.monitoring_url(), connect_timeout=3, autocommit=True) as conn:
-            ensure_schema(conn)
 
     def url(self) -> str | None:
         if self.port is None:

@@ -12,8 +12,8 @@ import sysconfig
 from pathlib import Path
 
 from sandbox.errors import PreflightError
-from sandbox.services.base import LocalService
-from sandbox.state import LOOPBACK
+from sandbox.net import LOOPBACK
+from sandbox.profiles.local.services.base import LocalService
 
 # weed's flag for each port it listens on; "s3" first (the main port).
 _PORT_FLAGS = {

@@ -1,0 +1,56 @@
+"""Files the sandbox writes and reads, whatever the profile: private modes, atomic writes, log tails.
+
+Everything the sandbox writes is its owner's alone: the CLI sets umask 077 at
+start-up (``use_private_umask``), and a file that must be private whatever the
+umask is written with ``write_private``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+# New files 0600, new folders 0700: nothing in a sandbox is for group or others.
+PRIVATE_UMASK = 0o077
+
+
+def use_private_umask() -> int:
+    """From now on this process (and what it starts) creates files 0600 and folders 0700; returns the old umask."""
+    return os.umask(PRIVATE_UMASK)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600 whatever the umask."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)  # an older tmp file may have had another mode
+    tmp.replace(path)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a (log) file; empty when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def follow(path: Path, *, poll_s: float = 0.3, sleep=time.sleep) -> Iterator[str]:
+    """What is appended to ``path`` from now on, as it arrives (forever; the caller stops)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        while True:
+            chunk = handle.read()
+            if chunk:
+                yield chunk.decode(errors="replace")
+            else:
+                sleep(poll_s)

@@ -1,0 +1,18 @@
+"""The local profile, all in one place: real services as processes on 127.0.0.1, no Docker.
+
+`profile.LocalProfile` is the only name the rest of the sandbox may use, and only
+the profile registry (`sandbox.profiles`) imports it; everything else here is
+internal (an import-linter contract in pyproject.toml holds that):
+
+- `services/`: PostgreSQL, SeaweedFS (S3) and the MLflow server, one module each.
+- `process.py`: `ManagedProcess`, a server process and its group behind a verified pid file.
+- `readiness.py`: `wait_ready`, polling a real probe while watching the process.
+- `state.py`: the sandbox dir (`SandboxDir`), `secrets.json`, `ports.json` (`PortMap`),
+  the lock, and `make_private`.
+- `serving.py`: `LocalServing`, model servers and A/B routers as processes (`deployments.json`).
+- `scheduler.py`: `LocalScheduler`, the GPU cluster model with its state in the sandbox dir.
+"""
+
+from sandbox.profiles.local.profile import LocalProfile
+
+__all__ = ["LocalProfile"]

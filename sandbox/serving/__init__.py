@@ -1,0 +1,1 @@
+"""Model serving, whatever the profile: the model server, the A/B router, payloads, specs, the inference log."""

@@ -1,0 +1,137 @@
+"""What a serving backend is asked for and answers, whatever the profile: variant specs, names, statuses.
+
+The CLI and the scenarios build these; each profile's serving backend takes them
+(`sandbox.profiles.local.serving` runs them as processes; the remote profile lists
+what the platform already serves).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from sandbox.endpoints import InferenceEndpoint
+from sandbox.errors import ConfigError
+
+# KServe InferenceService names are DNS-1123 labels; keep room for "-<variant>".
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
+_MODEL_URI = re.compile(r"^(models:/[^/@]+(/[^/]+|@[^/]+)|runs:/[^/]+/.+|s3://.+|mlflow-artifacts:/.+|/.+)$")
+
+
+class VariantSpec(BaseModel):
+    """One variant of an A/B split: a label, the model it serves, its share of the traffic."""
+
+    label: str
+    model_uri: str
+    weight: float = Field(ge=0)
+
+    @classmethod
+    def parse(cls, spec: str) -> VariantSpec:
+        """`a=models:/fraud-detector/1:80` (the weight after the last colon)."""
+        label, sep, rest = spec.partition("=")
+        model_uri, _, weight = rest.rpartition(":")
+        if not sep or not label or not model_uri or not weight:
+            raise ConfigError(
+                f"bad --variant {spec!r}", hint="write it as LABEL=MODEL_URI:WEIGHT, e.g. a=models:/fraud-detector/1:80"
+            )
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ConfigError(
+                f"bad weight {weight!r} in --variant {spec!r}",
+                hint="write it as LABEL=MODEL_URI:WEIGHT with a number last, e.g. a=models:/fraud-detector/1:80",
+            ) from None
+        if value < 0:
+            raise ConfigError(f"negative weight in --variant {spec!r}", hint="weights are 0 or more")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", label):
+            raise ConfigError(f"bad variant label {label!r}", hint="use a short lower-case label such as a, b, canary")
+        return cls(label=label, model_uri=model_uri, weight=value)
+
+
+class DeploymentSpec(BaseModel):
+    """What was asked for: a model (or an A/B split of several) served under a name."""
+
+    name: str
+    kind: Literal["model", "split"]
+    model_uri: str | None = None
+    batch_size: int = 1
+    batch_wait_ms: float = 5.0
+    gpus: int = 0  # placed through the profile's scheduler; the server sees only its devices
+    inference_log: bool = True  # the model server logs each inference (sandbox.monitoring)
+    allow_nan: bool = False  # NaN and infinities reach the model instead of being a 400
+    variants: list[VariantSpec] = Field(default_factory=list)
+    sticky_header: str | None = None
+    parent: str | None = None  # a variant's model server belongs to its split
+
+
+@dataclass
+class DeploymentStatus:
+    """One deployment as `serve list` and `status` show it."""
+
+    name: str
+    kind: str
+    state: str
+    pid: int | None
+    url: str | None
+    model_uri: str | None
+    detail: str
+
+
+def validate_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"bad deployment name {name!r}",
+            hint="use lower-case letters, digits and '-', at most 42 characters (a DNS label, as KServe requires)",
+        )
+
+
+def validate_model_uri(uri: str) -> None:
+    if not _MODEL_URI.match(uri):
+        raise ConfigError(
+            f"bad model URI {uri!r}",
+            hint="use a registry URI such as models:/fraud-detector/3 or models:/fraud-detector@champion",
+        )
+
+
+@runtime_checkable
+class ServingBackend(Protocol):
+    """A profile's serving backend: the one interface workloads use to deploy and find models.
+
+    The local profile runs model servers and routers as processes; the remote profile only
+    lists what the platform already serves (and refuses to deploy, naming what to configure).
+    """
+
+    def deploy(
+        self,
+        name: str,
+        model_uri: str,
+        *,
+        batch_size: int = 1,
+        batch_wait_ms: float = 5.0,
+        gpus: int = 0,
+        inference_log: bool = True,
+        allow_nan: bool = False,
+    ) -> str: ...
+
+    def split(
+        self,
+        name: str,
+        variants: list[VariantSpec],
+        *,
+        sticky_header: str | None = None,
+        batch_size: int = 1,
+        batch_wait_ms: float = 5.0,
+        inference_log: bool = True,
+        allow_nan: bool = False,
+    ) -> list[str]: ...
+
+    def undeploy(self, name: str) -> list[str]: ...
+
+    def get(self, name: str) -> DeploymentSpec | None: ...
+
+    def statuses(self) -> list[DeploymentStatus]: ...
+
+    def inference_endpoints(self) -> dict[str, InferenceEndpoint]: ...
