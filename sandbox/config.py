@@ -4,6 +4,11 @@ Precedence, lowest first: built-in defaults, ``sandbox.yaml``, ``SANDBOX_*``
 environment variables (nested keys joined by ``__``, e.g. ``SANDBOX_MLFLOW__PORT``),
 then command-line flags. Every value is validated; a bad one is reported with
 the key that holds it.
+
+Sections per profile: ``local:`` holds the local profile's services (``postgres``,
+``s3``, ``mlflow``), which may also be written at the top level as before;
+``remote:`` says where a platform the sandbox did not start is, and which
+environment variables hold its credentials (never the secrets themselves).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +31,7 @@ from pydantic_settings import (
 from sandbox.errors import ConfigError
 from sandbox.gpu.inventory import GpuConfig
 from sandbox.monitoring.config import MonitoringConfig
+from sandbox.pipelines.config import PipelinesConfig
 
 DEFAULT_CONFIG_FILE = Path("sandbox.yaml")
 ENV_PREFIX = "SANDBOX_"
@@ -34,6 +40,13 @@ ENV_PREFIX = "SANDBOX_"
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket_names(buckets: list[str]) -> list[str]:
+    for name in buckets:
+        if not _BUCKET_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid S3 bucket name (3-63 chars: a-z, 0-9, '.', '-')")
+    return buckets
 
 
 class _Section(BaseModel):
@@ -57,9 +70,7 @@ class S3Config(_Section):
     @field_validator("buckets")
     @classmethod
     def _valid_bucket_names(cls, buckets: list[str]) -> list[str]:
-        for name in buckets:
-            if not _BUCKET_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid S3 bucket name (3-63 chars: a-z, 0-9, '.', '-')")
+        _bucket_names(buckets)
         if "mlflow-artifacts" not in buckets:
             raise ValueError("must include 'mlflow-artifacts' (MLflow stores its artifacts there)")
         return buckets
@@ -69,6 +80,143 @@ class MLflowConfig(_Section):
     port: Port = 0
     workers: int = Field(1, ge=1, le=16, description="uvicorn workers; 1 keeps memory near 0.6 GB")
     job_execution: bool = Field(False, description="MLflow's huey job workers (GenAI jobs); off saves ~1 GB")
+
+
+# --------------------------------------------------------------------------- local:
+
+# The local profile's own services. Written under `local:` or, as before, at the top level.
+LOCAL_SECTIONS: dict[str, type[BaseModel]] = {"postgres": PostgresConfig, "s3": S3Config, "mlflow": MLflowConfig}
+
+
+class LocalConfig(_Section):
+    """The `local:` section: the local profile's services (the same keys as top-level `postgres:`, `s3:`, `mlflow:`).
+
+    After loading it mirrors the resolved top-level sections, so `config.local.postgres is config.postgres`.
+    """
+
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+
+
+# --------------------------------------------------------------------------- remote:
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+V1_PREDICT_URL = re.compile(r"^(?P<base>https?://[^/]+)/v1/models/(?P<model>[^/:]+):predict$")
+V2_INFER_URL = re.compile(r"^(?P<base>https?://[^/]+)/v2/models/(?P<model>[^/]+)/infer$")
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(
+            "must be the NAME of an environment variable that holds the secret (upper case letters, digits "
+            "and '_', e.g. MLFLOW_TRACKING_TOKEN), never the secret itself"
+        )
+    return value
+
+
+def _http_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def parse_inference_url(url: str) -> tuple[str, str, str]:
+    """``(base, model, protocol)`` of a V1 predict or V2 infer URL; ValueError for anything else."""
+    for pattern, protocol in ((V1_PREDICT_URL, "v1"), (V2_INFER_URL, "v2")):
+        match = pattern.match(url.strip().rstrip("/"))
+        if match:
+            return match["base"], match["model"], protocol
+    raise ValueError(
+        "must be a model's inference URL: http(s)://HOST:PORT/v1/models/NAME:predict (V1) "
+        "or http(s)://HOST:PORT/v2/models/NAME/infer (V2)"
+    )
+
+
+def _inference_url(value: str) -> str:
+    parse_inference_url(value)
+    return value.strip().rstrip("/")
+
+
+def _endpoint_name(value: str) -> str:
+    if not _ENDPOINT_NAME.match(value):
+        raise ValueError(f"endpoint name {value!r}: use lower-case letters, digits and '-'")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+InferenceUrl = Annotated[str, AfterValidator(_inference_url)]
+EndpointName = Annotated[str, AfterValidator(_endpoint_name)]
+
+
+class RemoteMLflowConfig(_Section):
+    """MLflow tracking and registry; auth (optional) from environment variables."""
+
+    tracking_uri: HttpUrl = Field(description="the tracking server, e.g. https://mlflow.staging.example.com")
+    token_env: EnvName | None = Field(None, description="variable holding a bearer token (MLFLOW_TRACKING_TOKEN)")
+    username_env: EnvName | None = Field(None, description="variable holding the basic-auth user name")
+    password_env: EnvName | None = Field(None, description="variable holding the basic-auth password")
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> RemoteMLflowConfig:
+        basic = (self.username_env, self.password_env)
+        if self.token_env and any(basic):
+            raise ValueError("give token_env (a bearer token) or username_env and password_env (basic auth), not both")
+        if any(basic) and not all(basic):
+            raise ValueError("basic auth needs both username_env and password_env")
+        return self
+
+
+class RemoteS3Config(_Section):
+    """The object store; its keys from environment variables."""
+
+    endpoint_url: HttpUrl
+    access_key_env: EnvName = Field(description="variable holding the access key id")
+    secret_key_env: EnvName = Field(description="variable holding the secret access key")
+    region: str = "us-east-1"
+    buckets: list[str] = Field(default_factory=lambda: ["mlflow-artifacts", "data"], min_length=1)
+    artifacts_bucket: str = Field("mlflow-artifacts", description="where MLflow stores artifacts (one of buckets)")
+    data_bucket: str = Field("data", description="where the checklist writes data (one of buckets)")
+
+    @field_validator("buckets")
+    @classmethod
+    def _valid_bucket_names(cls, buckets: list[str]) -> list[str]:
+        return _bucket_names(buckets)
+
+    @model_validator(mode="after")
+    def _named_buckets_are_listed(self) -> RemoteS3Config:
+        for key in ("artifacts_bucket", "data_bucket"):
+            if getattr(self, key) not in self.buckets:
+                raise ValueError(f"{key} {getattr(self, key)!r} must be one of buckets {self.buckets}")
+        return self
+
+
+class RemoteMonitoringConfig(_Section):
+    db_url_env: EnvName = Field(description="variable holding the inference log's PostgreSQL URL")
+
+
+class RemoteKfpConfig(_Section):
+    host: HttpUrl = Field(description="the KFP API server, e.g. https://kfp.staging.example.com")
+
+
+class RemoteConfig(_Section):
+    """The `remote:` section: a platform the sandbox did not start, by URLs; credentials by variable name."""
+
+    mlflow: RemoteMLflowConfig | None = None
+    s3: RemoteS3Config | None = None
+    monitoring: RemoteMonitoringConfig | None = None
+    kfp: RemoteKfpConfig | None = None
+    inference: dict[EndpointName, InferenceUrl] = Field(
+        default_factory=dict, description="endpoint name -> its V1 predict or V2 infer URL (models already served)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="seconds each check of an endpoint may take")
+
+    @property
+    def configured(self) -> bool:
+        return any((self.mlflow, self.s3, self.monitoring, self.kfp, self.inference))
 
 
 class SandboxConfig(BaseSettings):
@@ -88,6 +236,15 @@ class SandboxConfig(BaseSettings):
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
+
+    @model_validator(mode="after")
+    def _mirror_local(self) -> SandboxConfig:
+        # One set of values: `local:` was folded into the top-level sections while reading each source.
+        self.local = LocalConfig.model_construct(postgres=self.postgres, s3=self.s3, mlflow=self.mlflow)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -100,16 +257,80 @@ class SandboxConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         if not _read_sources.get():
             return (init_settings,)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _LocalFolded(env_settings, "the SANDBOX_* variables"),
+        ]
         yaml_file = _yaml_file.get()
         if yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+            yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
+            sources.append(_LocalFolded(yaml_source, str(yaml_file)))
         return tuple(sources)
 
     @property
     def root(self) -> Path:
         """The sandbox directory, absolute."""
         return self.dir.expanduser().resolve()
+
+
+class _LocalFolded(PydanticBaseSettingsSource):
+    """One source (the YAML file, the environment) with its `local:` sections moved to the top level.
+
+    Folding per source keeps the usual precedence whichever spelling each source uses (a flag
+    beats `local.mlflow.port` in the file as it beats `mlflow.port`). A source that sets one key
+    both ways, to different values, is refused naming both.
+    """
+
+    def __init__(self, inner: PydanticBaseSettingsSource, origin: str):
+        super().__init__(inner.settings_cls)
+        self.inner = inner
+        self.origin = origin
+
+    def _set_current_state(self, state: dict[str, Any]) -> None:
+        super()._set_current_state(state)
+        self.inner._set_current_state(state)
+
+    def _set_settings_sources_data(self, states: dict[str, dict[str, Any]]) -> None:
+        super()._set_settings_sources_data(states)
+        self.inner._set_settings_sources_data(states)
+
+    def get_field_value(self, field, field_name: str) -> tuple[Any, str, bool]:
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return fold_local_sections(self.inner(), self.origin)
+
+
+def fold_local_sections(data: dict[str, Any], origin: str = "sandbox.yaml") -> dict[str, Any]:
+    """``data`` with ``local.postgres|s3|mlflow`` merged into the top-level sections of the same name."""
+    local = data.get("local")
+    if not isinstance(local, dict):
+        return data  # absent, or not a mapping: validation says so with the key
+    data, local = dict(data), dict(local)
+    for section, model in LOCAL_SECTIONS.items():
+        values = local.get(section)
+        if not isinstance(values, dict):
+            continue  # left in `local:` for validation to name
+        try:
+            model.model_validate(values)
+        except ValidationError as exc:
+            problems = [_describe({**error, "loc": ("local", section, *error["loc"])}) for error in exc.errors()]
+            raise _config_error(problems) from None
+        top = data.get(section)
+        top = dict(top) if isinstance(top, dict) else {}
+        for key, value in values.items():
+            if key in top and top[key] != value:
+                raise ConfigError(
+                    f"config keys 'local.{section}.{key}' ({value!r}) and '{section}.{key}' ({top[key]!r}) "
+                    f"are both set in {origin}",
+                    hint=f"keep one of them: `local.{section}.{key}` (the local profile's section) "
+                    f"or the top-level `{section}.{key}`",
+                )
+            top[key] = value
+        data[section] = top
+        del local[section]
+    data["local"] = local  # what is left is validated as `local:` (an unknown key there is named)
+    return data
 
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_file", default=None)
@@ -138,7 +359,9 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown config key '{key}' (from sandbox.yaml or {env})"
     value = error.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+    # A *_env key should hold a variable's name; if a secret was put there by mistake, it is not echoed.
+    secret_slot = str(error["loc"][-1]).endswith("_env") if error["loc"] else False
+    shown = f" (got {value!r})" if not isinstance(value, dict | list) and not secret_slot else ""
     return f"config key '{key}': {error['msg']}{shown}"
 
 
@@ -171,14 +394,17 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> SandboxCon
     try:
         return SandboxConfig(**init)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
-        raise ConfigError(
-            problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-            hint="fix the value in sandbox.yaml, the SANDBOX_* variable or the flag; see sandbox.example.yaml",
-            details="\n".join(problems) if len(problems) > 1 else None,
-        ) from exc
+        raise _config_error([_describe(e) for e in exc.errors()]) from exc
     finally:
         _yaml_file.reset(token)
+
+
+def _config_error(problems: list[str]) -> ConfigError:
+    return ConfigError(
+        problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+        hint="fix the value in sandbox.yaml, the SANDBOX_* variable or the flag; see sandbox.example.yaml",
+        details="\n".join(problems) if len(problems) > 1 else None,
+    )
 
 
 # The settings that say which sandbox a command is about; everything else it recorded in its directory.

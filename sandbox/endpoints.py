@@ -22,26 +22,50 @@ class InferenceEndpoint(BaseModel):
     model_uri: str | None = None
     variants: list[str] = Field(default_factory=list)
     grpc: str | None = None  # host:port of the V2 gRPC endpoint (model servers; a split's router is REST only)
+    model_name: str | None = None  # the model's name in its URLs, when it is not ``name`` (a listed remote endpoint)
+    protocol: str | None = None  # "v1" or "v2" when only that protocol is known to be served; None: both
 
 
 class Endpoints(BaseModel):
     profile: str
     mlflow_tracking_uri: str
+    mlflow_token: str | None = Field(default=None, description="bearer token for MLflow, when it needs one")
+    mlflow_username: str | None = Field(default=None, description="basic-auth user for MLflow, when it needs one")
+    mlflow_password: str | None = None
     s3_endpoint_url: str
     s3_access_key: str
     s3_secret_key: str
     s3_region: str = "us-east-1"
     buckets: list[str] = Field(default_factory=list)
     artifacts_bucket: str = "mlflow-artifacts"
+    data_bucket: str = "data"
     postgres_url: str = Field(description="the MLflow database, with its credentials")
     monitoring_db_url: str | None = Field(default=None, description="the inference log's database, if any")
     capabilities: list[str] = Field(default_factory=list)
+    capability_fixes: dict[str, str] = Field(
+        default_factory=dict, description="for a capability this stack lacks: what to configure to get it"
+    )
+    owned: bool = Field(
+        default=True,
+        description="the sandbox started this stack; False for a platform it only points at (the remote "
+        "profile), where the checklist names what it makes per run and deletes it at the end of the run",
+    )
     inference: dict[str, InferenceEndpoint] = Field(default_factory=dict)
+
+    def mlflow_auth_env(self) -> dict[str, str]:
+        """The variables MLflow's client (in this process or a child) reads its credentials from."""
+        auth = {
+            "MLFLOW_TRACKING_TOKEN": self.mlflow_token,
+            "MLFLOW_TRACKING_USERNAME": self.mlflow_username,
+            "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
+        }
+        return {key: value for key, value in auth.items() if value}
 
     def env(self) -> dict[str, str]:
         """Variables that point MLflow, boto3 and the AWS CLI at this stack."""
-        return {
+        variables = {
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            **self.mlflow_auth_env(),
             "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint_url,
             "AWS_ACCESS_KEY_ID": self.s3_access_key,
@@ -51,6 +75,7 @@ class Endpoints(BaseModel):
             "ML_SANDBOX_BUCKETS": ",".join(self.buckets),
             **({"ML_SANDBOX_MONITORING_DB_URL": self.monitoring_db_url} if self.monitoring_db_url else {}),
         }
+        return {key: value for key, value in variables.items() if value}  # a remote may lack a part
 
     def shell_exports(self) -> str:
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in self.env().items())

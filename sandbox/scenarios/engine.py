@@ -2,8 +2,9 @@
 
 A scenario is a function decorated with `@scenario(...)` in a `.py` file under
 `scenarios/` (or a folder given with `--scenarios-dir`). It receives a
-`ScenarioContext` holding the stack's `Endpoints` and the profile's serving
-backend, and never learns which profile runs the stack. It passes by
+`ScenarioContext` holding the stack's `Endpoints` and the profile's backends
+(`ctx.serving`, `ctx.pipelines`, `ctx.scheduler`, each made when first used),
+and never learns which profile runs the stack. It passes by
 returning, fails by raising (`ctx.check` raises `ScenarioFailed`), and is
 skipped only when the profile lacks a capability it declared.
 
@@ -12,6 +13,14 @@ experiments and registered models, S3 keys, deployments, GPU namespaces) is
 named with `SCENARIO_PREFIX`, made with `scenario_name()` or
 `ScenarioContext.unique()`, and a scenario changes or deletes only what it
 created. `ctx.serving` enforces that for deployments.
+
+Each run of the checklist has an id (`ChecklistRun`). MLflow entities a scenario
+makes carry it as the tag `RUN_ID_TAG` (`ctx.experiment`, `ctx.registered_model`,
+and runs started with MLflow's fluent API, child processes included). On a
+platform the sandbox does not own (`Endpoints.owned` False: the remote profile)
+the names are per run too (`ctx.scenario_name`, `ctx.unique`), and after each
+scenario what the run made is found by its id, tagged where a library left the
+tag out, and deleted unless the run keeps its artifacts (`sandbox.scenarios.artifacts`).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import contextlib
 import enum
 import importlib.util
 import io
+import itertools
+import json
 import logging
 import os
 import re
@@ -27,30 +38,44 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sandbox.endpoints import Endpoints
+from sandbox.scenarios.names import RUN_ID_TAG, SCENARIO_PREFIX, is_scenario_name, scenario_name
 
-SCENARIO_PREFIX = "checklist-"
-"""The one prefix of every name a scenario gives what it creates; a user's names never start with it."""
+if TYPE_CHECKING:
+    from sandbox.pipelines.runner import PipelineRunner
 
 
-def scenario_name(*parts: str) -> str:
-    """A name of the checklist's own: ``SCENARIO_PREFIX`` then ``parts`` joined with '-'.
+@dataclass
+class ChecklistRun:
+    """One run of the checklist: an id for everything it makes, and whether it keeps that afterwards.
 
-    Kept a DNS-1123 label when the parts are (lower case, digits, '-'), so it
-    also fits deployments and namespaces.
+    ``keep_artifacts`` matters on a platform the sandbox does not own (``Endpoints.owned`` False),
+    where what a run made is deleted after each scenario unless it is set. On the sandbox's own
+    stack nothing is deleted: the report links to the MLflow runs the scenarios made.
     """
-    if not parts or not all(parts):
-        raise ValueError("a scenario name needs at least one non-empty part")
-    return SCENARIO_PREFIX + "-".join(parts)
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    keep_artifacts: bool = False
 
 
-def is_scenario_name(name: str) -> bool:
-    """Whether ``name`` is one the checklist may create, change or delete."""
-    return name.startswith(SCENARIO_PREFIX) and len(name) > len(SCENARIO_PREFIX)
+_process_run: ChecklistRun | None = None
+
+
+def current_run() -> ChecklistRun:
+    """The run of this process, for callers that name none: every scenario one command runs shares its id."""
+    global _process_run
+    if _process_run is None:
+        _process_run = ChecklistRun()
+    return _process_run
+
+
+_unique_numbers = itertools.count(1)
 
 
 class Outcome(str, enum.Enum):
@@ -139,14 +164,93 @@ class ScenarioContext:
     """What a scenario gets: the stack's endpoints, serving, a work folder, and reporting helpers."""
 
     def __init__(
-        self, endpoints: Endpoints, serving_factory, workdir: Path, result: ScenarioResult, scheduler_factory=None
+        self,
+        endpoints: Endpoints,
+        serving_factory,
+        workdir: Path,
+        result: ScenarioResult,
+        scheduler_factory=None,
+        run: ChecklistRun | None = None,
+        pipelines_factory=None,
     ):
         self.endpoints = endpoints
         self._serving_factory = serving_factory
         self._serving: ScenarioServing | None = None
         self._scheduler_factory = scheduler_factory
+        self._pipelines_factory = pipelines_factory
+        self._pipelines = None
         self.workdir = workdir
         self._result = result
+        self.run = run or current_run()
+
+    @property
+    def per_run_names(self) -> bool:
+        """Names carry the run's id: on a platform the sandbox does not own, where each run deletes what it made."""
+        return self.endpoints is not None and not self.endpoints.owned
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """MLflow tags for whatever this scenario creates: the checklist run's id."""
+        return {RUN_ID_TAG: self.run.run_id}
+
+    def has(self, capability: str) -> bool:
+        """Whether the stack offers ``capability`` (for a step a scenario can do without, e.g. deploying)."""
+        return capability in self.endpoints.capabilities
+
+    def lacks(self, capability: str) -> str:
+        """Why a step needing ``capability`` is left out here: what to configure to get it."""
+        fix = self.endpoints.capability_fixes.get(capability)
+        return f"the {self.endpoints.profile} profile lacks {capability}" + (f" ({fix})" if fix else "")
+
+    def scenario_name(self, *parts: str) -> str:
+        """The name of something this scenario creates under a fixed name.
+
+        ``scenario_name(*parts)`` on the sandbox's own stack (the same name each run, as the README
+        lists them); with the run's id appended on a platform the sandbox does not own, so a run
+        never writes into what another run (or person) made, and deletes all it made.
+        """
+        return scenario_name(*parts, self.run.run_id) if self.per_run_names else scenario_name(*parts)
+
+    def experiment(self, name: str) -> str:
+        """The id of MLflow experiment ``name`` (prefixed), created with this run's tag.
+
+        It may already exist on the sandbox's own stack (fixed names are reused) and then gets
+        this run's tag; on a platform the sandbox does not own, an existing one that is not this
+        run's is refused.
+        """
+        client = self.mlflow_client()
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            return client.create_experiment(name, tags=self.tags)
+        self._reuse("experiment", name, existing.tags)
+        client.set_experiment_tag(existing.experiment_id, RUN_ID_TAG, self.run.run_id)
+        return existing.experiment_id
+
+    def registered_model(self, name: str) -> str:
+        """Registered model ``name`` (prefixed), created with this run's tag; reused as `experiment` says."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.mlflow_client()
+        try:
+            existing = client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            client.create_registered_model(name, tags=self.tags)
+            return name
+        self._reuse("registered model", name, existing.tags)
+        client.set_registered_model_tag(name, RUN_ID_TAG, self.run.run_id)
+        return name
+
+    def _reuse(self, what: str, name: str, tags: dict) -> None:
+        if not is_scenario_name(name):
+            raise ScenarioFailed(f"a scenario may only create {what}s named {SCENARIO_PREFIX!r}… (got {name!r})")
+        if self.per_run_names and tags.get(RUN_ID_TAG) != self.run.run_id:
+            raise ScenarioFailed(
+                f"the {what} {name!r} already exists and is not this run's ({RUN_ID_TAG}="
+                f"{tags.get(RUN_ID_TAG)!r}): on a platform the sandbox does not own the checklist "
+                "writes only into what it created"
+            )
 
     @property
     def serving(self) -> ScenarioServing:
@@ -169,9 +273,8 @@ class ScenarioContext:
         ours = [name for name in names if name in self._serving.deployed]
         if not ours:
             return
-        records = self._serving.records()
         for name in ours:
-            if name in records:
+            if self._serving.get(name) is not None:
                 self._serving.undeploy(name)
 
     @property
@@ -180,6 +283,15 @@ class ScenarioContext:
         if self._scheduler_factory is None:
             raise ScenarioFailed("this runner gave the scenario no scheduler")
         return self._scheduler_factory()
+
+    @property
+    def pipelines(self) -> PipelineRunner:
+        """The profile's pipeline runner (sandbox.pipelines.runner), made when first used."""
+        if self._pipelines is None:
+            if self._pipelines_factory is None:
+                raise ScenarioFailed("this runner gave the scenario no pipeline runner")
+            self._pipelines = self._pipelines_factory()
+        return self._pipelines
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -221,9 +333,12 @@ class ScenarioContext:
         """A name for this run only, with ``SCENARIO_PREFIX``: ``checklist-NAME-YYYYmmdd-HHMMSS-NNNN``.
 
         A DNS-1123 label when ``name`` is one; 31 characters longer than ``name``
-        (a namespace, at most 63, leaves ``name`` 32).
+        (a namespace, at most 63, leaves ``name`` 32). On a platform the sandbox does not
+        own, the run's id instead of the time: ``checklist-NAME-RUNID-NNNN``.
         """
         stem = name if is_scenario_name(name) else scenario_name(name)
+        if self.per_run_names:
+            return f"{stem}-{self.run.run_id}-{next(_unique_numbers) % 10000:04d}"
         return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10000:04d}"
 
 
@@ -286,22 +401,43 @@ def discover(extra_dirs: list[Path] | None = None) -> dict[str, Scenario]:
 # --------------------------------------------------------------------------- running
 
 
-def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory, scheduler_factory=None) -> ScenarioResult:
+def run_scenario(
+    item: Scenario,
+    endpoints: Endpoints,
+    serving_factory,
+    scheduler_factory=None,
+    *,
+    run: ChecklistRun | None = None,
+    pipelines_factory=None,
+) -> ScenarioResult:
+    """Run one scenario; ``run`` is the checklist run it belongs to (default: this process's, see `current_run`).
+
+    ``serving_factory``, ``scheduler_factory`` and ``pipelines_factory`` make the profile's backends
+    (`Profile.serving`, `.scheduler`, `.pipelines`) when a scenario first uses them.
+    """
+    run = run or current_run()
     result = ScenarioResult(item.name, item.title, item.checklist, Outcome.PASSED)
     missing = [need for need in item.needs if need not in endpoints.capabilities]
     if missing:
         result.outcome = Outcome.SKIPPED
-        result.reason = f"the {endpoints.profile} profile lacks {', '.join(missing)}"
+        result.reason = skip_reason(endpoints, missing)
         return result
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"scenario-{item.name}-") as tmp:
-        context = ScenarioContext(endpoints, serving_factory, Path(tmp), result, scheduler_factory)
+        context = ScenarioContext(
+            endpoints, serving_factory, Path(tmp), result, scheduler_factory, run, pipelines_factory=pipelines_factory
+        )
         captured = io.StringIO()
         cwd = os.getcwd()
         try:
             # What a scenario's libraries print (KFP's task logs, MLflow's notices) is kept for the
             # report instead of interleaving with the checklist output.
-            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), _quiet_loggers():
+            with (
+                contextlib.redirect_stdout(captured),
+                contextlib.redirect_stderr(captured),
+                _quiet_loggers(),
+                _client_environment(endpoints, run),
+            ):
                 item.func(context)
         except Exception as exc:  # noqa: BLE001 - a broken stack fails the scenario, not the runner
             result.outcome = Outcome.FAILED
@@ -314,9 +450,72 @@ def run_scenario(item: Scenario, endpoints: Endpoints, serving_factory, schedule
                 )
         finally:
             os.chdir(cwd)  # a scenario that changed directory must not move the next one
+        if not endpoints.owned:
+            _settle(context, result, endpoints, run, captured)
     result.seconds = time.monotonic() - started
     result.output = captured.getvalue()[-20000:]
     return result
+
+
+def skip_reason(endpoints: Endpoints, missing: list[str]) -> str:
+    """Why a scenario is skipped: the capabilities the stack lacks, each with what to configure to get it."""
+    fixes = endpoints.capability_fixes
+    parts = [f"{need} ({fixes[need]})" if need in fixes else need for need in missing]
+    return f"the {endpoints.profile} profile lacks {', '.join(parts)}"
+
+
+def _settle(context: ScenarioContext, result: ScenarioResult, endpoints: Endpoints, run, captured) -> None:
+    """On a platform the sandbox does not own: tag what this run made, and delete it unless the run keeps it."""
+    from sandbox.scenarios import artifacts
+
+    verb = "tag (kept: keep_artifacts)" if run.keep_artifacts else "delete"
+    title = f"{verb} what checklist run {run.run_id} made"
+    try:
+        with (
+            contextlib.redirect_stdout(captured),
+            contextlib.redirect_stderr(captured),
+            _quiet_loggers(),
+            _client_environment(endpoints, run),
+            context.step(title),
+        ):
+            found = artifacts.find(endpoints, run.run_id)
+            artifacts.tag(endpoints, found)
+            if not run.keep_artifacts:
+                artifacts.delete(endpoints, found)
+    except Exception as exc:  # noqa: BLE001 - what was left behind is a failure of this scenario
+        problem = f"{title}: {_describe(exc)}"
+        if result.outcome == Outcome.FAILED:
+            result.evidence.append(f"clean-up failed too: {problem}")
+        else:
+            result.outcome, result.reason = Outcome.FAILED, problem
+        return
+    done = "kept" if run.keep_artifacts else "deleted"
+    result.evidence.append(f"checklist run {run.run_id} ({RUN_ID_TAG}): {done} {found.summary()}")
+
+
+@contextlib.contextmanager
+def _client_environment(endpoints: Endpoints, run: ChecklistRun) -> Iterator[None]:
+    """MLflow's client settings for a scenario, in this process and the processes it starts (kfp.local).
+
+    Runs started with MLflow's fluent API get the run's tag (``MLFLOW_RUN_CONTEXT``), and the
+    client authenticates with the stack's credentials; the previous environment comes back after.
+    """
+    context = {RUN_ID_TAG: run.run_id}
+    try:
+        context = {**json.loads(os.environ.get("MLFLOW_RUN_CONTEXT") or "{}"), **context}
+    except ValueError:
+        pass  # a user's malformed value: ours replaces it for the scenario
+    settings = {"MLFLOW_RUN_CONTEXT": json.dumps(context), **endpoints.mlflow_auth_env()}
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager
