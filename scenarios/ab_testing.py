@@ -19,7 +19,7 @@ from sandbox.loadtest import LoadTestOptions, Target
 from sandbox.loadtest import run as run_loadtest
 from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 from sandbox.serving.abtest import ABVerdict, compare_proportions
-from sandbox.serving.deployments import VariantSpec
+from sandbox.serving.specs import VariantSpec
 
 MODEL = scenario_name("ab-testing")
 EXPERIMENT = scenario_name("ab-testing")

@@ -1,4 +1,4 @@
-"""Checklist: data versioning (DVC) with its remote on the sandbox's S3 `data` bucket.
+"""Checklist: data versioning (DVC) with its remote on the stack's S3 data bucket (`data` by default).
 
 Version a dataset twice (git tags v1, v2), push both to the remote, check the
 older version out into a clean clone that has never seen the data (empty DVC
@@ -13,9 +13,7 @@ import subprocess
 import numpy as np
 import yaml
 
-from sandbox.scenarios import ScenarioContext, scenario, scenario_name
-
-EXPERIMENT = scenario_name("data-versioning")
+from sandbox.scenarios import ScenarioContext, scenario
 
 GIT = [
     "git",
@@ -50,7 +48,7 @@ def _git(workspace, *args: str) -> str:
 
 def _configure_remote(ctx: ScenarioContext, workspace, prefix: str) -> None:
     e = ctx.endpoints
-    _dvc(ctx, workspace, "remote", "add", "--force", "-d", "sandbox", f"s3://data/{prefix}")
+    _dvc(ctx, workspace, "remote", "add", "--force", "-d", "sandbox", f"s3://{e.data_bucket}/{prefix}")
     _dvc(ctx, workspace, "remote", "modify", "sandbox", "endpointurl", e.s3_endpoint_url)
     # Credentials go to .dvc/config.local, which git ignores: they never reach a commit.
     # `--` ends the options: a value is never read as one, whatever it starts with.
@@ -98,7 +96,9 @@ def data_versioning(ctx: ScenarioContext) -> None:
 
     workspace = ctx.workdir / "project"
     workspace.mkdir()
+    bucket = ctx.endpoints.data_bucket
     prefix = ctx.unique("data-versioning")  # the remote's folder in the data bucket, this run's own
+    experiment = ctx.scenario_name("data-versioning")
     with ctx.step("git + dvc init, remote on the sandbox's S3 (credentials only in config.local)"):
         _git(workspace, "init", "-q")
         _dvc(ctx, workspace, "init")
@@ -122,7 +122,7 @@ def data_versioning(ctx: ScenarioContext) -> None:
     with ctx.step("the remote holds both versions in the S3 data bucket"):
         stored = {
             obj.object_name.replace("/", "")[-32:]
-            for obj in ctx.endpoints.minio_client().list_objects("data", prefix=f"{prefix}/", recursive=True)
+            for obj in ctx.endpoints.minio_client().list_objects(bucket, prefix=f"{prefix}/", recursive=True)
         }
         ctx.check({versions["v1"], versions["v2"]} <= stored, f"S3 has {len(stored)} objects, not both versions")
 
@@ -130,10 +130,11 @@ def data_versioning(ctx: ScenarioContext) -> None:
         _git(workspace, "checkout", "-q", "v1")
         _dvc(ctx, workspace, "checkout")
         accuracy, loss = _train(workspace / "data.csv")
+        ctx.experiment(experiment)
         mlflow.set_tracking_uri(ctx.endpoints.mlflow_tracking_uri)
-        mlflow.set_experiment(EXPERIMENT)
+        mlflow.set_experiment(experiment)
         with mlflow.start_run() as run:
-            mlflow.set_tags({"data_version": f"md5:{versions['v1']}", "dvc_remote": f"s3://data/{prefix}"})
+            mlflow.set_tags({"data_version": f"md5:{versions['v1']}", "dvc_remote": f"s3://{bucket}/{prefix}"})
             mlflow.log_metrics({"accuracy": accuracy, "log_loss": loss})
 
     clone = ctx.workdir / "clean-clone"
@@ -158,7 +159,8 @@ def data_versioning(ctx: ScenarioContext) -> None:
         )
 
     ctx.evidence(
-        f"v1 md5 {versions['v1'][:10]}… (800 rows), v2 md5 {versions['v2'][:10]}… (1200 rows) in s3://data/{prefix}; "
+        f"v1 md5 {versions['v1'][:10]}… (800 rows), v2 md5 {versions['v2'][:10]}… (1200 rows) "
+        f"in s3://{bucket}/{prefix}; "
         f"a clean clone at v1 pulled it back and retrained to accuracy {again_accuracy:.4f}, "
         f"log loss {again_loss:.4f}: equal to run {run.info.run_id[:8]}…"
     )

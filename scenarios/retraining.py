@@ -1,32 +1,33 @@
 """Checklist: automated retraining triggers.
 
-A champion trained by the KFP training pipeline and served from
-`models:/NAME@champion`. The world moves: a feature shifts and the label's
-boundary with it. Shifted Locust traffic makes the drift check alarm, the
-policy turns the alarm into a retraining on the new data (on the sandbox's S3),
+A champion trained by the KFP training pipeline (through the profile's
+pipeline runner, `ctx.pipelines`) and served from `models:/NAME@champion`.
+The world moves: a feature shifts and the label's boundary with it. Shifted
+Locust traffic makes the drift check alarm, the policy turns the alarm into a
+retraining on the new data (on the sandbox's S3),
 the challenger beats the champion on fresh labelled data and is promoted, and
 the endpoint then answers from it. Then a bad data version (labels shuffled)
 trains a challenger that loses: it is not promoted, and the endpoint keeps
 the champion. Every decision is an MLflow run and a line in the decision log.
-The model, deployment, experiments and S3 keys are the scenario's own
-(`checklist-retraining…`).
+The drift check, the policy and the retraining run through `Watcher`, the code
+`sandbox monitor watch --retrain` runs. The model, deployment, experiments and
+S3 keys are the scenario's own (`checklist-retraining…`).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 
 import httpx
 import numpy as np
 
-from sandbox.monitoring.checks import check_drift
 from sandbox.monitoring.config import MonitoringConfig, RetrainingConfig
-from sandbox.monitoring.inference_log import InferenceLogStore
-from sandbox.monitoring.retraining import CHALLENGER, CHAMPION, Retrainer, Trigger, decide
+from sandbox.monitoring.retraining import CHALLENGER, CHAMPION, Retrainer, Trigger
 from sandbox.monitoring.traffic import replay, wait_logged
+from sandbox.monitoring.watch import Watcher
 from sandbox.scenarios import ScenarioContext, scenario, scenario_name
+from sandbox.serving.inference_log import InferenceLogStore
 from sandbox.serving.reference_model import synthetic_data
 
 MODEL = scenario_name("retraining")  # the registered model, and the deployment that serves it
@@ -81,6 +82,7 @@ def retraining(ctx: ScenarioContext) -> None:
         ctx.endpoints,
         ctx.workdir / "retraining",
         serving=ctx.serving,
+        pipelines=ctx.pipelines,
         decision_log=decision_log,
         experiment=EXPERIMENT,
     )
@@ -94,21 +96,28 @@ def retraining(ctx: ScenarioContext) -> None:
         )
         ctx.check(first.promoted, f"the first version was not made champion: {first.reason}")
         ctx.serving.deploy(MODEL, f"models:/{MODEL}@{CHAMPION}")
+    # What `sandbox monitor watch --retrain` runs, here one step at a time; the new data is now the training data.
+    watcher = Watcher(
+        ctx.endpoints,
+        MonitoringConfig(),
+        policy=policy.model_copy(update={"training_data": new_train, "eval_data": new_eval}),
+        retrainer=retrainer,
+        experiment=CHECKS_EXPERIMENT,
+        last_retrained={MODEL: first.decided_at},
+    )
     try:
         with ctx.step("shifted Locust traffic; the drift check alarms and the policy triggers retraining"):
             rows = synthetic_data(3000, seed=27, **NEW_WORLD)[0].round(4).values.tolist()
             since = datetime.now(UTC)
             summary = replay(ctx.serving.inference_endpoints()[MODEL], rows, seconds=4, report_dir=ctx.workdir / "lt")
             wait_logged(ctx.endpoints, MODEL, summary["requests"], since=since)
-            drift = check_drift(ctx.endpoints, MODEL, MonitoringConfig(), since=since, experiment=CHECKS_EXPERIMENT)
+            assessment = watcher.assess(MODEL, since=since)
+            drift, trigger = assessment.check, assessment.trigger
             ctx.check("f0" in drift.drifted_features, f"the shift of f0 was not flagged: {drift.summary()}")
-            trigger = decide(policy, now=time.time(), drift=drift, last_retrained_at=first.decided_at)
             ctx.check(trigger is not None and trigger.kind == "drift", f"the policy answered {trigger}")
 
         with ctx.step("retrain on the new data: the challenger wins on fresh labelled data and is promoted"):
-            won = retrainer.run(
-                MODEL, trigger, policy.model_copy(update={"training_data": new_train, "eval_data": new_eval})
-            )
+            won = watcher.retrain(MODEL, trigger, at=assessment.at)
             ctx.check(won.promoted, f"the better challenger was not promoted: {won.reason}")
             ctx.check(won.redeployed, "the deployment was not redeployed")
             alias = ctx.mlflow_client().get_model_version_by_alias(MODEL, CHAMPION).version
@@ -128,16 +137,11 @@ def retraining(ctx: ScenarioContext) -> None:
             ctx.check(latest == won.challenger_version, f"the inference log says v{latest} answered")
 
         with ctx.step("a new data version with shuffled labels: its challenger loses and is not promoted"):
-            policy_bad = policy.model_copy(update={"training_data": bad_train, "eval_data": new_eval})
-            trigger = decide(
-                policy_bad,
-                now=time.time(),
-                last_retrained_at=won.decided_at,
-                data_version=retrainer.data_version(bad_train),
-                champion_data_version=retrainer.champion_data_version(MODEL),
-            )
+            watcher.policy = policy.model_copy(update={"training_data": bad_train, "eval_data": new_eval})
+            # A watch step with no traffic since (no drift verdict): the new data version is the trigger.
+            bad = watcher.step(MODEL, since=datetime.now(UTC))
+            trigger, lost = bad.trigger, bad.decision
             ctx.check(trigger is not None and trigger.kind == "new-data", f"the policy answered {trigger}")
-            lost = retrainer.run(MODEL, trigger, policy_bad)
             ctx.check(not lost.promoted, f"a worse challenger was promoted: {lost.reason}")
             client = ctx.mlflow_client()
             ctx.check(
@@ -163,6 +167,13 @@ def retraining(ctx: ScenarioContext) -> None:
                 == [("manual", True), ("drift", True), ("new-data", False)],
                 f"the decision log holds {[(d['trigger'], d['promoted']) for d in logged]}",
             )
+            counted = {
+                outcome: watcher.metrics.registry.get_sample_value(
+                    "sandbox_retraining_decisions_total", {"model": MODEL, "decision": outcome}
+                )
+                for outcome in ("promoted", "rejected")
+            }
+            ctx.check(counted == {"promoted": 1, "rejected": 1}, f"the watch's metrics counted {counted}")
     finally:
         ctx.remove_deployments(MODEL)
 

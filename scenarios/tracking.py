@@ -24,10 +24,10 @@ def tracking(ctx: ScenarioContext) -> None:
     content = f"importances for {experiment}\nf0 0.41\nf1 0.22\n".encode()
 
     with ctx.step("create an experiment and log three runs (params, stepped metrics, tags)"):
-        experiment_id = client.create_experiment(experiment)
+        experiment_id = client.create_experiment(experiment, tags=ctx.tags)
         runs = {}
         for lr, final_accuracy in ((0.1, 0.81), (0.05, 0.93), (0.01, 0.77)):
-            run = client.create_run(experiment_id, tags={"team": "platform", "scenario": "tracking"})
+            run = client.create_run(experiment_id, tags={"team": "platform", "scenario": "tracking", **ctx.tags})
             run_id = run.info.run_id
             client.log_param(run_id, "learning_rate", lr)
             client.log_param(run_id, "n_estimators", 100)

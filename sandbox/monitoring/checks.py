@@ -5,6 +5,11 @@ MLflow run; the verdict is logged to MLflow (experiment `monitoring` unless the
 caller names another, one run per check, metrics per feature, the full report
 as `drift_report.json`) and, in `sandbox monitor watch`, exposed as Prometheus
 gauges.
+
+A window starts at an absolute time; `parse_since` reads the two ways a person
+gives one: a duration back from now (`15m`, `90`) or a moment, ISO 8601
+(`2026-01-31T14:00:00Z`), which is what a script or a test that knows when its
+traffic began should pass.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from sandbox.errors import ConfigError, NotRunningError, SandboxError
 from sandbox.monitoring import experiment_id, quiet_mlflow
 from sandbox.monitoring.config import MonitoringConfig
 from sandbox.monitoring.drift import DriftReport, detect_drift
-from sandbox.monitoring.inference_log import InferenceLogStore
-from sandbox.monitoring.reference import ReferenceMissing, load_reference
+from sandbox.serving.inference_log import InferenceLogStore
+from sandbox.serving.reference import ReferenceMissing, load_reference
 
 EXPERIMENT = "monitoring"
 PREDICTION = "prediction"  # the model's output, checked beside its input features
@@ -73,6 +78,34 @@ class DriftCheck:
         return f"{head}; DRIFT in {' and '.join(parts)}"
 
 
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """The start of a window, in UTC: a duration back from ``now`` (``15m``, ``2h``, ``90``) or an ISO 8601 time.
+
+    An ISO time may carry an offset (``Z``, ``+02:00``); without one it is UTC. A date alone is its midnight.
+    """
+    from sandbox.loadtest import parse_duration
+
+    text = text.strip()
+    try:
+        seconds = parse_duration(text)
+    except ConfigError:
+        pass
+    else:
+        return (now or datetime.now(UTC)).astimezone(UTC) - timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"bad window start {text!r}",
+            hint="give a duration back from now (15m, 2h, 90) or an ISO 8601 time (2026-01-31T14:00:00Z)",
+        ) from None
+    return _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _numeric(values) -> np.ndarray | None:
     try:
         return np.asarray(values, dtype=float)
@@ -86,14 +119,20 @@ def check_drift(
     config: MonitoringConfig,
     *,
     version: str | None = None,
-    since: datetime | None = None,
+    since: datetime | str | None = None,
     log_to_mlflow: bool = True,
     experiment: str = EXPERIMENT,
 ) -> DriftCheck:
-    """Check ``model_name`` (the latest answering version, or ``version``) and log the run in ``experiment``."""
+    """Check ``model_name`` (the latest answering version, or ``version``) and log the run in ``experiment``.
+
+    ``since``: where the window of live rows starts: a datetime (naive: UTC), or text for `parse_since`
+    (a duration back from now, or an ISO 8601 time); None: ``config.window_s`` back from now.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    if isinstance(since, str):
+        since = parse_since(since)  # a bad window is refused before anything is read
     if not endpoints.monitoring_db_url:
         raise NotRunningError(
             f"the {endpoints.profile} profile has no inference log", hint="use a profile with monitoring (local)"
@@ -112,11 +151,11 @@ def check_drift(
     except ReferenceMissing as exc:
         raise SandboxError(
             str(exc),
-            hint="log one when training: sandbox.monitoring.reference.log_reference(features, predictions)",
+            hint="log one when training: sandbox.serving.reference.log_reference(features, predictions)",
         ) from None
     except MlflowException as exc:
         raise ConfigError(f"{model_name} v{version} is not in the registry ({exc.error_code})") from None
-    since = since or datetime.now(UTC) - timedelta(seconds=config.window_s)
+    since = _utc(since) if since is not None else datetime.now(UTC) - timedelta(seconds=config.window_s)
     matrix, predictions = store.window(model_name, version, since=since, limit=config.max_rows)
     check = DriftCheck(model_name, version, since, len(matrix), reference.rows, config.min_rows, report=None)
     if len(matrix) >= config.min_rows:

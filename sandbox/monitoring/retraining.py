@@ -1,8 +1,10 @@
 """Automated retraining: trigger → train → challenger → evaluate → promote (or not) → redeploy.
 
 A policy (`decide`) says whether to retrain now: a drift alarm, a schedule, or
-a new version of the training data. `Retrainer.run` then starts the training
-pipeline (KFP), aliases the new version `challenger`, scores it and the
+a new version of the training data. `Retrainer.run` then runs the training
+pipeline (KFP, sandbox.pipelines.training) through the pipeline runner it is
+given (the profile's `pipelines()`) on the training data's URI (a local file is
+first put on the stack's S3), aliases the new version `challenger`, scores it and the
 `champion` on fresh labelled data, promotes it when it wins by the configured
 margin, and redeploys the served model from `models:/NAME@champion`.
 
@@ -26,6 +28,7 @@ from sandbox.errors import ConfigError, SandboxError
 from sandbox.monitoring import experiment_id, quiet_mlflow
 from sandbox.monitoring.checks import DriftCheck
 from sandbox.monitoring.config import RetrainingConfig
+from sandbox.pipelines.runner import LocalPipelineRunner, PipelineRunner
 
 logger = logging.getLogger("sandbox.retraining")
 
@@ -111,18 +114,36 @@ class Retrainer:
         workdir: Path,
         *,
         serving=None,
+        pipelines: PipelineRunner | None = None,
         decision_log: Path | None = None,
         experiment: str = EXPERIMENT,
     ):
-        """``experiment``: the MLflow experiment of the training runs and the decision runs."""
+        """``experiment``: the MLflow experiment of the training runs and the decision runs.
+
+        ``pipelines``: the profile's pipeline runner; None: kfp.local against ``endpoints``, each
+        run's log under ``workdir``/pipelines.
+        """
         from mlflow import MlflowClient
 
         self.endpoints = endpoints
         self.experiment = experiment
         self.workdir = workdir
         self.serving = serving
+        self.pipelines = pipelines or LocalPipelineRunner(endpoints, workdir / "pipelines")
         self.decision_log = decision_log
         self.client = MlflowClient(tracking_uri=endpoints.mlflow_tracking_uri)
+
+    @classmethod
+    def in_sandbox(cls, endpoints: Endpoints, root: Path, *, serving=None, pipelines=None) -> Retrainer:
+        """The retrainer `sandbox monitor` uses: work files and the decision log under ``root``/monitoring."""
+        folder = root / "monitoring"
+        return cls(
+            endpoints,
+            folder / "retraining",
+            serving=serving,
+            pipelines=pipelines,
+            decision_log=folder / "decisions.log",
+        )
 
     # ---------------------------------------------------------------- data
 
@@ -144,6 +165,20 @@ class Retrainer:
         from sandbox.pipelines.training import data_version
 
         return data_version(_local(location))
+
+    def stage(self, location: str, copy: Path, model_name: str) -> str:
+        """The URI the pipeline reads the training data from: ``location`` itself when it is on S3, else
+        s3://DATA_BUCKET/retraining/MODEL/FILE, where ``copy`` (a local copy of it) is put first."""
+        if location.startswith("s3://"):
+            return location
+        if not self.endpoints.s3_endpoint_url:
+            raise ConfigError(
+                f"the training pipeline reads its data by URI, and {location} is a local file with no S3 to put it on",
+                hint="give the training data as s3://BUCKET/KEY (or configure the stack's S3)",
+            )
+        bucket, key = self.endpoints.data_bucket, f"retraining/{model_name}/{copy.name}"
+        self.endpoints.minio_client().fput_object(bucket, key, str(copy))
+        return f"s3://{bucket}/{key}"
 
     def _s3(self, location: str, action):
         from minio.error import S3Error
@@ -195,14 +230,12 @@ class Retrainer:
         version_of_data = training.data_version(data)
 
         logger.info("retraining %s (%s): training pipeline on %s", model_name, trigger.kind, version_of_data)
-        spec_sha256 = training.compile_spec(self.workdir / "pipeline.yaml")
-        pipeline_log = self.workdir / f"pipeline-{stamp}.log"
-        try:
-            output = training.run_locally(
-                self.workdir,
-                log_file=pipeline_log,
-                data_path=str(data),
-                processed_path=str(self.workdir / f"processed-{stamp}.csv"),
+        spec = self.workdir / "pipeline.yaml"
+        spec_sha256 = training.compile_spec(spec, self.pipelines.image)
+        outcome = self.pipelines.run(
+            spec,
+            training.pipeline_arguments(
+                data_uri=self.stage(policy.training_data, data, model_name),
                 model_name=model_name,
                 seed=seed,
                 tracking_uri=self.endpoints.mlflow_tracking_uri,
@@ -211,13 +244,15 @@ class Retrainer:
                 experiment=self.experiment,
                 label_column=policy.label_column,
                 trigger=trigger.kind,
-            )
-        except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE"
-            from sandbox.process import tail
-
+            ),
+        )
+        if not outcome.succeeded:
             raise SandboxError(
-                f"the training pipeline failed: {exc}", hint=f"see {pipeline_log}", details=tail(pipeline_log, 20)
-            ) from None
+                f"the training pipeline failed: {outcome.error or outcome.state.value}",
+                hint=f"see {outcome.log}" if outcome.log else "see the pipeline's log",
+                details=outcome.log_tail or None,
+            )
+        output = outcome.outputs
         challenger = str(output["version"])
         self.client.set_registered_model_alias(model_name, CHALLENGER, challenger)
 
@@ -253,7 +288,7 @@ class Retrainer:
             eval_rows=len(labels),
             promoted=promoted,
             reason=reason,
-            pipeline_log=str(pipeline_log),
+            pipeline_log=outcome.log,
         )
         if promoted:
             if champion is not None:
@@ -269,7 +304,7 @@ class Retrainer:
         """Restart the served model from the champion alias (it now names the new version)."""
         if self.serving is None:
             return None
-        record = self.serving.records().get(deployment)
+        record = self.serving.get(deployment)
         if record is None:
             logger.warning("no deployment %r to redeploy; the champion alias moved all the same", deployment)
             return None

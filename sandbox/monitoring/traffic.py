@@ -15,7 +15,7 @@ from sandbox.endpoints import Endpoints, InferenceEndpoint
 from sandbox.errors import SandboxError
 from sandbox.loadtest import LoadTestOptions, Target
 from sandbox.loadtest import run as run_loadtest
-from sandbox.monitoring.inference_log import InferenceLogStore, wait_for_rows
+from sandbox.serving.inference_log import InferenceLogStore, wait_for_rows
 
 
 def replay(
