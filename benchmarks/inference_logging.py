@@ -28,7 +28,7 @@ from rich.table import Table
 
 from benchmarks.serving import sandbox_cli, sandbox_endpoints
 from sandbox.loadtest import LoadTestOptions, Target, run
-from sandbox.monitoring.inference_log import InferenceLogStore, wait_for_rows
+from sandbox.serving.inference_log import InferenceLogStore, wait_for_rows
 from sandbox.serving.reference_model import register_reference_model, synthetic_data
 
 console = Console(width=150)

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,12 @@ class LoadTestOptions:
     columns: list[str] = field(default_factory=list)  # feature names, for the mlflow protocol
 
 
+def default_report_dir(target: Target) -> Path:
+    """reports/loadtest-MODEL-YYYYmmdd-HHMMSS, with the model name made safe for a file name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("reports") / f"loadtest-{re.sub(r'[^A-Za-z0-9_.-]+', '_', target.model_name)}-{stamp}"
+
+
 def resolve_target(target: str, endpoints: Endpoints | None, protocol: str | None) -> Target:
     """A deployed name (from the sandbox's endpoints) or a V1/V2 URL."""
     if target.startswith(("http://", "https://")):
@@ -79,7 +86,8 @@ def resolve_target(target: str, endpoints: Endpoints | None, protocol: str | Non
         if protocol == "v2":
             raise ConfigError("A/B load tests use the V1 protocol", hint="drop --protocol v2 for a split")
         return Target(endpoint.url, target, "ab", target)
-    return Target(endpoint.url, target, protocol or "v1", target)
+    # A listed remote endpoint may be named apart from its model, and known to speak only one protocol.
+    return Target(endpoint.url, endpoint.model_name or target, protocol or endpoint.protocol or "v1", target)
 
 
 def payload_rows(target: Target, data: Path | None, *, count: int = 256, seed: int = 0) -> list[list[float]]:
@@ -204,7 +212,7 @@ def run(target: Target, options: LoadTestOptions, report_dir: Path, *, echo=prin
         ).returncode
     raw_file = report_dir / "raw.json"
     if code != 0 or not raw_file.exists():
-        from sandbox.process import tail
+        from sandbox.files import tail
 
         raise SandboxError(f"the Locust run failed (exit {code})", hint=f"see {log}", details=tail(log, 20))
     summary = finalize(json.loads(raw_file.read_text()), target, options, objectives, baseline)

@@ -1,4 +1,8 @@
-"""One real local stack per test session, driven through the CLI as a user would."""
+"""Real local stacks, driven through the CLI as a user would.
+
+Every test can run alone and in any order: a fixture hands each test the state it
+needs (a running stack, a deployment, a model), whatever an earlier test left.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +22,15 @@ from sandbox.endpoints import Endpoints
 class Stack:
     dir: Path
 
-    def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "sandbox", *args, "--dir", str(self.dir)],
             capture_output=True,
             text=True,
             env={**os.environ, **(env or {})},
-            timeout=600,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -41,13 +47,25 @@ class Stack:
     def pids(self) -> dict[str, int]:
         return {s["name"]: s["pid"] for s in self.status()["services"] if s["pid"]}
 
+    def running(self) -> Stack:
+        """Bring the stack up unless it and its deployments run (a test before may have stopped or purged them)."""
+        status = self.status()
+        if status["state"] != "running" or any(d["state"] != "running" for d in status["deployments"]):
+            self.cli("up")
+        return self
+
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Stack:
+def _session_stack(tmp_path_factory) -> Stack:
     stack = Stack(tmp_path_factory.mktemp("stack") / "sandbox")
-    stack.cli("up")
     yield stack
     stack.cli("down", "--purge", check=False)
+
+
+@pytest.fixture
+def stack(_session_stack) -> Stack:
+    """The session's stack, running: tests may stop, crash or purge it; the next one gets it back up."""
+    return _session_stack.running()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The local profile end to end: real PostgreSQL, SeaweedFS and MLflow, through real clients.
 
-Tests run in file order and share one stack; the last ones take it down.
+The tests share one stack and some stop, crash or purge it; the `stack` fixture
+brings it back up for the next, so each runs alone or in any order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from sandbox.errors import ExitCode
-from sandbox.state import SandboxDir, exclusive_lock
+from sandbox.profiles.local.state import SandboxDir, exclusive_lock
 
 pytestmark = pytest.mark.integration
 
@@ -109,13 +110,13 @@ def test_mlflow_rejects_foreign_host_headers(stack):
     assert rebinding.status_code in (400, 403)
 
 
-def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
+def _tracked_run(tmp_path, *, experiment: str, model_name: str):
+    """A run with params, a stepped metric, an artifact and a registered model; returns (run, model, features)."""
     import mlflow
     import numpy as np
-    from mlflow import MlflowClient
     from sklearn.linear_model import LogisticRegression
 
-    mlflow.set_experiment("integration")
+    mlflow.set_experiment(experiment)
     artifact = tmp_path / "importances.txt"
     artifact.write_bytes(ARTIFACT_TEXT)
     rng = np.random.default_rng(0)
@@ -127,8 +128,15 @@ def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
             mlflow.log_metric("loss", loss, step=step)
         mlflow.log_artifact(str(artifact))
         model = LogisticRegression().fit(features, labels)
-        mlflow.sklearn.log_model(model, name="model", registered_model_name="fraud-detector")
+        mlflow.sklearn.log_model(model, name="model", registered_model_name=model_name)
+    return run, model, features
 
+
+def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    run, model, features = _tracked_run(tmp_path, experiment="integration", model_name="fraud-detector")
     client = MlflowClient()
     got = client.get_run(run.info.run_id)
     assert got.data.params == {"C": "1.0", "penalty": "l2"}
@@ -242,19 +250,22 @@ def test_down_stops_every_process_and_frees_every_port(stack):
     assert stack.cli("down").returncode == 0  # idempotent
 
 
-def test_data_survives_down_and_up(mlflow_env):
-    stack = mlflow_env
-    stack.cli("up")
+def test_data_survives_down_and_up(mlflow_env, tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
+    stack = mlflow_env
+    run, _, _ = _tracked_run(tmp_path, experiment="persistence", model_name="persisted-model")
+    stack.cli("down")
+    assert stack.status()["state"] == "stopped"
+    stack.cli("up")
+
     client = MlflowClient()
-    runs = mlflow.search_runs(experiment_names=["integration"], filter_string="attributes.run_name = 'persist-me'")
-    assert len(runs) == 1
-    run_id = runs.iloc[0]["run_id"]
-    assert client.get_run(run_id).data.params["C"] == "1.0"
-    assert client.get_model_version("fraud-detector", "1").run_id == run_id
-    local = client.download_artifacts(run_id, "importances.txt")
+    runs = mlflow.search_runs(experiment_names=["persistence"], filter_string="attributes.run_name = 'persist-me'")
+    assert runs["run_id"].tolist() == [run.info.run_id]
+    assert client.get_run(run.info.run_id).data.params["C"] == "1.0"
+    assert client.get_model_version("persisted-model", "1").run_id == run.info.run_id
+    local = client.download_artifacts(run.info.run_id, "importances.txt")
     with open(local, "rb") as handle:
         assert handle.read() == ARTIFACT_TEXT
 

@@ -214,15 +214,17 @@ def test_with_s3_stopped_tracking_fails_naming_s3_and_the_rest_still_report(chec
     os.kill(s3_pid, signal.SIGTERM)
     psutil.wait_procs([psutil.Process(s3_pid)], timeout=15)
     junit = tmp_path / "broken.xml"
-    result = checklist_stack.cli("scenario", "run", "tracking", "registry", "--junit", str(junit), check=False)
+    try:
+        result = checklist_stack.cli("scenario", "run", "tracking", "registry", "--junit", str(junit), check=False)
+    finally:
+        checklist_stack.cli("up")  # S3 back for the tests after this one, whatever happened here
     assert result.returncode == ExitCode.FAILED
     cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
     assert set(cases) == {"tracking", "registry"}  # the runner went on after the first failure
     tracking_failure = cases["tracking"].find("failure").get("message")
     assert "S3 at http://127.0.0.1:" in tracking_failure
     assert cases["registry"].find("failure") is not None
-    # `sandbox up` brings S3 back and the checklist item passes again.
-    checklist_stack.cli("up")
+    # `sandbox up` brought S3 back, and the checklist item passes again.
     assert checklist_stack.cli("scenario", "run", "tracking", check=False).returncode == 0
 
 

@@ -1,4 +1,8 @@
-"""Serving, A/B routing and load tests on the real stack: KServe model servers, the router, Locust."""
+"""Serving, A/B routing and load tests on the real stack: KServe model servers, the router, Locust.
+
+The deployments a test uses come from fixtures (`fraud`, `fraud_ab`), which deploy
+them when they are not there, so each test runs alone or in any order.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,46 @@ def _loopback(ip: str) -> bool:
 
 def _inference(stack, name: str) -> dict:
     return stack.status()["endpoints"]["inference"][name]
+
+
+def _running(stack, *names: str) -> bool:
+    deployments = _deployments(stack)
+    return all(name in deployments and deployments[name]["state"] == "running" for name in names)
+
+
+DEPLOY_FRAUD = "serve deploy fraud --model models:/fraud-detector/1 --batch-size 32 --batch-wait-ms 2".split()
+
+
+@pytest.fixture(scope="module")
+def _fraud_deploy(serving_stack):
+    """`serve deploy fraud`, once per module: what the command printed."""
+    return serving_stack.cli(*DEPLOY_FRAUD)
+
+
+@pytest.fixture
+def fraud(serving_stack, _fraud_deploy):
+    """`fraud` serves v1 of the reference model (micro-batched); deployed again if a test removed it."""
+    if not _running(serving_stack, "fraud"):
+        serving_stack.cli(*DEPLOY_FRAUD)
+    return _fraud_deploy
+
+
+@pytest.fixture
+def fraud_ab(serving_stack):
+    """`fraud-ab`: an 80/20 split of v1 and v2, sticky on x-user-id; split again if a test removed it."""
+    if not _running(serving_stack, "fraud-ab", "fraud-ab-a", "fraud-ab-b"):
+        serving_stack.cli(
+            "serve",
+            "split",
+            "fraud-ab",
+            "--variant",
+            "a=models:/fraud-detector/1:80",
+            "--variant",
+            "b=models:/fraud-detector/2:20",
+            "--sticky-header",
+            "x-user-id",
+        )
+    return "fraud-ab"
 
 
 # Malformed requests, each as (protocol, content-type, body). None of them may get a 5xx.
@@ -77,11 +121,8 @@ MALFORMED = [
 ]
 
 
-def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack):
-    result = serving_stack.cli(
-        "serve", "deploy", "fraud", "--model", "models:/fraud-detector/1", "--batch-size", "32", "--batch-wait-ms", "2"
-    )
-    assert "V2: POST" in result.stderr
+def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack, fraud):
+    assert "V2: POST" in fraud.stderr  # what `serve deploy` printed
     deployment = _deployments(serving_stack)["fraud"]
     assert deployment["state"] == "running"
     endpoint = _inference(serving_stack, "fraud")
@@ -117,7 +158,7 @@ def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack):
     assert all(_loopback(c.laddr.ip) for c in listening), [c.laddr for c in listening]
 
 
-def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(serving_stack):
+def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(serving_stack, fraud):
     endpoint = _inference(serving_stack, "fraud")
     statuses = Counter()
     cases = itertools.islice(itertools.cycle(MALFORMED), 1000)
@@ -135,19 +176,8 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(serv
     assert httpx.get(f"{endpoint['url']}/v2/health/ready").status_code == 200
 
 
-def test_an_80_20_split_routes_by_weight_and_names_the_variant(serving_stack):
-    serving_stack.cli(
-        "serve",
-        "split",
-        "fraud-ab",
-        "--variant",
-        "a=models:/fraud-detector/1:80",
-        "--variant",
-        "b=models:/fraud-detector/2:20",
-        "--sticky-header",
-        "x-user-id",
-    )
-    endpoint = _inference(serving_stack, "fraud-ab")
+def test_an_80_20_split_routes_by_weight_and_names_the_variant(serving_stack, fraud_ab):
+    endpoint = _inference(serving_stack, fraud_ab)
     assert endpoint["kind"] == "split" and endpoint["variants"] == ["a", "b"]
     rows = np.random.default_rng(3).normal(size=(2000, 8)).round(3).tolist()
 
@@ -174,7 +204,7 @@ def test_an_80_20_split_routes_by_weight_and_names_the_variant(serving_stack):
     assert 'ab_router_request_duration_seconds_count{variant="b"}' in metrics
 
 
-def test_loadtest_with_an_impossible_slo_fails_and_says_which(serving_stack, tmp_path):
+def test_loadtest_with_an_impossible_slo_fails_and_says_which(serving_stack, fraud, tmp_path):
     report = tmp_path / "impossible"
     result = serving_stack.cli(
         "loadtest",
@@ -200,7 +230,7 @@ def test_loadtest_with_an_impossible_slo_fails_and_says_which(serving_stack, tmp
     assert "FAILED" in (report / "summary.html").read_text()
 
 
-def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, tmp_path):
+def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, fraud, tmp_path):
     report = tmp_path / "fine"
     result = serving_stack.cli(
         "loadtest",
@@ -245,14 +275,14 @@ def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, tmp_path):
     assert "vs baseline" in regressed.stdout
 
 
-def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, tmp_path):
-    serving_stack.cli("loadtest", "fraud-ab", "--users", "4", "--duration", "4s", "--report", str(tmp_path / "ab"))
+def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, fraud_ab, tmp_path):
+    serving_stack.cli("loadtest", fraud_ab, "--users", "4", "--duration", "4s", "--report", str(tmp_path / "ab"))
     summary = json.loads((tmp_path / "ab" / "summary.json").read_text())
     assert {"variant a", "variant b"} <= set(summary["by_name"])
     assert summary["failures"] == 0
 
 
-def test_deployments_survive_down_and_up(serving_stack):
+def test_deployments_survive_down_and_up(serving_stack, fraud):
     before = _inference(serving_stack, "fraud")
     pids = [d["pid"] for d in _deployments(serving_stack).values()]
     serving_stack.cli("down")
@@ -282,27 +312,30 @@ def test_bad_deploys_are_refused_clearly(serving_stack):
 
 def test_gpu_deployments_are_placed_and_limited_by_quota(serving_stack):
     placed = serving_stack.cli("serve", "deploy", "fraud-gpu", "--model", "models:/fraud-detector/1", "--gpus", "2")
-    assert "GPUs 0,1 on gpu-a100" in placed.stderr
-    pid = _deployments(serving_stack)["fraud-gpu"]["pid"]
-    assert psutil.Process(pid).environ()["CUDA_VISIBLE_DEVICES"] == "0,1"
-    placements = json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"]
-    assert [(p["workload"]["name"], p["node"], p["devices"]) for p in placements] == [
-        ("serve-fraud-gpu", "gpu-a100", [0, 1])
-    ]
-    refused = serving_stack.cli(
-        "serve", "deploy", "fraud-gpus", "--model", "models:/fraud-detector/1", "--gpus", "3", check=False
-    )
-    assert refused.returncode != 0
-    assert "exceeded quota: compute-quota, requested: requests.nvidia.com/gpu=3" in refused.stderr
-    assert "fraud-gpus" not in _deployments(serving_stack)
-    serving_stack.cli("serve", "undeploy", "fraud-gpu")
+    try:
+        assert "GPUs 0,1 on gpu-a100" in placed.stderr
+        pid = _deployments(serving_stack)["fraud-gpu"]["pid"]
+        assert psutil.Process(pid).environ()["CUDA_VISIBLE_DEVICES"] == "0,1"
+        placements = json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"]
+        assert [(p["workload"]["name"], p["node"], p["devices"]) for p in placements] == [
+            ("serve-fraud-gpu", "gpu-a100", [0, 1])
+        ]
+        refused = serving_stack.cli(
+            "serve", "deploy", "fraud-gpus", "--model", "models:/fraud-detector/1", "--gpus", "3", check=False
+        )
+        assert refused.returncode != 0
+        assert "exceeded quota: compute-quota, requested: requests.nvidia.com/gpu=3" in refused.stderr
+        assert "fraud-gpus" not in _deployments(serving_stack)
+    finally:
+        serving_stack.cli("serve", "undeploy", "fraud-gpu")
     assert json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"] == []
 
 
-def test_undeploy_stops_the_split_and_its_variants(serving_stack):
-    pids = {n: d["pid"] for n, d in _deployments(serving_stack).items() if n.startswith("fraud-ab")}
+def test_undeploy_stops_the_split_and_its_variants(serving_stack, fraud_ab):
+    before = _deployments(serving_stack)
+    pids = {n: d["pid"] for n, d in before.items() if n.startswith(fraud_ab)}
     assert set(pids) == {"fraud-ab", "fraud-ab-a", "fraud-ab-b"}
-    serving_stack.cli("serve", "undeploy", "fraud-ab")
-    assert set(_deployments(serving_stack)) == {"fraud"}
+    serving_stack.cli("serve", "undeploy", fraud_ab)
+    assert set(_deployments(serving_stack)) == set(before) - set(pids)  # the split and its variants, nothing else
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids.values() if psutil.pid_exists(p)], timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []

@@ -146,3 +146,29 @@ def test_no_driver_means_no_real_node_unless_required(monkeypatch):
 def test_node_spec_labels():
     node = NodeSpec(name="n", gpus=2, gpu_product="NVIDIA-L4", gpu_memory="24Gi")
     assert node.all_labels()["nvidia.com/gpu.memory"] == "24576"
+
+
+def test_rendered_objects_are_written_as_files(tmp_path):
+    config = GpuConfig(real_gpus="off")
+    render.write_all(config, tmp_path / "out")
+    fake_gpu_nodes = [n.name for n in config.nodes if n.gpus and not n.real]
+    assert fake_gpu_nodes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["kind-config.yaml", "quotas.yaml", *(f"gpu-patch-{name}.json" for name in fake_gpu_nodes)]
+    )
+    assert yaml.safe_load((tmp_path / "out" / "kind-config.yaml").read_text()) == render.kind_config(config)
+    assert list(yaml.safe_load_all((tmp_path / "out" / "quotas.yaml").read_text())) == render.quota_objects(config)
+
+
+def test_a_workload_file_that_cannot_be_read_is_a_config_error(tmp_path):
+    from sandbox.gpu import read_workload
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: train\nnamespace: team-a\n")
+    assert (read_workload(spec).name, read_workload(spec).namespace) == ("train", "team-a")
+    for text in ("name: [unclosed\n", "- a list\n", "name: x\nreplicas: 2\n"):
+        spec.write_text(text)
+        with pytest.raises(ConfigError, match="cannot read workload"):
+            read_workload(spec)
+    with pytest.raises(ConfigError, match="cannot read workload"):
+        read_workload(tmp_path / "missing.yaml")

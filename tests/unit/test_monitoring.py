@@ -13,8 +13,9 @@ from sandbox.errors import ConfigError
 from sandbox.monitoring.checks import PREDICTION, DriftCheck
 from sandbox.monitoring.config import RetrainingConfig
 from sandbox.monitoring.drift import DriftReport, FeatureDrift
-from sandbox.monitoring.inference_log import SPOOL_NAME, InferenceLogWriter, LoggedModel
 from sandbox.monitoring.retraining import decide
+from sandbox.serving.inference_log import SPOOL_NAME, InferenceLogWriter, LoggedModel
+from tests.factories import make_endpoints
 
 
 def _check(*drifted: str, rows: int = 500) -> DriftCheck:
@@ -44,6 +45,46 @@ def test_too_few_rows_is_no_verdict_and_no_alarm():
     check = DriftCheck("m", "3", datetime(2026, 1, 1, tzinfo=UTC), 12, 2000, 200, report=None)
     assert not check.alarm and not check.enough_data
     assert "too few for a verdict (at least 200)" in check.summary()
+
+
+NOW = datetime(2026, 1, 31, 14, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("15m", datetime(2026, 1, 31, 13, 45, tzinfo=UTC)),  # durations count back from now
+        ("90", datetime(2026, 1, 31, 13, 58, 30, tzinfo=UTC)),
+        ("2h", datetime(2026, 1, 31, 12, 0, tzinfo=UTC)),
+        ("2026-01-31T12:30:00Z", datetime(2026, 1, 31, 12, 30, tzinfo=UTC)),  # absolute: now plays no part
+        ("2026-01-31T14:30:00+02:00", datetime(2026, 1, 31, 12, 30, tzinfo=UTC)),
+        ("2026-01-31T12:30:00.250000", datetime(2026, 1, 31, 12, 30, 0, 250000, tzinfo=UTC)),  # no offset: UTC
+        ("2026-01-30", datetime(2026, 1, 30, tzinfo=UTC)),
+    ],
+)
+def test_a_window_starts_a_duration_back_or_at_an_iso_time(text, start):
+    from sandbox.monitoring.checks import parse_since
+
+    since = parse_since(text, now=NOW)
+    assert since == start and since.utcoffset().total_seconds() == 0
+
+
+@pytest.mark.parametrize("text", ["soon", "yesterday", "-5m", "2026-13-01T00:00:00Z", ""])
+def test_a_window_start_that_is_neither_is_refused_with_both_forms_named(text):
+    from sandbox.monitoring.checks import parse_since
+
+    with pytest.raises(ConfigError, match="bad window start") as caught:
+        parse_since(text, now=NOW)
+    assert "15m" in caught.value.hint and "2026-01-31T14:00:00Z" in caught.value.hint
+
+
+def test_check_drift_refuses_a_bad_window_before_reading_anything():
+    from sandbox.monitoring.checks import check_drift
+    from sandbox.monitoring.config import MonitoringConfig
+
+    endpoints = make_endpoints(monitoring_db_url=f"postgresql://u:p@127.0.0.1:{_closed_port()}/monitoring")
+    with pytest.raises(ConfigError, match="bad window start 'soon'"):
+        check_drift(endpoints, "m", MonitoringConfig(), since="soon")
 
 
 # ------------------------------------------------------------------ retraining policy
@@ -133,39 +174,54 @@ def test_rows_the_database_never_took_are_spooled_on_close_not_lost(tmp_path):
     assert writer.pending_rows == 0
 
 
-def test_log_returns_at_once_whatever_the_database_does(tmp_path):
-    import time
+def test_log_never_waits_on_the_database(tmp_path):
+    """Requests are queued while a write hangs; they are written once it returns. No clock involved."""
+    import threading
 
     writer = InferenceLogWriter(
         f"postgresql://u:p@127.0.0.1:{_closed_port()}/monitoring",
         LoggedModel("dep", "model", "7"),
         spool_dir=tmp_path,
+        batch_rows=1,  # the first logged row wakes the writer thread at once
         metrics_registry=__import__("prometheus_client").CollectorRegistry(),
-    ).start()
-    started = time.perf_counter()
-    for _ in range(1000):
-        writer.log(np.zeros((1, 8)), np.zeros(1), request_id=None, variant=None)
-    elapsed = time.perf_counter() - started
-    writer.close(timeout=10)
-    assert elapsed < 0.5  # 1,000 requests queued without waiting on the (unreachable) database
-    assert len((tmp_path / SPOOL_NAME).read_text().splitlines()) == 1000
+    )
+    writing, release, written = threading.Event(), threading.Event(), []
+
+    def hanging_database(rows):  # a database that takes the first batch and does not answer
+        writing.set()
+        assert release.wait(30), "the test never released the write"
+        written.extend(rows)
+
+    writer._write = hanging_database
+    writer.start()
+    writer.log(np.zeros((1, 8)), np.zeros(1), request_id="first", variant=None)
+    assert writing.wait(30), "the writer thread never started writing"
+
+    # The write hangs: 1,000 requests are queued all the same, on another thread so that a log()
+    # that waited on the database would show as a thread still running, not as a hung test run.
+    def serve_requests():
+        for n in range(1000):
+            writer.log(np.zeros((1, 8)), np.zeros(1), request_id=str(n), variant=None)
+
+    requests = threading.Thread(target=serve_requests)
+    requests.start()
+    try:
+        requests.join(30)
+        assert not requests.is_alive(), "log() waited on the database"
+        assert writer.pending_rows == 1000 and written == []  # all queued, none written: the write still hangs
+    finally:
+        release.set()
+    writer.close(timeout=30)
+    assert [row[6] for row in written] == ["first", *map(str, range(1000))]  # every row, once, in order
+    assert not (tmp_path / SPOOL_NAME).exists()
 
 
 def test_local_training_data_is_copied_and_versioned_by_md5(tmp_path):
     import hashlib
 
-    from sandbox.endpoints import Endpoints
     from sandbox.monitoring.retraining import Retrainer
 
-    endpoints = Endpoints(
-        profile="local",
-        mlflow_tracking_uri="http://127.0.0.1:1",
-        s3_endpoint_url="http://127.0.0.1:2",
-        s3_access_key="k",
-        s3_secret_key="s",
-        postgres_url="postgresql://u:p@127.0.0.1:3/mlflow",
-    )
-    retrainer = Retrainer(endpoints, tmp_path / "work")
+    retrainer = Retrainer(make_endpoints(), tmp_path / "work")
     data = tmp_path / "train.csv"
     data.write_text("f0,label\n1.0,1\n")
     assert retrainer.data_version(str(data)) == "md5:" + hashlib.md5(data.read_bytes()).hexdigest()

@@ -7,7 +7,8 @@ import time
 import psutil
 import pytest
 
-from sandbox.process import ManagedProcess, tail
+from sandbox.files import follow, tail
+from sandbox.profiles.local.process import ManagedProcess
 
 # A parent that spawns a child in its own process group, then waits: like MLflow and its workers.
 _PARENT_WITH_CHILD = (
@@ -101,3 +102,18 @@ def test_a_started_process_writes_private_files_whatever_our_umask(tmp_path):
         (tmp_path / "made-by-child", 0o600),
     ):
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_follow_yields_what_is_appended_after_it_starts(tmp_path):
+    log = tmp_path / "service.log"
+    log.write_bytes(b"old line\n")
+    waits = []
+
+    def sleep(seconds):  # instead of waiting, the "service" writes while the follower polls
+        waits.append(seconds)
+        with log.open("ab") as handle:
+            handle.write(b"new line \xff\n")
+
+    lines = follow(log, poll_s=0.3, sleep=sleep)
+    assert next(lines) == "new line \ufffd\n"  # not the old line; undecodable bytes replaced
+    assert waits == [0.3]

@@ -5,7 +5,7 @@ import pytest
 from sandbox.config import load_config
 from sandbox.errors import ConfigError, PreflightError
 from sandbox.profiles import PROFILES, get_profile
-from sandbox.services import postgres as pg
+from sandbox.profiles.local.services import postgres as pg
 
 
 def test_registry_selects_the_profile():

@@ -4,8 +4,8 @@ import sys
 import pytest
 
 from sandbox.errors import ServiceStartError
-from sandbox.process import ManagedProcess
-from sandbox.readiness import wait_ready
+from sandbox.profiles.local.process import ManagedProcess
+from sandbox.profiles.local.readiness import wait_ready
 
 
 @pytest.fixture

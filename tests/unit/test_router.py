@@ -4,8 +4,8 @@ from collections import Counter
 import pytest
 
 from sandbox.errors import ConfigError
-from sandbox.serving.deployments import VariantSpec, validate_model_uri, validate_name
 from sandbox.serving.router import Variant, VariantPicker
+from sandbox.serving.specs import VariantSpec, validate_model_uri, validate_name
 
 
 def _variants(*weights):

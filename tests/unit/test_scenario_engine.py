@@ -4,9 +4,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sandbox.endpoints import Endpoints
 from sandbox.scenarios import Outcome, discover, run_scenario
 from sandbox.scenarios.reports import write_html, write_junit, write_markdown
+from tests.factories import make_endpoints
 
 USER_SCENARIOS = """
 from sandbox.scenarios import scenario
@@ -53,15 +53,7 @@ def registry(tmp_path_factory):
 
 @pytest.fixture
 def endpoints():
-    return Endpoints(
-        profile="local",
-        mlflow_tracking_uri="http://127.0.0.1:1",
-        s3_endpoint_url="http://127.0.0.1:2",
-        s3_access_key="k",
-        s3_secret_key="s",
-        postgres_url="postgresql://u:p@127.0.0.1:3/db",
-        capabilities=["mlflow", "s3"],
-    )
+    return make_endpoints(capabilities=["mlflow", "s3"])
 
 
 def _never():
@@ -125,3 +117,13 @@ def test_junit_survives_control_characters_in_output(registry, endpoints, tmp_pa
     write_junit([result], tmp_path / "junit.xml")
     text = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite/testcase/system-out").text
     assert "SUCCESS and a bell" in text
+
+
+def test_select_keeps_the_order_asked_for_and_refuses_unknown_names(registry, tmp_path):
+    from sandbox.errors import ConfigError
+    from sandbox.scenarios.runner import select
+
+    assert [s.name for s in select(["unit-fails", "unit-passes"])] == ["unit-fails", "unit-passes"]
+    assert [s.name for s in select(None)] == list(registry)
+    with pytest.raises(ConfigError, match="unknown scenario"):
+        select(["unit-passes", "nope"])

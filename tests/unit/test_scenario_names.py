@@ -5,7 +5,7 @@ names something on the stack (an MLflow experiment or registered model, an S3
 key or URL, a deployment, a GPU namespace) gets a name that provably starts
 with `SCENARIO_PREFIX`, followed through module constants, local variables and
 the scenario's own helper functions; APIs whose default name is a shared one
-(`check_drift`'s `monitoring`, `Retrainer`'s `retraining`, the pipeline's
+(`check_drift`'s and `Watcher`'s `monitoring`, `Retrainer`'s `retraining`, the pipeline's
 `pipelines`, the reference model's `fraud-detector`) must be given one. And
 the runtime guard: `ctx.serving` deploys only prefixed names and
 `remove_deployments` removes only what the scenario deployed. The integration
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.endpoints import Endpoints
 from sandbox.scenarios import (
     SCENARIO_PREFIX,
     Outcome,
@@ -32,6 +31,7 @@ from sandbox.scenarios import (
     scenario_name,
 )
 from sandbox.scenarios.engine import ScenarioContext, ScenarioResult, default_scenarios_dir
+from tests.factories import make_endpoints
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")  # sandbox/serving/deployments.py
@@ -58,9 +58,15 @@ SINKS: dict[str, list[Sink]] = {
         Sink(1, "name", "registered model", True),
         Sink(None, "experiment", "experiment", True),
     ],
-    "run_locally": [Sink(None, "model_name", "registered model", True), Sink(None, "experiment", "experiment", True)],
+    "pipeline_arguments": [  # the training pipeline's arguments (sandbox.pipelines.training)
+        Sink(None, "model_name", "registered model", True),
+        Sink(None, "experiment", "experiment", True),
+    ],
     "check_drift": [Sink(1, "model_name", "registered model", True), Sink(None, "experiment", "experiment", True)],
     "Retrainer": [Sink(None, "experiment", "experiment", True)],
+    "experiment": [Sink(0, "name", "experiment", True)],  # ctx.experiment: get-or-create with the run's tag
+    "registered_model": [Sink(0, "name", "registered model", True)],  # ctx.registered_model
+    "Watcher": [Sink(None, "experiment", "experiment", True)],  # its drift checks' experiment
     "put_object": [Sink(1, "object_name", "S3 key", True)],
     "fput_object": [Sink(1, "object_name", "S3 key", True)],
     "copy_object": [Sink(1, "object_name", "S3 key", True)],
@@ -313,8 +319,9 @@ def scenario_body(ctx):
     check_drift(ctx.endpoints, "checklist-ok", None)
     Retrainer(ctx.endpoints, ctx.workdir)
     register_reference_model(ctx.endpoints.mlflow_tracking_uri, experiment="checklist-x")
-    training.run_locally(ctx.workdir, model_name=MODEL, experiment="pipelines")
+    training.pipeline_arguments(model_name=MODEL, experiment="pipelines")
     "a: b".split(": ")  # str.split is not a deployment
+    Watcher(ctx.endpoints, None)
 """
 
 
@@ -333,6 +340,7 @@ def test_the_check_finds_each_kind_of_unprefixed_name():
         "broken.py:31: register_reference_model() is given no registered model name",
         "broken.py:32: experiment: the name 'pipelines' lacks",
         "broken.py:32: registered model: the name 'fraud-detector' lacks",
+        "broken.py:34: Watcher() is given no experiment name",
     ]
     for line in expected:
         assert line in problems, f"not reported: {line}\n--- reported:\n{problems}"
@@ -351,6 +359,7 @@ def test_the_same_file_with_prefixed_names_passes():
             'check_drift(ctx.endpoints, "checklist-ok", None, experiment=E)',
         )
         .replace("Retrainer(ctx.endpoints, ctx.workdir)", "Retrainer(ctx.endpoints, ctx.workdir, experiment=E)")
+        .replace("Watcher(ctx.endpoints, None)", "Watcher(ctx.endpoints, None, experiment=E)")
         .replace("mlflow_tracking_uri, experiment=", "mlflow_tracking_uri, MODEL, experiment=")
         .replace('experiment="pipelines"', "experiment=E")
         .replace("MODEL = ", 'E = "checklist-e"\nMODEL = ')
@@ -390,6 +399,9 @@ class FakeServing:
     def records(self):
         return dict(self.records_)
 
+    def get(self, name):
+        return self.records_.get(name)
+
     def deploy(self, name, uri, **kwargs):
         self.calls.append(("deploy", name))
         self.records_[name] = "record"
@@ -409,15 +421,7 @@ class FakeServing:
 
 @pytest.fixture
 def endpoints():
-    return Endpoints(
-        profile="local",
-        mlflow_tracking_uri="http://127.0.0.1:1",
-        s3_endpoint_url="http://127.0.0.1:2",
-        s3_access_key="k",
-        s3_secret_key="s",
-        postgres_url="postgresql://u:p@127.0.0.1:3/db",
-        capabilities=["serving"],
-    )
+    return make_endpoints(capabilities=["serving"])
 
 
 def _run(func, endpoints, serving_factory):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from sandbox.errors import ConfigError
@@ -106,3 +108,11 @@ def test_report_files_are_written(tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "summary.html").read_text()
     assert "PASSED" in page and "rps&gt;1" in page and "data:image/png;base64," in page
+
+
+def test_the_default_report_folder_names_the_model_safely():
+    from sandbox.loadtest import default_report_dir
+
+    folder = default_report_dir(Target("http://127.0.0.1:1", "team/fraud model", "v1", "x"))
+    assert folder.parent == Path("reports")
+    assert folder.name.startswith("loadtest-team_fraud_model-")

@@ -5,7 +5,8 @@ import stat
 import pytest
 
 from sandbox.errors import LockedError, PortInUseError
-from sandbox.state import PortMap, SandboxDir, exclusive_lock, load_or_create_secrets, port_is_free
+from sandbox.net import port_is_free
+from sandbox.profiles.local.state import PortMap, SandboxDir, exclusive_lock, load_or_create_secrets
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_secrets_are_generated_private_and_stable(sandbox):
 
 def test_generated_secrets_are_safe_to_pass_on_a_command_line():
     # A secret starting with '-' was once read by `dvc remote modify` as an option.
-    from sandbox.state import Secrets
+    from sandbox.profiles.local.state import Secrets
 
     for _ in range(200):
         generated = Secrets.generate()
@@ -93,7 +94,7 @@ def test_second_lock_is_refused_with_the_holder(sandbox):
 
 
 def test_make_private_takes_group_and_other_access_off_everything(tmp_path):
-    from sandbox.state import make_private
+    from sandbox.profiles.local.state import make_private
 
     root = tmp_path / "sbx"
     (root / "services" / "s3" / "data").mkdir(parents=True)
