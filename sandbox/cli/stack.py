@@ -11,7 +11,7 @@ from sandbox import ui
 from sandbox.cli import render
 from sandbox.cli.common import command
 from sandbox.cli.options import Stack
-from sandbox.errors import ExitCode, SandboxError
+from sandbox.errors import ExitCode
 
 
 @command()
@@ -71,18 +71,9 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show.")] = 50,
 ) -> None:
     """Show a service's log."""
-    from sandbox import files
-
-    path = stack.open(lenient=True).log_file(service)
-    if not path.exists():
-        raise SandboxError(f"no log yet for '{service}' at {path}", hint="start the sandbox with `sandbox up`")
-    text = files.tail(path, lines)
-    if text:
-        ui.out.print(text, markup=False, highlight=False)
-    if follow:
-        for chunk in files.follow(path):
-            ui.out.file.write(chunk)
-            ui.out.file.flush()
+    for chunk in stack.open(lenient=True).logs(service, lines=lines, follow=follow):
+        ui.out.file.write(chunk)
+        ui.out.file.flush()
 
 
 @command()

@@ -6,8 +6,8 @@ import abc
 import enum
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from sandbox.config import SandboxConfig
@@ -113,8 +113,9 @@ class Profile(abc.ABC):
         """Names `logs` accepts."""
 
     @abc.abstractmethod
-    def log_file(self, service: str) -> Path:
-        """Where a service's log is."""
+    def logs(self, service: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
+        """A service's or deployment's log as text: its last ``lines`` lines, then (``follow``) what is
+        appended, as it arrives, until the caller stops. Where the log lives is the profile's business."""
 
     def claim_port(self, key: str, configured: int, *, setting: str) -> int:
         """A loopback port for a listener the sandbox runs on this machine (`monitor watch`'s /metrics).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 from sandbox.endpoints import Endpoints
 from sandbox.errors import PreflightError
@@ -80,5 +79,5 @@ class KindProfile(Profile):
     def service_names(self) -> list[str]:
         return []
 
-    def log_file(self, service: str) -> Path:
+    def logs(self, service: str, *, lines: int = 50, follow: bool = False):
         raise _not_available()

@@ -482,4 +482,4 @@ def test_down_stops_nothing_and_serving_and_gpu_are_refused(tmp_path, credential
     with pytest.raises(ConfigError, match="no GPU scheduler"):
         profile.scheduler()
     with pytest.raises(ConfigError, match="no logs"):
-        profile.log_file("mlflow")
+        next(iter(profile.logs("mlflow")))

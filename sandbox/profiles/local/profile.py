@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-from sandbox import ui
+from sandbox import files, ui
 from sandbox.actions import Action, run_actions
 from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
@@ -71,6 +72,16 @@ class LocalProfile(Profile):
             f"unknown service '{service}'",
             hint=f"choose one of: {', '.join(self.service_names() + deployments)}",
         )
+
+    def logs(self, service: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
+        path = self.log_file(service)
+        if not path.exists():
+            raise SandboxError(f"no log yet for '{service}' at {path}", hint="start the sandbox with `sandbox up`")
+        text = files.tail(path, lines)
+        if text:
+            yield text + "\n"
+        if follow:
+            yield from files.follow(path)
 
     # ---------------------------------------------------------------- protocol
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from urllib.parse import urlparse
 
 from rich.markup import escape
@@ -218,7 +217,7 @@ class RemoteProfile(Profile):
     def service_names(self) -> list[str]:
         return []
 
-    def log_file(self, service: str) -> Path:
+    def logs(self, service: str, *, lines: int = 50, follow: bool = False):
         raise ConfigError(
             "the remote profile keeps no logs of the platform's services",
             hint="read them where the platform runs (its own logging); `sandbox status --profile remote` checks it",
