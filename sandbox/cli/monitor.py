@@ -18,16 +18,12 @@ from sandbox.profiles import Profile
 app = typer.Typer(help="Drift monitoring over the inference log, and automated retraining.", no_args_is_help=True)
 
 SinceOpt = Annotated[
-    str | None, typer.Option(help="Compare live rows from this far back, e.g. 15m [default: monitoring.window_s]")
+    str | None,
+    typer.Option(
+        help="Live rows since this time, ISO 8601 (2026-01-31T14:00:00Z), or from this far back (15m)"
+        " [default: monitoring.window_s]"
+    ),
 ]
-
-
-def _since(since: str | None):
-    from datetime import UTC, datetime, timedelta
-
-    from sandbox.loadtest import parse_duration
-
-    return datetime.now(UTC) - timedelta(seconds=parse_duration(since)) if since else None
 
 
 @command(app, "check")
@@ -46,7 +42,7 @@ def monitor_check(
 
     prof = stack.open()
     check = check_drift(
-        prof.endpoints(), model, prof.config.monitoring, version=version, since=_since(since), log_to_mlflow=log_mlflow
+        prof.endpoints(), model, prof.config.monitoring, version=version, since=since, log_to_mlflow=log_mlflow
     )
     if as_json:
         ui.out.print_json(json.dumps(report_dict(check)))
