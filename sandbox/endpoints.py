@@ -6,7 +6,10 @@ this and use the real clients (mlflow, minio/boto3, kfp, HTTP).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
@@ -93,3 +96,18 @@ class Endpoints(BaseModel):
             secure=parsed.scheme == "https",
             region=self.s3_region,
         )
+
+
+@contextlib.contextmanager
+def patched_environ(settings: dict[str, str]) -> Iterator[None]:
+    """``settings`` in this process's environment for the block; what was there before comes back after."""
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from sandbox.endpoints import Endpoints
+from sandbox.endpoints import Endpoints, patched_environ
 from sandbox.errors import SandboxError
 from sandbox.files import tail
 from sandbox.pipelines.config import LOCAL, PipelinesConfig
@@ -189,16 +189,8 @@ class LocalPipelineRunner:
                 }
             )
         settings = {key: value for key, value in settings.items() if value}
-        previous = {key: os.environ.get(key) for key in settings}
-        os.environ.update(settings)
-        try:
+        with patched_environ(settings):
             yield
-        finally:
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _mlflow_runs(self, run_id: str, *, quiet: bool) -> list[str]:
         """The MLflow runs tagged with this pipeline run's id, in the order they started."""
@@ -219,10 +211,10 @@ def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[str]:
     from mlflow.entities import ViewType
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_ids = [e.experiment_id for e in _all(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
+    experiment_ids = [e.experiment_id for e in search_all(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
     runs = []
     for start in range(0, len(experiment_ids), 100):
-        runs += _all(
+        runs += search_all(
             client.search_runs,
             experiment_ids=experiment_ids[start : start + 100],
             filter_string=f"tags.`{tag}` = '{value}'",
@@ -231,7 +223,8 @@ def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[str]:
     return [run.info.run_id for run in sorted(runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))]
 
 
-def _all(search, **kwargs) -> list:
+def search_all(search, **kwargs) -> list:
+    """Every page of an MLflow client search, as one list."""
     found, token = [], None
     while True:
         page = search(max_results=1000, page_token=token, **kwargs)

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from sandbox.endpoints import Endpoints
+from sandbox.pipelines.runner import search_all
 from sandbox.scenarios.names import RUN_ID_TAG, SCENARIO_PREFIX, is_scenario_name
 
 
@@ -65,16 +66,6 @@ def _client(endpoints: Endpoints):
     return MlflowClient(tracking_uri=endpoints.mlflow_tracking_uri)
 
 
-def _search_all(search, **kwargs) -> list:
-    found, token = [], None
-    while True:
-        page = search(max_results=1000, page_token=token, **kwargs)
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
-
-
 def find(endpoints: Endpoints, run_id: str) -> RunArtifacts:
     """Everything on the platform that this run made (by its tag, or its id in a prefixed name)."""
     found = RunArtifacts(run_id)
@@ -86,7 +77,7 @@ def find(endpoints: Endpoints, run_id: str) -> RunArtifacts:
         client = _client(endpoints)
         experiments = {}
         for filter_string in (by_tag, by_name):
-            for experiment in _search_all(
+            for experiment in search_all(
                 client.search_experiments, view_type=ViewType.ACTIVE_ONLY, filter_string=filter_string
             ):
                 if _is_ours(experiment.name, experiment.tags, run_id):
@@ -94,11 +85,11 @@ def find(endpoints: Endpoints, run_id: str) -> RunArtifacts:
         found.experiments = list(experiments.values())
         if experiments:
             ids = list(experiments)
-            found.runs = _search_all(client.search_runs, experiment_ids=ids, run_view_type=ViewType.ACTIVE_ONLY)
-            found.logged_models = _search_all(client.search_logged_models, experiment_ids=ids)
+            found.runs = search_all(client.search_runs, experiment_ids=ids, run_view_type=ViewType.ACTIVE_ONLY)
+            found.logged_models = search_all(client.search_logged_models, experiment_ids=ids)
         models = {}
         for filter_string in (by_tag, by_name):
-            for model in _search_all(client.search_registered_models, filter_string=filter_string):
+            for model in search_all(client.search_registered_models, filter_string=filter_string):
                 if _is_ours(model.name, model.tags, run_id):
                     models[model.name] = model
         found.models = sorted(models)

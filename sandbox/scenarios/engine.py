@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox.endpoints import Endpoints
+from sandbox.endpoints import Endpoints, patched_environ
 from sandbox.scenarios.names import RUN_ID_TAG, SCENARIO_PREFIX, is_scenario_name, scenario_name
 
 if TYPE_CHECKING:
@@ -506,16 +506,8 @@ def _client_environment(endpoints: Endpoints, run: ChecklistRun) -> Iterator[Non
     except ValueError:
         pass  # a user's malformed value: ours replaces it for the scenario
     settings = {"MLFLOW_RUN_CONTEXT": json.dumps(context), **endpoints.mlflow_auth_env()}
-    previous = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
+    with patched_environ(settings):
         yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager
