@@ -6,10 +6,14 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from sandbox import ui
+
+if TYPE_CHECKING:
+    from sandbox.gpu.backend import SchedulerSnapshot
 
 STATE_COLOURS = {"running": "green", "stopped": "dim", "unhealthy": "red"}
 
@@ -36,7 +40,7 @@ def endpoints_ready(prof, endpoints, *, seconds: float, dir_given: bool) -> None
     ui.err.print(
         "\nUse it:\n"
         f'  eval "$(sandbox env{dir_flag})"   point mlflow, boto3 and the AWS CLI at it\n'
-        f"  sandbox status{dir_flag}          health, pids, ports (--json for the credentials)\n"
+        f"  sandbox status{dir_flag}          health, processes, ports (--json for the credentials)\n"
         f"  sandbox down{dir_flag}            stop it; data is kept (--purge deletes it)"
     )
 
@@ -54,11 +58,13 @@ def status_json(st) -> None:
 
 
 def status_table(st) -> None:
-    table = _table(f"Sandbox {st.dir} · profile {st.profile} · {st.overall}", "service", "state", "pid", "port", "url")
+    table = _table(
+        f"Sandbox {st.dir} · profile {st.profile} · {st.overall}", "service", "state", "instance", "port", "url"
+    )
     for s in st.services:
         state = s.state.value
         table.add_row(
-            s.name, f"[{STATE_COLOURS[state]}]{state}[/]", str(s.pid or "-"), str(s.port or "-"), s.url or "-"
+            s.name, f"[{STATE_COLOURS[state]}]{state}[/]", s.instance or "-", str(s.port or "-"), s.url or "-"
         )
     ui.out.print(table)
     if st.deployments:
@@ -66,11 +72,11 @@ def status_table(st) -> None:
 
 
 def deployments(records) -> None:
-    table = _table("Model deployments", "name", "kind", "state", "pid", "url", "model / variants")
+    table = _table("Model deployments", "name", "kind", "state", "instance", "url", "model / variants")
     for d in records:
         what = d.model_uri or ""
         what = f"{what} · {d.detail}" if what and d.detail else what or d.detail
-        table.add_row(d.name, d.kind, f"[{STATE_COLOURS[d.state]}]{d.state}[/]", str(d.pid or "-"), d.url or "-", what)
+        table.add_row(d.name, d.kind, f"[{STATE_COLOURS[d.state]}]{d.state}[/]", d.instance or "-", d.url or "-", what)
     ui.out.print(table)
 
 
@@ -85,48 +91,32 @@ def doctor(name: str, checks) -> None:
 # --------------------------------------------------------------------------- GPUs
 
 
-def gpu_json(cluster) -> None:
-    payload = {
-        "nodes": [n.model_dump() | {"labels": n.all_labels()} for n in cluster.nodes.values()],
-        **cluster.to_dict(),
-        "quotas": [{**q.model_dump(), "used": cluster.quota_used(q.namespace)} for q in cluster.quotas],
-    }
-    ui.out.print_json(json.dumps(payload, default=str))
+def gpu_json(snapshot: SchedulerSnapshot) -> None:
+    ui.out.print_json(json.dumps(snapshot.to_dict()))
 
 
-def gpu_tables(cluster) -> None:
-    from sandbox.gpu.inventory import QUOTA_RESOURCES
-    from sandbox.gpu.quantity import format_quantity
-
+def gpu_tables(snapshot: SchedulerSnapshot) -> None:
     nodes = _table("Nodes", "node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real")
-    for node in cluster.nodes.values():
-        used = cluster.used_on(node.name)
+    for node in snapshot.nodes:
         nodes.add_row(
             node.name,
-            f"{len(cluster.devices_used_on(node.name))}/{node.gpus}",
-            node.all_labels().get("nvidia.com/gpu.product", "-"),
-            f"{format_quantity(used.get('cpu', 0), 'cpu')}/{node.cpu}",
-            f"{format_quantity(used.get('memory', 0), 'memory')}/{node.memory}",
-            ", ".join(map(str, node.taints)) or "-",
+            f"{node.gpus_used}/{node.gpus}",
+            node.labels.get("nvidia.com/gpu.product", "-"),
+            f"{node.cpu_used}/{node.cpu}",
+            f"{node.memory_used}/{node.memory}",
+            ", ".join(node.taints) or "-",
             "yes" if node.real else "fake",
         )
     ui.out.print(nodes)
     workloads = _table("Workloads", "namespace/name", "state", "node", "devices", "reason")
-    for key, p in cluster.placements.items():
-        state = "Running" if p.node else "Pending"
-        workloads.add_row(key, state, p.node or "-", ",".join(map(str, p.devices)) or "-", p.reason)
+    for w in snapshot.workloads:
+        devices = ",".join(map(str, w.devices)) or "-"
+        workloads.add_row(f"{w.namespace}/{w.name}", w.phase, w.node or "-", devices, w.reason)
     ui.out.print(workloads)
     quotas = _table("Quotas", "namespace/name", "resource", "used", "hard")
-    for quota in cluster.quotas:
-        used = cluster.quota_used(quota.namespace)
-        for resource, hard in quota.limits().items():
-            unit = QUOTA_RESOURCES[resource]
-            quotas.add_row(
-                f"{quota.namespace}/{quota.name}",
-                resource,
-                format_quantity(used.get(resource, 0), unit),
-                format_quantity(hard, unit),
-            )
+    for quota in snapshot.quotas:
+        for resource, hard in quota.hard.items():
+            quotas.add_row(f"{quota.namespace}/{quota.name}", resource, quota.used.get(resource, "0"), hard)
     ui.out.print(quotas)
 
 

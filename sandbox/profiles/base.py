@@ -16,7 +16,9 @@ from sandbox.errors import PortInUseError
 from sandbox.net import free_port, port_is_free
 
 if TYPE_CHECKING:
+    from sandbox.gpu.backend import SchedulerBackend
     from sandbox.pipelines.runner import PipelineRunner
+    from sandbox.serving.specs import ServingBackend
 
 MIN_PYTHON = (3, 10)
 MIN_FREE_DISK_GB = 2.0
@@ -46,7 +48,7 @@ class ServiceStatus:
     name: str
     title: str
     state: ServiceState
-    pid: int | None
+    instance: str | None  # what runs it, as the profile names it: "pid 4242" locally, a pod on Kubernetes
     port: int | None
     url: str | None
     ports: dict[str, int] = field(default_factory=dict)
@@ -97,16 +99,16 @@ class Profile(abc.ABC):
         """Endpoints of the running stack; raises NotRunningError when there is none."""
 
     @abc.abstractmethod
-    def serving(self):
-        """The model-serving backend of this profile (deploy, split, undeploy, list)."""
+    def serving(self) -> ServingBackend:
+        """The model-serving backend (sandbox.serving.specs): deploy, split, undeploy, get, list, URLs."""
 
     @abc.abstractmethod
     def pipelines(self) -> PipelineRunner:
         """The pipeline runner (sandbox.pipelines.runner): run a KFP pipeline, get its outcome and MLflow runs."""
 
     @abc.abstractmethod
-    def scheduler(self):
-        """The GPU scheduling and quota backend (submit, release, apply_quota, nodes)."""
+    def scheduler(self) -> SchedulerBackend:
+        """The GPU scheduling and quota backend (sandbox.gpu.backend): submit, release, quotas, a snapshot."""
 
     @abc.abstractmethod
     def service_names(self) -> list[str]:

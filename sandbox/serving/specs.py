@@ -74,7 +74,7 @@ class DeploymentStatus:
     name: str
     kind: str
     state: str
-    pid: int | None
+    instance: str | None  # what runs it, as the profile names it: "pid 4242" locally, a pod on Kubernetes
     url: str | None
     model_uri: str | None
     detail: str

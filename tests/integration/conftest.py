@@ -45,7 +45,7 @@ class Stack:
         return Endpoints(**self.status()["endpoints"])
 
     def pids(self) -> dict[str, int]:
-        return {s["name"]: s["pid"] for s in self.status()["services"] if s["pid"]}
+        return {s["name"]: local_pid(s) for s in self.status()["services"] if s["instance"]}
 
     def running(self) -> Stack:
         """Bring the stack up unless it and its deployments run (a test before may have stopped or purged them)."""
@@ -53,6 +53,13 @@ class Stack:
         if status["state"] != "running" or any(d["state"] != "running" for d in status["deployments"]):
             self.cli("up")
         return self
+
+
+def local_pid(entry: dict) -> int:
+    """The process id in a service's or deployment's `status --json` entry (the local profile says "pid N")."""
+    kind, _, number = entry["instance"].partition(" ")
+    assert kind == "pid", entry
+    return int(number)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from sandbox.errors import ExitCode
 from sandbox.net import port_is_free
 from sandbox.serving.inference_log import InferenceLogStore, wait_for_rows
 from sandbox.serving.reference_model import synthetic_data
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, local_pid
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def _rows(count: int, seed: int, **shift) -> list[list[float]]:
 
 
 def _deployment_pid(stack, name: str) -> int:
-    return next(d["pid"] for d in stack.status()["deployments"] if d["name"] == name)
+    return next(local_pid(d) for d in stack.status()["deployments"] if d["name"] == name)
 
 
 @dataclass
@@ -349,7 +349,7 @@ def test_monitor_retrain_promotes_a_better_challenger_then_refuses_a_worse_one(o
     """The policy both ways in one model's life (one set-up, two pipeline runs): promoted, then refused."""
     probe, _ = synthetic_data(40, seed=26, **NEW_WORLD)
     v1_answers = own_model.served(probe)
-    pid_before = own_model.deployment_record()["pid"]
+    pid_before = local_pid(own_model.deployment_record())
 
     # New data from the world as it is now: the challenger beats the champion on fresh rows and replaces it.
     won = own_model.stack.cli(
@@ -368,7 +368,7 @@ def test_monitor_retrain_promotes_a_better_challenger_then_refuses_a_worse_one(o
     assert tags["redeployed"] == f"{own_model.deployment} ← models:/{own_model.name}@champion"
     # The deployment was restarted from the champion alias and answers as v2 does, not as v1.
     record = own_model.deployment_record()
-    assert record["state"] == "running" and record["pid"] != pid_before
+    assert record["state"] == "running" and local_pid(record) != pid_before
     assert record["model_uri"] == f"models:/{own_model.name}@champion"
     since = datetime.now(UTC)
     v2_answers = own_model.served(probe)
@@ -388,13 +388,13 @@ def test_monitor_retrain_promotes_a_better_challenger_then_refuses_a_worse_one(o
     tags = own_model.client().get_run(rejected["mlflow_run_id"]).data.tags
     assert tags["decision"] == "rejected" and tags["redeployed"] == ""
     # The deployment was left alone: the same process, still answering as the champion.
-    assert own_model.deployment_record()["pid"] == record["pid"]
+    assert local_pid(own_model.deployment_record()) == local_pid(record)
     assert own_model.served(probe) == v2_answers
 
 
 def test_monitor_watch_retrain_retrains_once_on_drift_and_serves_the_new_champion(own_model, new_world_data):
     probe, _ = synthetic_data(40, seed=26, **NEW_WORLD)
-    pid_before = own_model.deployment_record()["pid"]
+    pid_before = local_pid(own_model.deployment_record())
     own_model.send(synthetic_data(600, seed=27, **NEW_WORLD)[0].round(4).values.tolist())
 
     port = next(p for p in range(23200, 23300) if port_is_free(p))
@@ -434,5 +434,5 @@ def test_monitor_watch_retrain_retrains_once_on_drift_and_serves_the_new_champio
     assert len(checks) == 2 and checks[0].data.tags["drift.verdict"] == "drift", output
     # The deployment now serves the new champion.
     record = own_model.deployment_record()
-    assert record["state"] == "running" and record["pid"] != pid_before
+    assert record["state"] == "running" and local_pid(record) != pid_before
     assert own_model.served(probe) == own_model.predicted_by("2", probe)

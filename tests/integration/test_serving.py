@@ -19,6 +19,7 @@ import pytest
 
 from sandbox.errors import ExitCode
 from sandbox.serving.reference_model import synthetic_data
+from tests.integration.conftest import local_pid
 
 pytestmark = pytest.mark.integration
 
@@ -150,9 +151,8 @@ def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack, fra
     assert 'model_server_requests_total{code="200",protocol="v1"}' in httpx.get(f"{base}/metrics").text
     assert httpx.post(f"{base}/v1/models/nope:predict", json={"instances": [[0] * 8]}).status_code == 404
 
-    listening = [
-        c for c in psutil.net_connections(kind="inet") if c.pid == deployment["pid"] and c.status == psutil.CONN_LISTEN
-    ]
+    pid = local_pid(deployment)
+    listening = [c for c in psutil.net_connections(kind="inet") if c.pid == pid and c.status == psutil.CONN_LISTEN]
     # REST and gRPC; gRPC's socket is dual-stack, so its address may read as the v4-mapped ::ffff:127.0.0.1.
     assert len({c.laddr.port for c in listening}) == 2
     assert all(_loopback(c.laddr.ip) for c in listening), [c.laddr for c in listening]
@@ -284,7 +284,7 @@ def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, fraud
 
 def test_deployments_survive_down_and_up(serving_stack, fraud):
     before = _inference(serving_stack, "fraud")
-    pids = [d["pid"] for d in _deployments(serving_stack).values()]
+    pids = [local_pid(d) for d in _deployments(serving_stack).values() if d["instance"]]
     serving_stack.cli("down")
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
@@ -314,12 +314,16 @@ def test_gpu_deployments_are_placed_and_limited_by_quota(serving_stack):
     placed = serving_stack.cli("serve", "deploy", "fraud-gpu", "--model", "models:/fraud-detector/1", "--gpus", "2")
     try:
         assert "GPUs 0,1 on gpu-a100" in placed.stderr
-        pid = _deployments(serving_stack)["fraud-gpu"]["pid"]
+        pid = local_pid(_deployments(serving_stack)["fraud-gpu"])
         assert psutil.Process(pid).environ()["CUDA_VISIBLE_DEVICES"] == "0,1"
-        placements = json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"]
-        assert [(p["workload"]["name"], p["node"], p["devices"]) for p in placements] == [
-            ("serve-fraud-gpu", "gpu-a100", [0, 1])
+        snapshot = json.loads(serving_stack.cli("gpu", "status", "--json").stdout)
+        assert [(w["name"], w["phase"], w["node"], w["devices"]) for w in snapshot["workloads"]] == [
+            ("serve-fraud-gpu", "Running", "gpu-a100", [0, 1])
         ]
+        a100 = next(n for n in snapshot["nodes"] if n["name"] == "gpu-a100")
+        assert a100["gpus_used"] == 2
+        quota = next(q for q in snapshot["quotas"] if q["name"] == "compute-quota")
+        assert quota["used"]["requests.nvidia.com/gpu"] == "2"
         refused = serving_stack.cli(
             "serve", "deploy", "fraud-gpus", "--model", "models:/fraud-detector/1", "--gpus", "3", check=False
         )
@@ -328,12 +332,12 @@ def test_gpu_deployments_are_placed_and_limited_by_quota(serving_stack):
         assert "fraud-gpus" not in _deployments(serving_stack)
     finally:
         serving_stack.cli("serve", "undeploy", "fraud-gpu")
-    assert json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["placements"] == []
+    assert json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["workloads"] == []
 
 
 def test_undeploy_stops_the_split_and_its_variants(serving_stack, fraud_ab):
     before = _deployments(serving_stack)
-    pids = {n: d["pid"] for n, d in before.items() if n.startswith(fraud_ab)}
+    pids = {n: local_pid(d) for n, d in before.items() if n.startswith(fraud_ab)}
     assert set(pids) == {"fraud-ab", "fraud-ab-a", "fraud-ab-b"}
     serving_stack.cli("serve", "undeploy", fraud_ab)
     assert set(_deployments(serving_stack)) == set(before) - set(pids)  # the split and its variants, nothing else

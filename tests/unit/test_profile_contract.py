@@ -48,3 +48,39 @@ def test_the_kfp_local_runner_is_a_pipeline_runner():
 
     for member in [m for m in vars(PipelineRunner) if not m.startswith("_")]:
         assert hasattr(LocalPipelineRunner, member), f"LocalPipelineRunner lacks {member}"
+
+
+def test_the_local_scheduler_is_a_scheduler_backend_and_reports_a_neutral_snapshot(tmp_path):
+    import dataclasses
+
+    from sandbox.gpu import GpuConfig, Workload
+    from sandbox.gpu.backend import SchedulerBackend, SchedulerSnapshot
+    from sandbox.profiles.local.scheduler import LocalScheduler
+
+    for member in [m for m in vars(SchedulerBackend) if not m.startswith("_")]:
+        assert callable(getattr(LocalScheduler, member, None)), f"LocalScheduler lacks {member}"
+    scheduler = LocalScheduler(GpuConfig(real_gpus="off"), tmp_path)
+    gpu = {"nvidia.com/gpu": "2", "cpu": "1", "memory": "1Gi"}
+    tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert scheduler.submit(Workload(name="train", limits=gpu, tolerations=tolerate)).status == "Scheduled"
+    assert scheduler.submit(Workload(name="big", limits={**gpu, "nvidia.com/gpu": "64"})).status != "Scheduled"
+
+    snapshot = scheduler.snapshot()
+    assert isinstance(snapshot, SchedulerSnapshot)
+    [train] = [w for w in snapshot.workloads if w.name == "train"]
+    assert train.phase == "Running" and len(train.devices) == 2
+    node = next(n for n in snapshot.nodes if n.name == train.node)
+    assert (node.gpus_used, node.cpu_used, node.memory_used) == (2, "1", "1Gi")
+    quota = next(q for q in snapshot.quotas if q.name == "compute-quota")
+    assert quota.used["requests.nvidia.com/gpu"] == "2"
+    assert set(quota.used) == set(quota.hard)
+
+    # Only plain values: what `gpu status --json` prints and a Kubernetes backend can build from the API.
+    def plain(value) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, list):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, (str, int, bool))
+
+    assert plain(snapshot.to_dict()) and all(dataclasses.is_dataclass(n) for n in snapshot.nodes)

@@ -475,7 +475,7 @@ def test_down_stops_nothing_and_serving_and_gpu_are_refused(tmp_path, credential
     profile.down(purge=True)
     assert "stops nothing" in capsys.readouterr().err and not (tmp_path / "state").exists()
     serving = profile.serving()
-    assert serving.records() == {} and set(serving.inference_endpoints()) == {"fraud"}
+    assert serving.get("fraud") is None and set(serving.inference_endpoints()) == {"fraud"}
     with pytest.raises(ConfigError, match="deploys nothing") as info:
         serving.deploy("x", "models:/m/1")
     assert "remote.inference" in info.value.hint

@@ -2,8 +2,9 @@
 
 `local_cluster()` builds the model (`sandbox.gpu.Cluster`) from the inventory (plus
 this machine's real GPUs when NVML finds them and `gpu.real_gpus` allows) and the
-state saved in `<dir>/gpu-state.json`; `LocalScheduler` is what `sandbox gpu`,
-`serve deploy --gpus` and the `gpu-quotas` scenario use through `LocalProfile.scheduler()`.
+state saved in `<dir>/gpu-state.json`; `LocalScheduler`, a `sandbox.gpu.backend.SchedulerBackend`,
+is what `sandbox gpu`, `serve deploy --gpus` and the `gpu-quotas` scenario use through
+`LocalProfile.scheduler()`; its snapshot is the neutral `SchedulerSnapshot`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sandbox.gpu import Cluster, Decision, GpuConfig, NodeSpec, QuotaSpec, Workload, inventory_nodes
+from sandbox.gpu.backend import NodeUsage, QuotaUsage, SchedulerSnapshot, WorkloadState
+from sandbox.gpu.inventory import QUOTA_RESOURCES
+from sandbox.gpu.quantity import CPU, MEMORY, format_quantity
 
 
 def state_file(root: Path) -> Path:
@@ -69,11 +73,55 @@ class LocalScheduler:
         with local_cluster(self.config, self.root) as cluster:
             return cluster.release(name, namespace)
 
-    def snapshot(self) -> Cluster:
-        """The current nodes, placements and quotas, read-only."""
+    def snapshot(self) -> SchedulerSnapshot:
+        """The current nodes, workloads and quota use, as a cluster's API would report them."""
         with local_cluster(self.config, self.root, save=False) as cluster:
-            return cluster
+            return _snapshot(cluster)
 
     def placement(self, name: str, namespace: str = "default"):
-        cluster = self.snapshot()
-        return cluster.placements.get(cluster.key(name, namespace))
+        """The model's own record of a workload (the local serving backend reads its devices)."""
+        with local_cluster(self.config, self.root, save=False) as cluster:
+            return cluster.placements.get(cluster.key(name, namespace))
+
+
+def _snapshot(cluster: Cluster) -> SchedulerSnapshot:
+    nodes = []
+    for node in cluster.nodes.values():
+        used = cluster.used_on(node.name)
+        nodes.append(
+            NodeUsage(
+                name=node.name,
+                labels=node.all_labels(),
+                taints=[str(t) for t in node.taints],
+                gpus=node.gpus,
+                gpus_used=len(cluster.devices_used_on(node.name)),
+                cpu=node.cpu,
+                cpu_used=format_quantity(used.get(CPU, 0), CPU),
+                memory=node.memory,
+                memory_used=format_quantity(used.get(MEMORY, 0), MEMORY),
+                real=node.real,
+            )
+        )
+    workloads = [
+        WorkloadState(
+            namespace=p.workload.namespace,
+            name=p.workload.name,
+            phase="Running" if p.node else "Pending",
+            node=p.node,
+            devices=list(p.devices),
+            reason=p.reason,
+        )
+        for p in cluster.placements.values()
+    ]
+    quotas = []
+    for quota in cluster.quotas:
+        used = cluster.quota_used(quota.namespace)
+        quotas.append(
+            QuotaUsage(
+                namespace=quota.namespace,
+                name=quota.name,
+                hard={r: format_quantity(v, QUOTA_RESOURCES[r]) for r, v in quota.limits().items()},
+                used={r: format_quantity(used.get(r, 0), QUOTA_RESOURCES[r]) for r in quota.limits()},
+            )
+        )
+    return SchedulerSnapshot(nodes, workloads, quotas)

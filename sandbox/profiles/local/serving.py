@@ -368,7 +368,7 @@ class LocalServing(DeploymentStore):
                     name=name,
                     kind=record.kind if not record.parent else f"variant of {record.parent}",
                     state=state,
-                    pid=proc.pid if proc else None,
+                    instance=f"pid {proc.pid}" if proc else None,
                     url=self.url(name),
                     model_uri=record.model_uri,
                     detail=detail,

@@ -230,7 +230,7 @@ def _service_status(check: EndpointCheck) -> ServiceStatus:
         name=check.name,
         title=check.name,
         state=ServiceState.RUNNING if check.ok else ServiceState.UNHEALTHY,
-        pid=None,
+        instance=None,
         port=parsed.port if parsed.scheme in ("http", "https") else None,
         url=check.url,
         detail=check.line if not check.ok else check.detail,

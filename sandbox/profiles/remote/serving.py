@@ -21,9 +21,6 @@ class RemoteServing:
     def inference_endpoints(self) -> dict[str, InferenceEndpoint]:
         return dict(self._endpoints)
 
-    def records(self) -> dict:
-        return {}  # the sandbox deployed nothing here
-
     def get(self, name: str) -> None:
         return None  # the sandbox deployed nothing here: listed endpoints are the platform's own
 
@@ -45,7 +42,7 @@ class RemoteServing:
                     name=name,
                     kind="model",
                     state="running" if ok else "unhealthy",
-                    pid=None,
+                    instance=None,
                     url=url,
                     model_uri=None,
                     detail=f"listed in remote.inference; {detail}",

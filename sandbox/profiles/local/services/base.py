@@ -125,7 +125,7 @@ class LocalService(abc.ABC):
             name=self.name,
             title=self.title,
             state=state,
-            pid=proc.pid if proc else None,
+            instance=f"pid {proc.pid}" if proc else None,
             port=self.port,
             url=self.url(),
             ports=ports,
