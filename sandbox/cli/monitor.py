@@ -71,8 +71,9 @@ def monitor_retrain(
     """Retrain now (trigger: manual): pipeline, challenger, evaluation, promotion, redeploy."""
     from sandbox.monitoring.retraining import Trigger
 
-    policy, retrainer = _retraining(stack.open(), overrides)
-    with ui.step(f"Retraining {model} (manual)") as step:
+    prof = stack.open()
+    policy, retrainer = _retraining(prof, overrides)
+    with prof.lock(f"monitor retrain {model}"), ui.step(f"Retraining {model} (manual)") as step:
         decision = retrainer.run(model, Trigger("manual", "sandbox monitor retrain"), policy)
         step.note = "promoted" if decision.promoted else "champion kept"
     render.decision(decision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 import shutil
 import sys
@@ -118,6 +119,14 @@ class Profile(abc.ABC):
     def logs(self, service: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
         """A service's or deployment's log as text: its last ``lines`` lines, then (``follow``) what is
         appended, as it arrives, until the caller stops. Where the log lives is the profile's business."""
+
+    def lock(self, command: str) -> contextlib.AbstractContextManager:
+        """Serialise a command that changes the platform with the others that do (`monitor retrain`).
+
+        The backends' own changes (deploy, submit) take it themselves. A profile that keeps
+        no state of its own (remote) has nothing to lock.
+        """
+        return contextlib.nullcontext()
 
     def claim_port(self, key: str, configured: int, *, setting: str) -> int:
         """A loopback port for a listener the sandbox runs on this machine (`monitor watch`'s /metrics).

@@ -232,7 +232,7 @@ def test_a_second_command_is_refused_while_one_holds_the_lock(stack):
     with exclusive_lock(SandboxDir(stack.dir), "up"):
         result = stack.cli("up", check=False)
     assert result.returncode == ExitCode.LOCKED
-    assert "already working on" in result.stderr
+    assert "another sandbox command is changing" in result.stderr and "sandbox up" in result.stderr
 
 
 def test_down_stops_every_process_and_frees_every_port(stack):

@@ -117,3 +117,69 @@ def test_follow_yields_what_is_appended_after_it_starts(tmp_path):
     lines = follow(log, poll_s=0.3, sleep=sleep)
     assert next(lines) == "new line \ufffd\n"  # not the old line; undecodable bytes replaced
     assert waits == [0.3]
+
+
+# ---------------------------------------------------------------------- identity by marker
+
+
+def _marked(tmp_path, component: str, home: str | None = None) -> ManagedProcess:
+    from sandbox.profiles.local.process import Identity
+
+    folder = tmp_path / component.replace(":", "-")
+    return ManagedProcess(folder / "service.pid", folder / "service.log", Identity(home or str(tmp_path), component))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted", "another pid"])
+def test_a_damaged_pid_file_still_finds_the_running_process_and_is_repaired(tmp_path, damage):
+    managed = _marked(tmp_path, "mlflow")
+    try:
+        proc = managed.start([sys.executable, "-c", _PARENT_WITH_CHILD], env=os.environ, cwd=tmp_path)
+        child = _wait_for_children(proc.pid, 1)[0]
+        if damage == "garbage":
+            managed.pid_file.write_text("\x00not json")
+        elif damage == "deleted":
+            managed.pid_file.unlink()
+        else:
+            record = {"pid": child.pid, "create_time": child.create_time(), "cmdline": []}  # its worker
+            managed.pid_file.write_text(json.dumps(record))
+        assert managed.running().pid == proc.pid  # the session leader, not its worker
+        assert json.loads(managed.pid_file.read_text())["pid"] == proc.pid
+    finally:
+        managed.stop(sig=signal.SIGKILL, timeout=5)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_stop_ends_every_marked_process_of_the_component_whatever_the_pid_file_says(tmp_path):
+    managed = _marked(tmp_path, "deployment:fraud")
+    other = _marked(tmp_path, "deployment:fraud-b")  # same sandbox, another component: left alone
+    try:
+        proc = managed.start([sys.executable, "-c", _PARENT_WITH_CHILD], env=os.environ, cwd=tmp_path)
+        child = _wait_for_children(proc.pid, 1)[0]
+        kept = other.start([sys.executable, "-c", "import time; time.sleep(60)"], env=os.environ, cwd=tmp_path)
+        managed.pid_file.write_text("garbage")
+        assert managed.stop(timeout=5) is True
+        for gone in (proc, child):
+            assert not gone.is_running() or gone.status() == psutil.STATUS_ZOMBIE
+        assert kept.is_running() and other.running().pid == kept.pid
+    finally:
+        other.stop(sig=signal.SIGKILL, timeout=5)
+
+
+def test_stop_marked_ends_every_process_of_one_sandbox_and_no_other(tmp_path):
+    from sandbox.profiles.local.process import sandbox_processes, stop_marked
+
+    ours = [_marked(tmp_path, name, home="/sandbox/a") for name in ("postgres", "deployment:x")]
+    theirs = _marked(tmp_path, "postgres", home="/sandbox/b")
+    try:
+        started = [m.start([sys.executable, "-c", _PARENT_WITH_CHILD], env=os.environ, cwd=tmp_path) for m in ours]
+        children = [_wait_for_children(p.pid, 1)[0] for p in started]
+        survivor = theirs.start([sys.executable, "-c", "import time; time.sleep(60)"], env=os.environ, cwd=tmp_path)
+        for m in ours:
+            m.pid_file.unlink()  # no pid file leads to them any more
+        assert {p.pid for p in sandbox_processes("/sandbox/a")} == {p.pid for p in [*started, *children]}
+        stopped = stop_marked("/sandbox/a", timeout=5)
+        assert {p.pid for p in stopped} == {p.pid for p in [*started, *children]}
+        assert sandbox_processes("/sandbox/a") == []
+        assert survivor.is_running()
+    finally:
+        theirs.stop(sig=signal.SIGKILL, timeout=5)

@@ -1,11 +1,16 @@
 import json
+import os
 import socket
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
 from sandbox.errors import LockedError, PortInUseError
 from sandbox.net import port_is_free
+from sandbox.profiles.local.process import PORTS_MARKER, Identity
 from sandbox.profiles.local.state import PortMap, SandboxDir, exclusive_lock, load_or_create_secrets
 
 
@@ -51,7 +56,7 @@ def test_automatic_ports_are_kept_across_restarts(sandbox):
     assert PortMap(sandbox).claim("mlflow", 0, setting="mlflow.port") == chosen
 
 
-def test_automatic_port_moves_when_taken(sandbox):
+def test_an_automatic_port_taken_by_another_program_is_refused_naming_it_not_moved(sandbox):
     sandbox.create()
     ports = PortMap(sandbox)
     chosen = ports.claim("mlflow", 0, setting="mlflow.port")
@@ -59,7 +64,38 @@ def test_automatic_port_moves_when_taken(sandbox):
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", chosen))
         blocker.listen()
-        assert PortMap(sandbox).claim("mlflow", 0, setting="mlflow.port") != chosen
+        with pytest.raises(PortInUseError) as info:
+            PortMap(sandbox).claim("mlflow", 0, setting="mlflow.port")
+        assert f"port {chosen} (mlflow)" in info.value.message and f"pid {os.getpid()}" in info.value.message
+    assert PortMap(sandbox).claim("mlflow", 0, setting="mlflow.port") == chosen  # free again: the same port
+    assert json.loads(sandbox.ports_file.read_text()) == {"mlflow": chosen}
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "wrong types"])
+def test_a_lost_or_corrupt_port_map_is_rebuilt_from_the_running_processes(sandbox, damage):
+    sandbox.create()
+    ports = PortMap(sandbox)
+    mine = {"mlflow": ports.claim("mlflow", 0, setting="-"), "s3": ports.claim("s3", 0, setting="-")}
+    ports.save()
+    env = {**os.environ, **Identity(sandbox.home, "mlflow").env(), PORTS_MARKER: json.dumps(mine)}
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        if damage == "delete":
+            sandbox.ports_file.unlink()
+        elif damage == "garbage":
+            sandbox.ports_file.write_bytes(b"\x00{not json")
+        else:
+            sandbox.ports_file.write_text('["mlflow", 1]')
+        deadline = time.monotonic() + 10  # until the child has exec'd with its environment
+        while time.monotonic() < deadline and PortMap(sandbox).as_dict() != mine:
+            time.sleep(0.05)
+        assert PortMap(sandbox).as_dict() == mine
+        assert json.loads(sandbox.ports_file.read_text()) == mine  # and written back
+    finally:
+        server.kill()
+        server.wait()
+    sandbox.ports_file.unlink()
+    assert PortMap(sandbox).as_dict() == {}  # nothing runs: nothing to rebuild from
 
 
 def test_configured_port_in_use_is_an_error_naming_the_setting(sandbox):
@@ -83,14 +119,41 @@ def test_pair_offset_reserves_both_ports(sandbox):
     assert ports.claim("other", 0, setting="-") not in (admin,)
 
 
-def test_second_lock_is_refused_with_the_holder(sandbox):
-    with exclusive_lock(sandbox, "up"):
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from sandbox.profiles.local.state import SandboxDir, exclusive_lock
+with exclusive_lock(SandboxDir(Path(sys.argv[1])), "serve deploy fraud"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_command_is_refused_naming_the_holder_and_the_lock_is_reentrant(sandbox):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(sandbox.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LockedError) as info:
             with exclusive_lock(sandbox, "down"):
-                pass
-    assert "sandbox up" in info.value.message
-    with exclusive_lock(sandbox, "down"):  # released after the first one ends
-        pass
+                pytest.fail("two commands held the lock at once")
+        assert info.value.exit_code == 3
+        assert f"pid {holder.pid}: sandbox serve deploy fraud" in info.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(sandbox, "up"):  # a killed holder releases it; and within one process it nests
+        with exclusive_lock(sandbox, "serve deploy fraud"):
+            pass
+        assert "sandbox up" in sandbox.lock_file.read_text()
+
+
+def test_a_lock_path_that_is_not_a_plain_file_is_a_clear_error(sandbox):
+    sandbox.create()
+    sandbox.lock_file.mkdir()
+    with pytest.raises(LockedError) as info:
+        with exclusive_lock(sandbox, "up"):
+            pass
+    assert "remove it" in info.value.hint
 
 
 def test_make_private_takes_group_and_other_access_off_everything(tmp_path):

@@ -1,8 +1,15 @@
-"""Background processes the sandbox starts, tracked by verified pid files.
+"""Background processes the sandbox starts, known by a marker in their environment.
 
-A pid file is trusted only when the process behind it still has the recorded
-start time and command line: after a crash or a reboot a stale file is
-harmless. Each service runs in its own session, so it is also its own process
+Every process the sandbox starts carries `ML_SANDBOX_HOME` (the sandbox dir)
+and `ML_SANDBOX_COMPONENT` (which service or deployment) in its environment,
+and so do the processes it forks or spawns (MLflow's workers, PostgreSQL's
+backends): psutil reads them back from /proc, the way testcontainers finds its
+containers by label. The pid file is the fast path; it is trusted only when the
+process behind it still has the recorded start time (after a crash or a reboot a
+stale file is harmless), and a missing, stale or corrupt one is rebuilt from
+the marker, so it never leads to a second copy of a running server, and
+`sandbox_processes()` finds every process of a sandbox for `down` to stop,
+whatever its pid file says. Each service runs in its own session, so it is also its own process
 group and `stop` can end every process it spawned (MLflow's uvicorn and huey
 workers, PostgreSQL's backends). It starts with umask 077, so what it writes
 is its owner's alone, like the log and pid files written here.
@@ -10,6 +17,7 @@ is its owner's alone, like the log and pid files written here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -24,6 +32,21 @@ import psutil
 
 from sandbox.files import PRIVATE_UMASK, tail, write_private
 
+HOME_MARKER = "ML_SANDBOX_HOME"
+COMPONENT_MARKER = "ML_SANDBOX_COMPONENT"
+PORTS_MARKER = "ML_SANDBOX_PORTS"  # the component's ports, so a lost ports.json can be rebuilt
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which sandbox and which of its components a process belongs to."""
+
+    home: str  # the sandbox dir, resolved
+    component: str  # "postgres", "deployment:fraud", ...
+
+    def env(self) -> dict[str, str]:
+        return {HOME_MARKER: self.home, COMPONENT_MARKER: self.component}
+
 
 @dataclass(frozen=True)
 class PidRecord:
@@ -35,9 +58,10 @@ class PidRecord:
 class ManagedProcess:
     """One long-running process and its process group."""
 
-    def __init__(self, pid_file: Path, log_file: Path):
+    def __init__(self, pid_file: Path, log_file: Path, identity: Identity | None = None):
         self.pid_file = pid_file
         self.log_file = log_file
+        self.identity = identity
         # Set when this object started the process, so Python can reap it if it dies while we wait.
         self._popen: subprocess.Popen | None = None
 
@@ -50,21 +74,49 @@ class ManagedProcess:
             return None
 
     def running(self) -> psutil.Process | None:
-        """The live process behind the pid file, or None if the file is absent or stale."""
+        """The live process: the pid file's when it is right, else the marked leader (the file is repaired)."""
         record = self.record()
-        if record is None:
-            return None
-        proc = _matching_process(record)
-        if proc is None or proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
+        proc = _matching_process(record) if record is not None else None
+        if proc is not None and _alive(proc) and self._is_mine(proc):
+            return proc
+        leader = self._marked_leader()
+        if leader is not None:
+            with contextlib.suppress(psutil.Error, OSError):
+                self._write(PidRecord(pid=leader.pid, create_time=leader.create_time(), cmdline=leader.cmdline()))
+        return leader
 
     def leftovers(self) -> list[psutil.Process]:
-        """Processes still in the recorded group although its leader is gone (after a crash)."""
+        """Processes of this component still alive although its leader is gone (after a crash)."""
         record = self.record()
-        if record is None:
+        found = {p.pid: p for p in self._marked()}
+        if record is not None:
+            found.update({p.pid: p for p in _group_members(record.pid, started_after=record.create_time - 1)})
+        return list(found.values())
+
+    def _marked(self) -> list[psutil.Process]:
+        if self.identity is None:
             return []
-        return _group_members(record.pid, started_after=record.create_time - 1)
+        return sandbox_processes(self.identity.home, component=self.identity.component)
+
+    def _marked_leader(self) -> psutil.Process | None:
+        """The marked process that leads its own session (the one `start` made), if any."""
+        for proc in self._marked():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(proc.pid) == proc.pid:
+                    return proc
+        return None
+
+    def _is_mine(self, proc: psutil.Process) -> bool:
+        """The leader `start` made: its own session, and no marker that names another component."""
+        if self.identity is None:
+            return True
+        try:
+            if os.getsid(proc.pid) != proc.pid:
+                return False  # a worker of the server, not the server
+        except OSError:
+            return False
+        marker = _markers(proc)
+        return marker is None or marker == (self.identity.home, self.identity.component)
 
     # ------------------------------------------------------------------ start/stop
 
@@ -79,6 +131,7 @@ class ManagedProcess:
         """Start ``argv`` detached in its own session, output appended to the log file."""
         self.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         drop = _privilege_drop(user)
+        env = {**env, **(self.identity.env() if self.identity else {})}
         with open(os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
@@ -104,19 +157,22 @@ class ManagedProcess:
         return self._popen.poll() if self._popen is not None else None
 
     def stop(self, *, sig: signal.Signals = signal.SIGTERM, whole_group: bool = True, timeout: float = 30) -> bool:
-        """Stop the process and everything in its group; True if something was stopped."""
-        record = self.record()
-        if record is None:
-            return False
-        leader = self.running()
-        members = _group_members(record.pid, started_after=record.create_time - 1)
-        if leader is None and not members:
+        """Stop the process, everything in its group and every process marked as this component.
+
+        True if something was stopped.
+        """
+        leader = self.running()  # repairs the pid file when the marker finds the leader
+        found = {p.pid: p for p in self.leftovers()}
+        if leader is not None:
+            found.setdefault(leader.pid, leader)
+        members = list(found.values())
+        if not members:
             self.pid_file.unlink(missing_ok=True)
             return False
         targets = members if whole_group or leader is None else [leader]
         for proc in targets:
             _signal(proc, sig)
-        _, alive = psutil.wait_procs(members or [leader], timeout=timeout)
+        _, alive = psutil.wait_procs(members, timeout=timeout)
         for proc in alive:  # it ignored the polite signal
             _signal(proc, signal.SIGKILL)
         psutil.wait_procs(alive, timeout=10)
@@ -130,6 +186,61 @@ class ManagedProcess:
 
     def _write(self, record: PidRecord) -> None:
         write_private(self.pid_file, json.dumps(asdict(record)))
+
+
+def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil.Process]:
+    """Every live process marked as the sandbox ``home``'s (and ``component``'s, when given)."""
+    found = []
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}  # a command run from a marked shell spares its callers
+    for proc in psutil.process_iter():
+        if proc.pid in spared:
+            continue
+        marker = _markers(proc)
+        if marker is None or marker[0] != home or (component is not None and marker[1] != component):
+            continue
+        if _alive(proc):
+            found.append(proc)
+    return found
+
+
+def stop_marked(home: str, *, timeout: float = 15) -> list[psutil.Process]:
+    """Stop every process still marked as the sandbox's (what no pid file led to); returns them."""
+    strays = sandbox_processes(home)
+    for proc in strays:
+        _signal(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(strays, timeout=timeout)
+    for proc in alive:
+        _signal(proc, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=10)
+    return strays
+
+
+def marked_ports(home: str) -> dict[str, int]:
+    """The ports the sandbox's running processes were started with (to rebuild a lost ports.json)."""
+    ports: dict[str, int] = {}
+    for proc in sandbox_processes(home):
+        with contextlib.suppress(psutil.Error, OSError, ValueError, TypeError):
+            raw = json.loads(proc.environ().get(PORTS_MARKER, "{}"))
+            ports.update({str(k): int(v) for k, v in raw.items()})
+    return ports
+
+
+def _markers(proc: psutil.Process) -> tuple[str, str] | None:
+    try:
+        env = proc.environ()
+    except (psutil.Error, OSError):
+        return None  # gone, or another user's process we may not read
+    if HOME_MARKER not in env:
+        return None
+    return env[HOME_MARKER], env.get(COMPONENT_MARKER, "")
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _matching_process(record: PidRecord) -> psutil.Process | None:

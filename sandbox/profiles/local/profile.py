@@ -13,6 +13,7 @@ from sandbox.errors import ConfigError, NotRunningError, SandboxError
 from sandbox.net import port_is_free
 from sandbox.pipelines.runner import LocalPipelineRunner
 from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
+from sandbox.profiles.local.process import stop_marked
 from sandbox.profiles.local.scheduler import LocalScheduler
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
 from sandbox.profiles.local.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
@@ -172,7 +173,8 @@ class LocalProfile(Profile):
         def run() -> str:
             recovered = ""
             if svc.process.running() is not None:
-                svc.stop()  # up but not answering: restart it
+                svc.stop()  # up but not answering: restart it, on the ports it had
+                svc.claim_ports()
                 recovered = "restarted an unhealthy process"
             elif svc.process.record() is not None:
                 recovered = "recovered from a crash"
@@ -206,7 +208,8 @@ class LocalProfile(Profile):
             postgres.binaries  # noqa: B018 - raises PreflightError when none are found
         weed_binary()
         for svc in services:
-            if svc not in running:
+            # A process of ours that runs but does not answer keeps its ports: its action restarts it on them.
+            if svc.process.running() is None:
                 svc.reap_leftovers()
                 svc.claim_ports()
         services[0].ctx.ports.save()
@@ -226,8 +229,12 @@ class LocalProfile(Profile):
                 for svc in reversed(services):
                     with ui.step(f"Stopping {svc.title}") as step:
                         step.note = "stopped" if svc.stop() else "was not running"
-                if purge:
-                    services[0].purge_external_data()
+            # Whatever no pid file led to (a corrupt one, a deployment no longer recorded): found by its marker.
+            strays = stop_marked(self.sandbox.home)
+            if strays:
+                ui.err.print(f"Stopped {len(strays)} more process(es) of this sandbox: {_describe(strays)}")
+            if purge and read_secrets(self.sandbox) is not None:
+                services[0].purge_external_data()
             if purge:
                 with ui.step(f"Deleting {self.sandbox.root}"):
                     shutil.rmtree(self.sandbox.root)
@@ -252,6 +259,10 @@ class LocalProfile(Profile):
                 hint="start it with `sandbox up`",
             )
         return self._endpoints(services)
+
+    def lock(self, command: str):
+        """The sandbox dir's lock (`state.exclusive_lock`): refused at once, exit 3, naming the holder."""
+        return exclusive_lock(self.sandbox, command)
 
     def claim_port(self, key: str, configured: int, *, setting: str) -> int:
         """The port kept in the sandbox's `ports.json` under ``key``: the next run gets the same one."""
@@ -304,6 +315,16 @@ class LocalProfile(Profile):
             capabilities=CAPABILITIES,
             inference=DeploymentStore(self.sandbox, postgres.ctx.ports).inference_endpoints(),
         )
+
+
+def _describe(procs) -> str:
+    names = []
+    for proc in procs:
+        try:
+            names.append(f"{proc.pid} {proc.name()}")
+        except Exception:  # noqa: BLE001 - it is gone; the pid says enough
+            names.append(str(proc.pid))
+    return ", ".join(names)
 
 
 def _ensure_inference_log_schema(monitoring_url: str) -> str:

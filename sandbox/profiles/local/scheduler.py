@@ -18,6 +18,7 @@ from sandbox.gpu import Cluster, Decision, GpuConfig, NodeSpec, QuotaSpec, Workl
 from sandbox.gpu.backend import NodeUsage, QuotaUsage, SchedulerSnapshot, WorkloadState
 from sandbox.gpu.inventory import QUOTA_RESOURCES
 from sandbox.gpu.quantity import CPU, MEMORY, format_quantity
+from sandbox.profiles.local.state import SandboxDir, locked
 
 
 def state_file(root: Path) -> Path:
@@ -52,23 +53,28 @@ class LocalScheduler:
     def __init__(self, config: GpuConfig, root: Path):
         self.config = config
         self.root = root
+        self.sandbox = SandboxDir(root)  # its changes take the sandbox lock, like every command that changes it
 
     def nodes(self) -> list[NodeSpec]:
         return inventory_nodes(self.config)
 
+    @locked("gpu apply-quota")
     def apply_quota(self, quota: QuotaSpec) -> None:
         with local_cluster(self.config, self.root) as cluster:
             cluster.quotas = [q for q in cluster.quotas if (q.namespace, q.name) != (quota.namespace, quota.name)]
             cluster.quotas.append(quota)
 
+    @locked("gpu delete-quota")
     def delete_quota(self, namespace: str, name: str) -> None:
         with local_cluster(self.config, self.root) as cluster:
             cluster.quotas = [q for q in cluster.quotas if (q.namespace, q.name) != (namespace, name)]
 
+    @locked("gpu submit")
     def submit(self, workload: Workload) -> Decision:
         with local_cluster(self.config, self.root) as cluster:
             return cluster.submit(workload)
 
+    @locked("gpu release")
     def release(self, name: str, namespace: str = "default") -> list[Decision]:
         with local_cluster(self.config, self.root) as cluster:
             return cluster.release(name, namespace)

@@ -18,9 +18,9 @@ from sandbox.endpoints import Endpoints, InferenceEndpoint
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
 from sandbox.gpu import Toleration, Workload
 from sandbox.net import LOOPBACK
-from sandbox.profiles.local.process import ManagedProcess
+from sandbox.profiles.local.process import PORTS_MARKER, Identity, ManagedProcess
 from sandbox.profiles.local.readiness import wait_ready
-from sandbox.profiles.local.state import PortMap, SandboxDir
+from sandbox.profiles.local.state import PortMap, SandboxDir, locked
 from sandbox.serving.specs import DeploymentSpec, DeploymentStatus, VariantSpec, validate_model_uri, validate_name
 
 
@@ -59,7 +59,9 @@ class DeploymentStore:
 
     def _process(self, name: str) -> ManagedProcess:
         folder = self.sandbox.root / "deployments" / name
-        return ManagedProcess(folder / "service.pid", folder / "service.log")
+        return ManagedProcess(
+            folder / "service.pid", folder / "service.log", Identity(self.sandbox.home, f"deployment:{name}")
+        )
 
     def url(self, name: str) -> str | None:
         port = self.ports.get(f"deploy.{name}")
@@ -150,6 +152,8 @@ class LocalServing(DeploymentStore):
                 self.ports.save()
                 env = {**os.environ, **self.endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
                 env.update(self._gpu_env(record))
+                keys = (f"deploy.{record.name}", f"deploy.{record.name}.grpc")
+                env[PORTS_MARKER] = json.dumps({key: self.ports.get(key) for key in keys if self.ports.get(key)})
                 process.start(command, env=env, cwd=process.log_file.parent)
                 launched.append((record, process, f"http://{LOOPBACK}:{port}"))
             notes = []
@@ -203,6 +207,7 @@ class LocalServing(DeploymentStore):
 
     # ---------------------------------------------------------------- commands
 
+    @locked("serve deploy")
     def deploy(
         self,
         name: str,
@@ -252,6 +257,7 @@ class LocalServing(DeploymentStore):
         self._save(records)
         return note
 
+    @locked("serve split")
     def split(
         self,
         name: str,
@@ -305,6 +311,7 @@ class LocalServing(DeploymentStore):
         self._save(records)
         return notes
 
+    @locked("serve undeploy")
     def undeploy(self, name: str) -> list[str]:
         records = self._load()
         if name not in records:

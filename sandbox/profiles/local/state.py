@@ -18,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import random
 import secrets
 import stat
 import string
+import threading
+import time
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from pathlib import Path
 from sandbox.errors import LockedError, PortInUseError
 from sandbox.files import write_private
 from sandbox.net import port_is_free
+from sandbox.profiles.local.process import marked_ports
 
 
 class SandboxDir:
@@ -50,6 +54,11 @@ class SandboxDir:
     @property
     def ports_file(self) -> Path:
         return self.root / "ports.json"
+
+    @property
+    def home(self) -> str:
+        """The sandbox's identity in its processes' environment (`process.Identity`)."""
+        return str(self.root.resolve())
 
     def service_dir(self, name: str) -> Path:
         return self.root / "services" / name
@@ -112,27 +121,87 @@ def make_private(root: Path, *, traverse: Collection[Path] = ()) -> list[Path]:
 # --------------------------------------------------------------------------- lock
 
 
+# Lock depth per sandbox home in this process: a command that holds the lock (`up`, `monitor
+# retrain`) calls code that takes it again (restoring deployments, redeploying the champion).
+_held: dict[str, int] = {}
+_held_guard = threading.RLock()
+
+
 @contextlib.contextmanager
 def exclusive_lock(sandbox: SandboxDir, command: str) -> Iterator[None]:
-    """Hold the sandbox lock for the duration of a mutating command, or refuse at once."""
+    """Hold the sandbox lock while a command changes the sandbox, or refuse at once (exit 3).
+
+    Every command that changes the sandbox takes it: `up`, `down`, `serve deploy|split|
+    undeploy`, `monitor retrain`, `gpu submit|release`, the supervisor's restarts. It is
+    an flock, so a crashed holder releases it; the file names the holder for the refusal.
+    Re-entrant within one process.
+    """
+    home = sandbox.home
+    with _held_guard:
+        if _held.get(home):
+            _held[home] += 1
+            try:
+                yield
+            finally:
+                _held[home] -= 1
+            return
+        fd = _acquire(sandbox, command)
+        _held[home] = 1
+        try:
+            yield
+        finally:
+            _held.pop(home, None)
+            os.close(fd)  # closing releases the flock
+
+
+def locked(command: str):
+    """Run a method of an object with a `sandbox` (a SandboxDir) under the sandbox lock."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def inner(self, *args, **kwargs):
+            what = f"{command} {args[0]}" if args and isinstance(args[0], str) else command
+            with exclusive_lock(self.sandbox, what):
+                return method(self, *args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+def _acquire(sandbox: SandboxDir, command: str) -> int:
     sandbox.create()
-    fd = os.open(sandbox.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    while True:
+        try:
+            fd = os.open(sandbox.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise LockedError(
+                f"cannot open the sandbox lock {sandbox.lock_file}: {exc.strerror}",
+                hint="it must be a plain file owned by you; remove it (it holds nothing) and run this again",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise LockedError(
-                f"another sandbox command is already working on {sandbox.root} ({holder})",
-                hint="wait for it to finish, or check it with `sandbox status`",
+                f"another sandbox command is changing {sandbox.root} ({holder})",
+                hint="wait for it to finish and run this again; `sandbox status` shows the stack meanwhile",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: sandbox {command}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+        # The file may have been deleted or replaced since we opened it: then our lock guards nothing.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(sandbox.lock_file, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    started = time.strftime("%H:%M:%S")
+    os.pwrite(fd, f"pid {os.getpid()}: sandbox {command}, since {started}".encode(), 0)
+    return fd
 
 
 # --------------------------------------------------------------------------- secrets
@@ -205,13 +274,28 @@ _AUTO_PORT_RANGE = (15000, 22000)
 class PortMap:
     """Ports per sandbox: fixed ones from config, automatic ones chosen once and kept.
 
-    Keeping them stable means `sandbox env` output and saved URLs survive a
-    `down`/`up`; choosing them per directory means two sandboxes never collide.
+    Keeping them stable means `sandbox env` output, saved URLs and clients holding a
+    tracking URI survive a crash, a restart and a `down`/`up`: a port is never
+    silently replaced; when another program holds it, starting fails naming it.
+    Choosing them per directory means two sandboxes never collide. A lost or
+    corrupt `ports.json` is rebuilt from the ports the running processes were
+    started with (their `ML_SANDBOX_PORTS` marker).
     """
 
     def __init__(self, sandbox: SandboxDir):
         self._file = sandbox.ports_file
-        self._ports: dict[str, int] = json.loads(self._file.read_text()) if self._file.exists() else {}
+        self._ports: dict[str, int] = self._read()
+        if not self._ports:
+            self._ports = marked_ports(sandbox.home) if sandbox.exists() else {}
+            if self._ports:
+                self.save()
+
+    def _read(self) -> dict[str, int]:
+        try:
+            raw = json.loads(self._file.read_text())
+            return {str(key): int(port) for key, port in raw.items() if 0 < int(port) < 65536}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}  # absent or corrupt: rebuilt from what runs
 
     def get(self, key: str) -> int | None:
         return self._ports.get(key)
@@ -233,7 +317,14 @@ class PortMap:
             self._ports[key] = configured
             return configured
         current = self._ports.get(key)
-        if current and port_is_free(current) and (pair_offset is None or port_is_free(current + pair_offset)):
+        if current:
+            for port in (current, *([current + pair_offset] if pair_offset else [])):
+                if not port_is_free(port):
+                    raise PortInUseError(
+                        f"port {port} ({key}), this sandbox's since it was made, is held by {_holder(port)}",
+                        hint="stop that process and run the command again; a sandbox keeps its ports for"
+                        " its whole life (`sandbox down --purge` starts over with new ones)",
+                    )
             return current
         port = self._pick(pair_offset)
         self._ports[key] = port
@@ -252,3 +343,16 @@ class PortMap:
 
     def save(self) -> None:
         write_private(self._file, json.dumps(self._ports, indent=2, sort_keys=True))
+
+
+def _holder(port: int) -> str:
+    """Who listens on a loopback port, as well as this user may know."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import json
 import os
 import signal
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import ClassVar
 
 from sandbox.config import SandboxConfig
 from sandbox.profiles.base import ServiceState, ServiceStatus
-from sandbox.profiles.local.process import ManagedProcess
+from sandbox.profiles.local.process import PORTS_MARKER, Identity, ManagedProcess
 from sandbox.profiles.local.readiness import wait_ready
 from sandbox.profiles.local.state import PortMap, SandboxDir, Secrets
 
@@ -37,7 +38,9 @@ class LocalService(abc.ABC):
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         self.dir = ctx.sandbox.service_dir(self.name)
-        self.process = ManagedProcess(self.dir / "service.pid", self.dir / "service.log")
+        self.process = ManagedProcess(
+            self.dir / "service.pid", self.dir / "service.log", Identity(ctx.sandbox.home, self.name)
+        )
 
     # ---------------------------------------------------------------- to implement
 
@@ -92,6 +95,7 @@ class LocalService(abc.ABC):
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv, extra_env = self.command()
         env = {**os.environ, **extra_env, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        env[PORTS_MARKER] = json.dumps({key: self.ctx.ports.get(key) for key in self.port_keys()})
         self.process.start(argv, env=env, cwd=self.dir, user=self.run_as())
         took = wait_ready(self.title, self.probe, self.process, timeout=self.ctx.config.startup_timeout)
         self.after_ready()
