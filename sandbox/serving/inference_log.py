@@ -1,35 +1,41 @@
-"""Inference logging: every prediction a model server makes, in a PostgreSQL table.
+"""Inference logging: every prediction a model server answers, in a PostgreSQL table.
 
-Writers (the model servers) never wait on the database. `InferenceLogWriter.log`
-appends to an in-memory queue and returns; a background thread drains it in
-batches with `COPY` into a staging table and an `INSERT ... ON CONFLICT DO
-NOTHING`, so a batch retried after a lost acknowledgement is written once.
+Durable before the answer: `InferenceLogWriter.log` appends the request's rows to a journal in the server's
+folder (`sandbox.serving.journal`: one ``write(2)`` on an ``O_APPEND`` file, no fsync) and only then does the
+model server send its answer. A shipper thread reads the journal from its durable "shipped up to" position,
+writes each batch with ``COPY`` into a staging table and ``INSERT ... ON CONFLICT (event_id) DO NOTHING``
+(every row's event id is fixed in the journal, so a batch shipped again after a lost acknowledgement, or after
+a kill between the commit and the position's update, lands once), then moves the position on.
 
-Nothing logged is dropped: while the database is away (a restart), rows wait
-in memory and the thread retries with backoff; rows over the in-memory bound,
-and whatever is still unwritten when the server stops, go to a spool file in
-the server's folder, replayed into the table on its next start. A row is in the
-table, in memory or in the spool, never nowhere (tests/integration/
-test_monitoring.py restarts each service and counts).
+What that guarantees: a ``kill -9`` of the model server, of PostgreSQL, or of both in any order, loses no
+answered row and writes none twice. While PostgreSQL is away the journal grows on disk (only one batch is
+in memory) and the shipper retries with backoff, reconnecting by itself; once it is back, shipped segments
+are deleted and the journal stays about one segment long. Not guaranteed: a power loss or a kernel crash
+may lose the rows of the last seconds (the page cache is not flushed per request; that would cost more than
+serving the request).
 
-It lives with serving, which writes it; monitoring (`InferenceLogStore` in drift
-checks and traffic replay) reads it, and the profiles create its table.
+A spool left by older servers (`SPOOL_NAME`, written at shutdown or over a memory bound) is copied into the
+journal at start, with its rows' own event ids, and removed.
+
+It lives with serving, which writes it; monitoring (`InferenceLogStore` in drift checks and traffic replay)
+reads it, and the profiles create its table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
+import math
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+
+from sandbox.serving.journal import Batch, Entry, Journal, Shipper, encode_record
 
 logger = logging.getLogger("sandbox.inference_log")
 
@@ -60,7 +66,10 @@ COLUMNS = (
     "features",
     "prediction",
 )
-SPOOL_NAME = "inference-spool.jsonl"
+SPOOL_NAME = "inference-spool.jsonl"  # the spool of older servers: replayed (through the journal), then removed
+JOURNAL_DIR = "inference-journal"  # the journal's folder, in the server's folder
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LEGACY_CHUNK = 1000
 
 
 def ensure_schema(conn) -> None:
@@ -77,7 +86,13 @@ class LoggedModel:
 
 
 class InferenceLogWriter:
-    """Asynchronous, batched, at-least-once writes that land exactly once (keyed by event id)."""
+    """Rows on local disk before `log` returns; shipped to PostgreSQL by a thread, each row exactly once.
+
+    A journal record is one request: ``[ts_us, request_id, variant, base_id, features, predictions]``; row
+    ``i``'s event id is ``base_id XOR i`` (a uuid4 per request; its low bits count rows). A record copied from
+    an old spool is one row with its own event id, and its model as a 7th element. The segment's header is the
+    model that answered (a redeploy of another version under the same name starts a new segment).
+    """
 
     def __init__(
         self,
@@ -87,113 +102,100 @@ class InferenceLogWriter:
         spool_dir: Path,
         batch_rows: int = 2000,
         flush_interval: float = 0.5,
-        max_pending_rows: int = 200_000,
+        segment_bytes: int = 16 << 20,
         metrics_registry=None,
     ):
         self.dsn = dsn
         self.model = model
-        self.spool_file = spool_dir / SPOOL_NAME
+        self.spool_dir = Path(spool_dir)
+        self.spool_file = self.spool_dir / SPOOL_NAME
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
-        self.max_pending_rows = max_pending_rows
-        # Requests are queued as they came (arrays, not rows): the request path does no conversion.
-        self._queue: deque[tuple] = deque()
-        self._queued_rows = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._conn = None
         self._metrics = _Metrics(metrics_registry)
-        self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
+        self.journal = Journal(
+            self.spool_dir / JOURNAL_DIR,
+            {"deployment": model.deployment, "model_name": model.model_name, "model_version": model.model_version},
+            segment_bytes=segment_bytes,
+        )
+        self._metrics.pending.set_function(lambda: self.journal.pending_rows)
+        self._import_spool()
+        self._shipper = Shipper(
+            self.journal,
+            self._ship,
+            max_rows=batch_rows,
+            interval=flush_interval,
+            on_error=self._shipping_failed,
+            on_shipped=self._shipped,
+        )
 
     # ---------------------------------------------------------------- request path
 
     def log(self, features: np.ndarray, predictions: np.ndarray, *, request_id: str | None, variant: str | None):
-        """Queue one request's rows; returns at once."""
-        with self._lock:
-            self._queue.append((datetime.now(UTC), request_id, variant, features, predictions))
-            self._queued_rows += len(features)
-            if self._queued_rows >= self.batch_rows:
-                self._wake.set()
+        """Append one request's rows to the journal (one write); on return they survive a kill of this process.
+
+        Raises (OSError) when the journal cannot be written, a full disk say: the caller then fails the
+        request rather than answer a prediction that is not logged."""
+        rows = np.asarray(features, dtype=float).tolist()
+        values = np.asarray(predictions).tolist()
+        count = min(len(rows), len(values))
+        ts_us = time.time_ns() // 1000
+        line = encode_record(count, [ts_us, request_id, variant, uuid.uuid4().hex, rows, values])
+        pending = self.journal.append(line, count)
+        self._metrics.spooled.inc(count)
+        if pending >= self.batch_rows:
+            self._shipper.wake()
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> InferenceLogWriter:
-        self._thread.start()
+        self._shipper.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued; spool whatever the database does not take in time."""
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        leftover = self._take_all()
-        if leftover:
-            self._spool(leftover)
-        if self._conn is not None:
-            self._conn.close()
+        """Ship what the database takes within ``timeout``; the rest stays in the journal for the next start."""
+        if self._shipper.stop(timeout):
+            self.journal.close()
+            self._disconnect()
+        # else the shipper is still inside a write: the journal stays open (and locked) until the process exits
+        left = self.journal.pending_rows
+        if left:
+            logger.warning("inference log: %d row(s) left in %s for the next start", left, self.journal.folder)
 
     @property
     def pending_rows(self) -> int:
-        return self._queued_rows
+        """Rows on disk not yet shipped to the database."""
+        return self.journal.pending_rows
 
-    # ---------------------------------------------------------------- writer thread
+    # ---------------------------------------------------------------- shipper thread
 
-    def _run(self) -> None:
-        backoff = 0.5
-        self._replay_spool()
-        pending: list[tuple] = []  # rows taken from the queue, not yet committed
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            pending.extend(self._take_all())
-            if len(pending) > self.max_pending_rows:  # the database has been away long: keep the rest on disk
-                self._spool(pending[: len(pending) - self.max_pending_rows])
-                pending = pending[len(pending) - self.max_pending_rows :]
-            while pending:
-                batch = pending[: self.batch_rows]
-                try:
-                    self._write(batch)
-                except Exception as exc:  # noqa: BLE001 - any database failure is retried, never raised into serving
-                    self._metrics.write_errors.inc()
-                    logger.warning("inference log: write failed (%s); %d row(s) kept for retry", exc, len(pending))
-                    self._disconnect()
-                    if self._stopping.is_set():
-                        self._spool(pending)
-                        return
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    break
-                del pending[: len(batch)]
-                backoff = 0.5
-                if not pending and self._has_spool():
-                    self._replay_spool(retry=False)  # rows spooled during a long outage: the database is back
-            self._metrics.pending.set(len(pending) + self._queued_rows)
-            if self._stopping.is_set() and not pending and not self._queued_rows:
-                return
+    def _ship(self, entries: list[Entry]) -> None:
+        rows = self._rows(entries)
+        self._write(rows)
+        self._metrics.rows_written.inc(len(rows))
 
-    def _take_all(self) -> list[tuple]:
-        """Queued requests as table rows, each with its event id (fixed before the first attempt)."""
-        with self._lock:
-            requests, self._queue = self._queue, deque()
-            self._queued_rows = 0
+    def _shipped(self, batch: Batch) -> None:
+        if batch.skipped_lines:
+            self._metrics.skipped.inc(batch.skipped_lines)
+
+    def _shipping_failed(self, exc: BaseException) -> None:
+        self._metrics.write_errors.inc()
+        self._disconnect()
+
+    @staticmethod
+    def _rows(entries: list[Entry]) -> list[tuple]:
+        """Journal records as table rows, each with its event id (fixed in the journal, so shipping is idempotent)."""
         rows = []
-        model = self.model
-        for ts, request_id, variant, features, predictions in requests:
-            values = np.asarray(predictions).tolist()
-            for row, prediction in zip(np.asarray(features, dtype=float).tolist(), values, strict=False):
+        for header, record in entries:
+            ts_us, request_id, variant, base_id, features, predictions = record[:6]
+            model = (
+                record[6] if len(record) > 6 else (header["deployment"], header["model_name"], header["model_version"])
+            )
+            ts = _EPOCH + timedelta(microseconds=ts_us)
+            base = uuid.UUID(base_id).int
+            for index, (row, prediction) in enumerate(zip(features, predictions, strict=False)):
                 rows.append(
-                    (
-                        str(uuid.uuid4()),
-                        ts,
-                        model.deployment,
-                        model.model_name,
-                        model.model_version,
-                        variant,
-                        request_id,
-                        row,
-                        json.dumps(prediction),
-                    )
+                    (str(uuid.UUID(int=base ^ index)), ts, *model, variant, request_id, row, _jsonb(prediction))
                 )
         return rows
 
@@ -223,52 +225,56 @@ class InferenceLogWriter:
                     copy.write_row(row)
             cur.execute(f"INSERT INTO {TABLE} SELECT * FROM staging ON CONFLICT (event_id) DO NOTHING")
         conn.commit()
-        self._metrics.rows_written.inc(len(rows))
 
-    # ---------------------------------------------------------------- spool
+    # ---------------------------------------------------------------- the spool of older servers
 
-    def _spool(self, rows: Iterable[tuple]) -> None:
-        rows = list(rows)
-        self.spool_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.spool_file.open("a") as handle:
-            for row in rows:
-                handle.write(json.dumps([row[0], row[1].isoformat(), *row[2:]]) + "\n")
-            handle.flush()
-        self._metrics.spooled.inc(len(rows))
-        logger.warning("inference log: %d row(s) spooled to %s for the next start", len(rows), self.spool_file)
+    def _import_spool(self) -> None:
+        """Copy an old server's spool into the journal (its rows keep their event ids), then remove it.
 
-    def _has_spool(self) -> bool:
-        return self.spool_file.exists() or self.spool_file.with_suffix(".replaying").exists()
+        A kill half-way leaves the spool: it is copied again at the next start, and the table drops what it has."""
+        for path in (self.spool_file.with_suffix(".replaying"), self.spool_file):
+            if not path.exists():
+                continue
+            chunk, rows, copied = [], 0, 0
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    try:
+                        item = json.loads(line)
+                        ts = datetime.fromisoformat(item[1])
+                        ts_us = (ts - _EPOCH) // timedelta(microseconds=1)
+                        record = [ts_us, item[6], item[5], str(uuid.UUID(item[0])), [item[7]], [json.loads(item[8])]]
+                        chunk.append(encode_record(1, [*record, list(item[2:5])]))
+                    except (ValueError, IndexError, TypeError, AttributeError):  # a line cut short by a crash
+                        logger.error("inference log: %s line %d is not a row; skipped", path, number)
+                        continue
+                    rows += 1
+                    if rows == _LEGACY_CHUNK:
+                        self.journal.append(b"".join(chunk), rows)
+                        copied += rows
+                        chunk, rows = [], 0
+            if chunk:
+                self.journal.append(b"".join(chunk), rows)
+                copied += rows
+            path.unlink()
+            logger.info("inference log: %d row(s) of the old spool %s moved to the journal", copied, path.name)
 
-    def _replay_spool(self, *, retry: bool = True) -> None:
-        # A spool is renamed before it is replayed, so rows spooled meanwhile go to a fresh
-        # file; a rename left by an interrupted replay is finished first. Two passes cover both.
-        replaying = self.spool_file.with_suffix(".replaying")
-        for _ in range(2):
-            if not replaying.exists():
-                if not self.spool_file.exists():
-                    return
-                self.spool_file.replace(replaying)
-            rows = []
-            for number, line in enumerate(replaying.read_text().splitlines(), 1):
-                try:
-                    item = json.loads(line)
-                    rows.append((item[0], datetime.fromisoformat(item[1]), *item[2:]))
-                except (ValueError, IndexError, TypeError):  # a line cut short by a crash mid-write
-                    logger.error("inference log: %s line %d is not a row; skipped", replaying, number)
-            while True:
-                try:
-                    for start in range(0, len(rows), self.batch_rows):
-                        self._write(rows[start : start + self.batch_rows])
-                except Exception as exc:  # noqa: BLE001 - keep the spool; try again shortly
-                    logger.warning("inference log: spool replay failed (%s); kept for a retry", exc)
-                    self._disconnect()
-                    if not retry or self._stopping.wait(2.0):
-                        return  # left on disk: replayed after the next good write, or at the next start
-                    continue
-                replaying.unlink()
-                logger.info("inference log: replayed %d spooled row(s)", len(rows))
-                break
+
+def _jsonb(value) -> str:
+    """A prediction as jsonb text; NaN and infinities (JSON has none, jsonb refuses them) become null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 class _Metrics:
@@ -283,9 +289,16 @@ class _Metrics:
         )
         self.write_errors = Counter("inference_log_write_errors", "Failed batch writes (retried)", registry=registry)
         self.spooled = Counter(
-            "inference_log_rows_spooled", "Rows spooled to disk for a later start", registry=registry
+            "inference_log_rows_spooled", "Rows appended to the on-disk journal (all logged rows)", registry=registry
         )
-        self.pending = Gauge("inference_log_pending_rows", "Rows waiting to be written", registry=registry)
+        self.skipped = Counter(
+            "inference_log_journal_lines_skipped",
+            "Journal lines not shipped: cut short by a kill mid-write (never acknowledged) or corrupt",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "inference_log_pending_rows", "Rows in the on-disk journal not yet in the table", registry=registry
+        )
 
 
 # -------------------------------------------------------------------- reading

@@ -692,7 +692,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.inference_log and dsn:
         logged = resolve_logged_model(args.name, args.model_uri)
         model.model_version = logged.model_version if logged.model_version.isdigit() else ""
-        # Spooled rows (written while the database was away at shutdown) live next to the server's log.
+        # The inference journal (every answered row, on disk before the answer) lives next to the server's log.
         model.inference_log = InferenceLogWriter(dsn, logged, spool_dir=Path.cwd()).start()
     elif args.inference_log:
         logger.warning("no ML_SANDBOX_MONITORING_DB_URL: inferences are not logged")
@@ -705,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
         run(_serve(model, args.host, args.port, args.grpc_port))
     finally:
         if model.inference_log is not None:
-            model.inference_log.close()  # after the last request: drains the queue, or spools it
+            model.inference_log.close()  # after the last request: ships what it can; the rest stays in the journal
 
 
 if __name__ == "__main__":

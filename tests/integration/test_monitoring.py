@@ -26,7 +26,8 @@ import pytest
 
 from sandbox.errors import ExitCode
 from sandbox.net import port_is_free
-from sandbox.serving.inference_log import InferenceLogStore, wait_for_rows
+from sandbox.serving.inference_log import JOURNAL_DIR, InferenceLogStore, wait_for_rows
+from sandbox.serving.journal import unshipped_rows
 from sandbox.serving.reference_model import synthetic_data
 from tests.integration.conftest import Stack, local_pid
 
@@ -224,21 +225,38 @@ def test_restarting_any_service_loses_no_logged_inference(monitored):
 
 
 def test_rows_logged_while_postgres_is_down_arrive_after_it_returns(monitored):
-    """Rows wait in the server's memory, or in its spool if the server stops too; none is lost."""
-    before = _store(monitored).count()
+    """Rows wait in the server's journal on disk, whether or not the server stops too; none is lost or doubled."""
+    store = _store(monitored)
+    before = store.count()
     _terminate(monitored.pids()["postgres"], postgres=True)
-    spool = monitored.dir / "deployments" / "fd" / "inference-spool.jsonl"
+    journal = monitored.dir / "deployments" / "fd" / JOURNAL_DIR
     try:
-        # PostgreSQL is away: the model server still answers, and keeps what it logs.
+        # PostgreSQL is away: the model server still answers, and keeps what it logs on disk.
         sent = _send(monitored, _rows(40, seed=4))
-        _terminate(_deployment_pid(monitored, "fd"))  # stops with the rows unwritten: they go to its spool
-        spooled = len(spool.read_text().splitlines()) if spool.exists() else 0
+        _terminate(_deployment_pid(monitored, "fd"))  # stops with the rows the database did not take on disk
+        on_disk = unshipped_rows(journal)
+        in_table = _count_if_up(store, otherwise=before) - before  # PostgreSQL may be back (the supervisor)
     finally:
-        monitored.cli("up")  # PostgreSQL back, the server restarted: it replays the spool
-    assert spooled == sent
+        monitored.cli("up")  # PostgreSQL back, the server restarted: it ships its journal
+    assert on_disk + in_table >= sent  # with the server stopped, every row was on its disk or in the table
     sent += _send(monitored, _rows(20, seed=5))  # and rows sent after the restart
-    assert wait_for_rows(_store(monitored), before + sent, timeout=30) == before + sent
-    assert not spool.exists()
+    assert wait_for_rows(store, before + sent, timeout=30) == before + sent
+    deadline = time.monotonic() + 30  # the shipped position is saved just after the rows are committed
+    while unshipped_rows(journal) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert unshipped_rows(journal) == 0
+    assert len(list(journal.glob("*.journal"))) <= 2  # shipped segments deleted
+    assert store.count() == before + sent  # and nothing written twice
+
+
+def _count_if_up(store: InferenceLogStore, *, otherwise: int) -> int:
+    """The table's row count, or ``otherwise`` while PostgreSQL is down."""
+    import psycopg
+
+    try:
+        return store.count()
+    except psycopg.OperationalError:
+        return otherwise
 
 
 def test_monitor_check_cli_no_drift_then_drift_on_the_shifted_features(own_model):

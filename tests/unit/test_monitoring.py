@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from datetime import UTC, datetime
 
@@ -14,7 +13,7 @@ from sandbox.monitoring.checks import PREDICTION, DriftCheck
 from sandbox.monitoring.config import RetrainingConfig
 from sandbox.monitoring.drift import DriftReport, FeatureDrift
 from sandbox.monitoring.retraining import decide
-from sandbox.serving.inference_log import SPOOL_NAME, InferenceLogWriter, LoggedModel
+from sandbox.serving.inference_log import InferenceLogWriter, LoggedModel
 from tests.factories import make_endpoints
 
 
@@ -149,7 +148,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]  # closed again on return: connections are refused
 
 
-def test_rows_the_database_never_took_are_spooled_on_close_not_lost(tmp_path):
+def test_rows_the_database_never_took_stay_in_the_journal_on_close_not_lost(tmp_path):
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
@@ -163,15 +162,24 @@ def test_rows_the_database_never_took_are_spooled_on_close_not_lost(tmp_path):
     for index in range(5):
         writer.log(np.full((3, 2), float(index)), np.array([0, 1, 0]), request_id=f"r{index}", variant="a")
     writer.close(timeout=10)
-
-    lines = [json.loads(line) for line in (tmp_path / SPOOL_NAME).read_text().splitlines()]
-    assert len(lines) == 15
-    assert len({line[0] for line in lines}) == 15  # each row keeps its own event id (writes are idempotent)
-    first = lines[0]
-    assert first[2:7] == ["dep", "model", "7", "a", "r0"] and first[7] == [0.0, 0.0]
+    assert writer.pending_rows == 15  # on disk, not shipped
     assert registry.get_sample_value("inference_log_rows_spooled_total") == 15
     assert registry.get_sample_value("inference_log_write_errors_total") >= 1
-    assert writer.pending_rows == 0
+
+    # The next start ships them: each row keeps its own event id (writes are idempotent).
+    restarted = InferenceLogWriter(
+        "postgresql://unused",
+        LoggedModel("dep", "model", "8"),
+        spool_dir=tmp_path,
+        metrics_registry=CollectorRegistry(),
+    )
+    written = []
+    restarted._write = written.extend  # the database, taking everything
+    restarted._shipper.drain()
+    restarted.close()
+    assert len(written) == 15 and len({row[0] for row in written}) == 15
+    assert written[0][2:7] == ("dep", "model", "7", "a", "r0") and written[0][7] == [0.0, 0.0]
+    assert restarted.pending_rows == 0
 
 
 def test_log_never_waits_on_the_database(tmp_path):
@@ -208,12 +216,12 @@ def test_log_never_waits_on_the_database(tmp_path):
     try:
         requests.join(30)
         assert not requests.is_alive(), "log() waited on the database"
-        assert writer.pending_rows == 1000 and written == []  # all queued, none written: the write still hangs
+        assert writer.pending_rows == 1001 and written == []  # all on disk, none written: the write still hangs
     finally:
         release.set()
     writer.close(timeout=30)
     assert [row[6] for row in written] == ["first", *map(str, range(1000))]  # every row, once, in order
-    assert not (tmp_path / SPOOL_NAME).exists()
+    assert writer.pending_rows == 0
 
 
 def test_local_training_data_is_copied_and_versioned_by_md5(tmp_path):
@@ -228,25 +236,3 @@ def test_local_training_data_is_copied_and_versioned_by_md5(tmp_path):
     assert retrainer.fetch(str(data), "copy.csv").read_bytes() == data.read_bytes()
     with pytest.raises(ConfigError, match="no data file"):
         retrainer.data_version(str(tmp_path / "missing.csv"))
-
-
-def test_a_spool_is_replayed_row_for_row_and_a_line_cut_short_is_skipped(tmp_path):
-    from prometheus_client import CollectorRegistry
-
-    writer = InferenceLogWriter(
-        f"postgresql://u:p@127.0.0.1:{_closed_port()}/monitoring",
-        LoggedModel("dep", "model", "7"),
-        spool_dir=tmp_path,
-        metrics_registry=CollectorRegistry(),
-    )
-    writer.log(np.arange(6, dtype=float).reshape(3, 2), np.array([1, 0, 1]), request_id="r", variant=None)
-    rows = writer._take_all()
-    writer._spool(rows)
-    with (tmp_path / SPOOL_NAME).open("a") as handle:
-        handle.write('["cut-short", "2026-')  # a crash in the middle of a write
-    written = []
-    writer._write = written.extend  # the database, taking everything
-    writer._replay_spool()
-    assert [row[0] for row in written] == [row[0] for row in rows]  # same event ids: a replay is idempotent
-    assert written[1][7] == [2.0, 3.0] and written[1][8] == "0"
-    assert not (tmp_path / SPOOL_NAME).exists() and not writer._has_spool()

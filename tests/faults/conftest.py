@@ -1,0 +1,53 @@
+"""Fault tests: kill -9 components of a real local stack under traffic and count what survived.
+
+They reuse the integration tests' `Stack` (tests/integration/conftest.py) and are marked `integration`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.ledger import Ledger
+from tests.integration.conftest import Stack
+
+
+@pytest.fixture(scope="module")
+def faults_stack(tmp_path_factory):
+    """A stack of the module's own with the reference model (RandomForest, 8 features) registered once."""
+    from sandbox.serving.reference_model import register_reference_model
+
+    stack = Stack(tmp_path_factory.mktemp("faults") / "sandbox")
+    stack.cli("up")
+    try:
+        register_reference_model(stack.endpoints().mlflow_tracking_uri, "fraud-detector", n_estimators=20, seed=0)
+        yield stack
+    finally:
+        stack.cli("down", "--purge", check=False)
+
+
+# ---------------------------------------------------------------------------- the ledger table
+
+_LEDGER = pytest.StashKey[Ledger]()
+
+
+def pytest_configure(config):
+    config.stash[_LEDGER] = Ledger()
+
+
+@pytest.fixture
+def ledger(request) -> Ledger:
+    """Where a fault test writes what it injected and what survived (printed as one table at the end)."""
+    return request.config.stash[_LEDGER]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    recorded = config.stash.get(_LEDGER, None)
+    if not recorded or not recorded.cases:
+        return
+    terminalreporter.section("fault injection: what was acknowledged, what survived")
+    terminalreporter.write_line(recorded.table())
+    out = Path(config.rootpath) / "reports" / "faults.json"
+    recorded.write(out)
+    terminalreporter.write_line(f"(also in {out})")

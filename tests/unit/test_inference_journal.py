@@ -1,0 +1,442 @@
+"""The inference log's on-disk journal and its shipper, with a stand-in for the database.
+
+The database here is `FakeTable`: rows keyed by event id, inserted ON CONFLICT DO NOTHING like the real
+table, and able to lose an acknowledgement (commit, then raise). Shipping to the real PostgreSQL, and kill -9
+of real servers, are in tests/faults/test_inference_log_durability.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from sandbox.serving import journal as journal_module
+from sandbox.serving.inference_log import JOURNAL_DIR, SPOOL_NAME, InferenceLogWriter, LoggedModel
+from sandbox.serving.journal import Journal, JournalBusy, Shipper, encode_record, unshipped_rows
+
+HEADER = {"deployment": "dep", "model_name": "model", "model_version": "7"}
+MODEL = LoggedModel("dep", "model", "7")
+NO_DATABASE = "postgresql://u:p@127.0.0.1:9/monitoring"  # never reached: the tests replace _write
+
+
+class FakeTable:
+    """The inference_log table as the shipper sees it: INSERT ... ON CONFLICT (event_id) DO NOTHING."""
+
+    def __init__(self, lose_acks: int = 0, fail: int = 0):
+        self.rows: dict[str, tuple] = {}
+        self.attempts: list[list[str]] = []  # event ids of each batch handed over
+        self.lose_acks = lose_acks  # commit, then raise: the acknowledgement is lost
+        self.fail = fail  # raise without committing
+
+    def write(self, rows) -> None:
+        self.attempts.append([row[0] for row in rows])
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("the database is away")
+        for row in rows:
+            self.rows.setdefault(row[0], row)
+        if self.lose_acks:
+            self.lose_acks -= 1
+            raise ConnectionError("connection lost before the commit was acknowledged")
+
+
+def _writer(folder: Path, table: FakeTable | None = None, **options) -> InferenceLogWriter:
+    writer = InferenceLogWriter(NO_DATABASE, MODEL, spool_dir=folder, metrics_registry=CollectorRegistry(), **options)
+    if table is not None:
+        writer._write = table.write
+    return writer
+
+
+def _log(writer: InferenceLogWriter, request: int, rows: int = 3) -> None:
+    writer.log(
+        np.full((rows, 2), float(request)),
+        np.arange(rows) % 2,
+        request_id=f"r{request}",
+        variant="a" if request % 2 else None,
+    )
+
+
+def _records(folder: Path) -> list:
+    """Every record shipped from a journal folder, through a list sink (the journal alone, no writer)."""
+    shipped: list = []
+    journal = Journal(folder, HEADER)
+    try:
+        Shipper(journal, shipped.extend).drain()
+    finally:
+        journal.close()
+    return shipped
+
+
+def _segment_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.journal"))
+
+
+# ------------------------------------------------------------------ the journal alone
+
+
+def test_appended_records_come_back_in_order_with_their_header(tmp_path):
+    journal = Journal(tmp_path, HEADER)
+    for n in range(5):
+        journal.append(encode_record(2, {"n": n}), 2)
+    assert journal.pending_rows == 10
+    shipped: list = []
+    Shipper(journal, shipped.extend).drain()
+    assert shipped == [(HEADER, {"n": n}) for n in range(5)]
+    assert journal.pending_rows == 0
+    journal.close()
+
+
+def test_shipping_resumes_from_the_durable_offset_after_a_restart(tmp_path):
+    journal = Journal(tmp_path, HEADER)
+    for n in range(10):
+        journal.append(encode_record(1, n), 1)
+    shipped: list = []
+    shipper = Shipper(journal, shipped.extend, max_rows=4)
+    assert shipper.step() and shipper.step()  # 8 of 10 shipped, then the process goes away
+    journal.close()
+    saved = json.loads((tmp_path / "shipped").read_text())
+    assert saved["segment"] == 1 and saved["offset"] > 0
+
+    assert unshipped_rows(tmp_path) == 2  # read from disk as another process would
+    reopened = Journal(tmp_path, HEADER)
+    assert reopened.pending_rows == 2  # counted from disk, from the offset on
+    reopened.append(encode_record(1, 10), 1)
+    Shipper(reopened, shipped.extend).drain()
+    assert [record for _, record in shipped] == list(range(11))  # each once, in order
+    reopened.close()
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_and_does_not_block_later_rows(tmp_path):
+    journal = Journal(tmp_path, HEADER)
+    journal.append(encode_record(1, "before"), 1)
+    journal.close()
+    whole = encode_record(1, "never acknowledged")
+    with _segment_files(tmp_path)[-1].open("ab") as handle:
+        handle.write(whole[: len(whole) // 2])  # a write killed half-way
+
+    registry = CollectorRegistry()
+    reopened = Journal(tmp_path, HEADER)
+    assert reopened.pending_rows == 1  # the cut line is not counted: it was never acknowledged
+    reopened.append(encode_record(1, "after"), 1)  # appended by the next process
+    shipped: list = []
+    skipped = []
+    Shipper(reopened, shipped.extend, on_shipped=lambda batch: skipped.append(batch.skipped_lines)).drain()
+    assert [record for _, record in shipped] == ["before", "after"]
+    assert sum(skipped) == 1
+    assert reopened.pending_rows == 0
+    reopened.close()
+    del registry
+
+
+def test_a_corrupt_line_is_skipped_not_shipped(tmp_path):
+    journal = Journal(tmp_path, HEADER)
+    journal.append(encode_record(1, "first"), 1)
+    journal.close()
+    bad = bytearray(encode_record(1, "flipped"))
+    bad[-3] ^= 0x01  # one bit changed inside the JSON: the CRC no longer matches
+    with _segment_files(tmp_path)[-1].open("ab") as handle:
+        handle.write(bytes(bad) + encode_record(1, "third"))
+    assert [record for _, record in _records(tmp_path)] == ["first", "third"]
+
+
+def test_segments_rotate_at_the_size_bound_and_shipped_ones_are_deleted(tmp_path):
+    journal = Journal(tmp_path, HEADER, segment_bytes=300)
+    shipped: list = []
+    shipper = Shipper(journal, shipped.extend)
+    for n in range(40):
+        journal.append(encode_record(1, {"n": n, "pad": "x" * 40}), 1)
+    assert len(_segment_files(tmp_path)) > 5  # rotated: nothing shipped yet, the journal grows on disk
+    shipper.drain()
+    assert [record["n"] for _, record in shipped] == list(range(40))
+    assert [path.name for path in _segment_files(tmp_path)] == [f"{journal.active_segment:010d}.journal"]
+
+    # Shipping as it goes, the journal stays about one segment long.
+    for n in range(40, 200):
+        journal.append(encode_record(1, {"n": n, "pad": "x" * 40}), 1)
+        shipper.drain()
+        assert len(_segment_files(tmp_path)) <= 2
+    assert [record["n"] for _, record in shipped] == list(range(200))
+    journal.close()
+
+
+def test_segments_a_killed_process_left_are_shipped_then_deleted_and_a_new_segment_is_started(tmp_path):
+    first = Journal(tmp_path, {"model_version": "1"})
+    first.append(encode_record(1, "from v1"), 1)
+    first.close()
+    second = Journal(tmp_path, {"model_version": "2"})  # a redeploy of another version, same folder
+    second.append(encode_record(1, "from v2"), 1)
+    assert len(_segment_files(tmp_path)) == 2
+    shipped: list = []
+    Shipper(second, shipped.extend).drain()
+    assert shipped == [({"model_version": "1"}, "from v1"), ({"model_version": "2"}, "from v2")]
+    assert len(_segment_files(tmp_path)) == 1
+    second.close()
+
+
+def test_a_batch_whose_acknowledgement_was_lost_is_shipped_again_and_lands_once(tmp_path):
+    table = FakeTable(lose_acks=1)
+    writer = _writer(tmp_path, table)
+    for request in range(4):
+        _log(writer, request)
+    with pytest.raises(ConnectionError):
+        writer._shipper.step()  # the rows were committed, the answer never came
+    assert writer.pending_rows == 12  # so the offset did not move
+    assert writer._shipper.step()
+    assert table.attempts[0] == table.attempts[1]  # the same batch, the same event ids
+    assert len(table.rows) == 12 and writer.pending_rows == 0
+    writer.close()
+
+
+def test_a_kill_between_the_commit_and_the_offset_update_writes_no_row_twice(tmp_path):
+    table = FakeTable()
+    writer = _writer(tmp_path, table)
+    for request in range(5):
+        _log(writer, request)
+    batch = writer.journal.read(1000)
+    writer._ship(batch.entries)  # committed to the table; the process dies before journal.commit
+    writer.journal.close()
+
+    restarted = _writer(tmp_path, table)
+    assert restarted.pending_rows == 15
+    restarted._shipper.drain()
+    assert table.attempts[0] == table.attempts[1]
+    assert len(table.rows) == 15
+    assert sorted(row[6] for row in table.rows.values()) == sorted(f"r{n}" for n in range(5) for _ in range(3))
+    restarted.close()
+
+
+def test_the_shipper_thread_retries_a_failing_database_and_ships_everything_once(tmp_path):
+    table = FakeTable(fail=3, lose_acks=1)
+    writer = _writer(tmp_path, table, flush_interval=0.01)
+    writer._shipper.min_backoff = writer._shipper.max_backoff = 0.01
+    done = threading.Event()
+    write = table.write
+
+    def write_then_signal(rows):
+        write(rows)
+        if len(table.rows) == 30:
+            done.set()
+
+    writer._write = write_then_signal
+    for request in range(10):
+        _log(writer, request)
+    writer.start()
+    assert done.wait(30), f"not all rows shipped: {len(table.rows)}"
+    writer.close(timeout=30)
+    assert len(table.rows) == 30 and writer.pending_rows == 0
+    registry_errors = writer._metrics.write_errors._value.get()
+    assert registry_errors == 4  # three refusals and one lost acknowledgement, each retried
+
+
+def test_close_with_the_database_away_keeps_the_rows_for_the_next_start(tmp_path):
+    away = FakeTable(fail=10**9)
+    writer = _writer(tmp_path, away).start()
+    for request in range(5):
+        _log(writer, request)
+    writer.close(timeout=30)  # the stop request cuts the backoff short: one more try, then out
+    assert away.rows == {} and writer.pending_rows == 15
+
+    table = FakeTable()
+    restarted = _writer(tmp_path, table)
+    assert restarted.pending_rows == 15
+    restarted._shipper.drain()
+    assert sorted(row[6] for row in table.rows.values()) == sorted(f"r{n}" for n in range(5) for _ in range(3))
+    restarted.close()
+
+
+# ------------------------------------------------------------------ the writer's request path
+
+
+def test_log_is_one_write_per_request_and_rows_carry_their_model_and_event_ids(tmp_path, monkeypatch):
+    writer = _writer(tmp_path, table := FakeTable())
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(journal_module.os, "write", lambda fd, data: writes.append(data) or real_write(fd, data))
+    writer.log(np.arange(6, dtype=float).reshape(3, 2), np.array([1, 0, 1]), request_id="req", variant="b")
+    assert len(writes) == 1 and writes[0].count(b"\n") == 1  # the request's three rows, one line, one write
+    monkeypatch.undo()
+    writer._shipper.drain()
+    rows = sorted(table.rows.values(), key=lambda row: row[7])
+    assert [row[2:7] for row in rows] == [("dep", "model", "7", "b", "req")] * 3
+    assert [row[7] for row in rows] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    assert [row[8] for row in rows] == ["1", "0", "1"]
+    assert len({row[0] for row in rows}) == 3
+    writer.close()
+
+
+def test_a_nan_prediction_is_shipped_as_null_not_as_json_postgresql_refuses(tmp_path):
+    writer = _writer(tmp_path, table := FakeTable())
+    writer.log(np.zeros((2, 2)), np.array([np.nan, 1.5]), request_id="nan", variant=None)
+    writer._shipper.drain()
+    assert sorted(row[8] for row in table.rows.values()) == ["1.5", "null"]
+    writer.close()
+
+
+def test_an_acknowledged_row_survives_a_kill_9_of_the_writing_process(tmp_path):
+    """A real SIGKILL right after log() returns: no close(), no flush, no atexit."""
+    script = f"""
+import os, pathlib, signal
+import numpy as np
+from prometheus_client import CollectorRegistry
+from sandbox.serving.inference_log import InferenceLogWriter, LoggedModel
+model = LoggedModel("dep", "model", "7")
+folder = pathlib.Path({str(tmp_path)!r})
+writer = InferenceLogWriter({NO_DATABASE!r}, model, spool_dir=folder, metrics_registry=CollectorRegistry())
+for n in range(100):
+    writer.log(np.full((2, 3), float(n)), np.array([n, n]), request_id=f"r{{n}}", variant=None)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    table = FakeTable()
+    writer = _writer(tmp_path, table)
+    assert writer.pending_rows == 200
+    writer._shipper.drain()
+    assert sorted(row[6] for row in table.rows.values()) == sorted(f"r{n}" for n in range(100) for _ in range(2))
+    writer.close()
+
+
+def test_a_write_that_fails_is_undone_and_raised_so_the_request_is_not_answered(tmp_path, monkeypatch):
+    table = FakeTable()
+    writer = _writer(tmp_path, table)
+    _log(writer, 0)
+    real_write = os.write
+
+    def disk_full(fd, data):
+        real_write(fd, data[:10])  # part of the line reached the file, then the disk filled up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        _log(writer, 1)
+    monkeypatch.undo()
+    _log(writer, 2)
+    writer._shipper.drain()
+    assert sorted({row[6] for row in table.rows.values()}) == ["r0", "r2"]
+    assert writer._metrics.skipped._value.get() == 0  # cut back: no half line left in the file
+    writer.close()
+
+
+def test_pending_rows_counts_rows_on_disk_and_the_gauge_follows(tmp_path):
+    registry = CollectorRegistry()
+    writer = InferenceLogWriter(NO_DATABASE, MODEL, spool_dir=tmp_path, metrics_registry=registry)
+    writer._write = FakeTable().write
+    for request in range(4):
+        _log(writer, request, rows=5)
+    assert writer.pending_rows == 20
+    assert registry.get_sample_value("inference_log_pending_rows") == 20
+    assert registry.get_sample_value("inference_log_rows_spooled_total") == 20
+    writer._shipper.drain()
+    assert registry.get_sample_value("inference_log_pending_rows") == 0
+    assert registry.get_sample_value("inference_log_rows_written_total") == 20
+    writer.close()
+
+
+# ------------------------------------------------------------------ files and ownership
+
+
+def test_journal_files_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        writer = _writer(tmp_path, FakeTable())
+        _log(writer, 0)
+        writer._shipper.drain()
+        writer.close()
+    finally:
+        os.umask(old)
+    folder = tmp_path / JOURNAL_DIR
+    assert folder.stat().st_mode & 0o777 == 0o700
+    files = list(folder.iterdir())
+    assert {path.name for path in files} >= {"lock", "shipped"} and any(p.suffix == ".journal" for p in files)
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in files)
+
+
+def test_a_second_process_cannot_take_a_journal_in_use(tmp_path):
+    journal = Journal(tmp_path, HEADER)
+    with pytest.raises(JournalBusy):
+        Journal(tmp_path, HEADER, lock_timeout=0)
+    journal.close()
+    Journal(tmp_path, HEADER, lock_timeout=0).close()  # free again once the owner is gone
+
+
+def test_an_old_spool_is_replayed_with_its_event_ids_then_removed(tmp_path):
+    first_id, second_id = "0b0e8f36-5d35-4f2c-9d7c-2f1f5a0d0001", "0b0e8f36-5d35-4f2c-9d7c-2f1f5a0d0002"
+    spooled = [
+        [first_id, "2026-01-02T03:04:05.123456+00:00", "old", "model", "3", "a", "r1", [1.0, 2.0], json.dumps(1)],
+        [second_id, "2026-01-02T03:04:06+00:00", "old", "model", "3", None, None, [3.0, 4.0], json.dumps("no")],
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in spooled) + '["cut-short", "2026-'
+    (tmp_path / SPOOL_NAME).write_text(text)
+    table = FakeTable()
+    writer = _writer(tmp_path, table)
+    assert not (tmp_path / SPOOL_NAME).exists()
+    writer._shipper.drain()
+    rows = [table.rows[line[0]] for line in spooled]
+    assert [row[2:] for row in rows] == [tuple(line[2:]) for line in spooled]  # model, variant, id, features, value
+    assert rows[0][1].isoformat() == "2026-01-02T03:04:05.123456+00:00"
+    assert len(table.rows) == 2
+    writer.close()
+
+
+# ------------------------------------------------------------------ any sequence of events
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("log"), st.integers(1, 4)),
+            st.tuples(st.sampled_from(["ship", "lost-ack", "refused", "kill", "kill-mid-write", "kill-after-commit"])),
+        ),
+        max_size=40,
+    )
+)
+def test_any_sequence_of_requests_kills_and_failures_lands_every_row_exactly_once(events):
+    table = FakeTable()
+    acknowledged: list[str] = []  # request ids whose log() returned (so: answered)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        writer = _writer(folder, table, batch_rows=3, segment_bytes=400)
+        for number, event in enumerate(events):
+            kind = event[0]
+            if kind == "log":
+                writer.log(np.zeros((event[1], 2)), np.zeros(event[1]), request_id=f"q{number}", variant=None)
+                acknowledged.extend([f"q{number}"] * event[1])
+            elif kind in ("ship", "lost-ack", "refused"):
+                table.lose_acks, table.fail = kind == "lost-ack", kind == "refused"
+                try:
+                    writer._shipper.step()
+                except ConnectionError:
+                    pass
+                table.lose_acks = table.fail = 0
+            elif kind == "kill-after-commit":
+                batch = writer.journal.read(writer.batch_rows)
+                if batch.entries:
+                    writer._ship(batch.entries)
+                writer.journal.close()
+                writer = _writer(folder, table, batch_rows=3, segment_bytes=400)
+            else:  # a kill; mid-write: half a line that log() never returned for
+                writer.journal.close()
+                if kind == "kill-mid-write":
+                    line = encode_record(1, [0, "never", None, "0" * 32, [[0.0, 0.0]], [0.0]])
+                    with _segment_files(folder / JOURNAL_DIR)[-1].open("ab") as handle:
+                        handle.write(line[: len(line) // 2])
+                writer = _writer(folder, table, batch_rows=3, segment_bytes=400)
+        table.lose_acks = table.fail = 0
+        writer._shipper.drain()
+        assert writer.pending_rows == 0
+        writer.close()
+        assert len(_segment_files(folder / JOURNAL_DIR)) == 1
+    assert sorted(row[6] for row in table.rows.values()) == sorted(acknowledged)
