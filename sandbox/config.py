@@ -6,7 +6,8 @@ then command-line flags. Every value is validated; a bad one is reported with
 the key that holds it.
 
 Sections per profile: ``local:`` holds the local profile's services (``postgres``,
-``s3``, ``mlflow``), which may also be written at the top level as before;
+``s3``, ``mlflow``) and its ``supervisor`` and ``logs`` (rotation) settings, which
+may also be written at the top level as before;
 ``remote:`` says where a platform the sandbox did not start is, and which
 environment variables hold its credentials (never the secrets themselves).
 """
@@ -82,14 +83,44 @@ class MLflowConfig(_Section):
     job_execution: bool = Field(False, description="MLflow's huey job workers (GenAI jobs); off saves ~1 GB")
 
 
+class SupervisorConfig(_Section):
+    """The supervisor `sandbox up` starts: it restarts a crashed service or deployment on its ports."""
+
+    enabled: bool = Field(True, description="false: `up` does not start it (crashed processes stay down)")
+    max_restarts: int = Field(5, ge=1, le=1000, description="restarts within window_s; one more: crash-looping")
+    window_s: float = Field(300.0, gt=0, le=86400, description="seconds over which max_restarts counts")
+    backoff_initial_s: float = Field(1.0, gt=0, le=600, description="wait before the first restart; doubles")
+    backoff_max_s: float = Field(30.0, gt=0, le=3600, description="longest wait between restarts")
+    interval_s: float = Field(1.0, gt=0, le=60, description="seconds between two checks")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SupervisorConfig:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+
+class LogsConfig(_Section):
+    """Each service's, deployment's and the supervisor's `service.log` rotates at a size (by the supervisor)."""
+
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="rotate a log once it is larger than this")
+    keep: int = Field(3, ge=0, le=100, description="rotated files kept (service.log.1 newest); 0: just truncate")
+
+
 # --------------------------------------------------------------------------- local:
 
-# The local profile's own services. Written under `local:` or, as before, at the top level.
-LOCAL_SECTIONS: dict[str, type[BaseModel]] = {"postgres": PostgresConfig, "s3": S3Config, "mlflow": MLflowConfig}
+# The local profile's own sections. Written under `local:` or, as before, at the top level.
+LOCAL_SECTIONS: dict[str, type[BaseModel]] = {
+    "postgres": PostgresConfig,
+    "s3": S3Config,
+    "mlflow": MLflowConfig,
+    "supervisor": SupervisorConfig,
+    "logs": LogsConfig,
+}
 
 
 class LocalConfig(_Section):
-    """The `local:` section: the local profile's services (the same keys as top-level `postgres:`, `s3:`, `mlflow:`).
+    """The `local:` section: the local profile's own sections (the same keys as top-level `postgres:`, `s3:`, ...).
 
     After loading it mirrors the resolved top-level sections, so `config.local.postgres is config.postgres`.
     """
@@ -97,6 +128,8 @@ class LocalConfig(_Section):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 # --------------------------------------------------------------------------- remote:
@@ -234,6 +267,8 @@ class SandboxConfig(BaseSettings):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
@@ -243,7 +278,7 @@ class SandboxConfig(BaseSettings):
     @model_validator(mode="after")
     def _mirror_local(self) -> SandboxConfig:
         # One set of values: `local:` was folded into the top-level sections while reading each source.
-        self.local = LocalConfig.model_construct(postgres=self.postgres, s3=self.s3, mlflow=self.mlflow)
+        self.local = LocalConfig.model_construct(**{section: getattr(self, section) for section in LOCAL_SECTIONS})
         return self
 
     @classmethod

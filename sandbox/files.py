@@ -45,12 +45,18 @@ def tail(path: Path, lines: int = 25) -> str:
 
 
 def follow(path: Path, *, poll_s: float = 0.3, sleep=time.sleep) -> Iterator[str]:
-    """What is appended to ``path`` from now on, as it arrives (forever; the caller stops)."""
+    """What is appended to ``path`` from now on, as it arrives (forever; the caller stops).
+
+    A log rotated by copy-and-truncate shrinks under us: reading then starts again at its
+    beginning, so what is written after the rotation is shown, as `tail -F` does.
+    """
     with open(path, "rb") as handle:
         handle.seek(0, os.SEEK_END)
         while True:
             chunk = handle.read()
             if chunk:
                 yield chunk.decode(errors="replace")
+            elif os.fstat(handle.fileno()).st_size < handle.tell():
+                handle.seek(0)
             else:
                 sleep(poll_s)

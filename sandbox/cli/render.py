@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 
 from sandbox import ui
@@ -53,22 +54,23 @@ def status_json(st) -> None:
         "services": [{**asdict(s), "state": s.state.value} for s in st.services],
         "endpoints": st.endpoints.model_dump() if st.endpoints else None,
         "deployments": [asdict(d) for d in st.deployments],
+        "warnings": st.warnings,
     }
     ui.out.print_json(json.dumps(payload))
 
 
 def status_table(st) -> None:
-    table = _table(
-        f"Sandbox {st.dir} · profile {st.profile} · {st.overall}", "service", "state", "instance", "port", "url"
-    )
+    title = f"Sandbox {st.dir} · profile {st.profile} · {st.overall}"
+    table = _table(title, "service", "state", "instance", "port", "url", "detail")
     for s in st.services:
         state = s.state.value
-        table.add_row(
-            s.name, f"[{STATE_COLOURS[state]}]{state}[/]", s.instance or "-", str(s.port or "-"), s.url or "-"
-        )
+        cells = [s.name, f"[{STATE_COLOURS[state]}]{state}[/]", s.instance or "-", str(s.port or "-"), s.url or "-"]
+        table.add_row(*cells, escape(s.detail))
     ui.out.print(table)
     if st.deployments:
         deployments(st.deployments)
+    for warning in st.warnings:
+        ui.err.print(f"[yellow]WARNING:[/] {escape(warning)}")
 
 
 def deployments(records) -> None:

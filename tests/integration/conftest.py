@@ -6,13 +6,16 @@ needs (a running stack, a deployment, a model), whatever an earlier test left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sandbox.endpoints import Endpoints
@@ -46,6 +49,19 @@ class Stack:
 
     def pids(self) -> dict[str, int]:
         return {s["name"]: local_pid(s) for s in self.status()["services"] if s["instance"]}
+
+    @contextlib.contextmanager
+    def supervisor_paused(self) -> Iterator[None]:
+        """For a test that needs a component to stay down: the supervisor stopped, and back (by `up`) after."""
+        supervisor = next(s for s in self.status()["services"] if s["name"] == "supervisor")
+        if supervisor["instance"]:
+            proc = psutil.Process(local_pid(supervisor))
+            proc.terminate()
+            proc.wait(30)
+        try:
+            yield
+        finally:
+            self.cli("up")
 
     def running(self) -> Stack:
         """Bring the stack up unless it and its deployments run (a test before may have stopped or purged them)."""

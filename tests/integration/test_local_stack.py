@@ -61,6 +61,7 @@ def test_every_service_is_running_and_reports_endpoints(stack):
         "postgres": "running",
         "s3": "running",
         "mlflow": "running",
+        "supervisor": "running",
     }
     endpoints = status["endpoints"]
     assert endpoints["mlflow_tracking_uri"].startswith("http://127.0.0.1:")
@@ -271,6 +272,11 @@ def test_data_survives_down_and_up(mlflow_env, tmp_path):
 
 
 def test_up_recovers_after_a_crash(stack):
+    with stack.supervisor_paused():  # `up` is the manual path: it must recover alone
+        _crash_and_recover_with_up(stack)
+
+
+def _crash_and_recover_with_up(stack):
     pids = stack.pids()
     mlflow_group = [psutil.Process(pids["mlflow"]), *psutil.Process(pids["mlflow"]).children(recursive=True)]
     assert len(mlflow_group) >= 2  # mlflow server and its uvicorn worker

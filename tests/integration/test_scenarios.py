@@ -219,14 +219,12 @@ def _runs_of(snapshot: dict, experiments: dict[str, list[str]]) -> str:
 
 
 def test_with_s3_stopped_tracking_fails_naming_s3_and_the_rest_still_report(checklist_stack, tmp_path):
-    s3_pid = checklist_stack.pids()["s3"]
-    os.kill(s3_pid, signal.SIGTERM)
-    psutil.wait_procs([psutil.Process(s3_pid)], timeout=15)
     junit = tmp_path / "broken.xml"
-    try:
+    with checklist_stack.supervisor_paused():  # S3 stays down; `up` brings it back after, whatever happened
+        s3_pid = checklist_stack.pids()["s3"]
+        os.kill(s3_pid, signal.SIGTERM)
+        psutil.wait_procs([psutil.Process(s3_pid)], timeout=15)
         result = checklist_stack.cli("scenario", "run", "tracking", "registry", "--junit", str(junit), check=False)
-    finally:
-        checklist_stack.cli("up")  # S3 back for the tests after this one, whatever happened here
     assert result.returncode == ExitCode.FAILED
     cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
     assert set(cases) == {"tracking", "registry"}  # the runner went on after the first failure

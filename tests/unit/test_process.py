@@ -119,6 +119,21 @@ def test_follow_yields_what_is_appended_after_it_starts(tmp_path):
     assert waits == [0.3]
 
 
+def test_follow_goes_on_after_the_log_is_rotated_by_copy_and_truncate(tmp_path):
+    log = tmp_path / "service.log"
+    log.write_bytes(b"a long line written before the follower started\n")
+
+    def sleep(seconds):  # the supervisor rotates: copy, truncate; then the service writes a short line
+        log.with_suffix(".log.1").write_bytes(log.read_bytes())
+        with log.open("r+b") as handle:
+            handle.truncate(0)
+        with log.open("ab") as handle:
+            handle.write(b"after\n")
+
+    lines = follow(log, poll_s=0.3, sleep=sleep)
+    assert next(lines) == "after\n"
+
+
 # ---------------------------------------------------------------------- identity by marker
 
 

@@ -28,6 +28,7 @@ from sandbox.profiles.local.state import (
     make_private,
     read_secrets,
 )
+from sandbox.profiles.local.supervisor import SupervisorHandle, command_lock
 
 # kfp: pipelines run with kfp.local (subprocesses); there is no KFP API server on this profile.
 # gpu: admission and placement against the inventory (fake GPU nodes, plus real ones NVML finds).
@@ -58,9 +59,11 @@ class LocalProfile(Profile):
         return postgres, s3, MLflowServer(ctx, postgres, s3)
 
     def service_names(self) -> list[str]:
-        return ["postgres", "s3", "mlflow"]
+        return ["postgres", "s3", "mlflow", SupervisorHandle.name]
 
     def log_file(self, service: str) -> Path:
+        if service == SupervisorHandle.name:
+            return SupervisorHandle(self.sandbox).log_file
         if service in self.service_names():
             return self.sandbox.service_dir(service) / "service.log"
         deployments = []
@@ -123,7 +126,7 @@ class LocalProfile(Profile):
 
     def up(self, *, keep: bool = False) -> Endpoints:
         fresh = not self.sandbox.exists()
-        with exclusive_lock(self.sandbox, "up"):
+        with command_lock(self.sandbox, "up"):
             services = self._services(create_secrets=True)
             # A sandbox made before its files were private (or loosened since) is tightened on each start.
             tightened = make_private(self.sandbox.root, traverse=services[0].traverse_dirs())
@@ -134,6 +137,7 @@ class LocalProfile(Profile):
             running = [svc for svc in services if svc.process.running() is not None and svc.healthy()]
             if len(running) == len(services) and self._deployments_running():
                 ui.err.print(f"Sandbox in {self.sandbox.root} is already running; nothing changed.")
+                self._supervise()
                 return self.endpoints()
             try:
                 self._preflight_for_start(services, running)
@@ -142,7 +146,13 @@ class LocalProfile(Profile):
                     shutil.rmtree(self.sandbox.root, ignore_errors=True)
                 raise
             run_actions(self.actions(services), keep=keep)
+            self._supervise()
         return self.endpoints()
+
+    def _supervise(self) -> None:
+        """Last in `up`: start the supervisor, or have the running one re-read its settings and clear its marks."""
+        with ui.step(SupervisorHandle.title) as step:
+            step.note = SupervisorHandle(self.sandbox).ensure(self.config, self.endpoints())
 
     def actions(self, services: tuple[Postgres, SeaweedS3, MLflowServer]) -> list[Action]:
         """Bring-up in order: each service, the inference log's schema, then the recorded deployments."""
@@ -218,7 +228,9 @@ class LocalProfile(Profile):
         if not self.sandbox.exists():
             ui.err.print(f"No sandbox in {self.sandbox.root}; nothing to stop.")
             return
-        with exclusive_lock(self.sandbox, "down"):
+        with command_lock(self.sandbox, "down"):
+            with ui.step("Stopping the supervisor") as step:  # first: nothing restarts what is stopped next
+                step.note = "stopped" if SupervisorHandle(self.sandbox).stop() else "was not running"
             if read_secrets(self.sandbox) is not None:
                 services = self._services(create_secrets=False)
                 serving = self._serving_for(services)
@@ -245,6 +257,15 @@ class LocalProfile(Profile):
             return result
         services = self._services(create_secrets=False)
         result.services = [svc.status() for svc in services]
+        open_to_others = make_private(self.sandbox.root, traverse=services[0].traverse_dirs(), dry_run=True)
+        if open_to_others:
+            result.warnings.append(
+                f"{len(open_to_others)} file(s) or folder(s) in {self.sandbox.root} are open to other users"
+                f" (e.g. {open_to_others[0]}); `sandbox up` makes them private again"
+            )
+        supervisor = SupervisorHandle(self.sandbox).status()
+        if supervisor is not None:
+            result.services.append(supervisor)
         result.endpoints = self._endpoints(services)
         if result.endpoints is not None:
             result.deployments = self._serving_for(services).statuses()
