@@ -63,6 +63,7 @@ class ProfileStatus:
     services: list[ServiceStatus] = field(default_factory=list)
     endpoints: Endpoints | None = None
     deployments: list = field(default_factory=list)  # DeploymentStatus
+    warnings: list[str] = field(default_factory=list)  # what the user should fix (e.g. files open to others)
 
     @property
     def overall(self) -> str:

@@ -203,3 +203,54 @@ def test_state_files_are_private_whatever_the_umask(sandbox):
         os.umask(old)
     assert stat.S_IMODE(sandbox.root.stat().st_mode) == 0o700
     assert stat.S_IMODE(sandbox.ports_file.stat().st_mode) == 0o600
+
+
+def test_a_dry_run_lists_what_is_open_to_others_and_changes_nothing(tmp_path):
+    from sandbox.profiles.local.state import make_private
+
+    root = tmp_path / "sbx"
+    (root / "services" / "s3" / "data").mkdir(parents=True, mode=0o700)
+    root.chmod(0o700)
+    for folder in (root / "services", root / "services" / "s3", root / "services" / "s3" / "data"):
+        folder.chmod(0o700)
+    loose = root / "secrets.json"
+    loose.write_text("{}")
+    loose.chmod(0o644)
+    vif = root / "services" / "s3" / "data" / "1.vif"  # SeaweedFS's own 0644, inside a 0700 folder
+    vif.write_text("{}")
+    vif.chmod(0o644)
+    assert make_private(root, dry_run=True) == [loose]
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o644  # untouched
+    assert set(make_private(root)) == {loose, vif}  # `up` tightens both
+    assert make_private(root, dry_run=True) == []
+
+
+LISTEN = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("listening", flush=True); time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_a_port_held_by_our_own_straggler_is_reclaimed_and_anyone_elses_is_refused(sandbox, ours):
+    sandbox.create()
+    ports = PortMap(sandbox)
+    chosen = ports.claim("mlflow", 0, setting="-")
+    ports.save()
+    marker = Identity(sandbox.home, "mlflow").env() if ours else {}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LISTEN, str(chosen)], env={**os.environ, **marker}, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "listening"
+        if ours:
+            assert PortMap(sandbox).claim("mlflow", 0, setting="-") == chosen
+            assert holder.wait(10) is not None  # stopped, not replaced
+        else:
+            with pytest.raises(PortInUseError, match=f"held by pid {holder.pid}"):
+                PortMap(sandbox).claim("mlflow", 0, setting="-")
+            assert holder.poll() is None  # another program's process is never touched
+    finally:
+        holder.kill()
+        holder.wait()

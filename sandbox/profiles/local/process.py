@@ -216,6 +216,35 @@ def stop_marked(home: str, *, timeout: float = 15) -> list[psutil.Process]:
     return strays
 
 
+def listener(port: int) -> psutil.Process | None:
+    """The process listening on a loopback TCP port, when this user may see it."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return psutil.Process(conn.pid)
+    except (psutil.Error, OSError):
+        pass
+    return None
+
+
+def reclaim_port(home: str, port: int, *, timeout: float = 15) -> bool:
+    """Stop the sandbox's own process that still holds ``port`` (a crashed server's straggler); True if freed.
+
+    A process that is not marked as this sandbox's is never touched.
+    """
+    proc = listener(port)
+    if proc is None or _markers(proc) is None or _markers(proc)[0] != home:
+        return False
+    targets = [proc, *proc.children(recursive=True)]
+    for target in targets:
+        _signal(target, signal.SIGTERM)
+    _, alive = psutil.wait_procs(targets, timeout=timeout)
+    for target in alive:
+        _signal(target, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=10)
+    return True
+
+
 def marked_ports(home: str) -> dict[str, int]:
     """The ports the sandbox's running processes were started with (to rebuild a lost ports.json)."""
     ports: dict[str, int] = {}

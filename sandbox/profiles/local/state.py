@@ -34,7 +34,7 @@ from pathlib import Path
 from sandbox.errors import LockedError, PortInUseError
 from sandbox.files import write_private
 from sandbox.net import port_is_free
-from sandbox.profiles.local.process import marked_ports
+from sandbox.profiles.local.process import listener, marked_ports, reclaim_port
 
 
 class SandboxDir:
@@ -79,13 +79,15 @@ class SandboxDir:
 # --------------------------------------------------------------------------- permissions
 
 
-def make_private(root: Path, *, traverse: Collection[Path] = ()) -> list[Path]:
+def make_private(root: Path, *, traverse: Collection[Path] = (), dry_run: bool = False) -> list[Path]:
     """Take every group and other permission off ``root`` and everything under it; return what changed.
 
     For sandboxes made before files were private (or loosened by hand). Symbolic links are
     not followed. Folders in ``traverse`` keep search (x) permission for group and others, and
     nothing else, so that a server running as another user (PostgreSQL, when we are root) can
-    pass through them to its data.
+    pass through them to its data. ``dry_run`` only lists what is open (`sandbox status`).
+    SeaweedFS makes each volume's `.vif` file 0644 itself, inside its 0700 folder: those
+    are tightened by `up` but not reported.
     """
     keep_open = {Path(p) for p in traverse}
     changed: list[Path] = []
@@ -102,6 +104,10 @@ def make_private(root: Path, *, traverse: Collection[Path] = ()) -> list[Path]:
         if path in keep_open and stat.S_ISDIR(st.st_mode):
             wanted |= 0o011
         if wanted != mode:
+            if dry_run:
+                if path.suffix != ".vif":
+                    changed.append(path)
+                return
             try:
                 os.chmod(path, wanted)
             except FileNotFoundError:
@@ -283,6 +289,7 @@ class PortMap:
     """
 
     def __init__(self, sandbox: SandboxDir):
+        self._home = sandbox.home
         self._file = sandbox.ports_file
         self._ports: dict[str, int] = self._read()
         if not self._ports:
@@ -319,7 +326,8 @@ class PortMap:
         current = self._ports.get(key)
         if current:
             for port in (current, *([current + pair_offset] if pair_offset else [])):
-                if not port_is_free(port):
+                # A straggler of our own (a crashed server's worker) is stopped: the port is reclaimed, not replaced.
+                if not port_is_free(port) and not (reclaim_port(self._home, port) and port_is_free(port)):
                     raise PortInUseError(
                         f"port {port} ({key}), this sandbox's since it was made, is held by {_holder(port)}",
                         hint="stop that process and run the command again; a sandbox keeps its ports for"
@@ -347,12 +355,8 @@ class PortMap:
 
 def _holder(port: int) -> str:
     """Who listens on a loopback port, as well as this user may know."""
-    import psutil
-
+    proc = listener(port)
     try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-    except (psutil.Error, OSError):
-        pass
-    return "another process"
+        return f"pid {proc.pid} ({proc.name()})" if proc is not None else "another process"
+    except Exception:  # noqa: BLE001 - it exited meanwhile
+        return "another process"
