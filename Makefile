@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration lint format bench bench-startup bench-serving bench-logging bench-scenarios scenarios lock clean
+.PHONY: help install sandbox down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios scenarios lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,13 +36,16 @@ status: install  ## show the sandbox's services
 scenarios: install  ## run the production checklist on the running sandbox; JUnit + HTML into reports/
 	$(BIN)/sandbox checklist --junit reports/junit.xml --report reports/checklist
 
-test: lint unit integration  ## everything CI runs
+test: lint unit integration faults  ## everything CI runs
 
 unit: install  ## fast tests, no services
 	$(PYTEST) tests/unit -q
 
 integration: install  ## tests against a real stack they start and stop themselves
 	$(PYTEST) tests/integration -q -m integration
+
+faults: install  ## kill -9, damaged state, racing commands, another user: prints what was acknowledged and lost
+	$(PYTEST) tests/faults -q -m integration
 
 lint: install  ## ruff lint and format check, and the import contracts (layers, profile internals, no cycles)
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests
