@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.ledger import Ledger
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, _session_stack, mlflow_env, stack  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +18,14 @@ def faults_stack(tmp_path_factory):
     """A stack of the module's own with the reference model (RandomForest, 8 features) registered once."""
     from sandbox.serving.reference_model import register_reference_model
 
-    stack = Stack(tmp_path_factory.mktemp("faults") / "sandbox")
-    stack.cli("up")
+    module_stack = Stack(tmp_path_factory.mktemp("faults") / "sandbox")
+    module_stack.cli("up")
     try:
-        register_reference_model(stack.endpoints().mlflow_tracking_uri, "fraud-detector", n_estimators=20, seed=0)
-        yield stack
+        tracking_uri = module_stack.endpoints().mlflow_tracking_uri
+        register_reference_model(tracking_uri, "fraud-detector", n_estimators=20, seed=0)
+        yield module_stack
     finally:
-        stack.cli("down", "--purge", check=False)
+        module_stack.cli("down", "--purge", check=False)
 
 
 # ---------------------------------------------------------------------------- the ledger table

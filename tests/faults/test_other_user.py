@@ -450,7 +450,7 @@ def known_objects(mlflow_env):
 # --------------------------------------------------------------------------- tests
 
 
-def test_no_other_user_gets_into_the_object_store_but_through_s3(stack, known_objects, probe_user):
+def test_no_other_user_gets_into_the_object_store_but_through_s3(stack, known_objects, probe_user, ledger):
     mark, objects = known_objects
     ports_json = json.loads((stack.dir / "ports.json").read_text())
     s3_port = ports_json["s3"]
@@ -503,6 +503,12 @@ def test_no_other_user_gets_into_the_object_store_but_through_s3(stack, known_ob
     report = json.loads(result.stdout.strip().splitlines()[-1])
 
     assert report["uid"] == probe_user.pw_uid
+    ledger.add(
+        "another local user: every SeaweedFS port, socket and file",
+        faults=report["tried"] + len(config["files"]),
+        other_user_access=len(report["accepted"]) + len(report["sockets_connected"]) + len(report["files_readable"]),
+        recovered="refused",
+    )
     assert report["accepted"] == [], "\n".join(report["accepted"])
     assert report["sockets_connected"] == [], report["sockets_connected"]
     assert report["files_readable"] == [], report["files_readable"]
