@@ -632,7 +632,7 @@ async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None
 
     class Server(uvicorn.Server):
         """A signal ends serving and nothing more: uvicorn re-raises the signal it caught once serving ends,
-        which would kill the process before the inference log is drained or spooled."""
+        which would kill the process before the inference log's shipper has caught up."""
 
         @contextlib.contextmanager
         def capture_signals(self):
