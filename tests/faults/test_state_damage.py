@@ -194,3 +194,20 @@ def test_a_restart_storm_changes_no_port_no_deployment_and_leaves_no_orphan(stac
     assert status["state"] == "running" and all(d["state"] == "running" for d in status["deployments"])
     assert all(len(pids) == 1 for pids in leaders(stack).values())
     ledger.add(f"restart storm ({cycles} down/up cycles)", faults=cycles, orphans=orphans, recovered="`up`")
+
+
+def test_a_damaged_lock_file_neither_wedges_the_sandbox_nor_lets_two_commands_in(stack, ledger):
+    lock = stack.dir / "sandbox.lock"
+    lock.write_bytes(b"\x00garbage from a crashed holder")  # an flock's content means nothing
+    assert "already running" in stack.cli("up").stderr
+    lock.unlink()  # deleted: made again by the next command
+    assert "already running" in stack.cli("up").stderr
+    lock.unlink()
+    lock.mkdir()  # not a file at all: a clear refusal naming the fix, nothing changed
+    try:
+        refused = stack.cli("down", check=False)
+        assert refused.returncode == 3 and "remove it" in refused.stderr
+        assert stack.status()["state"] == "running"
+    finally:
+        lock.rmdir()
+    ledger.add("garbage, deleted and replaced sandbox.lock", faults=3, recovered="`up`; a clear refusal")
