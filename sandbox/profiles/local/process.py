@@ -207,12 +207,7 @@ def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil
 def stop_marked(home: str, *, timeout: float = 15) -> list[psutil.Process]:
     """Stop every process still marked as the sandbox's (what no pid file led to); returns them."""
     strays = sandbox_processes(home)
-    for proc in strays:
-        _signal(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(strays, timeout=timeout)
-    for proc in alive:
-        _signal(proc, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=10)
+    _terminate(strays, timeout)
     return strays
 
 
@@ -235,14 +230,18 @@ def reclaim_port(home: str, port: int, *, timeout: float = 15) -> bool:
     proc = listener(port)
     if proc is None or _markers(proc) is None or _markers(proc)[0] != home:
         return False
-    targets = [proc, *proc.children(recursive=True)]
-    for target in targets:
-        _signal(target, signal.SIGTERM)
-    _, alive = psutil.wait_procs(targets, timeout=timeout)
-    for target in alive:
-        _signal(target, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=10)
+    _terminate([proc, *proc.children(recursive=True)], timeout)
     return True
+
+
+def _terminate(procs: list[psutil.Process], timeout: float) -> None:
+    """SIGTERM, then SIGKILL what is still there after ``timeout``."""
+    for proc in procs:
+        _signal(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        _signal(proc, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=10)
 
 
 def marked_ports(home: str) -> dict[str, int]:
