@@ -433,6 +433,9 @@ def known_objects(mlflow_env):
     import mlflow
 
     mark = f"sandbox-secret-{uuid.uuid4().hex}"
+    # An experiment of this stack's: MLflow's fluent API remembers the last one set in this process,
+    # which may be another (already removed) stack's from a test before.
+    mlflow.set_experiment("access-probe")
     with mlflow.start_run() as run:
         mlflow.log_text(mark, "notes/secret.txt")
     s3 = _s3(mlflow_env)
