@@ -2,8 +2,8 @@
 
 Clients send requests with unique ids (REST V1, REST V2 and gRPC, into a micro-batching server) and keep a
 ledger: each request sent, with its row count, and each one answered 200 / OK. Then components of the stack
-are SIGKILLed (the model server, PostgreSQL, or both in either order) while traffic runs, the stack is
-brought back with `sandbox up`, and once the server's journal is shipped the table is compared with the
+are SIGKILLed (the model server, PostgreSQL, or both in either order) while traffic runs, the supervisor
+brings the stack back by itself (no `sandbox up`) while the clients keep sending, and once the server's journal is shipped the table is compared with the
 ledger: every answered request has exactly its rows; a request that was never answered (in flight at the
 kill) may have its rows or none, never more.
 """
@@ -27,6 +27,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
 from sandbox.serving.inference_log import JOURNAL_DIR
 from sandbox.serving.journal import unshipped_rows
+from tests.faults.test_self_healing import _settled, _wait_for
 from tests.integration.conftest import Stack, local_pid
 
 pytestmark = pytest.mark.integration
@@ -218,7 +219,8 @@ def test_kill_9_under_traffic_loses_no_answered_row_and_writes_none_twice(stack,
                 journaled_while_postgres_away = True
             else:
                 time.sleep(1.0)  # clients keep sending, and are refused
-    stack.cli("up")
+        # No `sandbox up`: the supervisor brings back what was killed (PostgreSQL before the server needing it).
+        _wait_for(lambda: _settled(stack.status()), "the killed components back, by the supervisor", stack)
     assert len(traffic.answered) >= 200 + 200 * journaled_while_postgres_away
     assert traffic.failures > 0 or "server" not in kills  # the server was down while clients sent
 
@@ -244,7 +246,7 @@ def test_kill_9_under_traffic_loses_no_answered_row_and_writes_none_twice(stack,
         lost=sum(max(0, rows - logged.get(rid, 0)) for rid, rows in answered.items()),
         duplicates=sum(count - sent[rid] for rid, count in doubled.items()),
         recovery_s=recovery_s,
-        recovered="`up`; the journal shipped",
+        recovered="by itself; the journal shipped",
     )
     assert not lost, (
         f"{len(lost)} answered request(s) without exactly their rows (sent, logged): {list(lost.items())[:5]}"
