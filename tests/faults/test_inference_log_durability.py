@@ -2,10 +2,10 @@
 
 Clients send requests with unique ids (REST V1, REST V2 and gRPC, into a micro-batching server) and keep a
 ledger: each request sent, with its row count, and each one answered 200 / OK. Then components of the stack
-are SIGKILLed (the model server, PostgreSQL, or both in either order) while traffic runs, the supervisor
-brings the stack back by itself (no `sandbox up`) while the clients keep sending, and once the server's journal is shipped the table is compared with the
-ledger: every answered request has exactly its rows; a request that was never answered (in flight at the
-kill) may have its rows or none, never more.
+are SIGKILLed (the model server, PostgreSQL, or both in either order) while traffic runs; the supervisor
+brings the stack back by itself (no `sandbox up`) while the clients keep sending; and once the server's
+journal is shipped the table is compared with the ledger: every answered request has exactly its rows; a
+request that was never answered (in flight at the kill) may have its rows or none, never more.
 """
 
 from __future__ import annotations
