@@ -112,6 +112,26 @@ class JwtKeys:
         return cls(*(secrets.token_hex(32) for _ in range(4)))
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(**granted: bool):
+    """An X.509 KeyUsage with only the ``granted`` usages (the constructor wants every flag spelt out)."""
+    from cryptography import x509
+
+    return x509.KeyUsage(**{usage: granted.get(usage, False) for usage in _KEY_USAGES})
+
+
 def write_tls_files(folder: Path, *, host: str = LOOPBACK) -> TlsFiles:
     """A new CA and one certificate it signs (server and client use, for ``host``), written 0600.
 
@@ -139,17 +159,7 @@ def write_tls_files(folder: Path, *, host: str = LOOPBACK) -> TlsFiles:
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -167,17 +177,7 @@ def write_tls_files(folder: Path, *, host: str = LOOPBACK) -> TlsFiles:
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(digital_signature=True),
             critical=True,
         )
         .add_extension(
