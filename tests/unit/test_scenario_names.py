@@ -82,7 +82,7 @@ KEYWORD_SINKS = {
 }
 # MlflowClient's registry writes: the first argument is the model's name.
 REGISTRY_WRITE = re.compile(r"^(create|set|delete|update|rename|transition)_(registered_model|model_version)")
-SERVING_WRITES = {"deploy", "split", "undeploy"}  # on ctx.serving (or anything called `serving`)
+SERVING_WRITES = {"deploy", "split", "undeploy", "expect"}  # on ctx.serving (or anything called `serving`)
 
 
 def _callee(call: ast.Call) -> str:
