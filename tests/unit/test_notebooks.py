@@ -44,7 +44,7 @@ def test_notebooks_are_on_by_default_and_configurable_in_every_spelling(tmp_path
     monkeypatch.setenv("SANDBOX_NOTEBOOKS__ENABLED", "true")
     assert load_config().notebooks.enabled is True  # the environment beats the file
     assert load_config(**up_overrides(None, None, None, False, None)).notebooks.enabled is False  # a flag beats both
-    with pytest.raises(ConfigError, match="notebooks.token"):
+    with pytest.raises(ConfigError, match=r"notebooks\.token"):
         load_config(**{"notebooks.token": "x"})  # the token is generated, never configured
 
 
