@@ -40,6 +40,7 @@ from sandbox.profiles.local.services.base import LocalService, ServiceContext
 
 KERNEL_NAME = "python3"  # what the starter notebooks name: the same on a JupyterLab pod
 KERNEL_COMPONENT = "notebooks.kernel"
+KERNEL_DISPLAY_NAME = "Python 3 (ML sandbox)"
 WORKSPACE = "notebooks"  # <dir>/notebooks/: the server's root folder
 
 
@@ -94,7 +95,7 @@ def kernelspec(python: str, env: Mapping[str, str]) -> dict:
     """kernel.json for the sandbox's own Python."""
     return {
         "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ML sandbox)",
+        "display_name": KERNEL_DISPLAY_NAME,
         "language": "python",
         "env": dict(env),
         "metadata": {"debugger": True},
@@ -175,7 +176,10 @@ class JupyterLab(LocalService):
         env.update(
             JUPYTER_TOKEN=self.token,  # in the environment, not argv: `ps` shows argv to everyone
             JUPYTER_PLATFORM_DIRS="1",
-            JUPYTER_PATH="",  # no other data folders: the kernelspec written here is the only one
+            JUPYTER_PATH="",  # no other data folders
+            # The folder above before the environment's own (a virtualenv's share/jupyter is preferred by
+            # default, and ipykernel's plain `python3` there would shadow the kernelspec written here).
+            JUPYTER_PREFER_ENV_PATH="0",
         )
         return server_argv(sys.executable, self.port, self.workspace), env
 
@@ -188,11 +192,14 @@ class JupyterLab(LocalService):
             return client.request(method, path, headers=headers, **kwargs)
 
     def probe(self) -> None:
-        """A real request with the token (the kernelspecs, ours among them), and the same without it refused."""
+        """A real request with the token (the kernelspecs: ours is the one offered), and the same without it refused."""
         answer = self._request("GET", "/api/kernelspecs")
         answer.raise_for_status()
-        if KERNEL_NAME not in answer.json().get("kernelspecs", {}):
-            raise SandboxError(f"JupyterLab does not offer the kernel {KERNEL_NAME!r}")
+        spec = answer.json().get("kernelspecs", {}).get(KERNEL_NAME, {}).get("spec", {})
+        if spec.get("display_name") != KERNEL_DISPLAY_NAME:
+            raise SandboxError(
+                f"JupyterLab offers {spec.get('display_name')!r} as its {KERNEL_NAME!r} kernel, not the sandbox's"
+            )
         anonymous = self._request("GET", "/api/kernelspecs", token=False)
         if anonymous.status_code != 403:
             raise SandboxError(f"JupyterLab answered HTTP {anonymous.status_code} to a request without the token")
