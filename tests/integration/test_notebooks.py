@@ -29,7 +29,7 @@ def _base_and_token(stack) -> tuple[str, str]:
 
 
 def _execute(base: str, token: str, kernel_id: str, code: str) -> str:
-    """Run ``code`` in the kernel over its WebSocket channel; what it printed."""
+    """Run ``code`` in the kernel over its WebSocket channel; what it printed on stdout."""
     ws = websocket.create_connection(
         base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels",
         header=[f"Authorization: token {token}"],
@@ -60,7 +60,7 @@ def _execute(base: str, token: str, kernel_id: str, code: str) -> str:
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
+            if kind == "stream" and content["name"] == "stdout":  # stderr has import-time warnings
                 printed.append(content["text"])
             elif kind == "error":
                 raise AssertionError(f"the cell failed: {content['ename']}: {content['evalue']}")
