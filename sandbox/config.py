@@ -6,7 +6,7 @@ then command-line flags. Every value is validated; a bad one is reported with
 the key that holds it.
 
 Sections per profile: ``local:`` holds the local profile's services (``postgres``,
-``s3``, ``mlflow``) and its ``supervisor`` and ``logs`` (rotation) settings, which
+``s3``, ``mlflow``, ``notebooks``) and its ``supervisor`` and ``logs`` (rotation) settings, which
 may also be written at the top level as before;
 ``remote:`` says where a platform the sandbox did not start is, and which
 environment variables hold its credentials (never the secrets themselves).
@@ -83,6 +83,13 @@ class MLflowConfig(_Section):
     job_execution: bool = Field(False, description="MLflow's huey job workers (GenAI jobs); off saves ~1 GB")
 
 
+class NotebooksConfig(_Section):
+    """JupyterLab, a service of the local profile: the stack's notebooks, on 127.0.0.1 with a token."""
+
+    enabled: bool = Field(True, description="false: `up` does not start JupyterLab (and stops a running one)")
+    port: Port = 0
+
+
 class SupervisorConfig(_Section):
     """The supervisor `sandbox up` starts: it restarts a crashed service or deployment on its ports."""
 
@@ -114,6 +121,7 @@ LOCAL_SECTIONS: dict[str, type[BaseModel]] = {
     "postgres": PostgresConfig,
     "s3": S3Config,
     "mlflow": MLflowConfig,
+    "notebooks": NotebooksConfig,
     "supervisor": SupervisorConfig,
     "logs": LogsConfig,
 }
@@ -128,6 +136,7 @@ class LocalConfig(_Section):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    notebooks: NotebooksConfig = Field(default_factory=NotebooksConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
 
@@ -267,6 +276,7 @@ class SandboxConfig(BaseSettings):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    notebooks: NotebooksConfig = Field(default_factory=NotebooksConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)

@@ -54,6 +54,14 @@ class Endpoints(BaseModel):
         "profile), where the checklist names what it makes per run and deletes it at the end of the run",
     )
     inference: dict[str, InferenceEndpoint] = Field(default_factory=dict)
+    notebooks_url: str | None = Field(
+        default=None, description="JupyterLab, with its token in the URL (as `jupyter server list` prints it)"
+    )
+    sandbox_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="the SANDBOX_* variables with which `sandbox` (its CLI or `get_profile(load_config())`) in "
+        "another process opens this same stack, e.g. from a notebook: SANDBOX_PROFILE and SANDBOX_DIR",
+    )
 
     def mlflow_auth_env(self) -> dict[str, str]:
         """The variables MLflow's client (in this process or a child) reads its credentials from."""
@@ -77,6 +85,7 @@ class Endpoints(BaseModel):
             "ML_SANDBOX_POSTGRES_URL": self.postgres_url,
             "ML_SANDBOX_BUCKETS": ",".join(self.buckets),
             **({"ML_SANDBOX_MONITORING_DB_URL": self.monitoring_db_url} if self.monitoring_db_url else {}),
+            **self.sandbox_env,
         }
         return {key: value for key, value in variables.items() if value}  # a remote may lack a part
 

@@ -36,6 +36,8 @@ def endpoints_ready(prof, endpoints, *, seconds: float, dir_given: bool) -> None
     table.add_row("MLflow", endpoints.mlflow_tracking_uri, "tracking URI, registry and UI")
     table.add_row("S3", endpoints.s3_endpoint_url, f"buckets: {', '.join(endpoints.buckets)}")
     table.add_row("PostgreSQL", endpoints.postgres_url.split("@")[-1], "MLflow's backend store; the inference log")
+    if endpoints.notebooks_url:
+        table.add_row("JupyterLab", endpoints.notebooks_url, "notebooks; kernels point at this stack")
     ui.err.print(table)
     dir_flag = f" --dir {prof.config.dir}" if dir_given else ""
     ui.err.print(
@@ -62,6 +64,7 @@ def status_json(st) -> None:
 def status_table(st) -> None:
     title = f"Sandbox {st.dir} · profile {st.profile} · {st.overall}"
     table = _table(title, "service", "state", "instance", "port", "url", "detail")
+    table.columns[4].overflow = "fold"  # JupyterLab's URL carries its token: shown whole
     for s in st.services:
         state = s.state.value
         cells = [s.name, f"[{STATE_COLOURS[state]}]{state}[/]", s.instance or "-", str(s.port or "-"), s.url or "-"]

@@ -48,7 +48,7 @@ def checklist(output: ChecklistOutput = ChecklistOutput(), stack: Stack = Stack(
 
 def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stack) -> None:
     from sandbox.scenarios import Outcome, run_scenario, runner
-    from sandbox.scenarios.reports import write_html, write_junit, write_markdown
+    from sandbox.scenarios.reports import write_attachments, write_html, write_junit, write_markdown
 
     runner.quiet_fail_fast_mlflow()
     selected = runner.select(names, output.scenarios_dir)
@@ -78,6 +78,7 @@ def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stac
     if output.report:
         write_markdown(results, output.report / "checklist.md", profile=endpoints.profile)
         write_html(results, output.report / "checklist.html", profile=endpoints.profile)
+        write_attachments(results, output.report)
         ui.err.print(f"Reports: {output.report / 'checklist.html'}, {output.report / 'checklist.md'}")
     failed = [r.name for r in results if r.outcome == Outcome.FAILED]
     if failed:

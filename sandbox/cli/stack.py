@@ -20,14 +20,36 @@ def up(
     postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port (0: automatic)")] = None,
     s3_port: Annotated[int | None, typer.Option(help="S3 port (0: automatic)")] = None,
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (0: automatic)")] = None,
+    notebooks: Annotated[
+        bool | None,
+        typer.Option("--notebooks/--no-notebooks", help="Start JupyterLab [default: notebooks.enabled, true]"),
+    ] = None,
+    notebooks_port: Annotated[int | None, typer.Option(help="JupyterLab port (0: automatic)")] = None,
     keep: Annotated[bool, typer.Option(help="On failure, leave started services running for debugging.")] = False,
 ) -> None:
-    """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow."""
-    prof = stack.open(**{"postgres.port": postgres_port, "s3.port": s3_port, "mlflow.port": mlflow_port})
+    """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow, JupyterLab."""
+    prof = stack.open(**up_overrides(postgres_port, s3_port, mlflow_port, notebooks, notebooks_port))
     started = time.monotonic()
     ui.err.print(f"Bringing up the [bold]{prof.name}[/] sandbox in {prof.config.root}")
     endpoints = prof.up(keep=keep)
     render.endpoints_ready(prof, endpoints, seconds=time.monotonic() - started, dir_given=stack.dir is not None)
+
+
+def up_overrides(
+    postgres_port: int | None,
+    s3_port: int | None,
+    mlflow_port: int | None,
+    notebooks: bool | None,
+    notebooks_port: int | None,
+) -> dict:
+    """`up`'s flags as config overrides (None: not given, the configuration decides)."""
+    return {
+        "postgres.port": postgres_port,
+        "s3.port": s3_port,
+        "mlflow.port": mlflow_port,
+        "notebooks.enabled": notebooks,
+        "notebooks.port": notebooks_port,
+    }
 
 
 @command()
@@ -65,7 +87,9 @@ def env(stack: Stack = Stack()) -> None:
 
 @command()
 def logs(
-    service: Annotated[str, typer.Argument(help="Service name, e.g. postgres, s3, mlflow")],
+    service: Annotated[
+        str, typer.Argument(help="Service name (postgres, s3, mlflow, notebooks, supervisor) or a deployment")
+    ],
     stack: Stack = Stack(),
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end to show.")] = 50,

@@ -108,6 +108,11 @@ class ScenarioResult:
     links: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     output: str = ""  # what the scenario printed, kept for the JUnit report
+    attachments: dict[str, bytes] = field(default_factory=dict)  # file name -> content, written beside the report
+
+    def attachment_path(self, name: str) -> str:
+        """Where the report folder keeps an attachment (relative to it)."""
+        return f"attachments/{self.name}/{name}"
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,13 @@ class ScenarioServing:
     def split(self, name: str, *args, **kwargs):
         self._own(name)
         return self._backend.split(name, *args, **kwargs)
+
+    def expect(self, name: str) -> None:
+        """A deployment that another process of this scenario (a notebook's kernel) makes under ``name``.
+
+        The name must have the prefix, as for `deploy`; `remove_deployments` then removes it.
+        """
+        self._own(name)
 
     def undeploy(self, name: str):
         if name not in self.deployed:
@@ -312,6 +324,12 @@ class ScenarioContext:
 
     def link(self, label: str, url: str) -> None:
         self._result.links[label] = url
+
+    def attach(self, name: str, content: bytes | str) -> None:
+        """A file for the report (an executed notebook, say): `--report DIR` writes it under DIR/attachments/."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError(f"an attachment's name is a plain file name, not {name!r}")
+        self._result.attachments[name] = content.encode() if isinstance(content, str) else content
 
     def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.endpoints.mlflow_tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"

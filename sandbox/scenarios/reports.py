@@ -59,7 +59,20 @@ def _detail(result: ScenarioResult) -> str:
     ]
     lines += [f"evidence: {e}" for e in result.evidence]
     lines += [f"{label}: {url}" for label, url in result.links.items()]
+    lines += [f"attachment: {result.attachment_path(name)} (in the --report folder)" for name in result.attachments]
     return "\n".join(lines)
+
+
+def write_attachments(results: list[ScenarioResult], folder: Path) -> list[Path]:
+    """Each scenario's attachments under ``folder``/attachments/SCENARIO/, where the reports link them."""
+    written = []
+    for result in results:
+        for name, content in result.attachments.items():
+            path = folder / result.attachment_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            written.append(path)
+    return written
 
 
 def write_markdown(results: list[ScenarioResult], path: Path, *, profile: str) -> None:
@@ -85,6 +98,8 @@ def write_markdown(results: list[ScenarioResult], path: Path, *, profile: str) -
             lines.append(f"- evidence: {e}")
         for label, url in r.links.items():
             lines.append(f"- [{label}]({url})")
+        for name in r.attachments:
+            lines.append(f"- attachment: [{name}]({r.attachment_path(name)})")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 

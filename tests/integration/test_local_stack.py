@@ -61,9 +61,11 @@ def test_every_service_is_running_and_reports_endpoints(stack):
         "postgres": "running",
         "s3": "running",
         "mlflow": "running",
+        "notebooks": "running",
         "supervisor": "running",
     }
     endpoints = status["endpoints"]
+    assert endpoints["notebooks_url"].startswith("http://127.0.0.1:") and "/?token=" in endpoints["notebooks_url"]
     assert endpoints["mlflow_tracking_uri"].startswith("http://127.0.0.1:")
     assert endpoints["s3_endpoint_url"].startswith("http://127.0.0.1:")
     assert endpoints["postgres_url"].startswith("postgresql://mlflow:")

@@ -25,7 +25,17 @@ from sandbox.scenarios import SCENARIO_PREFIX
 
 pytestmark = pytest.mark.integration
 
-CHECKLIST = ["tracking", "pipelines", "registry", "data-versioning", "ab-testing", "gpu-quotas", "drift", "retraining"]
+CHECKLIST = [
+    "tracking",
+    "pipelines",
+    "registry",
+    "data-versioning",
+    "ab-testing",
+    "gpu-quotas",
+    "drift",
+    "retraining",
+    "notebooks",
+]
 
 USER_MODEL = "fraud-detector"  # the name the README tells users to give their model
 USER_EXPERIMENTS = ["monitoring", "retraining", "pipelines"]  # `sandbox monitor`'s and the pipeline's defaults
@@ -172,7 +182,10 @@ def test_the_checklist_passes_and_writes_reports(checklist_stack, checklist_run)
     assert suite.get("failures") == "0" and suite.get("skipped") == "0"
     assert {case.get("name") for case in suite.iter("testcase")} == set(CHECKLIST)
     page = (report / "checklist.html").read_text()
-    assert "8 passed" in page and "#/experiments/" in page  # links to the MLflow runs
+    assert f"{len(CHECKLIST)} passed" in page and "#/experiments/" in page  # links to the MLflow runs
+    # The notebooks scenario attaches the executed notebooks, outputs and all.
+    executed = report / "attachments" / "notebooks" / "02-pipeline-deploy-loadtest.ipynb"
+    assert '"output_type"' in executed.read_text() and executed.name in page
     assert "s3://mlflow-artifacts/" in (report / "checklist.md").read_text()  # tracking's evidence
     # Scenarios clean up after themselves: no deployment of theirs is left behind, the user's runs on.
     deployments = {d["name"]: d["state"] for d in checklist_stack.status()["deployments"]}
@@ -233,6 +246,22 @@ def test_with_s3_stopped_tracking_fails_naming_s3_and_the_rest_still_report(chec
     assert cases["registry"].find("failure") is not None
     # `sandbox up` brought S3 back, and the checklist item passes again.
     assert checklist_stack.cli("scenario", "run", "tracking", check=False).returncode == 0
+
+
+def test_with_mlflow_stopped_the_notebooks_fail_naming_notebook_cell_and_error(checklist_stack, tmp_path):
+    junit = tmp_path / "no-mlflow.xml"
+    with checklist_stack.supervisor_paused():  # MLflow stays down; `up` brings it back after
+        mlflow_pid = checklist_stack.pids()["mlflow"]
+        os.killpg(mlflow_pid, signal.SIGTERM)  # the server and its uvicorn worker
+        psutil.wait_procs([psutil.Process(mlflow_pid)], timeout=30)
+        result = checklist_stack.cli("scenario", "run", "notebooks", "gpu-quotas", "--junit", str(junit), check=False)
+    assert result.returncode == ExitCode.FAILED
+    cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
+    assert set(cases) == {"notebooks", "gpu-quotas"}  # the runner went on after the failure
+    assert cases["gpu-quotas"].find("failure") is None  # it needs no MLflow: it still passes
+    message = cases["notebooks"].find("failure").get("message")
+    assert "01-explore-track-register.ipynb, code cell " in message, message
+    assert "connection refused" in message.lower(), message
 
 
 def test_scenario_list_and_unknown_names(checklist_stack):

@@ -204,9 +204,9 @@ def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil
     return found
 
 
-def stop_marked(home: str, *, timeout: float = 15) -> list[psutil.Process]:
-    """Stop every process still marked as the sandbox's (what no pid file led to); returns them."""
-    strays = sandbox_processes(home)
+def stop_marked(home: str, *, component: str | None = None, timeout: float = 15) -> list[psutil.Process]:
+    """Stop every process still marked as the sandbox's (and ``component``'s, when given); returns them."""
+    strays = sandbox_processes(home, component=component)
     _terminate(strays, timeout)
     return strays
 

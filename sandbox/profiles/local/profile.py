@@ -16,6 +16,7 @@ from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
 from sandbox.profiles.local.process import stop_marked
 from sandbox.profiles.local.scheduler import LocalScheduler
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
+from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
 from sandbox.profiles.local.services.postgres import Postgres, find_binaries
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3, weed_binary
@@ -47,6 +48,7 @@ class LocalProfile(Profile):
     # ---------------------------------------------------------------- services
 
     def _services(self, *, create_secrets: bool) -> tuple[Postgres, SeaweedS3, MLflowServer]:
+        """The three core services (JupyterLab, optional, is `_notebooks`)."""
         secrets = load_or_create_secrets(self.sandbox) if create_secrets else read_secrets(self.sandbox)
         if secrets is None:
             raise NotRunningError(
@@ -58,8 +60,16 @@ class LocalProfile(Profile):
         s3 = SeaweedS3(ctx)
         return postgres, s3, MLflowServer(ctx, postgres, s3)
 
+    def _notebooks(self, services) -> JupyterLab:
+        """JupyterLab, its kernels pointed at the stack the core ``services`` make."""
+        return JupyterLab(services[0].ctx, lambda: self._endpoints(services, notebooks=False))
+
+    def _wanted(self, services) -> list[LocalService]:
+        """The services `up` starts: the core three, and JupyterLab unless `notebooks.enabled` is false."""
+        return [*services, self._notebooks(services)] if self.config.notebooks.enabled else list(services)
+
     def service_names(self) -> list[str]:
-        return ["postgres", "s3", "mlflow", SupervisorHandle.name]
+        return ["postgres", "s3", "mlflow", JupyterLab.name, SupervisorHandle.name]
 
     def log_file(self, service: str) -> Path:
         if service == SupervisorHandle.name:
@@ -107,6 +117,7 @@ class LocalProfile(Profile):
             ("postgres.port", pg_cfg.port),
             ("s3.port", self.config.s3.port),
             ("mlflow.port", self.config.mlflow.port),
+            ("notebooks.port", self.config.notebooks.port if self.config.notebooks.enabled else 0),
         ):
             if port:
                 free = port_is_free(port)
@@ -127,7 +138,8 @@ class LocalProfile(Profile):
     def up(self, *, keep: bool = False) -> Endpoints:
         fresh = not self.sandbox.exists()
         with command_lock(self.sandbox, "up"):
-            services = self._services(create_secrets=True)
+            core = self._services(create_secrets=True)
+            services = self._wanted(core)
             # A sandbox made before its files were private (or loosened since) is tightened on each start.
             tightened = make_private(self.sandbox.root, traverse=services[0].traverse_dirs())
             if tightened:
@@ -135,6 +147,8 @@ class LocalProfile(Profile):
                     f"Made {len(tightened)} file(s) and folder(s) in {self.sandbox.root} private to their owner"
                 )
             running = [svc for svc in services if svc.process.running() is not None and svc.healthy()]
+            if not self.config.notebooks.enabled:
+                self._stop_disabled_notebooks(core)
             if len(running) == len(services) and self._deployments_running():
                 ui.err.print(f"Sandbox in {self.sandbox.root} is already running; nothing changed.")
                 self._supervise()
@@ -145,7 +159,7 @@ class LocalProfile(Profile):
                 if fresh and not keep:
                     shutil.rmtree(self.sandbox.root, ignore_errors=True)
                 raise
-            run_actions(self.actions(services), keep=keep)
+            run_actions(self.actions(services, keep=keep), keep=keep)
             self._supervise()
         return self.endpoints()
 
@@ -154,10 +168,16 @@ class LocalProfile(Profile):
         with ui.step(SupervisorHandle.title) as step:
             step.note = SupervisorHandle(self.sandbox).ensure(self.config, self.endpoints())
 
-    def actions(self, services: tuple[Postgres, SeaweedS3, MLflowServer]) -> list[Action]:
-        """Bring-up in order: each service, the inference log's schema, then the recorded deployments."""
+    def _stop_disabled_notebooks(self, core) -> None:
+        notebooks = self._notebooks(core)
+        if notebooks.process.running() is not None:
+            with ui.step(f"Stopping {notebooks.title} (notebooks.enabled: false)") as step:
+                step.note = "stopped" if notebooks.stop() else "was not running"
+
+    def actions(self, services: list[LocalService], *, keep: bool = False) -> list[Action]:
+        """Bring-up in order: each service (JupyterLab after MLflow), the inference log's schema, the deployments."""
         postgres = services[0]
-        steps = [self._service_action(svc) for svc in services]
+        steps = [self._service_action(svc, keep=keep) for svc in services]
         steps.insert(
             1,
             Action(
@@ -175,7 +195,7 @@ class LocalProfile(Profile):
         )
         return steps
 
-    def _service_action(self, svc: LocalService) -> Action:
+    def _service_action(self, svc: LocalService, *, keep: bool = False) -> Action:
         def done() -> str | None:
             proc = svc.process.running()
             return f"already running (pid {proc.pid})" if proc is not None and svc.healthy() else None
@@ -189,7 +209,12 @@ class LocalProfile(Profile):
             elif svc.process.record() is not None:
                 recovered = "recovered from a crash"
             prepared = svc.prepare()
-            ready = svc.start()
+            try:
+                ready = svc.start()
+            except BaseException:
+                if not keep:  # the failed action is not among those undone: its half-started server goes now
+                    svc.stop()
+                raise
             return ", ".join(part for part in (svc.describe(), prepared, recovered, ready) if part)
 
         return Action(svc.title, run=run, undo=svc.stop, done=done)
@@ -233,6 +258,10 @@ class LocalProfile(Profile):
                 step.note = "stopped" if SupervisorHandle(self.sandbox).stop() else "was not running"
             if read_secrets(self.sandbox) is not None:
                 services = self._services(create_secrets=False)
+                notebooks = self._notebooks(services)
+                if notebooks.process.running() is not None or notebooks.kernels():
+                    with ui.step(f"Stopping {notebooks.title}") as step:
+                        step.note = "stopped (and its kernels)" if notebooks.stop() else "was not running"
                 serving = self._serving_for(services)
                 if serving.records():
                     with ui.step("Stopping model deployments") as step:
@@ -257,6 +286,9 @@ class LocalProfile(Profile):
             return result
         services = self._services(create_secrets=False)
         result.services = [svc.status() for svc in services]
+        notebooks = self._notebooks(services)
+        if self.config.notebooks.enabled or notebooks.process.running() is not None:
+            result.services.append(notebooks.status())
         open_to_others = make_private(self.sandbox.root, traverse=services[0].traverse_dirs(), dry_run=True)
         if open_to_others:
             result.warnings.append(
@@ -318,11 +350,12 @@ class LocalProfile(Profile):
             scheduler=self.scheduler(),
         )
 
-    def _endpoints(self, services) -> Endpoints | None:
+    def _endpoints(self, services, *, notebooks: bool = True) -> Endpoints | None:
         postgres, s3, mlflow = services
         if not (postgres.port and s3.port and mlflow.port):
             return None
         secrets = postgres.ctx.secrets
+        jupyter = self._notebooks(services) if notebooks else None
         return Endpoints(
             profile=self.name,
             mlflow_tracking_uri=mlflow.url(),
@@ -335,6 +368,8 @@ class LocalProfile(Profile):
             monitoring_db_url=postgres.monitoring_url(),
             capabilities=CAPABILITIES,
             inference=DeploymentStore(self.sandbox, postgres.ctx.ports).inference_endpoints(),
+            notebooks_url=jupyter.tokened_url() if jupyter is not None and jupyter.process.running() else None,
+            sandbox_env={"SANDBOX_PROFILE": self.name, "SANDBOX_DIR": str(self.sandbox.root)},
         )
 
 

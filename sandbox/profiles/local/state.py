@@ -28,7 +28,7 @@ import string
 import threading
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sandbox.errors import LockedError, PortInUseError
@@ -235,6 +235,7 @@ class Secrets:
     mlflow_db_password: str
     s3_access_key: str
     s3_secret_key: str
+    jupyter_token: str = ""  # JupyterLab's token; "" in a sandbox made before notebooks until `up` adds one
 
     @classmethod
     def generate(cls) -> Secrets:
@@ -246,6 +247,7 @@ class Secrets:
             # S3 access keys are conventionally upper-case alphanumerics.
             s3_access_key="SBX" + secrets.token_hex(8).upper(),
             s3_secret_key=_token(40),
+            jupyter_token=_token(48),
         )
 
 
@@ -255,7 +257,11 @@ def load_or_create_secrets(sandbox: SandboxDir) -> Secrets:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             path.chmod(0o600)  # someone loosened it; secrets stay private
-        return Secrets(**json.loads(path.read_text()))
+        known = Secrets(**json.loads(path.read_text()))
+        if not known.jupyter_token:  # made before notebooks: the new secret joins, the others stay
+            known = replace(known, jupyter_token=Secrets.generate().jupyter_token)
+            write_private(path, json.dumps(asdict(known), indent=2))
+        return known
     sandbox.create()
     created = Secrets.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

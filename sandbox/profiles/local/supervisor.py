@@ -6,7 +6,8 @@ stops it first. Every `supervisor.interval_s` (1 s) it
 
 - rotates every `service.log` past `logs.max_bytes` (the services', the deployments', its own:
   `logrotate.py`, copy-then-truncate, so a line written during the truncation can be lost);
-- checks each service (postgres, s3, mlflow) and each recorded deployment (model servers before
+- checks each service (postgres, s3, mlflow, and notebooks unless `notebooks.enabled` is false)
+  and each recorded deployment (model servers before
   the routers in front of them): one whose process is gone is restarted by the code `up` runs
   for it (`LocalService.prepare` and `start`; `LocalServing`'s start of one record), on the ports
   in ports.json, never new ones. Only that component restarts; one whose dependencies are down
@@ -56,6 +57,7 @@ from sandbox.profiles.local.process import Identity, ManagedProcess
 from sandbox.profiles.local.readiness import wait_ready
 from sandbox.profiles.local.scheduler import LocalScheduler
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
+from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import MLflowServer
 from sandbox.profiles.local.services.postgres import Postgres
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3
@@ -555,6 +557,10 @@ class LocalComponents:
         ]
         if self.endpoints is None:
             return found
+        if self.config.notebooks.enabled:
+            # Its kernels' environment is the stack's endpoints, as `up` recorded them.
+            endpoints = self.endpoints
+            found.append(ServiceComponent(JupyterLab(ctx, lambda: endpoints)))
         serving = LocalServing(
             self.sandbox,
             ports,
