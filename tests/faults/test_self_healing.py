@@ -110,6 +110,10 @@ def _client_works(service: str, endpoints: Endpoints) -> bool:
     elif service == "s3":
         names = {bucket.name for bucket in endpoints.minio_client().list_buckets()}
         assert set(endpoints.buckets) <= names
+    elif service == "notebooks":  # the URL with its token, as status printed it before the kill
+        base, _, token = endpoints.notebooks_url.partition("?token=")
+        response = httpx.get(f"{base.rstrip('/')}/api/kernelspecs", params={"token": token}, timeout=5, trust_env=False)
+        assert response.status_code == 200, response.text
     # Whatever was restarted, MLflow answers through the URI it had (after PostgreSQL: it reconnected by itself).
     assert _search_experiments(endpoints.mlflow_tracking_uri)
     return True
@@ -122,7 +126,7 @@ def _state_file(stack: Stack) -> dict:
 # --------------------------------------------------------------------------- the cases
 
 
-@pytest.mark.parametrize("service", ["postgres", "s3", "mlflow"])
+@pytest.mark.parametrize("service", ["postgres", "s3", "mlflow", "notebooks"])
 def test_a_killed_service_comes_back_on_its_port_and_only_it_restarts(stack, service):
     before = stack.status()
     endpoints = Endpoints(**before["endpoints"])

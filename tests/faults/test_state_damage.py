@@ -23,7 +23,7 @@ from tests.integration.conftest import Stack
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "steady"
-COMPONENTS = ("postgres", "s3", "mlflow", f"deployment:{DEPLOYMENT}")
+COMPONENTS = ("postgres", "s3", "mlflow", "notebooks", f"deployment:{DEPLOYMENT}")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_damaged_pid_files_never_start_a_second_copy_nor_move_a_port(stack, how,
     assert ports(stack) == before_ports
     status = stack.status()
     assert status["state"] == "running" and all(d["state"] == "running" for d in status["deployments"])
-    ledger.add(f"{how} pid files (4 components)", faults=len(COMPONENTS), recovered="repaired by `up`")
+    ledger.add(f"{how} pid files ({len(COMPONENTS)} components)", faults=len(COMPONENTS), recovered="repaired by `up`")
 
 
 @pytest.mark.parametrize("how", ["deleted", "garbage"])
@@ -104,7 +104,7 @@ def test_a_lost_or_corrupt_port_map_is_rebuilt_from_what_runs(stack, how, ledger
 
 def test_down_with_every_pid_file_damaged_leaves_no_process(stack, ledger):
     before_ports = ports(stack)
-    for component, how in zip(COMPONENTS, ("garbage", "stale", "deleted", "garbage"), strict=True):
+    for component, how in zip(COMPONENTS, ("garbage", "stale", "deleted", "stale", "garbage"), strict=True):
         damage(pid_file(stack, component), how)
     stack.cli("down")
     orphans = sandbox_processes(home(stack))
