@@ -18,6 +18,7 @@ from sandbox.profiles.local.process import COMPONENT_MARKER, HOME_MARKER, PORTS_
 from sandbox.profiles.local.services.jupyterlab import (
     KERNEL_COMPONENT,
     copy_starters,
+    seed_lab_settings,
     kernel_env,
     kernelspec,
     server_argv,
@@ -103,6 +104,16 @@ def test_starters_are_copied_once_and_a_users_copy_is_never_overwritten(tmp_path
     assert mine.read_text() == "my edits"
     assert copy_starters(starter_notebooks_dir(), workspace) == 0
     assert all(stat.S_IMODE((workspace / p.name).stat().st_mode) == 0o600 for p in STARTERS[1:])
+
+
+def test_lab_settings_turn_the_news_prompt_off_once_and_keep_a_users_choice(tmp_path):
+    assert seed_lab_settings(tmp_path)
+    path = tmp_path / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    assert json.loads(path.read_text()) == {"fetchNews": "false"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text('{"fetchNews": "true"}')
+    assert not seed_lab_settings(tmp_path)
+    assert json.loads(path.read_text()) == {"fetchNews": "true"}
 
 
 def test_the_token_is_generated_per_sandbox_and_added_to_an_older_secrets_file(tmp_path):

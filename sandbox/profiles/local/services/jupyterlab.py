@@ -165,6 +165,7 @@ class JupyterLab(LocalService):
             raise SandboxError("the stack's endpoints are not known yet", hint="start PostgreSQL, S3 and MLflow first")
         for folder in self._jupyter_dirs().values():
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        seed_lab_settings(self._jupyter_dirs()["JUPYTERLAB_SETTINGS_DIR"])
         spec_dir = self.dir / "data" / "kernels" / KERNEL_NAME
         spec_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # 0600: the kernel's environment holds the stack's keys (as secrets.json does).
@@ -279,6 +280,21 @@ class JupyterLab(LocalService):
         status.url = self.tokened_url() or status.url
         status.detail = f"workspace {self.workspace}; {len(self.kernels())} kernel(s)" if status.instance else ""
         return status
+
+
+# The server fetches no news (`--LabApp.news_url=`); without this the page still asks whether to.
+NEWS_OFF = ("@jupyterlab/apputils-extension", "notification", {"fetchNews": "false"})
+
+
+def seed_lab_settings(settings_dir: Path) -> bool:
+    """Write the sandbox's default user settings unless the user has their own; True when written."""
+    plugin, name, values = NEWS_OFF
+    path = settings_dir / plugin / f"{name}.jupyterlab-settings"
+    if path.exists():
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, json.dumps(values))
+    return True
 
 
 def copy_starters(source: Path, workspace: Path) -> int:
