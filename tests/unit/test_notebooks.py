@@ -18,9 +18,9 @@ from sandbox.profiles.local.process import COMPONENT_MARKER, HOME_MARKER, PORTS_
 from sandbox.profiles.local.services.jupyterlab import (
     KERNEL_COMPONENT,
     copy_starters,
-    seed_lab_settings,
     kernel_env,
     kernelspec,
+    seed_lab_settings,
     server_argv,
     starter_notebooks_dir,
     tokened_url,
