@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "staging-token-1234"
 PASSED = {"tracking", "registry", "data-versioning", "pipelines", "drift"}
-SKIPPED = {"ab-testing", "gpu-quotas", "retraining"}  # they deploy models, or schedule GPUs
+SKIPPED = {"ab-testing", "gpu-quotas", "retraining", "notebooks"}  # they deploy models, or schedule GPUs
 USER_MODEL, USER_DEPLOYMENT, USER_EXPERIMENT = "fraud-detector", "fraud", "team-experiments"
 
 
