@@ -722,8 +722,10 @@ def stack_objects(spec: StackSpec, *, host_ports: Mapping[str, int] | None = Non
 # then made again with the generated keys only.
 KFP_ROTATE_KEYS_SCRIPT = f"""\
 set -eu
+key="${{accesskey:?the Secret's accesskey is not in the environment}}"
+secret="${{secretkey:?the Secret's secretkey is not in the environment}}"
 echo "s3.configure -user {KFP_S3_USER} -delete -apply" | /usr/bin/weed shell >/dev/null
-echo "s3.configure -user {KFP_S3_USER} -access_key $accesskey -secret_key $secretkey -actions Admin -apply" \\
+echo "s3.configure -user {KFP_S3_USER} -access_key $key -secret_key $secret -actions Admin -apply" \\
   | /usr/bin/weed shell >/dev/null
 echo "{KFP_S3_USER}'s keys replaced"
 """
@@ -798,18 +800,15 @@ class HelmRelease:
 def helm_releases(spec: StackSpec) -> list[HelmRelease]:
     """cert-manager, then KServe (CRDs, controller in Standard mode, runtimes), in install order."""
     del spec  # the same releases for every stack; the argument keeps the call uniform
-    kserve = {
-        "kserve": {
-            "controller": {"deploymentMode": "Standard", "gateway": {"disableIngressCreation": True}},
-            "servingruntime": {"enabled": True},
-            "llmisvcConfigs": {"enabled": False},
-        }
-    }
+    # Standard mode: plain Deployments and Services, no Knative, no Istio, no Ingress objects.
+    resources = {"kserve": {"controller": {"deploymentMode": "Standard", "gateway": {"disableIngressCreation": True}}}}
+    # The ClusterServingRuntimes (kserve-mlserver for MLflow models among them); no LLM configs.
+    runtimes = {"kserve": {"servingruntime": {"enabled": True}, "llmisvcConfigs": {"enabled": False}}}
     return [
         HelmRelease("cert-manager", versions.CERT_MANAGER, {"crds": {"enabled": True}}, 300),
         HelmRelease("kserve-crd", versions.KSERVE_CRD, {}, 120),
-        HelmRelease("kserve", versions.KSERVE_RESOURCES, kserve, 300),
-        HelmRelease("kserve-runtime-configs", versions.KSERVE_RUNTIME_CONFIGS, {}, 120),
+        HelmRelease("kserve", versions.KSERVE_RESOURCES, resources, 300),
+        HelmRelease("kserve-runtime-configs", versions.KSERVE_RUNTIME_CONFIGS, runtimes, 120),
     ]
 
 

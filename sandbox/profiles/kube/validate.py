@@ -111,6 +111,8 @@ def _check_type(type_name: str, value: Any, path: list, datetime) -> None:
             raise ValueError(f"{_path(path)}: expected a map, got {type(value).__name__}")
         inner = type_name[5:-1].split(", ", 1)[1]
         for key, item in value.items():
+            if inner == "str" and isinstance(item, int | float) and not isinstance(item, bool):
+                continue  # resource quantities: the SDK types them as strings, the API takes numbers too
             _check_type(inner, item, [*path, key], datetime)
         return
     simple = {"str": str, "int": int, "float": (int, float), "bool": bool, "object": object}
