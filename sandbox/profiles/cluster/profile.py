@@ -94,6 +94,15 @@ class ClusterProfile(KubeProfile):
         self._port_forwards(state).ensure(self._forwards(state))
         return f"http://127.0.0.1:{state.host_ports['mlflow']}/health"
 
+    def up(self, *, keep: bool = False):
+        try:
+            return super().up(keep=keep)
+        except BaseException:
+            state = self._read_state()
+            if state is not None and not keep:  # the readiness probe may have started them
+                self._port_forwards(state).stop(self._forwards(state))
+            raise
+
     def _after_up(self, state: KubeState, target: actions.Target) -> None:
         started = self._port_forwards(state).ensure(self._forwards(state))
         if started:

@@ -13,6 +13,7 @@ what its `run` made, and its `commands` are the exact command lines `--dry-run` 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from sandbox.profiles.kube.tools import Command, Tools, pod_ready
 COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKLOADS = ("Deployment", "StatefulSet")
 READY_TIMEOUT_S = 600
+HEALTH_TRIES = 30  # seconds MLflow's /health may take to answer through the host port once its pod is Ready
 # CRDs that must exist when the operators are not installed by the sandbox (cluster profile).
 OPERATOR_CRDS = {
     "inferenceservices.serving.kserve.io": "KServe",
@@ -226,12 +228,16 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Actio
     tools, namespace = target.tools, target.namespace
     scoped = [o for o in objects if o["kind"] == "Namespace"]  # applied first: the rest lives in it
     namespaced = [o for o in objects if o["kind"] != "Namespace"]
-    applies: list[Command] = []
-    for part in (scoped, namespaced):
-        if part and target.server_dry_run:
-            applies.append(tools.apply(part, dry_run=True))  # the API server judges it before anything is stored
-        if part:
-            applies.append(tools.apply(part))
+
+    def applies(new_namespaces: list[dict[str, Any]]) -> list[Command]:
+        commands: list[Command] = []
+        for part in (new_namespaces, namespaced):
+            if part and target.server_dry_run:
+                commands.append(tools.apply(part, dry_run=True))  # the API server judges it before anything is stored
+            if part:
+                commands.append(tools.apply(part))
+        return commands
+
     waits = [
         tools.rollout_status(_ref(o), namespace=o["metadata"]["namespace"], timeout_s=READY_TIMEOUT_S)
         for o in namespaced
@@ -251,8 +257,13 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Actio
             return None
         return f"{len(objects)} objects present"
 
+    created: list[dict[str, Any]] = []  # namespaces this run made: the only ones its undo may delete
+
     def run() -> str:
-        for command in applies + waits:
+        # A namespace that exists already (someone else's, on a cluster) is used as it is, never relabelled.
+        there = {o["metadata"]["name"] for o in _existing(tools, namespace, scoped)} if scoped else set()
+        created[:] = [o for o in scoped if o["metadata"]["name"] not in there]
+        for command in applies(created) + waits:
             tools.run(command)
         shown = [_ref(o) for o in objects if o["kind"] in (*WORKLOADS, "Namespace", "Job")]
         return ", ".join(shown) or f"{len(objects)} objects"
@@ -260,12 +271,15 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Actio
     def undo() -> None:
         for ns, members in _by_namespace(namespaced, namespace).items():
             tools.run(tools.kubectl("delete", *map(_ref, members), "-n", ns, "--ignore-not-found"))
-        for obj in scoped:
+        for obj in created:
             tools.run(tools.delete_namespace(obj["metadata"]["name"]))
 
     images = sorted({c["image"] for o in namespaced for c in _containers(o)})
-    title = GROUP_TITLES.get(name, name) + (f" (image {', '.join(images)})" if images else "")
-    return Action(title, run, undo, done, tuple(c.line for c in applies + waits), undo_on_failure=True)
+    title = GROUP_TITLES.get(name, name) + (
+        f" (image{'s' if len(images) > 1 else ''} {', '.join(images)})" if images else ""
+    )
+    commands = tuple(c.line for c in applies(scoped) + waits)
+    return Action(title, run, undo, done, commands, undo_on_failure=True)
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -437,7 +451,12 @@ def readiness(target: Target) -> Action:
 
     def run() -> str:
         tools.run(wait)
-        note = health()
+        note = None
+        for _ in range(HEALTH_TRIES):  # a fresh port-forward or mapping needs a moment before it answers
+            note = health()
+            if note is not None:
+                break
+            time.sleep(1)
         if note is None:
             raise ServiceStartError(
                 f"MLflow does not answer at {target.health_url()}",

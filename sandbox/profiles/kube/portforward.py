@@ -57,8 +57,10 @@ class PortForwards:
             cmdline = psutil.Process(pid).cmdline()
         except (OSError, ValueError, psutil.Error):
             return None
+        # The same arguments after a `kubectl` (started by name, or as a script by its interpreter).
         wanted = list(self.command(forward).argv)
-        return pid if cmdline[-len(wanted) :] == wanted or cmdline == wanted else None
+        head = cmdline[-len(wanted)] if len(cmdline) >= len(wanted) else ""
+        return pid if Path(head).name == wanted[0] and cmdline[-len(wanted) + 1 :] == wanted[1:] else None
 
     def start(self, forward: Forward) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)

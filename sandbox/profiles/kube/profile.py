@@ -153,15 +153,21 @@ class KubeProfile(Profile):
     def require_preflight(self) -> None:
         """Every missing prerequisite with its fix, before anything is written (exit 5)."""
         self._check_context()
-        missing = preflight.failed(self.preflight())
+        checks = self.preflight()
+        missing = preflight.failed(checks)
+        warnings = [c for c in checks if not c.ok and not c.required]
+        lines = [f"  ✗ {c.name}: {c.detail}. Fix: {c.fix}" for c in missing]
+        lines += [f"  ! {c.name} (warning): {c.detail}. Fix: {c.fix}" for c in warnings]
         if missing:
             raise PreflightError(
                 f"the {self.name} profile needs {len(missing)} thing(s) this machine lacks: "
                 + ", ".join(check.name for check in missing),
                 hint="install or start each one as its line below says, then run `sandbox up` again "
                 "(`sandbox doctor --profile " + self.name + "` checks again); nothing was created",
-                details="\n".join(f"  ✗ {c.name}: {c.detail}. Fix: {c.fix}" for c in missing),
+                details="\n".join(lines),
             )
+        for line in lines:
+            ui.err.print(line, markup=False)
 
     def up(self, *, keep: bool = False) -> Endpoints:
         self.require_preflight()
