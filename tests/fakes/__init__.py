@@ -21,6 +21,17 @@ MUTATING = re.compile(
 )
 
 
+# The stack's own actions, shared by both profiles' plans: (title starts with, a call that makes it
+# fail, the call that undoes it). A real apply, not its server-side dry-run, is the one made to fail.
+STACK_ACTIONS = [
+    ("Secrets", r"apply .*(?<!--dry-run=server) <<Secret/postgres", r"delete secret/postgres-credentials"),
+    ("PostgreSQL", r"rollout status statefulset/postgres", r"delete configmap/postgres-init"),
+    ("S3 store", r"wait job/create-buckets", r"delete persistentvolumeclaim/s3-data"),
+    ("MLflow", r"rollout status deployment/mlflow", r"delete deployment/mlflow"),
+    ("JupyterLab", r"rollout status deployment/jupyterlab", r"delete persistentvolumeclaim/notebooks-workspace"),
+]
+
+
 class FakeTools:
     def __init__(self, folder: Path, monkeypatch):
         self.log = folder / "fake-calls.jsonl"
@@ -75,12 +86,28 @@ class FakeTools:
     def objects(self, context: str) -> dict:
         return self.state().get("objects", {}).get(context, {})
 
-    def stop_servers(self) -> None:
-        """End the fake /health servers a fake `kind create cluster` started (each by its own pid)."""
-        for cluster in self.state().get("clusters", {}).values():
-            pid = cluster.get("health_pid")
-            if pid:
-                try:
-                    os.killpg(pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    def assert_undone_last_first(self, actions: list[tuple[str, str | None, str | None]], failing: int) -> None:
+        """After a failure injected into ``actions[failing]`` (rows: title, failing call, undoing call):
+        the undo calls ran for the actions this run made, last first, after the failing action's own
+        half-made work (when it left any: a failed apply does, a failed install does not)."""
+        lines = self.lines()
+        fail, own = actions[failing][1], actions[failing][2]
+        failed_at = next(i for i, line in enumerate(lines) if re.search(fail, line))
+        assert not self.calls()[failed_at]["ok"]
+        expected = [undo for _, _, undo in reversed(actions[:failing]) if undo]
+        markers = [u for line in lines[failed_at + 1 :] for u in [own, *expected] if u and re.search(u, line)]
+        if own and markers[:1] == [own]:
+            markers = markers[1:]
+        assert markers == expected
+
+    def stop_servers(self, forwards: Path | None = None) -> None:
+        """End the fake /health servers: those a fake `kind create cluster` started, and the fake
+        port-forwards whose pid files are in ``forwards`` (each by its own pid)."""
+        pids = [cluster.get("health_pid") for cluster in self.state().get("clusters", {}).values()]
+        if forwards is not None and forwards.exists():
+            pids += [int(pid_file.read_text()) for pid_file in forwards.glob("*.pid")]
+        for pid in filter(None, pids):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass

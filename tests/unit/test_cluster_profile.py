@@ -6,14 +6,17 @@ namespace, an operator's CRD, a ClusterRole): they must survive every failure an
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 
 import pytest
 
 from sandbox.config import load_config
 from sandbox.errors import ConfigError, ExitCode, PreflightError, SandboxError
 from sandbox.profiles import get_profile
-from tests.fakes import FakeTools
+from tests.fakes import STACK_ACTIONS, FakeTools
 
 CONTEXT = "minikube"
 FOREIGN = {
@@ -33,11 +36,7 @@ OPERATOR_CRDS = [
 CLUSTER_ACTIONS = [
     ("Operators' CRDs present", None, None),
     ("Namespace, quota", r"<<ResourceQuota/compute-quota,LimitRange", r"delete resourcequota/compute-quota"),
-    ("Secrets", r"apply .*(?<!--dry-run=server) <<Secret/postgres", r"delete secret/postgres-credentials"),
-    ("PostgreSQL", r"rollout status statefulset/postgres", r"delete configmap/postgres-init"),
-    ("S3 store", r"wait job/create-buckets", r"delete persistentvolumeclaim/s3-data"),
-    ("MLflow", r"rollout status deployment/mlflow", r"delete deployment/mlflow"),
-    ("JupyterLab", r"rollout status deployment/jupyterlab", r"delete persistentvolumeclaim/notebooks-workspace"),
+    *STACK_ACTIONS,
     ("Project image", None, None),
     ("Stack ready", r"wait pods .*-n ml-sandbox", None),
 ]
@@ -55,19 +54,7 @@ def fakes(tmp_path, monkeypatch):
     tools = FakeTools(tmp_path, monkeypatch)
     tools.seed({"contexts": [CONTEXT, "prod-east"], "objects": {CONTEXT: {**FOREIGN, **crds()}}})
     yield tools
-    for forwards in (tmp_path / "sb" / "kube" / "forwards",):
-        for pid_file in forwards.glob("*.pid") if forwards.exists() else []:
-            _stop(int(pid_file.read_text()))
-
-
-def _stop(pid: int) -> None:
-    import os
-    import signal
-
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
+    tools.stop_servers(tmp_path / "sb" / "kube" / "forwards")
 
 
 def cluster(tmp_path, context: str | None = CONTEXT, **overrides):
@@ -146,19 +133,11 @@ def test_a_failure_undoes_exactly_this_runs_work_and_nothing_it_did_not_make(tmp
         fakes.unready("jupyterlab")
     with pytest.raises(SandboxError):
         cluster(tmp_path).up()
-    lines = fakes.lines()
-    failed_at = next(i for i, line in enumerate(lines) if re.search(fail, line))
-    own = CLUSTER_ACTIONS[failing][2]
-    expected = [undo for _, _, undo in reversed(CLUSTER_ACTIONS[:failing]) if undo]
-    markers = [u for line in lines[failed_at + 1 :] for u in [own, *expected] if u and re.search(u, line)]
-    if own and markers[:1] == [own]:
-        markers = markers[1:]
-    assert markers == expected
+    fakes.assert_undone_last_first(CLUSTER_ACTIONS, failing)
     after = {k: v for k, v in fakes.objects(CONTEXT).items() if v["kind"] != "Pod"}
     assert after == before  # the team's objects, its namespace and the CRDs untouched; ours gone
-    assert not [
-        line for line in lines if re.search(r"delete (namespace|crd|customresourcedefinition|clusterrole)", line)
-    ]
+    forbidden = r"delete (namespace|crd|customresourcedefinition|clusterrole)"
+    assert not [line for line in fakes.lines() if re.search(forbidden, line)]
 
 
 def test_down_deletes_only_objects_carrying_its_labels(tmp_path, fakes):
@@ -184,10 +163,8 @@ def test_port_forwards_are_started_watched_and_stopped(tmp_path, fakes):
     pids = {p.stem: int(p.read_text()) for p in forwards.glob("*.pid")}
     assert set(pids) == {"postgres", "s3", "mlflow", "notebooks"}
     assert endpoints.mlflow_tracking_uri.startswith("http://127.0.0.1:")
-    _stop(pids["mlflow"])  # a forward dies (its pod restarted)
-    import time
-
-    for _ in range(50):
+    os.killpg(pids["mlflow"], signal.SIGTERM)  # a forward dies (its pod restarted)
+    for _ in range(50):  # until it is gone
         if prof._port_forwards(prof._read_state()).running(prof._forwards(prof._read_state())[2]) is None:
             break
         time.sleep(0.1)

@@ -19,7 +19,7 @@ import pytest
 from sandbox.config import load_config
 from sandbox.errors import ExitCode, PreflightError, SandboxError
 from sandbox.profiles import get_profile
-from tests.fakes import FakeTools
+from tests.fakes import STACK_ACTIONS, FakeTools
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,11 +28,7 @@ KIND_ACTIONS = [
     ("kind cluster", r"^kind create cluster", r"^kind delete cluster"),
     ("Fake GPUs", r"patch node", None),
     ("Namespace, quota", r"<<Namespace/ml-sandbox", r"delete namespace ml-sandbox"),
-    ("Secrets", r"<<Secret/postgres-credentials", r"delete secret/postgres-credentials"),
-    ("PostgreSQL", r"rollout status statefulset/postgres", r"delete configmap/postgres-init"),
-    ("S3 store", r"wait job/create-buckets", r"delete persistentvolumeclaim/s3-data"),
-    ("MLflow", r"rollout status deployment/mlflow", r"delete deployment/mlflow"),
-    ("JupyterLab", r"<<.*Deployment/jupyterlab", r"delete persistentvolumeclaim/notebooks-workspace"),
+    *STACK_ACTIONS,
     ("Helm: cert-manager", r"upgrade --install cert-manager", r"uninstall cert-manager"),
     ("Helm: kserve-crd", r"upgrade --install kserve-crd", r"uninstall kserve-crd"),
     ("Helm: kserve ", r"upgrade --install kserve oci", r"uninstall kserve -n"),
@@ -140,18 +136,7 @@ def test_a_failure_in_each_action_undoes_exactly_this_runs_work_last_first(tmp_p
         kind_profile(tmp_path).up()
     assert "FAKE" not in info.value.message
     assert info.value.details, "the failing command's own output travels with the error"
-    lines = fakes.lines()
-    failed_at = next(i for i, line in enumerate(lines) if re.search(fail, line))
-    assert not fakes.calls()[failed_at]["ok"]
-    undone = lines[failed_at + 1 :]
-    # The undo calls, in the order they ran, are those of the actions this run made, last first,
-    # after the failing action's own half-made work (when it left any: a failed apply, not a failed install).
-    own = KIND_ACTIONS[failing][2]
-    expected = [undo for _, _, undo in reversed(KIND_ACTIONS[:failing]) if undo]
-    markers = [u for line in undone for u in [own, *expected] if u and re.search(u, line)]
-    if own and markers[:1] == [own]:
-        markers = markers[1:]
-    assert markers == expected
+    fakes.assert_undone_last_first(KIND_ACTIONS, failing)
     state = fakes.state()
     assert state["clusters"] == {} and state["objects"] == {} and state["helm"] == {}
 
