@@ -239,3 +239,29 @@ def test_up_on_a_machine_without_the_tools_exits_5_naming_each_with_its_fix(tmp_
         assert re.search(rf"✗ {tool}: not found on PATH\. Fix: install .*{re.escape(fix)}", result.stderr), tool
     assert "Docker daemon" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-tools"]  # nothing left behind
+
+
+def test_status_reads_the_api_and_says_stopped_when_the_cluster_is_gone(tmp_path, fakes):
+    prof = kind_profile(tmp_path)
+    prof.up()
+    status = prof.status()
+    assert status.overall == "running"
+    assert {s.name for s in status.services} == {"postgres", "s3", "mlflow", "jupyterlab"}
+    assert next(s for s in status.services if s.name == "mlflow").instance == "mlflow-0"  # the pod's name
+    fakes.stop_servers()
+    data = fakes.state()
+    data["clusters"] = {}  # deleted behind the sandbox's back (`kind delete cluster`)
+    fakes.seed(data)
+    gone = prof.status()
+    assert gone.overall == "stopped" and 'context "kind-ml-sandbox" does not exist' in gone.services[0].detail
+    prof.down()
+    assert prof.status().services == []  # after down there is no stack to report
+
+
+def test_keep_cluster_is_refused_on_a_profile_without_a_cluster(tmp_path):
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+
+    result = CliRunner().invoke(app, ["down", "--dir", str(tmp_path / "sb"), "--keep-cluster"])
+    assert result.exit_code == ExitCode.USAGE and "--keep-cluster" in result.output

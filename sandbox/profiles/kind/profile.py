@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import ui
+from sandbox.gpu import inventory_nodes
 from sandbox.profiles.kube import actions, manifests
 from sandbox.profiles.kube.profile import KubeProfile, KubeState, gpu_nodes, refuse_taken
 from sandbox.profiles.kube.tools import Tools
@@ -38,6 +39,13 @@ class KindProfile(KubeProfile):
         return KubeState(instance, f"kind-{name}", self._namespace(), host_ports, cluster=name)
 
     def _target(self, state: KubeState, spec: Any, tools: Tools) -> actions.Target:
+        real = [node.name for node in inventory_nodes(self.config.gpu) if node.real]
+        if real:
+            ui.err.print(
+                "[yellow]This machine's GPUs are not handed to the kind cluster:[/] that needs nvkind (the NVIDIA "
+                "driver and container toolkit, `nvidia-ctk runtime configure --runtime=docker --set-as-default "
+                "--cdi.enabled`) and the NVIDIA device plugin, see docs/kind.md; the inventory's fake GPUs are used."
+            )
         return actions.Target(
             tools=tools,
             spec=spec,

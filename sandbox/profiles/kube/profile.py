@@ -25,10 +25,10 @@ from sandbox.errors import ConfigError, NotRunningError, PreflightError
 from sandbox.files import write_private
 from sandbox.gpu import inventory_nodes
 from sandbox.net import LOOPBACK, free_port, port_is_free
-from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
+from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
 from sandbox.profiles.kube.status import component_statuses, pod_logs
-from sandbox.profiles.kube.tools import Tools
+from sandbox.profiles.kube.tools import ToolError, Tools
 
 CAPABILITIES = ["mlflow", "s3", "postgres", "monitoring"]
 PLANNED = "the Kubernetes serving, pipeline and scheduler backends are planned work (issue 14)"
@@ -224,6 +224,8 @@ class KubeProfile(Profile):
             ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
             return
         self._remove(state, keep_cluster=keep_cluster)
+        # What runs is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
+        (self.folder / "state.json").unlink(missing_ok=True)
         if purge:
             import shutil
 
@@ -261,9 +263,16 @@ class KubeProfile(Profile):
         if state is None:
             return result
         urls = self._urls(state)
-        result.services = component_statuses(
-            Tools(state.context), state.namespace, self._selector(state), urls, state.host_ports
-        )
+        try:
+            result.services = component_statuses(
+                Tools(state.context), state.namespace, self._selector(state), urls, state.host_ports
+            )
+        except ToolError as exc:  # the cluster or its context is gone: say so, as a stopped stack
+            detail = (exc.details or exc.message).splitlines()[-1]
+            result.services = [
+                ServiceStatus("cluster", state.context, ServiceState.STOPPED, None, None, None, detail=detail)
+            ]
+            return result
         if result.services:
             result.endpoints = self._endpoints(state)
         return result
