@@ -270,6 +270,7 @@ def test_no_default_or_well_known_credential_is_rendered(tmp_path, name):
     manifests.render(spec, tmp_path, kind_config=kind_config(spec), host_ports=HOST_PORTS)
     text = "\n".join(path.read_text() for path in sorted(tmp_path.iterdir()))
     assert "minio123" not in text
+    assert not re.search(r"[&*]id\d+", text), "plain YAML, no anchors"
     for document in (d for path in tmp_path.iterdir() for d in yaml.safe_load_all(path.read_text())):
         for path, scalar in walk(document):
             if path[-1] != "name":  # a container may be called minio; a credential may not be
@@ -332,6 +333,14 @@ def test_render_writes_private_files_numbered_in_apply_order(tmp_path):
     assert "--version v1.17.0" in helm[0].read_text().splitlines()[0]
     kfp = [yaml.safe_load(p.read_text()) for p in paths if p.name.startswith("kfp-")]
     assert kfp == manifests.kfp_objects(spec)
+
+
+def test_render_numbers_many_objects_in_order(tmp_path):
+    quotas = [QuotaSpec(namespace="default", name=f"q{i}", hard={"count/pods": "5"}) for i in range(60)]
+    spec = StackSpec(instance="many", secrets=SECRETS, image=IMAGE, gpu=GpuConfig(real_gpus="off", quotas=quotas))
+    names = [p.name for p in manifests.render(spec, tmp_path)]
+    assert len(names) > 100 and names == sorted(names)
+    assert names[0] == "010-namespace-ml-sandbox.yaml"
 
 
 def test_render_again_replaces_the_files(tmp_path):
