@@ -555,3 +555,20 @@ def test_every_container_image_comes_from_the_pins_or_the_project():
             for template in pod_templates(obj):
                 for container in template["spec"]["containers"]:
                     assert container["image"] in pinned | {spec.image}, validate.describe(obj)
+
+
+def test_the_scripts_run_in_pods_parse():
+    """The bucket Job's Python and the KFP key rotation's shell, as they would run there."""
+    import shutil
+    import subprocess
+
+    job = next(o for o in manifests.stack_objects(SPECS["default"]) if o["kind"] == "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    compile(command[2], "create-buckets", "exec")
+    shell = manifests.kfp_rotate_keys_command()[-1]
+    sh = shutil.which("sh")
+    assert sh, "a POSIX shell is needed to parse the script"
+    assert subprocess.run([sh, "-n", "-c", shell], capture_output=True).returncode == 0
+    # It checks both keys are in the environment before it deletes the identity.
+    assert shell.index("secretkey:?") < shell.index("-delete")

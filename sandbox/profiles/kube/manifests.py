@@ -423,8 +423,13 @@ def _s3_store(spec: StackSpec) -> list[dict[str, Any]]:
             "args": [
                 "server",
                 "-dir=/data",
+                "-filer",
                 "-s3",
                 f"-s3.port={port}",
+                # Only the S3 port is for clients: no Iceberg or Lance catalog listeners (weed 4.48's
+                # `server -h`: "0 to disable").
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
                 "-s3.config=/etc/seaweedfs/s3.json",
                 "-master.volumePreallocate=false",
                 "-master.volumeSizeLimitMB=1024",
@@ -766,8 +771,10 @@ def kfp_objects(spec: StackSpec) -> list[dict[str, Any]]:
     )
     # KFP's `default-allow-same-namespace` NetworkPolicy admits only pods of its namespace, and kind's
     # kindnet enforces NetworkPolicies (kind PR #3612, since v0.24). The NodePort's traffic comes from
-    # the node, not from a pod: admit the API port from outside the pod network (the pod subnet is
-    # pinned in the kind config, KIND_POD_SUBNET), so other pods still cannot reach it.
+    # the host, not from a pod: admit the API port from outside the pod network (the pod subnet is
+    # pinned in the kind config, KIND_POD_SUBNET), so other pods still cannot reach it. Not tried on a
+    # real kind cluster (none runs here): if the NodePort is refused, the port-forward path
+    # (expose="ClusterIP") reaches the API without crossing a NetworkPolicy.
     objects.append(
         {
             "apiVersion": "networking.k8s.io/v1",
