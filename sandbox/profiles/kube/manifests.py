@@ -7,6 +7,17 @@ is the local profile's: generated credentials only, in Secrets (never in a pod s
 ConfigMap or an argument), read-only service accounts not mounted, no privilege escalation,
 every capability dropped, host access only through 127.0.0.1 (kind's port mappings) or
 port-forwards.
+
+The bring-up this module serves, in order (`render` numbers its files the same way):
+
+1. kind: `kind create cluster --config 00-kind-config.yaml` (`kind_cluster_config`);
+2. the stack: `stack_objects` (namespace, quotas, Secrets, PostgreSQL, the S3 store, the bucket
+   Job, MLflow, JupyterLab), applied in the order given;
+3. `helm_releases`: cert-manager, then KServe's CRDs, controller (Standard mode) and runtimes;
+4. KFP: `kubectl apply -k` of `versions.KFP_KUSTOMIZE[0]`, wait for `versions.KFP_WAIT_CRD`
+   Established, `kubectl apply -k` of `[1]`; then `kfp_objects` (after every apply of KFP's own
+   manifests, which bring back the stock Secret), `kubectl rollout restart` of `KFP_RESTART`, and
+   `kfp_rotate_keys_command()` once SeaweedFS is ready again.
 """
 
 from __future__ import annotations
