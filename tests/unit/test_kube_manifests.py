@@ -270,6 +270,7 @@ def test_no_default_or_well_known_credential_is_rendered(tmp_path, name):
     manifests.render(spec, tmp_path, kind_config=kind_config(spec), host_ports=HOST_PORTS)
     text = "\n".join(path.read_text() for path in sorted(tmp_path.iterdir()))
     assert "minio123" not in text
+    assert not re.search(r"[&*]id\d+", text), "plain YAML, no anchors"
     for document in (d for path in tmp_path.iterdir() for d in yaml.safe_load_all(path.read_text())):
         for path, scalar in walk(document):
             if path[-1] != "name":  # a container may be called minio; a credential may not be
@@ -332,6 +333,14 @@ def test_render_writes_private_files_numbered_in_apply_order(tmp_path):
     assert "--version v1.17.0" in helm[0].read_text().splitlines()[0]
     kfp = [yaml.safe_load(p.read_text()) for p in paths if p.name.startswith("kfp-")]
     assert kfp == manifests.kfp_objects(spec)
+
+
+def test_render_numbers_many_objects_in_order(tmp_path):
+    quotas = [QuotaSpec(namespace="default", name=f"q{i}", hard={"count/pods": "5"}) for i in range(60)]
+    spec = StackSpec(instance="many", secrets=SECRETS, image=IMAGE, gpu=GpuConfig(real_gpus="off", quotas=quotas))
+    names = [p.name for p in manifests.render(spec, tmp_path)]
+    assert len(names) > 100 and names == sorted(names)
+    assert names[0] == "010-namespace-ml-sandbox.yaml"
 
 
 def test_render_again_replaces_the_files(tmp_path):
@@ -546,3 +555,20 @@ def test_every_container_image_comes_from_the_pins_or_the_project():
             for template in pod_templates(obj):
                 for container in template["spec"]["containers"]:
                     assert container["image"] in pinned | {spec.image}, validate.describe(obj)
+
+
+def test_the_scripts_run_in_pods_parse():
+    """The bucket Job's Python and the KFP key rotation's shell, as they would run there."""
+    import shutil
+    import subprocess
+
+    job = next(o for o in manifests.stack_objects(SPECS["default"]) if o["kind"] == "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    compile(command[2], "create-buckets", "exec")
+    shell = manifests.kfp_rotate_keys_command()[-1]
+    sh = shutil.which("sh")
+    assert sh, "a POSIX shell is needed to parse the script"
+    assert subprocess.run([sh, "-n", "-c", shell], capture_output=True).returncode == 0
+    # It checks both keys are in the environment before it deletes the identity.
+    assert shell.index("secretkey:?") < shell.index("-delete")

@@ -7,10 +7,22 @@ is the local profile's: generated credentials only, in Secrets (never in a pod s
 ConfigMap or an argument), read-only service accounts not mounted, no privilege escalation,
 every capability dropped, host access only through 127.0.0.1 (kind's port mappings) or
 port-forwards.
+
+The bring-up this module serves, in order (`render` numbers its files the same way):
+
+1. kind: `kind create cluster --config 00-kind-config.yaml` (`kind_cluster_config`);
+2. the stack: `stack_objects` (namespace, quotas, Secrets, PostgreSQL, the S3 store, the bucket
+   Job, MLflow, JupyterLab), applied in the order given;
+3. `helm_releases`: cert-manager, then KServe's CRDs, controller (Standard mode) and runtimes;
+4. KFP: `kubectl apply -k` of `versions.KFP_KUSTOMIZE[0]`, wait for `versions.KFP_WAIT_CRD`
+   Established, `kubectl apply -k` of `[1]`; then `kfp_objects` (after every apply of KFP's own
+   manifests, which bring back the stock Secret), `kubectl rollout restart` of `KFP_RESTART`, and
+   `kfp_rotate_keys_command()` once SeaweedFS is ready again.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import secrets
@@ -330,7 +342,9 @@ def _postgres(spec: StackSpec) -> list[dict[str, Any]]:
         _from_secret("POSTGRES_USER", SECRET_POSTGRES, "username"),
         _from_secret("POSTGRES_PASSWORD", SECRET_POSTGRES, "password"),
         {"name": "POSTGRES_DB", "value": DATABASE},
-        # Password logins over TCP only, hashed with SCRAM (no trust, no md5).
+        # Password logins only, hashed with SCRAM (no trust, no md5), on TCP and on the socket too: the
+        # image's entrypoint exports PGPASSWORD for its own init scripts for this case
+        # (docker-library/postgres docker-entrypoint.sh).
         {"name": "POSTGRES_INITDB_ARGS", "value": "--auth-host=scram-sha-256 --auth-local=scram-sha-256"},
         {"name": "POSTGRES_HOST_AUTH_METHOD", "value": "scram-sha-256"},
         # A folder below the mount point: a fresh volume may hold lost+found.
@@ -348,7 +362,7 @@ def _postgres(spec: StackSpec) -> list[dict[str, Any]]:
         "env": env,
         "ports": [{"name": "postgres", "containerPort": PORTS[POSTGRES], "protocol": "TCP"}],
         "readinessProbe": probe,
-        "livenessProbe": {**probe, "initialDelaySeconds": 30, "periodSeconds": 10},
+        "livenessProbe": {**copy.deepcopy(probe), "initialDelaySeconds": 30, "periodSeconds": 10},
         "resources": _resources("100m", "256Mi", "1Gi"),
         # The official image's `postgres` user (uid 999): the server refuses to run as root anyway.
         "securityContext": _container_security(999),
@@ -420,8 +434,13 @@ def _s3_store(spec: StackSpec) -> list[dict[str, Any]]:
             "args": [
                 "server",
                 "-dir=/data",
+                "-filer",
                 "-s3",
                 f"-s3.port={port}",
+                # Only the S3 port is for clients: no Iceberg or Lance catalog listeners (weed 4.48's
+                # `server -h`: "0 to disable").
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
                 "-s3.config=/etc/seaweedfs/s3.json",
                 "-master.volumePreallocate=false",
                 "-master.volumeSizeLimitMB=1024",
@@ -613,6 +632,8 @@ def _notebooks(spec: StackSpec) -> list[dict[str, Any]]:
         "--ServerApp.jpserver_extensions=jupyter_lsp=False",
         "--PasswordIdentityProvider.hashed_password=",
         "--PasswordIdentityProvider.allow_password_change=False",
+        "--KernelManager.ip=127.0.0.1",  # each kernel's ZMQ ports on the pod's loopback
+        "--KernelManager.transport=tcp",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.news_url=",
     ]
@@ -761,8 +782,10 @@ def kfp_objects(spec: StackSpec) -> list[dict[str, Any]]:
     )
     # KFP's `default-allow-same-namespace` NetworkPolicy admits only pods of its namespace, and kind's
     # kindnet enforces NetworkPolicies (kind PR #3612, since v0.24). The NodePort's traffic comes from
-    # the node, not from a pod: admit the API port from outside the pod network (the pod subnet is
-    # pinned in the kind config, KIND_POD_SUBNET), so other pods still cannot reach it.
+    # the host, not from a pod: admit the API port from outside the pod network (the pod subnet is
+    # pinned in the kind config, KIND_POD_SUBNET), so other pods still cannot reach it. Not tried on a
+    # real kind cluster (none runs here): if the NodePort is refused, the port-forward path
+    # (expose="ClusterIP") reaches the API without crossing a NetworkPolicy.
     objects.append(
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -794,7 +817,7 @@ class HelmRelease:
     wait_timeout_s: int
 
     def values_yaml(self) -> str:
-        return yaml.safe_dump(self.values, sort_keys=False)
+        return to_yaml(self.values)
 
 
 def helm_releases(spec: StackSpec) -> list[HelmRelease]:
@@ -847,6 +870,17 @@ def kind_cluster_config(spec: StackSpec, *, name: str, host_ports: Mapping[str, 
 # --------------------------------------------------------------------------- render
 
 
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: no anchors or aliases, even where two fields hold equal values."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False)
+
+
 def _slug(obj: dict[str, Any]) -> str:
     return f"{obj['kind'].lower()}-{obj['metadata']['name']}"
 
@@ -871,9 +905,11 @@ def render(
         written.append(path)
 
     if kind_config is not None:
-        write("00-kind-config.yaml", yaml.safe_dump(kind_config, sort_keys=False))
-    for index, obj in enumerate(stack_objects(spec, host_ports=host_ports), start=10):
-        write(f"{index:02d}-{_slug(obj)}.yaml", yaml.safe_dump(obj, sort_keys=False))
+        write("00-kind-config.yaml", to_yaml(kind_config))
+    objects = stack_objects(spec, host_ports=host_ports)
+    width = max(2, len(str(9 + len(objects))))  # the names sort in apply order however many there are
+    for index, obj in enumerate(objects, start=10):
+        write(f"{index:0{width}d}-{_slug(obj)}.yaml", to_yaml(obj))
     for index, release in enumerate(helm_releases(spec), start=1):
         header = (
             f"# helm upgrade --install {release.name} {release.chart.ref} --version {release.chart.version}"
@@ -883,5 +919,5 @@ def render(
         )
         write(f"helm-values-{index:02d}-{release.name}.yaml", header + release.values_yaml())
     for index, obj in enumerate(kfp_objects(spec), start=1):
-        write(f"kfp-{index:02d}-{_slug(obj)}.yaml", yaml.safe_dump(obj, sort_keys=False))
+        write(f"kfp-{index:02d}-{_slug(obj)}.yaml", to_yaml(obj))
     return written

@@ -212,7 +212,10 @@ class _Node(_Strict):
     kubeadmConfigPatches: list[str] = Field(default_factory=list)
     kubeadmConfigPatchesJSON6902: list[_Patch6902] = Field(default_factory=list)
 
-    _patches = field_validator("kubeadmConfigPatches")(classmethod(lambda cls, value: _kubeadm_patches(value)))
+    @field_validator("kubeadmConfigPatches")
+    @classmethod
+    def _patches(cls, value: list[str]) -> list[str]:
+        return _kubeadm_patches(value)
 
 
 class _Networking(_Strict):
@@ -241,7 +244,10 @@ class KindCluster(_Strict):
     containerdConfigPatches: list[str] = Field(default_factory=list)
     containerdConfigPatchesJSON6902: list[str] = Field(default_factory=list)
 
-    _patches = field_validator("kubeadmConfigPatches")(classmethod(lambda cls, value: _kubeadm_patches(value)))
+    @field_validator("kubeadmConfigPatches")
+    @classmethod
+    def _patches(cls, value: list[str]) -> list[str]:
+        return _kubeadm_patches(value)
 
 
 def validate_kind_config(config: dict[str, Any]) -> list[str]:
