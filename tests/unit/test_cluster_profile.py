@@ -143,10 +143,10 @@ def test_a_failure_undoes_exactly_this_runs_work_and_nothing_it_did_not_make(tmp
 def test_down_deletes_only_objects_carrying_its_labels(tmp_path, fakes):
     prof = cluster(tmp_path)
     prof.up()
+    instance = prof._read_state().instance
     fakes.clear_log()
     prof.down()
     deletes = [line for line in fakes.mutating() if line.startswith("kubectl delete")]
-    instance = prof._read_state().instance
     selector = f"-l app.kubernetes.io/managed-by=ml-sandbox,app.kubernetes.io/instance={instance}"
     assert deletes and all(selector in line for line in deletes)
     assert all(" -n " in line for line in deletes)  # namespaced: never a cluster-scoped object

@@ -224,8 +224,9 @@ class KubeProfile(Profile):
             ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
             return
         self._remove(state, keep_cluster=keep_cluster)
-        # What runs is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
-        (self.folder / "state.json").unlink(missing_ok=True)
+        if not keep_cluster:  # a kept cluster is still this sandbox's: a later `down` deletes it
+            # What ran is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
+            (self.folder / "state.json").unlink(missing_ok=True)
         if purge:
             import shutil
 
