@@ -9,7 +9,9 @@ Sections per profile: ``local:`` holds the local profile's services (``postgres`
 ``s3``, ``mlflow``, ``notebooks``) and its ``supervisor`` and ``logs`` (rotation) settings, which
 may also be written at the top level as before;
 ``remote:`` says where a platform the sandbox did not start is, and which
-environment variables hold its credentials (never the secrets themselves).
+environment variables hold its credentials (never the secrets themselves);
+``kind:`` names the kind profile's cluster, namespace and host ports, ``cluster:``
+the context, namespace and allowances of the cluster profile.
 """
 
 from __future__ import annotations
@@ -261,6 +263,45 @@ class RemoteConfig(_Section):
         return any((self.mlflow, self.s3, self.monitoring, self.kfp, self.inference))
 
 
+# --------------------------------------------------------------------------- kind: and cluster:
+
+_KUBE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class KindHostPorts(_Section):
+    """Loopback host ports kind maps to the stack's NodePorts (0: a free one, chosen on the first `up` and kept)."""
+
+    postgres: Port = 0
+    s3: Port = 0
+    mlflow: Port = 0
+    notebooks: Port = 0
+    kfp: Port = 0
+
+
+class KindConfig(_Section):
+    """The `kind:` section: the kind profile's cluster and the stack in it."""
+
+    cluster_name: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=40)
+    namespace: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=63)
+    object_store: Literal["seaweedfs", "minio"] = "seaweedfs"
+    host_ports: KindHostPorts = Field(default_factory=KindHostPorts)
+
+
+class ClusterConfig(_Section):
+    """The `cluster:` section: a cluster the sandbox did not create, on a context the user names."""
+
+    context: str | None = Field(None, description="the kube context (--context); required")
+    namespace: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=63)
+    allowed_contexts: list[str] = Field(
+        default_factory=list, description="contexts that are not a known local one (kind-*, minikube, ...) to allow"
+    )
+    install_operators: bool = Field(
+        False, description="install cert-manager, KServe and KFP; false: check that their CRDs exist"
+    )
+    image: str | None = Field(None, description="the project's image as the cluster pulls it (your registry)")
+    object_store: Literal["seaweedfs", "minio"] = "seaweedfs"
+
+
 class SandboxConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -284,6 +325,8 @@ class SandboxConfig(BaseSettings):
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     remote: RemoteConfig = Field(default_factory=RemoteConfig)
+    kind: KindConfig = Field(default_factory=KindConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
     def _mirror_local(self) -> SandboxConfig:

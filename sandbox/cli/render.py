@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sandbox import ui
+from sandbox.actions import plan_text
 
 if TYPE_CHECKING:
     from sandbox.gpu.backend import SchedulerSnapshot
@@ -46,6 +47,26 @@ def endpoints_ready(prof, endpoints, *, seconds: float, dir_given: bool) -> None
         f"  sandbox status{dir_flag}          health, processes, ports (--json for the credentials)\n"
         f"  sandbox down{dir_flag}            stop it; data is kept (--purge deletes it)"
     )
+
+
+def plan(profile: str, actions) -> None:
+    """`up --dry-run`: the ordered actions with their exact commands, on stdout."""
+    if not actions:
+        ui.err.print(
+            f"The {profile} profile has no commands to plan: `sandbox up` starts its services itself "
+            "(`sandbox doctor` checks what it needs). Nothing was changed."
+        )
+        return
+    ui.out.print(f"`sandbox up --profile {profile}` would run {len(actions)} actions, in order:", markup=False)
+    ui.out.print(plan_text(actions), markup=False)
+    ui.err.print("Dry run: nothing was created, started or written.")
+
+
+def rendered(paths: list[Path]) -> None:
+    """`up --render DIR`: the files written, in apply order."""
+    for path in paths:
+        ui.out.print(str(path), markup=False)
+    ui.err.print(f"Wrote {len(paths)} files (validated offline); nothing was applied.")
 
 
 def status_json(st) -> None:

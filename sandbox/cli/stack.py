@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +13,7 @@ from sandbox import ui
 from sandbox.cli import render
 from sandbox.cli.common import command
 from sandbox.cli.options import Stack
-from sandbox.errors import ExitCode
+from sandbox.errors import ConfigError, ExitCode
 
 
 @command()
@@ -26,9 +28,26 @@ def up(
     ] = None,
     notebooks_port: Annotated[int | None, typer.Option(help="JupyterLab port (0: automatic)")] = None,
     keep: Annotated[bool, typer.Option(help="On failure, leave started services running for debugging.")] = False,
+    context: Annotated[
+        str | None, typer.Option("--context", help="Kube context to install into (cluster profile: required)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the ordered actions with their exact commands; change nothing.")
+    ] = False,
+    render_dir: Annotated[
+        Path | None,
+        typer.Option("--render", metavar="DIR", help="Write every manifest and values file (validated) into DIR."),
+    ] = None,
 ) -> None:
-    """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow, JupyterLab."""
-    prof = stack.open(**up_overrides(postgres_port, s3_port, mlflow_port, notebooks, notebooks_port))
+    """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow, JupyterLab (kind: KServe, KFP too)."""
+    overrides = up_overrides(postgres_port, s3_port, mlflow_port, notebooks, notebooks_port)
+    prof = stack.open(**overrides, **{"cluster.context": context})
+    if dry_run:
+        render.plan(prof.name, prof.plan())
+        return
+    if render_dir is not None:
+        render.rendered(prof.render(render_dir))
+        return
     started = time.monotonic()
     ui.err.print(f"Bringing up the [bold]{prof.name}[/] sandbox in {prof.config.root}")
     endpoints = prof.up(keep=keep)
@@ -56,9 +75,21 @@ def up_overrides(
 def down(
     stack: Stack = Stack(),
     purge: Annotated[bool, typer.Option(help="Also delete the sandbox directory and all its data.")] = False,
+    keep_cluster: Annotated[
+        bool, typer.Option("--keep-cluster", help="kind: keep the cluster, remove only the stack's objects.")
+    ] = False,
 ) -> None:
     """Stop every process the sandbox started (idempotent); keep the data unless --purge."""
-    stack.open(lenient=True).down(purge=purge)
+    prof = stack.open(lenient=True)
+    if not keep_cluster:
+        prof.down(purge=purge)
+    elif "keep_cluster" in inspect.signature(prof.down).parameters:
+        prof.down(purge=purge, keep_cluster=True)
+    else:
+        raise ConfigError(
+            f"--keep-cluster applies to a profile that creates a cluster, not to {prof.name}",
+            hint="drop --keep-cluster",
+        )
 
 
 @command()

@@ -5,11 +5,14 @@ from __future__ import annotations
 from sandbox.config import SandboxConfig
 from sandbox.errors import ConfigError
 from sandbox.profiles.base import Check, Profile, ProfileStatus
+from sandbox.profiles.cluster import ClusterProfile
 from sandbox.profiles.kind import KindProfile
 from sandbox.profiles.local import LocalProfile
 from sandbox.profiles.remote import RemoteProfile
 
-PROFILES: dict[str, type[Profile]] = {cls.name: cls for cls in (LocalProfile, KindProfile, RemoteProfile)}
+PROFILES: dict[str, type[Profile]] = {
+    cls.name: cls for cls in (LocalProfile, KindProfile, ClusterProfile, RemoteProfile)
+}
 
 
 def get_profile(config: SandboxConfig) -> Profile:

@@ -9,14 +9,16 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from sandbox.config import SandboxConfig
 from sandbox.endpoints import Endpoints
-from sandbox.errors import PortInUseError
+from sandbox.errors import ConfigError, PortInUseError
 from sandbox.net import free_port, port_is_free
 
 if TYPE_CHECKING:
+    from sandbox.actions import Action
     from sandbox.gpu.backend import SchedulerBackend
     from sandbox.pipelines.runner import PipelineRunner
     from sandbox.serving.specs import ServingBackend
@@ -120,6 +122,20 @@ class Profile(abc.ABC):
     def logs(self, service: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
         """A service's or deployment's log as text: its last ``lines`` lines, then (``follow``) what is
         appended, as it arrives, until the caller stops. Where the log lives is the profile's business."""
+
+    def plan(self) -> list[Action]:
+        """The ordered actions `up` would run, each with the exact commands it runs (`up --dry-run`).
+
+        Reads and writes nothing. A profile whose bring-up is not a list of commands returns none.
+        """
+        return []
+
+    def render(self, out: Path) -> list[Path]:
+        """Write every manifest and values file `up` would apply into ``out`` (`up --render DIR`)."""
+        raise ConfigError(
+            f"the {self.name} profile applies no manifests: there is nothing to render",
+            hint="--render applies to the Kubernetes profiles (kind, cluster)",
+        )
 
     def lock(self, command: str) -> contextlib.AbstractContextManager:
         """Serialise a command that changes the platform with the others that do (`monitor retrain`).

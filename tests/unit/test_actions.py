@@ -1,8 +1,10 @@
 """Ordered actions: run in order, skip what is done, undo this run's work on failure unless kept."""
 
+import dataclasses
+
 import pytest
 
-from sandbox.actions import Action, plan, run_actions
+from sandbox.actions import Action, plan, plan_text, run_actions
 
 
 class Journal:
@@ -79,3 +81,47 @@ def test_plan_lists_the_titles_without_running_anything():
     journal = Journal()
     assert plan([journal.action("a"), journal.action("b")]) == ["a", "b"]
     assert journal.events == []
+
+
+def test_plan_text_shows_each_actions_exact_commands_in_order():
+    actions = [Action("a", lambda: None, commands=("kind create cluster --name x",)), Action("b", lambda: None)]
+    text = plan_text(actions)
+    assert text.splitlines() == [" 1. a", "      $ kind create cluster --name x", " 2. b"]
+
+
+def test_results_carry_each_actions_seconds():
+    results = run_actions([Action("a", lambda: None), Action("b", lambda: None, done=lambda: "there")])
+    assert [r.outcome for r in results] == ["done", "already done"]
+    assert all(isinstance(r.seconds, float) and r.seconds >= 0 for r in results)
+
+
+def test_a_failure_carries_the_diagnosis_read_before_the_undo():
+    from sandbox.errors import ServiceStartError
+
+    events = []
+
+    def fail():
+        raise ServiceStartError("b broke", details="b's own output")
+
+    def diagnose():
+        events.append("diagnose")
+        return "pod b-0: CrashLoopBackOff"
+
+    actions = [Action("a", lambda: None, lambda: events.append("undo a")), Action("b", fail)]
+    with pytest.raises(ServiceStartError) as info:
+        run_actions(actions, diagnose=diagnose)
+    assert info.value.details == "b's own output\npod b-0: CrashLoopBackOff"
+    assert events == ["diagnose", "undo a"]  # read while the failing pods still exist
+
+
+def test_undo_on_failure_clears_the_failing_actions_half_made_work_unless_kept():
+    journal = Journal()
+    half = Action("b", lambda: (_ for _ in ()).throw(RuntimeError("b broke")), lambda: journal.events.append("undo b"))
+    half = dataclasses.replace(half, undo_on_failure=True)
+    with pytest.raises(RuntimeError):
+        run_actions([journal.action("a"), half])
+    assert journal.events == ["run a", "undo b", "undo a"]
+    journal.events.clear()
+    with pytest.raises(RuntimeError):
+        run_actions([journal.action("a"), half], keep=True)
+    assert journal.events == ["run a"]

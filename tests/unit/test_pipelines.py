@@ -318,7 +318,7 @@ def test_each_profile_offers_its_pipeline_runner_or_says_why_not(tmp_path, monke
 
     assert all(not getattr(cls.pipelines, "__isabstractmethod__", False) for cls in PROFILES.values())
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(PreflightError, match="issue 10"):
+    with pytest.raises(PreflightError, match="issue 14"):
         get_profile(load_config(profile="kind")).pipelines()
     with pytest.raises(NotRunningError):
         get_profile(load_config(profile="local", dir=tmp_path / "none")).pipelines()

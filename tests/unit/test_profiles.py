@@ -70,9 +70,11 @@ def test_kind_preflight_checks_its_tools(monkeypatch):
         assert "install" in checks[tool].fix
 
 
-def test_kind_bring_up_says_it_is_not_available():
-    with pytest.raises(PreflightError, match="not brought up yet"):
-        get_profile(load_config(profile="kind")).up()
+def test_kind_backends_name_the_planned_work():
+    kind = get_profile(load_config(profile="kind"))
+    for backend in (kind.serving, kind.pipelines, kind.scheduler):
+        with pytest.raises(PreflightError, match="issue 14"):
+            backend()
 
 
 def test_traversable_by(tmp_path):

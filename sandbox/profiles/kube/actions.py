@@ -1,0 +1,479 @@
+"""The ordered, idempotent bring-up both Kubernetes profiles share, as `sandbox.actions.Action`s.
+
+[kind: the cluster] → [kind: fake GPUs on the inventory's nodes] → [cluster: operators' CRDs present]
+→ the stack's objects, one action per component in `manifests.stack_objects` order (namespace with
+quota and limit range, secrets, PostgreSQL, the S3 store and its buckets, MLflow, JupyterLab) →
+[operators: cert-manager, KServe's three charts, Kubeflow Pipelines with its object-store keys
+replaced] → the project's image → readiness (every pod Ready, MLflow's /health from the host).
+
+Each action's `done` reads the cluster (a second `up` changes nothing), its `undo` removes exactly
+what its `run` made, and its `commands` are the exact command lines `--dry-run` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sandbox.actions import Action
+from sandbox.errors import PreflightError, ServiceStartError
+from sandbox.files import write_private
+from sandbox.gpu.inventory import NodeSpec
+from sandbox.gpu.render import INVENTORY_LABEL, gpu_capacity_patch
+from sandbox.profiles.kube import manifests, versions
+from sandbox.profiles.kube.tools import Command, Tools, pod_ready
+
+COMPONENT_LABEL = "app.kubernetes.io/component"
+WORKLOADS = ("Deployment", "StatefulSet")
+READY_TIMEOUT_S = 600
+HEALTH_TRIES = 30  # seconds MLflow's /health may take to answer through the host port once its pod is Ready
+# CRDs that must exist when the operators are not installed by the sandbox (cluster profile).
+OPERATOR_CRDS = {
+    "inferenceservices.serving.kserve.io": "KServe",
+    "certificates.cert-manager.io": "cert-manager",
+    "scheduledworkflows.kubeflow.org": "Kubeflow Pipelines",
+}
+
+
+@dataclass
+class Target:
+    """What the actions work on: one namespace of one context, and the choices the profile made."""
+
+    tools: Tools
+    spec: Any  # manifests.StackSpec
+    workdir: Path  # <sandbox dir>/kube: the kind config and Helm values files written for the tools
+    cluster: str | None = None  # the kind cluster this profile creates (None: a cluster it was given)
+    host_ports: dict[str, int] = field(default_factory=dict)
+    gpu_nodes: list[NodeSpec] = field(default_factory=list)  # inventory nodes with fake GPUs
+    install_operators: bool = True
+    load_image: bool = True  # kind: build the project image and `kind load` it
+    server_dry_run: bool = False  # cluster: a server-side dry-run before each first apply
+    build_context: Path | None = None  # the folder holding the project's Dockerfile
+    health_url: Callable[[], str] | None = None  # MLflow's /health as reached from the host
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
+    @property
+    def selector(self) -> str:
+        """The labels every object the sandbox makes carries: what `down` deletes by."""
+        return f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={self.spec.instance}"
+
+
+def bring_up(target: Target) -> list[Action]:
+    actions: list[Action] = []
+    if target.cluster:
+        actions.append(kind_cluster(target))
+        if target.gpu_nodes:
+            actions.append(fake_gpus(target))
+    if not target.install_operators:
+        actions.append(operator_crds(target))
+    actions += [component(target, name, objects) for name, objects in components(target.spec, target.host_ports)]
+    if target.install_operators:
+        actions += [helm_release(target, release) for release in manifests.helm_releases(target.spec)]
+        actions.append(kubeflow_pipelines(target))
+    actions.append(project_image(target))
+    actions.append(readiness(target))
+    return actions
+
+
+# --------------------------------------------------------------------------- the kind cluster
+
+
+def kind_cluster(target: Target) -> Action:
+    tools, name = target.tools, target.cluster
+    config = target.workdir / "kind-config.yaml"
+    create = tools.kind_create(name, config, node_image=versions.KIND_NODE_IMAGE)
+
+    def done() -> str | None:
+        return f"cluster {name} exists" if name in tools.kind_clusters() else None
+
+    def run() -> str:
+        cluster_config = manifests.kind_cluster_config(target.spec, name=name, host_ports=target.host_ports)
+        write_private(config, yaml.safe_dump(cluster_config, sort_keys=False))
+        tools.run(create)
+        ports = ", ".join(f"{key} {port}" for key, port in target.host_ports.items())
+        return f"{len(cluster_config['nodes'])} nodes; host ports on 127.0.0.1: {ports}"
+
+    return Action(
+        f"kind cluster {name} ({versions.KIND_NODE_IMAGE.split('@')[0]})",
+        run,
+        lambda: tools.run(tools.kind_delete(name)),
+        done,
+        (create.line,),
+        undo_on_failure=True,  # kind deletes a half-made cluster itself; deleting again is harmless
+    )
+
+
+def fake_gpus(target: Target) -> Action:
+    """Advertise `nvidia.com/gpu` on each inventory GPU node's status (scheduling only: no device).
+
+    A node's restart drops a patched status; the done-check reads it back, so the next `up` re-applies it.
+    """
+    tools = target.tools
+
+    def inventory_nodes() -> dict[str, dict[str, Any]]:
+        listed = tools.get_json("nodes", selector=INVENTORY_LABEL) or {}
+        return {node["metadata"]["labels"][INVENTORY_LABEL]: node for node in listed.get("items", [])}
+
+    def missing() -> list[tuple[NodeSpec, str]]:
+        nodes = inventory_nodes()
+        todo = []
+        for spec in target.gpu_nodes:
+            node = nodes.get(spec.name)
+            if node is None:
+                raise ServiceStartError(
+                    f"no node labelled {INVENTORY_LABEL}={spec.name} in the cluster",
+                    hint="the kind config makes one worker per inventory node: recreate the cluster "
+                    "(`sandbox down` then `sandbox up`) after changing gpu.nodes",
+                )
+            if node.get("status", {}).get("capacity", {}).get("nvidia.com/gpu") != str(spec.gpus):
+                todo.append((spec, node["metadata"]["name"]))
+        return todo
+
+    def done() -> str | None:
+        return None if missing() else _gpu_note(target.gpu_nodes)
+
+    def run() -> str:
+        for spec, node in missing():
+            tools.run(tools.patch_node_status(node, gpu_capacity_patch(spec)))
+        return _gpu_note(target.gpu_nodes)
+
+    commands = tuple(
+        tools.patch_node_status(f"<node labelled {INVENTORY_LABEL}={spec.name}>", gpu_capacity_patch(spec)).line
+        for spec in target.gpu_nodes
+    )
+    # No undo: the patch lives on the node's status, which goes with the cluster.
+    return Action("Fake GPUs (nvidia.com/gpu on the nodes' status)", run, None, done, commands)
+
+
+def _gpu_note(nodes: list[NodeSpec]) -> str:
+    return ", ".join(f"{node.name}: {node.gpus}" for node in nodes)
+
+
+def operator_crds(target: Target) -> Action:
+    """The cluster profile without `install_operators`: the operators must be there already."""
+    tools = target.tools
+
+    def absent() -> list[str]:
+        return [crd for crd in OPERATOR_CRDS if tools.get_json("crd", crd) is None]
+
+    def done() -> str | None:
+        return None if absent() else f"{len(OPERATOR_CRDS)} CRDs present"
+
+    def run() -> str:
+        missing = absent()
+        raise PreflightError(
+            "the cluster lacks the operators' CRDs: " + ", ".join(f"{crd} ({OPERATOR_CRDS[crd]})" for crd in missing),
+            hint="install them (see docs/kind.md), or let the sandbox install them: "
+            "`cluster.install_operators: true` in sandbox.yaml",
+        )
+
+    commands = tuple(tools.get("crd", crd).line for crd in OPERATOR_CRDS)
+    return Action("Operators' CRDs present (cert-manager, KServe, KFP)", run, None, done, commands)
+
+
+# --------------------------------------------------------------------------- the stack's own objects
+
+
+# Titles of the groups `stack_objects` is split into, in the order they first appear there.
+GROUP_TITLES = {
+    "namespace": "Namespace, quota and limit range",
+    "secrets": "Secrets (generated credentials)",
+    manifests.POSTGRES: "PostgreSQL",
+    manifests.S3: "S3 store and buckets",
+    manifests.MLFLOW: "MLflow",
+    manifests.NOTEBOOKS: "JupyterLab",
+}
+
+
+def _group(obj: dict[str, Any]) -> str:
+    if obj["kind"] in ("Namespace", "ResourceQuota", "LimitRange"):
+        return "namespace"
+    if obj["kind"] == "Secret":
+        return "secrets"  # every credential before any workload that reads one
+    component = obj["metadata"].get("labels", {}).get(COMPONENT_LABEL, "other")
+    return manifests.S3 if component == manifests.BUCKETS_JOB else component
+
+
+def components(spec: Any, host_ports: dict[str, int] | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
+    """`stack_objects` in groups (namespace, secrets, then one per component), in apply order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for obj in manifests.stack_objects(spec, host_ports=host_ports or None):
+        groups.setdefault(_group(obj), []).append(obj)
+    return list(groups.items())
+
+
+def _ref(obj: dict[str, Any]) -> str:
+    return f"{obj['kind'].lower()}/{obj['metadata']['name']}"
+
+
+def _by_namespace(objects: list[dict[str, Any]], default: str) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        grouped.setdefault(obj["metadata"].get("namespace", default), []).append(obj)
+    return grouped
+
+
+def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Action:
+    tools, namespace = target.tools, target.namespace
+    scoped = [o for o in objects if o["kind"] == "Namespace"]  # applied first: the rest lives in it
+    namespaced = [o for o in objects if o["kind"] != "Namespace"]
+
+    def applies(new_namespaces: list[dict[str, Any]]) -> list[Command]:
+        commands: list[Command] = []
+        for part in (new_namespaces, namespaced):
+            if part and target.server_dry_run:
+                commands.append(tools.apply(part, dry_run=True))  # the API server judges it before anything is stored
+            if part:
+                commands.append(tools.apply(part))
+        return commands
+
+    waits = [
+        tools.rollout_status(_ref(o), namespace=o["metadata"]["namespace"], timeout_s=READY_TIMEOUT_S)
+        for o in namespaced
+        if o["kind"] in WORKLOADS
+    ]
+    waits += [
+        tools.wait(_ref(o), "condition=Complete", namespace=o["metadata"]["namespace"])
+        for o in namespaced
+        if o["kind"] == "Job"
+    ]
+
+    def done() -> str | None:
+        found = _existing(tools, namespace, objects)
+        if len(found) < len(objects):
+            return None
+        if any(not _workload_ready(o) for o in found if o.get("kind") in WORKLOADS):
+            return None
+        return f"{len(objects)} objects present"
+
+    created: list[dict[str, Any]] = []  # namespaces this run made: the only ones its undo may delete
+
+    def run() -> str:
+        # A namespace that exists already (someone else's, on a cluster) is used as it is, never relabelled.
+        there = {o["metadata"]["name"] for o in _existing(tools, namespace, scoped)} if scoped else set()
+        created[:] = [o for o in scoped if o["metadata"]["name"] not in there]
+        for command in applies(created) + waits:
+            tools.run(command)
+        shown = [_ref(o) for o in objects if o["kind"] in (*WORKLOADS, "Namespace", "Job")]
+        return ", ".join(shown) or f"{len(objects)} objects"
+
+    def undo() -> None:
+        for ns, members in _by_namespace(namespaced, namespace).items():
+            tools.run(tools.kubectl("delete", *map(_ref, members), "-n", ns, "--ignore-not-found"))
+        for obj in created:
+            tools.run(tools.delete_namespace(obj["metadata"]["name"]))
+
+    images = sorted({c["image"] for o in namespaced for c in _containers(o)})
+    title = GROUP_TITLES.get(name, name) + (
+        f" (image{'s' if len(images) > 1 else ''} {', '.join(images)})" if images else ""
+    )
+    commands = tuple(c.line for c in applies(scoped) + waits)
+    return Action(title, run, undo, done, commands, undo_on_failure=True)
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def _existing(tools: Tools, namespace: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Those of ``objects`` the API server has (one `get` per namespace)."""
+    found: list[dict[str, Any]] = []
+    for ns, members in _by_namespace(objects, namespace).items():
+        get = tools.kubectl("get", *map(_ref, members), "-n", ns, "--ignore-not-found", "-o", "json", mutates=False)
+        result = tools.run(get, check=False)
+        if result.returncode != 0 or not result.stdout.strip():
+            continue
+        parsed = json.loads(result.stdout)
+        found += parsed["items"] if "items" in parsed else [parsed]
+    return found
+
+
+def _workload_ready(obj: dict[str, Any]) -> bool:
+    wanted = obj.get("spec", {}).get("replicas", 1)
+    return obj.get("status", {}).get("readyReplicas", 0) >= wanted
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def helm_release(target: Target, release: Any) -> Action:
+    tools, chart = target.tools, release.chart
+    values = target.workdir / "values" / f"{release.name}.yaml"
+    install = tools.helm_upgrade(
+        release.name,
+        chart.ref,
+        repo=None if chart.oci else chart.repo,
+        version=chart.version,
+        namespace=chart.namespace,
+        values=values,
+        wait_s=release.wait_timeout_s,
+    )
+
+    def done() -> str | None:
+        status = tools.helm_releases(chart.namespace).get(release.name)
+        return "deployed" if status == "deployed" else None
+
+    def undo() -> None:
+        if release.name in tools.helm_releases(chart.namespace):
+            tools.run(tools.helm_uninstall(release.name, namespace=chart.namespace))
+
+    def run() -> str:
+        values.parent.mkdir(parents=True, exist_ok=True)
+        write_private(values, yaml.safe_dump(release.values, sort_keys=False))
+        tools.run(install)
+        return f"{chart.ref} {chart.version} in {chart.namespace}"
+
+    return Action(
+        f"Helm: {release.name} {chart.version}",
+        run,
+        undo,
+        done,
+        (install.line,),
+        undo_on_failure=True,  # a release that failed its --wait is left "failed": uninstall it
+    )
+
+
+def kubeflow_pipelines(target: Target) -> Action:
+    """KFP standalone: cluster-scoped resources, its CRD Established, the env, then its keys replaced."""
+    tools = target.tools
+    scoped_url, env_url = versions.KFP_KUSTOMIZE
+    kfp_objects = manifests.kfp_objects(target.spec)
+    kfp = versions.KFP_NAMESPACE
+    steps: list[Command] = [
+        tools.apply_kustomize(scoped_url),
+        tools.wait(f"crd/{versions.KFP_WAIT_CRD}", "condition=Established", timeout_s=60),
+        tools.apply_kustomize(env_url),
+        *([tools.apply(kfp_objects, dry_run=True)] if target.server_dry_run else []),
+        tools.apply(kfp_objects),
+        # The object store, the API server and the UI read the keys when they start: restart them on the new ones,
+        tools.kubectl("rollout", "restart", *(f"deployment/{d}" for d in manifests.KFP_RESTART), "-n", kfp),
+        *(tools.rollout_status(f"deployment/{d}", namespace=kfp, timeout_s=600) for d in manifests.KFP_RESTART),
+        # then drop the stock identity from SeaweedFS and make it again with the generated keys only.
+        tools.kubectl(*manifests.kfp_rotate_keys_command(kfp)[1:], timeout_s=120),
+        tools.wait("pods", "condition=Ready", namespace=kfp, timeout_s=900),
+    ]
+
+    def done() -> str | None:
+        present = _existing(tools, versions.KFP_NAMESPACE, kfp_objects)
+        if (
+            len(present) < len(kfp_objects)
+            or tools.get_json("deployment", "ml-pipeline", namespace=versions.KFP_NAMESPACE) is None
+        ):
+            return None
+        return f"KFP {versions.KFP_VERSION} with the sandbox's object-store keys"
+
+    def run() -> str:
+        for step in steps:
+            tools.run(step)
+        return f"KFP {versions.KFP_VERSION} in {versions.KFP_NAMESPACE}; stock object-store keys replaced"
+
+    def undo() -> None:
+        tools.run(tools.kubectl("delete", "-k", env_url, "--ignore-not-found", timeout_s=600))
+        tools.run(tools.kubectl("delete", "-k", scoped_url, "--ignore-not-found", timeout_s=600))
+
+    return Action(
+        f"Kubeflow Pipelines {versions.KFP_VERSION}",
+        run,
+        undo,
+        done,
+        tuple(s.line for s in steps),
+        undo_on_failure=True,
+    )
+
+
+# --------------------------------------------------------------------------- the project image and readiness
+
+
+def project_image(target: Target) -> Action:
+    tools, image = target.tools, target.spec.image
+    if not target.load_image:
+        note = f"not built: the cluster pulls {image} (push it to your registry; `cluster.image` names it)"
+        return Action(f"Project image {image}", lambda: note, None, lambda: note)
+    context = target.build_context or Path(".")
+    build, load = tools.docker_build(image, context), tools.kind_load(image, target.cluster)
+    node = f"{target.cluster}-control-plane"
+    inspect = tools.docker("exec", node, "crictl", "inspecti", image, mutates=False, timeout_s=60)
+
+    def run() -> str:
+        if not (context / "Dockerfile").is_file():
+            raise PreflightError(
+                f"no Dockerfile in {context}: the project's image cannot be built",
+                hint="run `sandbox up` from a checkout of the repository (it holds the Dockerfile)",
+            )
+        tools.run(build)
+        tools.run(load)
+        return f"built and loaded into {target.cluster}"
+
+    # No undo: the image in the host's Docker is a cache; the copy in the nodes goes with the cluster.
+    return Action(
+        f"Project image {image}",
+        run,
+        None,
+        lambda: "already in the cluster's nodes" if tools.succeeds(inspect) else None,
+        (build.line, load.line),
+    )
+
+
+def readiness(target: Target) -> Action:
+    """Every pod of the stack Ready, then MLflow's /health answered through the host's port."""
+    tools, namespace = target.tools, target.namespace
+    wait = tools.wait(
+        "pods", "condition=Ready", namespace=namespace, selector=target.selector, timeout_s=READY_TIMEOUT_S
+    )
+
+    def health() -> str | None:
+        url = target.health_url() if target.health_url else None
+        if url is None:
+            return "no host endpoint to probe"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return f"MLflow {url} answered {response.status}" if response.status == 200 else None
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def done() -> str | None:
+        pods = (tools.get_json("pods", namespace=namespace, selector=target.selector) or {}).get("items", [])
+        if not pods or not all(pod_ready(pod) for pod in pods):
+            return None
+        return health()
+
+    def run() -> str:
+        tools.run(wait)
+        note = None
+        for _ in range(HEALTH_TRIES):  # a fresh port-forward or mapping needs a moment before it answers
+            note = health()
+            if note is not None:
+                break
+            time.sleep(1)
+        if note is None:
+            raise ServiceStartError(
+                f"MLflow does not answer at {target.health_url()}",
+                hint="its pod is Ready but the host cannot reach it: check the port mapping "
+                "(`sandbox status`) and that nothing else holds the port",
+            )
+        return note
+
+    return Action("Stack ready (pods Ready, MLflow /health from the host)", run, None, done, (wait.line,))
+
+
+def diagnose(target: Target) -> Callable[[], str]:
+    """For `run_actions`: the failing pods' events and last log lines, read before the undo removes them."""
+
+    def report() -> str:
+        if target.tools.context is None:
+            return ""
+        return target.tools.failing_pods_report(target.namespace)
+
+    return report

@@ -1,0 +1,143 @@
+"""What the Kubernetes profiles need from the machine, each miss named with its fix; no side effects.
+
+Tools (Docker's daemon, kind, kubectl, helm) at their minimum versions (`versions.MIN_TOOLS`) are
+required: `up` refuses without them (exit 5). The stack's resource needs (KUBERNETES.md: 4 CPU,
+8 GiB, 30 GB of disk) and the inotify limits kind's known issues name are warnings: a smaller
+machine may still bring it up, slowly or with pods evicted, and the fix needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandbox.profiles.base import Check
+from sandbox.profiles.kube import versions
+from sandbox.profiles.kube.tools import Tools, parse_version, tool_version, version_text
+
+NEEDS_CPU = 4
+NEEDS_MEMORY_GIB = 8
+NEEDS_DISK_GB = 30
+INOTIFY = {"max_user_watches": 524288, "max_user_instances": 512}
+
+INSTALL = {
+    "docker": "install Docker Engine or Docker Desktop: https://docs.docker.com/engine/install/",
+    "kind": "install kind {min} or newer: https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+    "kubectl": "install kubectl {min} or newer: https://kubernetes.io/docs/tasks/tools/",
+    "helm": "install Helm {min} or newer: https://helm.sh/docs/intro/install/",
+}
+
+
+def minimum(tool: str) -> tuple[int, ...]:
+    pinned = versions.MIN_TOOLS[tool]
+    return tuple(pinned) if not isinstance(pinned, str) else parse_version(pinned) or (0,)
+
+
+def tool_checks(tools: Sequence[str]) -> list[Check]:
+    checks = []
+    for tool in tools:
+        wanted = version_text(minimum(tool))
+        fix = INSTALL[tool].format(min=wanted)
+        path = shutil.which(tool)
+        if path is None:
+            checks.append(Check(tool, False, "not found on PATH", fix=fix))
+            continue
+        found = tool_version(tool)
+        if found is None:
+            checks.append(Check(tool, False, f"{path}: `{tool} version` gave no version", fix=fix))
+            continue
+        checks.append(Check(tool, found >= minimum(tool), f"{version_text(found)} at {path}", fix=f"upgrade: {fix}"))
+    return checks
+
+
+def docker_daemon_checks() -> list[Check]:
+    """The daemon answers, and on cgroup v2 (kind's node images from Kubernetes 1.35 on need it)."""
+    if shutil.which("docker") is None:
+        return [Check("Docker daemon", False, "no docker client", fix=INSTALL["docker"].format(min=""))]
+    tools = Tools()
+    info = tools.run(
+        tools.docker("info", "--format", "{{.ServerVersion}} {{.CgroupVersion}}", mutates=False, timeout_s=30),
+        check=False,
+    )
+    server, _, cgroup = info.stdout.strip().partition(" ")
+    if info.returncode != 0 or not server:
+        detail = (info.stderr.strip().splitlines() or ["not reachable"])[-1]
+        return [
+            Check(
+                "Docker daemon", False, detail, fix="start it (`sudo systemctl start docker`) and check `docker info`"
+            )
+        ]
+    return [
+        Check("Docker daemon", True, f"server {server}"),
+        Check(
+            "cgroup v2",
+            cgroup == "2",
+            f"Docker reports cgroup v{cgroup or '?'}",
+            fix="kind's node images from Kubernetes 1.35 on need cgroup v2: "
+            "boot with systemd.unified_cgroup_hierarchy=1",
+        ),
+    ]
+
+
+def resource_checks(root: Path) -> list[Check]:
+    cpus = os.cpu_count() or 0
+    memory_gib = _memory_gib()
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    disk_gb = shutil.disk_usage(probe).free / 1e9
+    return [
+        Check(
+            "CPU",
+            cpus >= NEEDS_CPU,
+            f"{cpus} CPUs (the stack asks for {NEEDS_CPU})",
+            fix=f"give Docker at least {NEEDS_CPU} CPUs; with fewer, pods stay Pending",
+            required=False,
+        ),
+        Check(
+            "Memory",
+            memory_gib >= NEEDS_MEMORY_GIB,
+            f"{memory_gib:.1f} GiB (the stack asks for {NEEDS_MEMORY_GIB})",
+            fix=f"give Docker at least {NEEDS_MEMORY_GIB} GiB (16 comfortable)",
+            required=False,
+        ),
+        Check(
+            "Disk for images",
+            disk_gb >= NEEDS_DISK_GB,
+            f"{disk_gb:.0f} GB free at {probe}",
+            fix=f"free {NEEDS_DISK_GB} GB (`docker system prune`); kubelet evicts pods under disk pressure",
+            required=False,
+        ),
+    ]
+
+
+def inotify_checks() -> list[Check]:
+    checks = []
+    for key, needed in INOTIFY.items():
+        path = Path("/proc/sys/fs/inotify") / key
+        if not path.exists():
+            continue  # not Linux: Docker Desktop's VM has its own limits
+        value = int(path.read_text().strip() or 0)
+        checks.append(
+            Check(
+                f"fs.inotify.{key}",
+                value >= needed,
+                f"{value} (kind needs {needed})",
+                fix=f"sudo sysctl fs.inotify.{key}={needed}, else pods fail with 'too many open files'",
+                required=False,
+            )
+        )
+    return checks
+
+
+def failed(checks: Sequence[Check]) -> list[Check]:
+    return [check for check in checks if check.required and not check.ok]
+
+
+def _memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 0.0

@@ -1,0 +1,360 @@
+"""What the kind and cluster profiles share: state, preflight, up/down/status/logs/endpoints, plan and render.
+
+A subclass says where the cluster comes from (`_context`, `_target`, `_check_context`) and what
+`down` removes. `up` first does everything that can fail without side effects (configuration,
+context, the preflight's tools), so a refused `up` leaves nothing behind, not even the sandbox
+dir; then it keeps its state in `<dir>/kube/`: `state.json` (instance id, context, cluster, host
+ports chosen once and kept), `secrets.json` (0600, generated once), `timings.json` (each action's
+seconds from the last `up`, for `benchmarks/kind_actions.py`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sandbox import ui
+from sandbox.actions import Action, ActionResult, run_actions
+from sandbox.endpoints import Endpoints
+from sandbox.errors import ConfigError, NotRunningError, PreflightError
+from sandbox.files import write_private
+from sandbox.gpu import inventory_nodes
+from sandbox.net import LOOPBACK, free_port, port_is_free
+from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
+from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
+from sandbox.profiles.kube.status import component_statuses, pod_logs
+from sandbox.profiles.kube.tools import ToolError, Tools
+
+CAPABILITIES = ["mlflow", "s3", "postgres", "monitoring"]
+PLANNED = "the Kubernetes serving, pipeline and scheduler backends are planned work (issue 14)"
+CAPABILITY_FIXES = {
+    "serving": f"{PLANNED}: use the local profile to serve models",
+    "kfp": f"{PLANNED}: run pipelines on the local profile (kfp.local)",
+    "gpu": f"{PLANNED}: `sandbox gpu` works on the local profile",
+}
+
+
+def planned(what: str) -> PreflightError:
+    return PreflightError(
+        f"the {what} backend of the Kubernetes profiles is not built yet: {PLANNED}",
+        hint="use the local profile for it (`--profile local`); the stack itself (MLflow, S3, PostgreSQL, "
+        "JupyterLab, KServe, KFP) is up on the cluster",
+    )
+
+
+@dataclasses.dataclass
+class KubeState:
+    instance: str
+    context: str
+    namespace: str
+    host_ports: dict[str, int]
+    cluster: str | None = None  # the kind cluster this sandbox created
+
+
+class KubeProfile(Profile):
+    tool_names: tuple[str, ...] = ("kubectl", "helm")
+
+    # ------------------------------------------------------------------ what a subclass says
+
+    @abc.abstractmethod
+    def _namespace(self) -> str: ...
+
+    @abc.abstractmethod
+    def _new_state(self, instance: str, host_ports: dict[str, int]) -> KubeState: ...
+
+    @abc.abstractmethod
+    def _target(self, state: KubeState, spec: Any, tools: Tools) -> actions.Target: ...
+
+    def _check_context(self) -> None:
+        """Refuse a configuration that must not touch anything (the cluster profile's context rules)."""
+
+    def _object_store(self) -> str:
+        return "seaweedfs"
+
+    def _image(self) -> str:
+        return versions.project_image()
+
+    def _expose(self) -> str:
+        return "NodePort"
+
+    def _configured_ports(self) -> dict[str, int]:
+        return {}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def folder(self) -> Path:
+        return self.config.root / "kube"
+
+    def _read_state(self) -> KubeState | None:
+        try:
+            return KubeState(**json.loads((self.folder / "state.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _write_state(self, state: KubeState) -> None:
+        write_private(self.folder / "state.json", json.dumps(dataclasses.asdict(state), indent=1))
+
+    def _secrets(self, *, create: bool) -> Any:
+        path = self.folder / "secrets.json"
+        try:
+            return manifests.StackSecrets(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            if not create:
+                return None
+        generated = manifests.StackSecrets.generate()
+        write_private(path, json.dumps(dataclasses.asdict(generated)))
+        return generated
+
+    def _spec(self, state: KubeState, stack_secrets: Any) -> Any:
+        return manifests.StackSpec(
+            instance=state.instance,
+            secrets=stack_secrets,
+            image=self._image(),
+            namespace=state.namespace,
+            expose=self._expose(),
+            object_store=self._object_store(),
+            notebooks=self.config.notebooks.enabled,
+            buckets=tuple(self.config.s3.buckets),
+            gpu=self.config.gpu,
+        )
+
+    def _host_ports(self, kept: dict[str, int] | None = None) -> dict[str, int]:
+        """A loopback port per exposed service: configured, else kept from the last `up`, else a free one."""
+        ports = dict(kept or {})
+        for key in manifests.NodePorts().as_dict():
+            configured = self._configured_ports().get(key, 0)
+            if configured:
+                ports[key] = configured
+            elif not ports.get(key):
+                ports[key] = free_port()
+        return ports
+
+    def _fresh_state(self) -> KubeState:
+        instance = manifests.stack_id(f"{self.config.root.name}-{secrets.token_hex(3)}")
+        return self._new_state(instance, self._host_ports())
+
+    # ------------------------------------------------------------------ the protocol
+
+    def preflight(self) -> list[Check]:
+        checks = common_checks(self.config)
+        checks += preflight.tool_checks(self.tool_names)
+        if "docker" in self.tool_names:
+            checks += preflight.docker_daemon_checks()
+            checks += preflight.resource_checks(self.config.root)
+            checks += preflight.inotify_checks()
+        return checks
+
+    def require_preflight(self) -> None:
+        """Every missing prerequisite with its fix, before anything is written (exit 5)."""
+        self._check_context()
+        checks = self.preflight()
+        missing = preflight.failed(checks)
+        warnings = [c for c in checks if not c.ok and not c.required]
+        lines = [f"  ✗ {c.name}: {c.detail}. Fix: {c.fix}" for c in missing]
+        lines += [f"  ! {c.name} (warning): {c.detail}. Fix: {c.fix}" for c in warnings]
+        if missing:
+            raise PreflightError(
+                f"the {self.name} profile needs {len(missing)} thing(s) this machine lacks: "
+                + ", ".join(check.name for check in missing),
+                hint="install or start each one as its line below says, then run `sandbox up` again "
+                "(`sandbox doctor --profile " + self.name + "` checks again); nothing was created",
+                details="\n".join(lines),
+            )
+        for line in lines:
+            ui.err.print(line, markup=False)
+
+    def up(self, *, keep: bool = False) -> Endpoints:
+        self.require_preflight()
+        state = self._read_state() or self._fresh_state()
+        state.host_ports = self._host_ports(state.host_ports)
+        self._refuse_taken_ports(state)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_state(state)
+        spec = self._spec(state, self._secrets(create=True))
+        target = self._target(state, spec, Tools(state.context))
+        results = run_actions(actions.bring_up(target), keep=keep, diagnose=actions.diagnose(target))
+        self._write_timings(results)
+        self._after_up(state, target)
+        return self.endpoints()
+
+    def _refuse_taken_ports(self, state: KubeState) -> None:
+        """Before a cluster exists, its host ports must be free (afterwards kind itself holds them)."""
+
+    def _after_up(self, state: KubeState, target: actions.Target) -> None:
+        """After the actions: the cluster profile starts its port-forwards."""
+
+    def _write_timings(self, results: list[ActionResult]) -> None:
+        rows = [dataclasses.asdict(result) for result in results]
+        write_private(self.folder / "timings.json", json.dumps(rows, indent=1))
+
+    def plan(self) -> list[Action]:
+        """The actions `up` would run, each with its exact commands; reads and writes nothing."""
+        self._check_context()
+        state = self._read_state() or self._fresh_state()
+        spec = self._spec(state, self._secrets(create=False) or manifests.StackSecrets.generate())
+        return actions.bring_up(self._target(state, spec, Tools(state.context)))
+
+    def render(self, out: Path) -> list[Path]:
+        """Every manifest and values file `up` applies, into ``out``, validated first."""
+        self._check_context()
+        state = self._read_state() or self._fresh_state()
+        spec = self._spec(state, self._secrets(create=False) or manifests.StackSecrets.generate())
+        kind_config = self._kind_config(state, spec)
+        problems = validate.validate_all(spec, kind_config=kind_config, host_ports=state.host_ports)
+        if problems:
+            raise ConfigError(
+                f"{len(problems)} rendered object(s) are invalid: {problems[0]}",
+                hint="this is a bug in the manifests (sandbox/profiles/kube/manifests.py); nothing was written",
+                details="\n".join(problems),
+            )
+        return manifests.render(spec, out, kind_config=kind_config, host_ports=state.host_ports)
+
+    def _kind_config(self, state: KubeState, spec: Any) -> dict[str, Any] | None:
+        return None
+
+    def down(self, *, purge: bool = False, keep_cluster: bool = False) -> None:
+        state = self._read_state()
+        if state is None:
+            ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
+            return
+        self._remove(state, keep_cluster=keep_cluster)
+        if not keep_cluster:  # a kept cluster is still this sandbox's: a later `down` deletes it
+            # What ran is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
+            (self.folder / "state.json").unlink(missing_ok=True)
+        if purge:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    @abc.abstractmethod
+    def _remove(self, state: KubeState, *, keep_cluster: bool) -> None: ...
+
+    def remove_stack(self, state: KubeState) -> None:
+        """Delete only what carries this sandbox's labels, in its namespace: never CRDs or cluster-scoped objects."""
+        tools = Tools(state.context)
+        selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={state.instance}"
+        kinds = [
+            "deployments",
+            "statefulsets",
+            "jobs",
+            "services",
+            "configmaps",
+            "secrets",
+            "persistentvolumeclaims",
+            "resourcequotas",
+            "limitranges",
+        ]
+        with ui.step(f"Delete the stack's objects in {state.namespace} ({selector})"):
+            tools.run(tools.delete_labelled(kinds, namespace=state.namespace, selector=selector))
+            tools.run(
+                tools.delete_labelled(
+                    ["secrets", "jobs", "services"], namespace=versions.KFP_NAMESPACE, selector=selector
+                )
+            )
+
+    def status(self) -> ProfileStatus:
+        result = ProfileStatus(profile=self.name, dir=str(self.config.root))
+        state = self._read_state()
+        if state is None:
+            return result
+        urls = self._urls(state)
+        try:
+            result.services = component_statuses(
+                Tools(state.context), state.namespace, self._selector(state), urls, state.host_ports
+            )
+        except ToolError as exc:  # the cluster or its context is gone: say so, as a stopped stack
+            detail = (exc.details or exc.message).splitlines()[-1]
+            result.services = [
+                ServiceStatus("cluster", state.context, ServiceState.STOPPED, None, None, None, detail=detail)
+            ]
+            return result
+        if result.services:
+            result.endpoints = self._endpoints(state)
+        return result
+
+    def _selector(self, state: KubeState) -> str:
+        return f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={state.instance}"
+
+    def _urls(self, state: KubeState) -> dict[str, str]:
+        ports = state.host_ports
+        return {
+            manifests.MLFLOW: f"http://{LOOPBACK}:{ports['mlflow']}",
+            manifests.S3: f"http://{LOOPBACK}:{ports['s3']}",
+            manifests.NOTEBOOKS: f"http://{LOOPBACK}:{ports['notebooks']}/lab",
+        }
+
+    def endpoints(self) -> Endpoints:
+        state = self._read_state()
+        if state is None:
+            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        return self._endpoints(state)
+
+    def _endpoints(self, state: KubeState) -> Endpoints:
+        stack_secrets = self._secrets(create=False)
+        if stack_secrets is None:
+            raise NotRunningError(
+                f"the {self.name} sandbox in {self.config.root} has no secrets file", hint="run `sandbox up`"
+            )
+        ports = state.host_ports
+        database = f"{LOOPBACK}:{ports['postgres']}"
+        password = stack_secrets.postgres_password
+        return Endpoints(
+            profile=self.name,
+            mlflow_tracking_uri=f"http://{LOOPBACK}:{ports['mlflow']}",
+            s3_endpoint_url=f"http://{LOOPBACK}:{ports['s3']}",
+            s3_access_key=stack_secrets.s3_access_key,
+            s3_secret_key=stack_secrets.s3_secret_key,
+            buckets=list(self.config.s3.buckets),
+            artifacts_bucket=manifests.ARTIFACTS_BUCKET,
+            postgres_url=f"postgresql://{manifests.DB_USER}:{password}@{database}/{manifests.DATABASE}",
+            monitoring_db_url=f"postgresql://{manifests.DB_USER}:{password}@{database}/{manifests.MONITORING_DATABASE}",
+            capabilities=CAPABILITIES,
+            capability_fixes=CAPABILITY_FIXES,
+            notebooks_url=(
+                f"http://{LOOPBACK}:{ports['notebooks']}/lab?token={stack_secrets.jupyter_token}"
+                if self.config.notebooks.enabled
+                else None
+            ),
+            sandbox_env={"SANDBOX_PROFILE": self.name, "SANDBOX_DIR": str(self.config.root)},
+        )
+
+    def serving(self):
+        raise planned("serving (KServe InferenceServices)")
+
+    def pipelines(self):
+        raise planned("pipeline runner (kfp.Client against KFP standalone)")
+
+    def scheduler(self):
+        raise planned("scheduler (quotas and GPU placement read from the API)")
+
+    def service_names(self) -> list[str]:
+        names = [manifests.POSTGRES, manifests.S3, manifests.MLFLOW]
+        return names + ([manifests.NOTEBOOKS] if self.config.notebooks.enabled else [])
+
+    def logs(self, service: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
+        state = self._read_state()
+        if state is None:
+            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        return pod_logs(
+            Tools(state.context), state.namespace, self._selector(state), service, lines=lines, follow=follow
+        )
+
+
+def gpu_nodes(config) -> list:
+    """The inventory's nodes with fake GPUs (a real GPU node is this machine's: see docs/kind.md, nvkind)."""
+    return [node for node in inventory_nodes(config.gpu) if node.gpus and not node.real]
+
+
+def refuse_taken(ports: dict[str, int], setting: str) -> None:
+    taken = {key: port for key, port in ports.items() if not port_is_free(port)}
+    if taken:
+        raise PreflightError(
+            "host port(s) already in use: " + ", ".join(f"{key} {port}" for key, port in taken.items()),
+            hint=f"free them, or choose others with {setting} (0 picks a free one)",
+        )

@@ -1,0 +1,174 @@
+"""The cluster profile, driven for real against FAKE kubectl/helm (tests/fakes/bin) on a fake cluster.
+
+The fake cluster already holds things the sandbox did not make (a team's Deployment in the same
+namespace, an operator's CRD, a ClusterRole): they must survive every failure and every `down`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from sandbox.config import load_config
+from sandbox.errors import ConfigError, ExitCode, PreflightError, SandboxError
+from sandbox.profiles import get_profile
+from tests.fakes import STACK_ACTIONS, FakeTools
+
+CONTEXT = "minikube"
+FOREIGN = {
+    "Deployment/ml-sandbox/team-app": {
+        "kind": "Deployment",
+        "metadata": {"name": "team-app", "namespace": "ml-sandbox", "labels": {"app": "team-app"}},
+    },
+    "Namespace//ml-sandbox": {"kind": "Namespace", "metadata": {"name": "ml-sandbox", "labels": {}}},
+    "ClusterRole//team-reader": {"kind": "ClusterRole", "metadata": {"name": "team-reader", "labels": {}}},
+}
+OPERATOR_CRDS = [
+    "inferenceservices.serving.kserve.io",
+    "certificates.cert-manager.io",
+    "scheduledworkflows.kubeflow.org",
+]
+# Each action without operators, in order: (title starts with, a call that makes it fail, the call that undoes it).
+CLUSTER_ACTIONS = [
+    ("Operators' CRDs present", None, None),
+    ("Namespace, quota", r"<<ResourceQuota/compute-quota,LimitRange", r"delete resourcequota/compute-quota"),
+    *STACK_ACTIONS,
+    ("Project image", None, None),
+    ("Stack ready", r"wait pods .*-n ml-sandbox", None),
+]
+
+
+def crds() -> dict:
+    return {
+        f"CustomResourceDefinition//{name}": {"kind": "CustomResourceDefinition", "metadata": {"name": name}}
+        for name in OPERATOR_CRDS
+    }
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    tools = FakeTools(tmp_path, monkeypatch)
+    tools.seed({"contexts": [CONTEXT, "prod-east"], "objects": {CONTEXT: {**FOREIGN, **crds()}}})
+    yield tools
+    tools.stop_servers(tmp_path / "sb" / "kube" / "forwards")
+
+
+def cluster(tmp_path, context: str | None = CONTEXT, **overrides):
+    settings = {"cluster.context": context, "gpu.real_gpus": "off", **overrides}
+    return get_profile(load_config(profile="cluster", dir=tmp_path / "sb", **settings))
+
+
+def test_the_context_is_required(tmp_path, fakes):
+    with pytest.raises(ConfigError, match="needs the context"):
+        cluster(tmp_path, context=None).up()
+    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
+
+
+@pytest.mark.parametrize("context", ["prod-east", "gke_team_europe-west1_main", "arn:aws:eks:eu-west-1:1:cluster/x"])
+def test_a_context_that_is_not_a_known_local_one_is_refused_before_any_call(tmp_path, fakes, context):
+    with pytest.raises(ConfigError, match="not a known local one") as info:
+        cluster(tmp_path, context=context).up()
+    assert info.value.exit_code == ExitCode.USAGE and "allowed_contexts" in info.value.hint
+    with pytest.raises(ConfigError):
+        cluster(tmp_path, context=context).plan()  # nor planned against
+    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
+
+
+def test_a_context_named_in_allowed_contexts_is_accepted(tmp_path, fakes):
+    fakes.seed({"contexts": ["prod-east"], "objects": {"prod-east": crds()}})
+    cluster(tmp_path, context="prod-east", **{"cluster.allowed_contexts": ["prod-east"]}).up()
+    kubectl = [call["argv"] for call in fakes.calls() if call["tool"] == "kubectl" and call["argv"][0] != "version"]
+    assert kubectl and all(argv[:2] == ["--context", "prod-east"] for argv in kubectl)
+
+
+def test_a_server_side_dry_run_comes_before_each_first_apply(tmp_path, fakes):
+    cluster(tmp_path).up()
+    applies = [line for line in fakes.lines() if line.startswith("kubectl apply")]
+    assert applies[0].startswith("kubectl apply") and "--dry-run=server" in applies[0]
+    for index, line in enumerate(applies):
+        if "--dry-run=server" not in line:
+            previous = applies[index - 1]
+            assert "--dry-run=server" in previous and previous.split("<<")[1] == line.split("<<")[1]
+
+
+def test_without_install_operators_their_crds_must_exist_and_nothing_is_applied_otherwise(tmp_path, fakes):
+    fakes.seed({"contexts": [CONTEXT], "objects": {CONTEXT: dict(FOREIGN)}})
+    with pytest.raises(PreflightError) as info:
+        cluster(tmp_path).up()
+    assert "inferenceservices.serving.kserve.io (KServe)" in info.value.message
+    assert "install_operators" in info.value.hint
+    assert fakes.mutating() == [] and not [c for c in fakes.calls() if c["tool"] == "helm"]
+
+
+def test_with_install_operators_the_charts_and_kfp_are_installed(tmp_path, fakes):
+    fakes.seed({"contexts": [CONTEXT], "objects": {CONTEXT: dict(FOREIGN)}})
+    prof = cluster(tmp_path, **{"cluster.install_operators": True})
+    titles = [action.title for action in prof.plan()]
+    assert not any(title.startswith("Operators' CRDs") for title in titles)
+    assert any(t.startswith("Helm: kserve-crd") for t in titles) and any("Kubeflow" in t for t in titles)
+    prof.up()
+    installs = [line for line in fakes.lines() if " upgrade --install " in line]
+    assert [line.split()[3] for line in installs] == ["cert-manager", "kserve-crd", "kserve", "kserve-runtime-configs"]
+
+
+def test_a_second_up_changes_nothing(tmp_path, fakes):
+    cluster(tmp_path).up()
+    fakes.clear_log()
+    cluster(tmp_path).up()
+    assert fakes.mutating() == []
+
+
+@pytest.mark.parametrize(
+    "failing", [i for i, a in enumerate(CLUSTER_ACTIONS) if a[1]], ids=[a[0] for a in CLUSTER_ACTIONS if a[1]]
+)
+def test_a_failure_undoes_exactly_this_runs_work_and_nothing_it_did_not_make(tmp_path, fakes, failing):
+    before = fakes.objects(CONTEXT)
+    prefix, fail, _ = CLUSTER_ACTIONS[failing]
+    fakes.fail(fail)
+    if prefix == "Stack ready":
+        fakes.unready("jupyterlab")
+    with pytest.raises(SandboxError):
+        cluster(tmp_path).up()
+    fakes.assert_undone_last_first(CLUSTER_ACTIONS, failing)
+    after = {k: v for k, v in fakes.objects(CONTEXT).items() if v["kind"] != "Pod"}
+    assert after == before  # the team's objects, its namespace and the CRDs untouched; ours gone
+    forbidden = r"delete (namespace|crd|customresourcedefinition|clusterrole)"
+    assert not [line for line in fakes.lines() if re.search(forbidden, line)]
+
+
+def test_down_deletes_only_objects_carrying_its_labels(tmp_path, fakes):
+    prof = cluster(tmp_path)
+    prof.up()
+    instance = prof._read_state().instance
+    fakes.clear_log()
+    prof.down()
+    deletes = [line for line in fakes.mutating() if line.startswith("kubectl delete")]
+    selector = f"-l app.kubernetes.io/managed-by=ml-sandbox,app.kubernetes.io/instance={instance}"
+    assert deletes and all(selector in line for line in deletes)
+    assert all(" -n " in line for line in deletes)  # namespaced: never a cluster-scoped object
+    assert not [line for line in deletes if re.search(r"namespace|crd|customresourcedefinition|cluster", line)]
+    remaining = fakes.objects(CONTEXT)
+    assert set(FOREIGN) | set(crds()) <= set(remaining)
+    assert not [k for k, v in remaining.items() if v["metadata"].get("labels", {}).get("app.kubernetes.io/instance")]
+
+
+def test_port_forwards_are_started_watched_and_stopped(tmp_path, fakes):
+    prof = cluster(tmp_path)
+    endpoints = prof.up()
+    forwards = tmp_path / "sb" / "kube" / "forwards"
+    pids = {p.stem: int(p.read_text()) for p in forwards.glob("*.pid")}
+    assert set(pids) == {"postgres", "s3", "mlflow", "notebooks"}
+    assert endpoints.mlflow_tracking_uri.startswith("http://127.0.0.1:")
+    os.killpg(pids["mlflow"], signal.SIGTERM)  # a forward dies (its pod restarted)
+    for _ in range(50):  # until it is gone
+        if prof._port_forwards(prof._read_state()).running(prof._forwards(prof._read_state())[2]) is None:
+            break
+        time.sleep(0.1)
+    prof.endpoints()  # the next command brings it back
+    assert int((forwards / "mlflow.pid").read_text()) != pids["mlflow"]
+    prof.down()
+    assert list(forwards.glob("*.pid")) == []

@@ -1,0 +1,267 @@
+"""The kind profile's bring-up, driven for real against FAKE kind/kubectl/helm/docker (tests/fakes/bin).
+
+The fakes record every call and keep a small cluster state; nothing here runs Docker or Kubernetes.
+What a real cluster does is checked by `benchmarks/kind_actions.py` and the kind CI workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.config import load_config
+from sandbox.errors import ExitCode, PreflightError, SandboxError
+from sandbox.profiles import get_profile
+from tests.fakes import STACK_ACTIONS, FakeTools
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Each action of the plan, in order: (title starts with, a call that makes it fail, the call that undoes it).
+KIND_ACTIONS = [
+    ("kind cluster", r"^kind create cluster", r"^kind delete cluster"),
+    ("Fake GPUs", r"patch node", None),
+    ("Namespace, quota", r"<<Namespace/ml-sandbox", r"delete namespace ml-sandbox"),
+    *STACK_ACTIONS,
+    ("Helm: cert-manager", r"upgrade --install cert-manager", r"uninstall cert-manager"),
+    ("Helm: kserve-crd", r"upgrade --install kserve-crd", r"uninstall kserve-crd"),
+    ("Helm: kserve ", r"upgrade --install kserve oci", r"uninstall kserve -n"),
+    ("Helm: kserve-runtime-configs", r"upgrade --install kserve-runtime-configs", r"uninstall kserve-runtime"),
+    ("Kubeflow Pipelines", r"cluster-scoped-resources", r"delete -k .*platform-agnostic"),
+    ("Project image", r"^docker build", None),
+    ("Stack ready", r"wait pods .*-n ml-sandbox", None),
+]
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    tools = FakeTools(tmp_path, monkeypatch)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "Dockerfile").write_text("FROM scratch\n")  # the project's image builds from a checkout
+    monkeypatch.setattr("sandbox.profiles.kind.profile.REPOSITORY", checkout)
+    yield tools
+    tools.stop_servers()
+
+
+def kind_profile(tmp_path, **overrides):
+    return get_profile(load_config(profile="kind", dir=tmp_path / "sb", **{"gpu.real_gpus": "off", **overrides}))
+
+
+def timings(tmp_path) -> list[dict]:
+    return json.loads((tmp_path / "sb" / "kube" / "timings.json").read_text())
+
+
+def test_the_plan_is_in_order_with_the_exact_commands_and_touches_nothing(tmp_path, fakes):
+    actions = kind_profile(tmp_path).plan()
+    titles = [action.title for action in actions]
+    assert len(titles) == len(KIND_ACTIONS)
+    for title, (prefix, _, _) in zip(titles, KIND_ACTIONS, strict=True):
+        assert title.startswith(prefix), (title, prefix)
+    commands = [command for action in actions for command in action.commands]
+    assert commands[0].startswith("kind create cluster --name ml-sandbox --config ")
+    assert "kindest/node:v1.36.1@sha256:" in commands[0]  # the node image pinned by digest
+    assert any("helm --kube-context kind-ml-sandbox upgrade --install cert-manager" in c for c in commands)
+    assert all("--context kind-ml-sandbox" in c for c in commands if c.startswith("kubectl"))
+    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
+
+
+def test_dry_run_on_the_command_line_makes_no_call_and_writes_nothing(tmp_path, fakes):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "up", "--profile", "kind", "--dir", str(tmp_path / "sb"), "--dry-run"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "kind create cluster" in result.stdout and "Kubeflow Pipelines" in result.stdout
+    assert "oci://ghcr.io/kserve/charts/kserve-crd --version v0.20.0" in result.stdout
+    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
+
+
+def test_up_then_a_second_up_finds_every_action_done_and_changes_nothing(tmp_path, fakes):
+    prof = kind_profile(tmp_path)
+    endpoints = prof.up()
+    # Every action ran (readiness may find the fakes' pods Ready at once: its check is then enough).
+    assert [row["outcome"] for row in timings(tmp_path)][:-1] == ["done"] * (len(KIND_ACTIONS) - 1)
+    assert all(row["seconds"] >= 0 for row in timings(tmp_path))
+    assert endpoints.mlflow_tracking_uri.startswith("http://127.0.0.1:")
+    assert endpoints.notebooks_url and "token=" in endpoints.notebooks_url
+    secrets = tmp_path / "sb" / "kube" / "secrets.json"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert json.loads(secrets.read_text())["s3_secret_key"] == endpoints.s3_secret_key
+    # The kind config maps every host port on 127.0.0.1 only.
+    config = (tmp_path / "sb" / "kube" / "kind-config.yaml").read_text()
+    assert "listenAddress: 127.0.0.1" in config and "0.0.0.0" not in config
+
+    fakes.clear_log()
+    kind_profile(tmp_path).up()
+    assert [row["outcome"] for row in timings(tmp_path)] == ["already done"] * len(KIND_ACTIONS)
+    assert fakes.mutating() == []
+    assert fakes.lines(), "the second up read the cluster"
+
+
+def test_fake_gpus_dropped_by_a_node_restart_are_advertised_again(tmp_path, fakes):
+    kind_profile(tmp_path).up()
+    data = fakes.state()
+    nodes = data["clusters"]["ml-sandbox"]["nodes"]
+    restarted = next(n for n in nodes.values() if n["status"].get("capacity", {}).get("nvidia.com/gpu"))
+    restarted["status"] = {}  # a restarted kubelet reports no extended resource until it is patched again
+    fakes.seed(data)
+    fakes.clear_log()
+    kind_profile(tmp_path).up()
+    assert fakes.mutating() == [
+        f"kubectl patch node {restarted['metadata']['name']} --subresource=status --type=json -p "
+        + json.dumps(
+            [
+                {"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"},
+                {"op": "add", "path": "/status/allocatable/nvidia.com~1gpu", "value": "4"},
+            ]
+        )
+    ]
+
+
+@pytest.mark.parametrize("failing", range(len(KIND_ACTIONS)), ids=[a[0].strip() for a in KIND_ACTIONS])
+def test_a_failure_in_each_action_undoes_exactly_this_runs_work_last_first(tmp_path, fakes, failing):
+    prefix, fail, _ = KIND_ACTIONS[failing]
+    fakes.fail(fail)
+    if prefix == "Stack ready":
+        fakes.unready("jupyterlab")  # else its check finds the fakes' pods Ready and it has nothing to run
+    with pytest.raises(SandboxError) as info:
+        kind_profile(tmp_path).up()
+    assert "FAKE" not in info.value.message
+    assert info.value.details, "the failing command's own output travels with the error"
+    fakes.assert_undone_last_first(KIND_ACTIONS, failing)
+    state = fakes.state()
+    assert state["clusters"] == {} and state["objects"] == {} and state["helm"] == {}
+
+
+def test_keep_leaves_what_the_failed_run_made(tmp_path, fakes):
+    fakes.fail(r"rollout status deployment/mlflow")
+    with pytest.raises(SandboxError):
+        kind_profile(tmp_path).up(keep=True)
+    assert not [line for line in fakes.lines() if re.match(r"(kind delete|kubectl delete|helm uninstall)", line)]
+    objects = fakes.objects("kind-ml-sandbox")
+    assert "Deployment/ml-sandbox/mlflow" in objects and "StatefulSet/ml-sandbox/postgres" in objects
+    fakes.fail(None)
+    kind_profile(tmp_path).up()  # and a later up finishes from there
+    assert [row["outcome"] for row in timings(tmp_path)][:6] == ["already done"] * 6
+
+
+def test_a_failure_shows_the_failing_pods_events_and_last_log_lines(tmp_path, fakes):
+    fakes.unready("mlflow")
+    fakes.fail(r"rollout status deployment/mlflow")
+    with pytest.raises(SandboxError) as info:
+        kind_profile(tmp_path).up()
+    details = info.value.details
+    assert "Error from server" in details  # the failing command's own output
+    assert "pod mlflow-0 (Pending)" in details and "FAKE event: ErrImagePull" in details
+    assert "Back-off pulling image" in details  # its last log lines
+
+
+def test_down_deletes_the_cluster_and_keep_cluster_only_the_labelled_stack(tmp_path, fakes):
+    prof = kind_profile(tmp_path)
+    prof.up()
+    fakes.clear_log()
+    prof.down(keep_cluster=True)
+    deletes = [line for line in fakes.mutating() if " delete " in f" {line} "]
+    instance = json.loads((tmp_path / "sb" / "kube" / "state.json").read_text())["instance"]
+    assert deletes and all(
+        f"-l app.kubernetes.io/managed-by=ml-sandbox,app.kubernetes.io/instance={instance}" in d for d in deletes
+    )
+    assert "ml-sandbox" in fakes.state()["clusters"]
+    remaining = fakes.objects("kind-ml-sandbox")
+    assert not [k for k in remaining if k.startswith(("Deployment/ml-sandbox/", "StatefulSet/ml-sandbox/"))]
+    assert "CustomResourceDefinition//inferenceservices.serving.kserve.io" in remaining  # operators stay
+    prof.down()
+    assert fakes.state()["clusters"] == {}
+
+
+def test_endpoints_need_a_sandbox_and_backends_name_issue_14(tmp_path, fakes):
+    prof = kind_profile(tmp_path)
+    with pytest.raises(SandboxError) as info:
+        prof.endpoints()
+    assert info.value.exit_code == ExitCode.NOT_RUNNING
+    with pytest.raises(PreflightError, match="issue 14"):
+        prof.serving()
+
+
+def test_render_writes_validated_files_and_refuses_an_invalid_object(tmp_path, fakes, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+    from sandbox.profiles.kube import manifests
+
+    out = tmp_path / "rendered"
+    result = CliRunner().invoke(app, ["up", "--profile", "kind", "--dir", str(tmp_path / "sb"), "--render", str(out)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert "00-kind-config.yaml" in names and any(n.startswith("helm-values-") for n in names)
+    assert fakes.calls() == []
+
+    real = manifests.stack_objects
+
+    def broken(spec, **kwargs):
+        objects = real(spec, **kwargs)
+        mlflow = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+        mlflow["spec"]["replicas"] = "two"  # not an integer: the schema refuses it
+        return objects
+
+    monkeypatch.setattr(manifests, "stack_objects", broken)
+    bad = tmp_path / "bad"
+    result = CliRunner().invoke(app, ["up", "--profile", "kind", "--dir", str(tmp_path / "sb"), "--render", str(bad)])
+    assert result.exit_code == ExitCode.USAGE
+    assert "mlflow" in result.output and "replicas" in result.output
+    assert not bad.exists()
+
+
+def test_up_on_a_machine_without_the_tools_exits_5_naming_each_with_its_fix(tmp_path):
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SANDBOX_", "FAKE_TOOLS_"))}
+    env.update(PATH=str(empty), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "up", "--profile", "kind", "--dir", str(tmp_path / "sb")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == ExitCode.PREFLIGHT, result.stderr
+    for tool, fix in [
+        ("docker", "https://docs.docker.com/engine/install/"),
+        ("kind", "https://kind.sigs.k8s.io/"),
+        ("kubectl", "https://kubernetes.io/docs/tasks/tools/"),
+        ("helm", "https://helm.sh/docs/intro/install/"),
+    ]:
+        assert re.search(rf"✗ {tool}: not found on PATH\. Fix: install .*{re.escape(fix)}", result.stderr), tool
+    assert "Docker daemon" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-tools"]  # nothing left behind
+
+
+def test_status_reads_the_api_and_says_stopped_when_the_cluster_is_gone(tmp_path, fakes):
+    prof = kind_profile(tmp_path)
+    prof.up()
+    status = prof.status()
+    assert status.overall == "running"
+    assert {s.name for s in status.services} == {"postgres", "s3", "mlflow", "jupyterlab"}
+    assert next(s for s in status.services if s.name == "mlflow").instance == "mlflow-0"  # the pod's name
+    fakes.stop_servers()
+    data = fakes.state()
+    data["clusters"] = {}  # deleted behind the sandbox's back (`kind delete cluster`)
+    fakes.seed(data)
+    gone = prof.status()
+    assert gone.overall == "stopped" and 'context "kind-ml-sandbox" does not exist' in gone.services[0].detail
+    prof.down()
+    assert prof.status().services == []  # after down there is no stack to report
+
+
+def test_keep_cluster_is_refused_on_a_profile_without_a_cluster(tmp_path):
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+
+    result = CliRunner().invoke(app, ["down", "--dir", str(tmp_path / "sb"), "--keep-cluster"])
+    assert result.exit_code == ExitCode.USAGE and "--keep-cluster" in result.output
