@@ -47,10 +47,11 @@ integration: install  ## tests against a real stack they start and stop themselv
 faults: install  ## kill -9, damaged state, racing commands, another user: prints what was acknowledged and lost
 	$(PYTEST) tests/faults -q -m integration
 
-lint: install  ## ruff lint and format check, and the import contracts (layers, profile internals, no cycles)
+lint: install  ## ruff lint and format check, the import contracts (layers, profile internals, no cycles), actionlint
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests
 	$(BIN)/ruff format --check sandbox tests benchmarks scenarios loadtests
 	$(BIN)/lint-imports
+	$(BIN)/actionlint .github/workflows/*.yml
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests
