@@ -307,3 +307,94 @@ def test_the_servers_write_the_inference_log_from_the_container(stack, deploymen
     listing = _docker("exec", server.name, "ls", "-ln", "/work").stdout
     assert listing.strip() != "total 0", "the journal is in the server's working folder"
     assert all(" 10001 10001 " in line for line in listing.splitlines()[1:]), listing
+
+
+def _dataset(name: str, uri: str) -> dict:
+    return {"artifacts": [{"name": name, "type": {"schemaTitle": "system.Dataset"}, "uri": uri, "metadata": {}}]}
+
+
+def test_the_pipeline_components_run_in_the_image(image, stack, tmp_path_factory, capsys):
+    """The training pipeline compiled for the image; each step's own command (KFP's executor) run in it.
+
+    The steps run as KFP's launcher would start them, minus the launcher: `preprocess` reads the CSV from the
+    stack's S3 and writes its dataset where KFP maps a `minio://` artifact (/minio, writable by the image's
+    user), `train` reads it there, logs to the stack's MLflow and registers the model.
+    """
+    import yaml
+    from mlflow import MlflowClient
+
+    from sandbox.pipelines import training
+    from sandbox.pipelines.config import PipelinesConfig
+
+    folder = tmp_path_factory.mktemp("image-pipeline")
+    frame, labels = synthetic_data(rows=300, seed=5)
+    frame["label"] = labels
+    csv = folder / "train.csv"
+    frame.to_csv(csv, index=False)
+    key = f"image-smoke/{uuid.uuid4().hex[:8]}/train.csv"
+    stack.endpoints.minio_client().fput_object(stack.endpoints.data_bucket, key, str(csv))
+    spec_path = folder / "pipeline.yaml"
+    sha = training.compile_spec(spec_path, PipelinesConfig(base_image=image))
+    executors = yaml.safe_load(spec_path.read_text())["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {image}
+
+    env_file = folder / "sandbox.env"
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in stack.endpoints.env().items()))
+    name = f"ml-sandbox-image-test-kfp-{uuid.uuid4().hex[:8]}"
+    _docker(
+        "run", "--detach", "--name", name, "--network", "host", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--env-file", str(env_file),
+        image, "python3", "-c", "import time; time.sleep(900)",
+    )  # fmt: skip
+    try:
+
+        def step(executor: str, executor_input: dict) -> dict:
+            container = executors[executor]["container"]
+            args = [a.replace("{{$}}", json.dumps(executor_input)) for a in container["args"]]
+            result = _docker("exec", name, *container["command"], *args, check=False, timeout=600)
+            assert result.returncode == 0, f"{executor} exited {result.returncode}:\n{result.stderr[-3000:]}"
+            output = executor_input["outputs"]["outputFile"]
+            return json.loads(_docker("exec", name, "cat", output).stdout)["parameterValues"]
+
+        cleaned_uri = f"minio://mlpipeline/image-smoke/{uuid.uuid4().hex[:8]}/cleaned"
+        tracking_uri = stack.endpoints.mlflow_tracking_uri
+        preprocessed = step(
+            "exec-preprocess",
+            {
+                "inputs": {"parameterValues": {"data_uri": f"s3://{stack.endpoints.data_bucket}/{key}",
+                                               "tracking_uri": tracking_uri}},
+                "outputs": {"artifacts": {"cleaned": _dataset("cleaned", cleaned_uri)},
+                            "outputFile": "/tmp/kfp/preprocess/output_metadata.json"},
+            },
+        )  # fmt: skip
+        assert preprocessed == {"rows": 300}
+        model_name = f"image-smoke-pipeline-{uuid.uuid4().hex[:6]}"
+        trained = step(
+            "exec-train",
+            {
+                "inputs": {
+                    "artifacts": {"cleaned": _dataset("cleaned", cleaned_uri)},
+                    "parameterValues": {
+                        "model_name": model_name, "seed": 0, "tracking_uri": tracking_uri, "spec_sha256": sha,
+                        "data_version": training.data_version(csv), "experiment": "image-smoke",
+                        "label_column": "label", "trigger": "image-test",
+                    },
+                },
+                "outputs": {"outputFile": "/tmp/kfp/train/output_metadata.json"},
+            },
+        )  # fmt: skip
+        dataset = _docker("exec", name, "ls", "-ln", cleaned_uri.replace("minio://", "/minio/")).stdout
+        assert " 10001 10001 " in dataset, dataset
+    finally:
+        _docker("rm", "--force", name, check=False)
+
+    assert trained["version"] == "1" and 0.5 < trained["accuracy"] <= 1.0, trained
+    with patched_environ(stack.endpoints.env()):
+        client = MlflowClient(tracking_uri)
+        registered = client.get_model_version(model_name, "1")
+        run = client.get_run(trained["run_id"])
+    assert registered.run_id == trained["run_id"]
+    assert run.data.tags["pipeline_spec_sha256"] == sha
+    with capsys.disabled():
+        print(f"\n  pipeline steps in the image: preprocess {preprocessed}, train {trained}")
