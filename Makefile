@@ -4,9 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
+PROFILE ?= local
+# The package's version (pyproject.toml): the project's image is ml-sandbox:$(VERSION).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+IMAGE   ?= ml-sandbox:$(VERSION)
+# Extra `docker build` flags, e.g. --build-arg BASE_IMAGE=... or --secret id=pip_cert,src=CA-BUNDLE (docs/kind.md).
+DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios scenarios lock clean
+.PHONY: help install sandbox down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,17 +27,17 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)  ## create the virtualenv and install the project
 
-sandbox: install  ## bring the local platform up (PostgreSQL, S3, MLflow)
-	$(BIN)/sandbox up
+sandbox: install  ## bring the platform up (PROFILE=local by default; PROFILE=kind: a kind cluster, docs/kind.md)
+	$(BIN)/sandbox up --profile $(PROFILE)
 
-down: install  ## stop the sandbox, keep its data
-	$(BIN)/sandbox down
+down: install  ## stop the sandbox, keep its data (PROFILE=kind deletes the cluster)
+	$(BIN)/sandbox down --profile $(PROFILE)
 
 purge: install  ## stop the sandbox and delete its data
-	$(BIN)/sandbox down --purge
+	$(BIN)/sandbox down --profile $(PROFILE) --purge
 
 status: install  ## show the sandbox's services
-	$(BIN)/sandbox status
+	$(BIN)/sandbox status --profile $(PROFILE)
 
 scenarios: install  ## run the production checklist on the running sandbox; JUnit + HTML into reports/
 	$(BIN)/sandbox checklist --junit reports/junit.xml --report reports/checklist
@@ -47,10 +53,11 @@ integration: install  ## tests against a real stack they start and stop themselv
 faults: install  ## kill -9, damaged state, racing commands, another user: prints what was acknowledged and lost
 	$(PYTEST) tests/faults -q -m integration
 
-lint: install  ## ruff lint and format check, and the import contracts (layers, profile internals, no cycles)
+lint: install  ## ruff lint and format check, the import contracts (layers, profile internals, no cycles), actionlint
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests
 	$(BIN)/ruff format --check sandbox tests benchmarks scenarios loadtests
 	$(BIN)/lint-imports
+	$(BIN)/actionlint .github/workflows/*.yml
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests
@@ -70,6 +77,15 @@ bench-scenarios: install  ## wall time of each checklist scenario on a fresh san
 
 bench-startup: install  ## cold and warm `sandbox up` against a bare `mlflow server`
 	$(BIN)/python benchmarks/startup.py
+
+bench-kind: install  ## time each action of the kind profile's bring-up (needs Docker, kind, kubectl, helm)
+	$(BIN)/python -m benchmarks.kind_actions
+
+image:  ## build the project's image (model server, A/B router, pipeline components): ml-sandbox:VERSION
+	docker build $(DOCKER_BUILD_FLAGS) -t $(IMAGE) .
+
+test-image: install image  ## run the image's model servers and router under Docker against a local stack
+	ML_SANDBOX_IMAGE=$(IMAGE) $(PYTEST) tests/image -q -m image
 
 bench-serving: install  ## our model server against MLServer and `mlflow models serve`, Locust and wrk, 50 connections
 	$(BIN)/python -m benchmarks.serving
