@@ -19,6 +19,8 @@ from importlib import metadata
 from pydantic import BaseModel, ConfigDict, Field
 
 PROJECT = "ml-platform-sandbox"
+IMAGE_REPO = "ml-sandbox"
+"""The project's image's name (the repository's Dockerfile), tagged with the package's version."""
 
 
 def _version(distribution: str) -> str | None:
@@ -28,7 +30,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-PROJECT_IMAGE = f"{PROJECT}:{_version(PROJECT) or 'latest'}"
+PROJECT_IMAGE = f"{IMAGE_REPO}:{_version(PROJECT) or 'latest'}"
 """The project's image (its name and version): what a cluster profile builds and loads for pipelines and serving."""
 
 COMPONENT_DISTRIBUTIONS = ("mlflow", "scikit-learn", "skops", "pandas", "pyarrow", "boto3")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+from sandbox.pipelines.config import IMAGE_REPO
+
 # --------------------------------------------------------------------------- kind and Kubernetes
 
 # kind v0.32.0's release notes (github.com/kubernetes-sigs/kind/releases/tag/v0.32.0, quoted in full by
@@ -130,7 +132,7 @@ IMAGES: dict[str, str] = {
 
 # The project's own image (built from the repository's Dockerfile and `kind load`ed): the model
 # server, the A/B router, the pipeline components and JupyterLab. Tagged with the package version.
-PROJECT_IMAGE_REPO = "ml-sandbox"
+PROJECT_IMAGE_REPO = IMAGE_REPO  # one name for serving, JupyterLab and the pipelines' base_image
 
 
 def project_version() -> str:
