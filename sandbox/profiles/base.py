@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sandbox.pipelines.runner import PipelineRunner
     from sandbox.serving.specs import ServingBackend
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11, 5)  # the locked dependency set needs it (soupsieve: >=3.11.5; most: >=3.11)
 MIN_FREE_DISK_GB = 2.0
 
 
@@ -167,7 +167,7 @@ def common_checks(config: SandboxConfig) -> list[Check]:
     checks = [
         Check(
             "Python",
-            sys.version_info[:2] >= MIN_PYTHON,
+            sys.version_info[:3] >= MIN_PYTHON,
             f"Python {version}",
             fix=f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer",
         )
