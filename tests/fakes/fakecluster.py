@@ -489,8 +489,8 @@ def helm(argv: list[str], _objects: list[dict]) -> str:
 
 
 def docker(argv: list[str], _objects: list[dict]) -> str:
-    if argv[:1] == ["version"]:
-        return VERSIONS["docker"]
+    if argv[:1] == ["--version"]:
+        return f"Docker version {VERSIONS['docker']}, build fake"
     if argv[:1] == ["info"]:
         return f"{VERSIONS['docker']} 2"
     with state() as data:

@@ -312,7 +312,7 @@ class Tools:
 
 
 VERSION_COMMANDS: dict[str, tuple[str, ...]] = {
-    "docker": ("docker", "version", "--format", "{{.Client.Version}}"),
+    "docker": ("docker", "--version"),  # the client's own; `docker version` fails while the daemon is down
     "kind": ("kind", "version"),
     "kubectl": ("kubectl", "version", "--client", "-o", "json"),
     "helm": ("helm", "version", "--short"),
