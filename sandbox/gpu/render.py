@@ -1,7 +1,8 @@
 """Kubernetes objects for the kind profile, rendered from the same inventory.
 
 - a kind `Cluster` config: one worker per inventory node, with its labels and
-  taints (kubeadm's `nodeRegistration`), plus a control-plane node;
+  taints (kubeadm's `nodeRegistration`), plus a control-plane node; a node with
+  this machine's real GPUs also gets nvkind's mount (`real_gpu_mounts`);
 - per GPU node, the JSON patch for the node's status that advertises the
   extended resource `nvidia.com/gpu` (what a device plugin would report);
 - `ResourceQuota` and `LimitRange` objects per quota.
@@ -20,17 +21,30 @@ from sandbox.gpu.inventory import GpuConfig, NodeSpec
 
 KIND_API = "kind.x-k8s.io/v1alpha4"
 INVENTORY_LABEL = "ml-sandbox/inventory-node"
+# What the NVIDIA device plugin chart's default affinity selects GPU nodes by.
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+# nvkind's way of handing GPUs to a kind worker (NVIDIA/nvkind pkg/nvkind/default-config-template.yaml and
+# node.go): /dev/null mounted at /var/run/nvidia-container-devices/<index|all>. The host's NVIDIA container
+# runtime (Docker's default runtime) reads those mount points as the list of GPUs to inject, which it does
+# only with `accept-nvidia-visible-devices-as-volume-mounts = true` in /etc/nvidia-container-runtime/config.toml.
+NVIDIA_DEVICES_DIR = "/var/run/nvidia-container-devices"
+
+
+def real_gpu_mounts(devices: str = "all") -> list[dict[str, str]]:
+    """The kind `extraMounts` that hand this machine's GPUs (all of them, or one index) to a worker."""
+    return [{"hostPath": "/dev/null", "containerPath": f"{NVIDIA_DEVICES_DIR}/{devices}"}]
 
 
 def kind_config(config: GpuConfig, *, name: str = "ml-sandbox") -> dict[str, Any]:
     nodes: list[dict[str, Any]] = [{"role": "control-plane"}]
     for node in config.nodes:
-        if node.real:
-            continue  # this machine's GPUs cannot be handed to a kind node by the inventory
         # kind names the nodes itself; the inventory name travels as a label.
         labels = {INVENTORY_LABEL: node.name}
         labels.update({k: v for k, v in node.all_labels().items() if k != "kubernetes.io/hostname"})
         worker: dict[str, Any] = {"role": "worker", "labels": labels}
+        if node.real:  # this machine's GPUs, all of them, the nvkind way; the device plugin advertises them
+            labels[GPU_PRESENT_LABEL] = "true"
+            worker["extraMounts"] = real_gpu_mounts("all")
         if node.taints:
             taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.taints]
             patch = {"kind": "JoinConfiguration", "nodeRegistration": {"taints": taints}}

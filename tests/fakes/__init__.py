@@ -16,8 +16,8 @@ from pathlib import Path
 BIN = Path(__file__).parent / "bin"
 # Calls that change something (a dry-run, a read or a wait never does).
 MUTATING = re.compile(
-    r"^(kind (create|delete|load)|helm (upgrade|uninstall)|docker build|kubectl (apply(?!.*--dry-run=server)"
-    r"|delete|patch|rollout restart|exec|-n \S+ exec))"
+    r"^(kind (create|delete|load)|helm (upgrade|uninstall)|docker (build|exec \S+ bash)"
+    r"|kubectl (apply(?!.*--dry-run=server)|delete|patch|rollout restart|exec|-n \S+ exec))"
 )
 
 
@@ -44,6 +44,7 @@ class FakeTools:
         monkeypatch.setenv("FAKE_TOOLS_STATE", str(self.state_file))
         monkeypatch.delenv("FAKE_TOOLS_FAIL", raising=False)
         monkeypatch.delenv("FAKE_TOOLS_UNREADY", raising=False)
+        monkeypatch.delenv("FAKE_DOCKER_RUNTIME", raising=False)
 
     def fail(self, pattern: str | None) -> None:
         """The next calls whose line matches ``pattern`` fail as the real tool would."""
@@ -51,6 +52,10 @@ class FakeTools:
             self.monkeypatch.delenv("FAKE_TOOLS_FAIL", raising=False)
         else:
             self.monkeypatch.setenv("FAKE_TOOLS_FAIL", pattern)
+
+    def docker_runtime(self, name: str) -> None:
+        """What the FAKE `docker info --format {{.DefaultRuntime}}` answers (runc otherwise)."""
+        self.monkeypatch.setenv("FAKE_DOCKER_RUNTIME", name)
 
     def unready(self, pattern: str) -> None:
         self.monkeypatch.setenv("FAKE_TOOLS_UNREADY", pattern)

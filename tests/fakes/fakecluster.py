@@ -6,7 +6,10 @@ JSONL file `$FAKE_TOOLS_LOG` ({"tool", "argv", "stdin_objects", "ok"}); a small 
 kind/namespace/name with their labels, Helm releases, built and loaded images) lets the real
 code's done-checks work. `$FAKE_TOOLS_FAIL` is a regular expression: a call whose line
 (`tool argv...`, plus ` <<Kind/name,...` for the objects on stdin) matches it fails with an error
-message like the real tool's. Workloads are "Ready" as soon as they are applied (unless their name
+message like the real tool's. A FAKE device plugin: installing the `nvidia-device-plugin` chart sets
+`nvidia.com/gpu` capacity and allocatable on the nodes labelled `nvidia.com/gpu.present=true` (their
+`nvidia.com/gpu.count` label); `docker info --format {{.DefaultRuntime}}` answers `$FAKE_DOCKER_RUNTIME`
+(runc unless set). Workloads are "Ready" as soon as they are applied (unless their name
 matches `$FAKE_TOOLS_UNREADY`: their pod stays Pending, with an event and log lines); `kind create
 cluster` and `kubectl port-forward` start a tiny HTTP server answering `/health` on the host port
 MLflow's NodePort is mapped to (or forwarded to), standing in for MLflow through kind's mapping.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
 BUILTIN_NAMESPACES = {"default", "kube-system", "kube-public"}
 MLFLOW_NODE_PORT = 30500
 VERSIONS = {"kind": "kind v0.32.0 go1.24.2 linux/amd64", "helm": "v3.17.3+ge4da497", "docker": "27.3.1"}
@@ -236,6 +239,8 @@ def kubectl(argv: list[str], objects: list[dict]) -> str:
                 section, resource = op["path"].split("/")[2], op["path"].split("/")[3].replace("~1", "/")
                 node["status"].setdefault(section, {})[resource] = op["value"]
             return f"node/{args[2]} patched"
+        if verb == "wait" and args[1].startswith("node/"):
+            return wait_node(nodes, args)
         if verb in ("wait", "rollout"):
             return wait(store, args, namespace)
         if verb == "exec":
@@ -340,6 +345,7 @@ PLURALS = {
     "limitranges": "LimitRange",
     "namespace": "Namespace",
     "customresourcedefinition": "CustomResourceDefinition",
+    "runtimeclass": "RuntimeClass",
 }
 
 
@@ -438,6 +444,36 @@ def wait(store: dict, args: list[str], namespace: str | None) -> str:
     return f"{target} condition met"
 
 
+def wait_node(nodes: dict, args: list[str]) -> str:
+    """`kubectl wait node/N --for=jsonpath={.status.allocatable.nvidia\\.com/gpu}=COUNT`, and nothing else."""
+    name = args[1].split("/", 1)[1]
+    if name not in nodes:
+        raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
+    match = re.fullmatch(r"--for=jsonpath=\{\.status\.(\w+)\.nvidia\\\.com/gpu\}=(\d+)", args[2])
+    if match is None:
+        raise Fail(f"FAKE kubectl: wait condition {args[2]!r} is not one the fake knows")
+    if nodes[name]["status"].get(match.group(1), {}).get("nvidia.com/gpu") != match.group(2):
+        raise Fail(f"error: timed out waiting for the condition on nodes/{name}")
+    return f"node/{name} condition met"
+
+
+GPU_PRESENT = "nvidia.com/gpu.present"
+
+
+def fake_device_plugin(nodes: dict, *, installed: bool) -> None:
+    """What NVIDIA's device plugin does, in FAKE: the GPU nodes' capacity appears (or goes)."""
+    for node in nodes.values():
+        labels = node["metadata"]["labels"]
+        if labels.get(GPU_PRESENT) != "true":
+            continue
+        for section in ("capacity", "allocatable"):
+            resources = node["status"].setdefault(section, {})
+            if installed:
+                resources["nvidia.com/gpu"] = labels["nvidia.com/gpu.count"]
+            else:
+                resources.pop("nvidia.com/gpu", None)
+
+
 # --------------------------------------------------------------------------- helm
 
 
@@ -452,6 +488,7 @@ def helm(argv: list[str], _objects: list[dict]) -> str:
     with state() as data:
         releases = data["helm"].setdefault(context, {})
         store = data["objects"].setdefault(context, {})
+        nodes = data["clusters"].get(context[len("kind-") :], {}).get("nodes", {})
         if args[:1] == ["list"]:
             return json.dumps(
                 [
@@ -468,6 +505,8 @@ def helm(argv: list[str], _objects: list[dict]) -> str:
                 "status": "deployed",
                 "values": option(args, "-f"),
             }
+            if name == "nvidia-device-plugin":
+                fake_device_plugin(nodes, installed=True)
             for crd in HELM_CRDS.get(name, []):
                 store[key("CustomResourceDefinition", None, crd)] = {
                     "kind": "CustomResourceDefinition",
@@ -479,6 +518,8 @@ def helm(argv: list[str], _objects: list[dict]) -> str:
             name = args[1]
             if releases.pop(f"{namespace}/{name}", None) is None:
                 raise Fail(f"Error: uninstall: Release not loaded: {name}: release: not found")
+            if name == "nvidia-device-plugin":
+                fake_device_plugin(nodes, installed=False)
             for k in [k for k, o in store.items() if o.get("release") == name]:
                 store.pop(k)
             return f'release "{name}" uninstalled'
@@ -492,6 +533,8 @@ def docker(argv: list[str], _objects: list[dict]) -> str:
     if argv[:1] == ["--version"]:
         return f"Docker version {VERSIONS['docker']}, build fake"
     if argv[:1] == ["info"]:
+        if "{{.DefaultRuntime}}" in argv:
+            return os.environ.get("FAKE_DOCKER_RUNTIME", "runc")
         return f"{VERSIONS['docker']} 2"
     with state() as data:
         if argv[:1] == ["build"]:
@@ -501,6 +544,12 @@ def docker(argv: list[str], _objects: list[dict]) -> str:
             if argv[2] not in data["built"]:
                 raise Fail(f"Error: No such image: {argv[2]}")
             return "[{}]"
+        if argv[:1] == ["exec"] and argv[2:4] == ["bash", "-c"]:  # nvkind's scripts in a GPU node
+            if not any(argv[1] in cluster["nodes"] for cluster in data["clusters"].values()):
+                raise Fail(f"Error response from daemon: No such container: {argv[1]}")
+            node = next(c["nodes"][argv[1]] for c in data["clusters"].values() if argv[1] in c["nodes"])
+            node.setdefault("scripts", []).append(argv[4].splitlines()[1] if "\n" in argv[4] else argv[4])
+            return "FAKE: script ran"
         if argv[:1] == ["exec"]:  # crictl inspecti IMAGE in a kind node
             cluster = argv[1].rsplit("-control-plane", 1)[0]
             if argv[-1] not in data["clusters"].get(cluster, {}).get("images", []):

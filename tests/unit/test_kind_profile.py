@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sandbox.config import load_config
 from sandbox.errors import ExitCode, PreflightError, SandboxError
@@ -265,3 +266,179 @@ def test_keep_cluster_is_refused_on_a_profile_without_a_cluster(tmp_path):
 
     result = CliRunner().invoke(app, ["down", "--dir", str(tmp_path / "sb"), "--keep-cluster"])
     assert result.exit_code == ExitCode.USAGE and "--keep-cluster" in result.output
+
+
+# --------------------------------------------------------------------------- real GPUs, nvkind's way (FAKE host)
+
+REAL_ACTIONS = [
+    *KIND_ACTIONS[:2],
+    ("Real GPUs", r"upgrade --install nvidia-device-plugin", r"delete runtimeclass/nvidia"),
+    *KIND_ACTIONS[2:],
+]
+
+
+def two_gpus(monkeypatch) -> None:
+    """This machine "has" two GPUs: `inventory_nodes` adds its real node (no NVML involved)."""
+    from sandbox.gpu.detect import GpuDevice
+
+    devices = [GpuDevice(index, "NVIDIA L4", 24 * 2**30, f"GPU-FAKE-{index}") for index in range(2)]
+    monkeypatch.setattr("sandbox.gpu.detect_gpus", lambda: devices)
+
+
+def nvidia_host(tmp_path, monkeypatch, fakes, *, ctk=True, runtime="nvidia", setting="true") -> None:
+    """A FAKE host set up (or not) the way nvkind asks: nvidia-ctk, Docker's default runtime, the toolkit's setting."""
+    folder = tmp_path / "host-bin"
+    folder.mkdir(exist_ok=True)
+    if ctk:
+        ctk_path = folder / "nvidia-ctk"
+        ctk_path.write_text("#!/bin/sh\necho FAKE nvidia-ctk\n")
+        ctk_path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    fakes.docker_runtime(runtime)
+    config = tmp_path / "nvidia-container-runtime.toml"
+    if setting is None:
+        config.unlink(missing_ok=True)
+    else:
+        config.write_text(f"#accept-nvidia-visible-devices-as-volume-mounts = false\n"
+                          f"accept-nvidia-visible-devices-as-volume-mounts = {setting}\n")  # fmt: skip
+    monkeypatch.setattr("sandbox.profiles.kube.preflight.NVIDIA_RUNTIME_CONFIG", config)
+
+
+def test_the_plan_with_real_gpus_shows_nvkinds_commands_and_the_pinned_device_plugin(tmp_path, fakes, monkeypatch):
+    from sandbox.profiles.kube import versions
+
+    two_gpus(monkeypatch)
+    actions = kind_profile(tmp_path, **{"gpu.real_gpus": "auto"}).plan()
+    titles = [action.title for action in actions]
+    for title, (prefix, _, _) in zip(titles, REAL_ACTIONS, strict=True):
+        assert title.startswith(prefix), (title, prefix)
+    real = next(a for a in actions if a.title.startswith("Real GPUs"))
+    lines = "\n".join(real.commands)
+    node = "'<node labelled ml-sandbox/inventory-node=local-gpu>'"
+    assert f"docker exec {node} bash -c" in lines and "apt-get install -y nvidia-container-toolkit" in lines
+    assert "nvidia-ctk runtime configure --runtime=containerd" in lines and "systemctl restart containerd" in lines
+    assert "umount -R /proc/driver/nvidia" in lines
+    assert "apply --server-side --field-manager=ml-sandbox --force-conflicts -f - <<EOF (RuntimeClass/nvidia)" in lines
+    chart = versions.NVIDIA_DEVICE_PLUGIN
+    assert chart.version == "0.19.3" and chart.repo == "https://nvidia.github.io/k8s-device-plugin"
+    assert (
+        f"upgrade --install nvidia-device-plugin nvidia-device-plugin --repo {chart.repo} --version {chart.version}"
+        f" -n nvidia" in lines
+    )
+    assert (
+        "wait 'node/<node labelled ml-sandbox/inventory-node=local-gpu>' "
+        "'--for=jsonpath={.status.allocatable.nvidia\\.com/gpu}=2'" in lines
+    )
+    # The fake nodes keep their patched capacity; the real one is not patched.
+    fake = next(a for a in actions if a.title.startswith("Fake GPUs"))
+    assert fake.commands and not any("local-gpu" in c for c in fake.commands)
+    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
+
+
+def test_up_with_real_gpus_mounts_them_runs_nvkinds_steps_and_a_second_up_is_done(tmp_path, fakes, monkeypatch):
+    two_gpus(monkeypatch)
+    nvidia_host(tmp_path, monkeypatch, fakes)
+    kind_profile(tmp_path, **{"gpu.real_gpus": "on"}).up()
+    rows = timings(tmp_path)
+    assert [row["title"][:9] for row in rows][:3] == ["kind clus", "Fake GPUs", "Real GPUs"]
+    assert all(row["outcome"] == "done" for row in rows[:-1])
+    # The kind config hands the GPUs to the real node's worker, the nvkind way.
+    config = yaml.safe_load((tmp_path / "sb" / "kube" / "kind-config.yaml").read_text())
+    worker = next(n for n in config["nodes"] if n.get("labels", {}).get("ml-sandbox/inventory-node") == "local-gpu")
+    assert worker["extraMounts"] == [
+        {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}
+    ]
+    assert worker["labels"]["nvidia.com/gpu.present"] == "true"
+    node = next(n for n in fakes.state()["clusters"]["ml-sandbox"]["nodes"].values()
+                if n["metadata"]["labels"].get("ml-sandbox/inventory-node") == "local-gpu")  # fmt: skip
+    assert [line for line in node["scripts"]] == [
+        "apt-get update",
+        "nvidia-ctk runtime configure --runtime=containerd --config-source=command --set-as-default",
+        "if grep -qx 'ModifyDeviceFiles: 1' /proc/driver/nvidia/params; then",
+    ]
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == "2"  # the FAKE device plugin advertised them
+    assert "RuntimeClass//nvidia" in fakes.objects("kind-ml-sandbox")
+    values = yaml.safe_load((tmp_path / "sb" / "kube" / "values" / "nvidia-device-plugin.yaml").read_text())
+    assert values["runtimeClassName"] == "nvidia" and values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+
+    fakes.clear_log()
+    kind_profile(tmp_path, **{"gpu.real_gpus": "on"}).up()
+    assert [row["outcome"] for row in timings(tmp_path)] == ["already done"] * len(REAL_ACTIONS)
+    assert fakes.mutating() == []
+
+    # A node that lost its GPUs (the plugin gone) is not "done": the next up runs the action again.
+    data = fakes.state()
+    del data["helm"]["kind-ml-sandbox"]["nvidia/nvidia-device-plugin"]
+    node = next(n for n in data["clusters"]["ml-sandbox"]["nodes"].values() if "scripts" in n)
+    node["status"]["allocatable"].pop("nvidia.com/gpu")
+    fakes.seed(data)
+    fakes.clear_log()
+    kind_profile(tmp_path, **{"gpu.real_gpus": "on"}).up()
+    assert any(line.startswith("helm upgrade --install nvidia-device-plugin") for line in fakes.mutating())
+
+
+@pytest.mark.parametrize(
+    "fail", [r"upgrade --install nvidia-device-plugin", r"^docker exec \S+ bash", r"wait node/"], ids=str
+)
+def test_a_failure_in_the_real_gpu_action_undoes_it_and_the_cluster(tmp_path, fakes, monkeypatch, fail):
+    two_gpus(monkeypatch)
+    nvidia_host(tmp_path, monkeypatch, fakes)
+    fakes.fail(fail)
+    with pytest.raises(SandboxError) as info:
+        kind_profile(tmp_path, **{"gpu.real_gpus": "auto"}).up()
+    assert info.value.details
+    rows = [(title, fail if title == "Real GPUs" else f, undo) for title, f, undo in REAL_ACTIONS]
+    fakes.assert_undone_last_first(rows, 2)
+    lines = fakes.lines()
+    if fail == r"wait node/":  # the release was installed before the wait failed: it is uninstalled
+        assert any(line.startswith("helm uninstall nvidia-device-plugin -n nvidia") for line in lines)
+    state = fakes.state()
+    assert state["clusters"] == {} and state["objects"] == {} and state["helm"] == {}
+
+
+def test_preflight_names_each_missing_nvidia_prerequisite_with_its_fix_when_real_gpus_are_on(
+    tmp_path, fakes, monkeypatch
+):
+    two_gpus(monkeypatch)
+    nvidia_host(tmp_path, monkeypatch, fakes, ctk=False, runtime="runc", setting=None)
+    with pytest.raises(PreflightError) as info:
+        kind_profile(tmp_path, **{"gpu.real_gpus": "on"}).up()
+    assert info.value.exit_code == ExitCode.PREFLIGHT
+    details = info.value.details
+    assert re.search(r"✗ nvidia-ctk: not found on PATH\. Fix: install the NVIDIA container toolkit", details)
+    assert re.search(
+        r"✗ Docker's default runtime nvidia: Docker's default runtime is runc\. Fix: sudo nvidia-ctk runtime "
+        r"configure --runtime=docker --set-as-default --cdi\.enabled",
+        details,
+    )
+    assert re.search(
+        r"✗ accept-nvidia-visible-devices-as-volume-mounts: .* does not exist\. Fix: sudo nvidia-ctk config "
+        r"--set accept-nvidia-visible-devices-as-volume-mounts=true --in-place",
+        details,
+    )
+    assert fakes.mutating() == [] and not (tmp_path / "sb").exists()
+
+    # Each one alone is named too: a setting left false.
+    nvidia_host(tmp_path, monkeypatch, fakes, setting="false")
+    with pytest.raises(PreflightError) as info:
+        kind_profile(tmp_path, **{"gpu.real_gpus": "on"}).up()
+    assert "accept-nvidia-visible-devices-as-volume-mounts = false" in info.value.details
+    assert "nvidia-ctk:" not in info.value.details and "default runtime" not in info.value.details
+
+
+def test_auto_falls_back_to_fake_gpus_with_a_warning_when_the_host_is_not_ready(tmp_path, fakes, monkeypatch, capsys):
+    two_gpus(monkeypatch)
+    nvidia_host(tmp_path, monkeypatch, fakes, runtime="runc")
+    kind_profile(tmp_path, **{"gpu.real_gpus": "auto"}).up()
+    err = capsys.readouterr().err
+    assert "are not handed to the kind cluster" in err and "fake GPUs instead" in err
+    assert "Docker's default runtime nvidia (warning)" in err and "--set-as-default --cdi.enabled" in err
+    titles = [row["title"] for row in timings(tmp_path)]
+    assert not any(title.startswith("Real GPUs") for title in titles)
+    config = yaml.safe_load((tmp_path / "sb" / "kube" / "kind-config.yaml").read_text())
+    assert not any("extraMounts" in node for node in config["nodes"])
+    assert not [line for line in fakes.lines() if "nvidia-device-plugin" in line or " bash -c " in line]
+    node = next(n for n in fakes.state()["clusters"]["ml-sandbox"]["nodes"].values()
+                if n["metadata"]["labels"].get("ml-sandbox/inventory-node") == "local-gpu")  # fmt: skip
+    assert node["status"]["capacity"]["nvidia.com/gpu"] == "2"  # patched, as every fake GPU node is

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.gpu.inventory import GpuConfig, QuotaSpec
+from sandbox.gpu.inventory import GpuConfig, NodeSpec, QuotaSpec, Taint
 from sandbox.profiles.kube import manifests, validate, versions
 from sandbox.profiles.kube.manifests import NodePorts, StackSecrets, StackSpec
 
@@ -31,12 +31,20 @@ def example_gpu() -> GpuConfig:
     return GpuConfig.model_validate({**section, "real_gpus": "off"})
 
 
+def real_gpu() -> GpuConfig:
+    """An inventory with this machine's GPUs in it, built directly (no NVML): what `inventory_nodes` adds."""
+    taint = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
+    real = NodeSpec(name="local-gpu", gpus=2, gpu_product="NVIDIA-L4", gpu_memory="23034Mi", taints=[taint], real=True)
+    return GpuConfig(real_gpus="auto", nodes=[*example_gpu().nodes, real])
+
+
 SPECS = {
     "default": StackSpec(instance="test", secrets=SECRETS, image=IMAGE),
     "minio": StackSpec(instance="test", secrets=SECRETS, image=IMAGE, object_store="minio"),
     "no-notebooks": StackSpec(instance="test", secrets=SECRETS, image=IMAGE, notebooks=False),
     "cluster-ip": StackSpec(instance="test", secrets=SECRETS, image=IMAGE, expose="ClusterIP"),
     "example-gpu": StackSpec(instance="example", secrets=SECRETS, image=IMAGE, gpu=example_gpu()),
+    "real-gpu": StackSpec(instance="real", secrets=SECRETS, image=IMAGE, gpu=real_gpu()),
     "other-namespace": StackSpec(
         instance="team-a.run_1",
         secrets=SECRETS,
@@ -55,7 +63,8 @@ def kind_config(spec: StackSpec) -> dict | None:
 
 
 def everything(spec: StackSpec) -> list[dict]:
-    return manifests.stack_objects(spec, host_ports=HOST_PORTS) + manifests.kfp_objects(spec)
+    objects = manifests.stack_objects(spec, host_ports=HOST_PORTS) + manifests.kfp_objects(spec)
+    return objects + manifests.real_gpu_objects(spec)
 
 
 def walk(value, path=()):
@@ -225,6 +234,51 @@ def test_the_kind_config_check_names_the_bad_field(change, field):
     problems = validate.validate_kind_config(config)
     assert problems and all(p.startswith("kind Cluster ml-sandbox:") for p in problems)
     assert any(field in p for p in problems), problems
+
+
+def test_a_real_gpu_node_gets_nvkinds_mount_its_labels_and_taints_and_validates():
+    spec = SPECS["real-gpu"]
+    config = kind_config(spec)
+    assert validate.validate_kind_config(config) == []
+    assert validate.validate_all(spec, kind_config=config, host_ports=HOST_PORTS) == []
+    workers = {n["labels"]["ml-sandbox/inventory-node"]: n for n in config["nodes"] if n["role"] == "worker"}
+    real = workers["local-gpu"]
+    assert real["extraMounts"] == [{"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}]
+    assert real["labels"]["nvidia.com/gpu.present"] == "true" and real["labels"]["nvidia.com/gpu.count"] == "2"
+    assert real["image"] == versions.KIND_NODE_IMAGE
+    patch = yaml.safe_load(real["kubeadmConfigPatches"][0])
+    assert patch["nodeRegistration"]["taints"] == [
+        {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    ]
+    assert not any("extraMounts" in n for name, n in workers.items() if name != "local-gpu")  # fake GPUs: no mount
+    # kind's documented mount fields only.
+    real["extraMounts"][0]["hostpath"] = real["extraMounts"][0].pop("hostPath")
+    assert any("extraMounts" in p for p in validate.validate_kind_config(config))
+
+
+def test_real_gpus_bring_the_runtime_class_and_the_pinned_device_plugin_and_nothing_without_them():
+    spec = SPECS["real-gpu"]
+    (runtime_class,) = manifests.real_gpu_objects(spec)
+    assert runtime_class["kind"] == "RuntimeClass" and runtime_class["handler"] == "nvidia"
+    assert validate.validate_objects([runtime_class]) == []
+    broken = copy.deepcopy(runtime_class)
+    broken["handler"] = ["nvidia"]  # not a string: the schema refuses it
+    assert any("RuntimeClass nvidia" in p and "handler" in p for p in validate.validate_objects([broken]))
+    release = manifests.device_plugin_release(spec)
+    assert (release.chart.name, release.chart.version) == ("nvidia-device-plugin", "0.19.3")
+    assert release.values["runtimeClassName"] == "nvidia"
+    assert release.values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    for name in ("default", "example-gpu"):
+        assert manifests.real_gpu_objects(SPECS[name]) == [] and manifests.device_plugin_release(SPECS[name]) is None
+
+
+def test_render_writes_the_real_gpu_objects(tmp_path):
+    written = manifests.render(SPECS["real-gpu"], tmp_path, kind_config=kind_config(SPECS["real-gpu"]))
+    names = [p.name for p in written]
+    assert "gpu-01-runtimeclass-nvidia.yaml" in names and "gpu-helm-values-nvidia-device-plugin.yaml" in names
+    values = (tmp_path / "gpu-helm-values-nvidia-device-plugin.yaml").read_text()
+    assert values.startswith("# helm upgrade --install nvidia-device-plugin nvidia-device-plugin --version 0.19.3")
+    assert yaml.safe_load(values)["runtimeClassName"] == "nvidia"
 
 
 # --------------------------------------------------------------------------- labels and credentials

@@ -3,6 +3,11 @@
 Services are reached from the host through kind's port mappings (NodePorts to 127.0.0.1 host
 ports chosen once and kept). `down` deletes the cluster; `down --keep-cluster` removes only the
 stack's labelled objects.
+
+GPUs: the inventory's fake GPU nodes advertise `nvidia.com/gpu` on their status; when NVML finds
+this machine's GPUs (`gpu.real_gpus: auto|on`), their node is made the way NVIDIA's nvkind makes
+one (`actions.real_gpus`), provided the host is set up for it (`preflight.real_gpu_checks`). With
+`auto` and a host that is not, that node falls back to fake GPUs, with a warning.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import ui
-from sandbox.gpu import inventory_nodes
-from sandbox.profiles.kube import actions, manifests
-from sandbox.profiles.kube.profile import KubeProfile, KubeState, gpu_nodes, refuse_taken
+from sandbox.gpu import NodeSpec, inventory_nodes
+from sandbox.profiles.base import Check
+from sandbox.profiles.kube import actions, manifests, preflight
+from sandbox.profiles.kube.profile import KubeProfile, KubeState, refuse_taken
 from sandbox.profiles.kube.tools import Tools
 
 # The repository's root: the project's Dockerfile is there when running from a checkout.
@@ -24,6 +30,9 @@ class KindProfile(KubeProfile):
     name = "kind"
     summary = "a kind Kubernetes cluster with fake or real GPU nodes, the whole stack in it"
     tool_names = ("docker", "kind", "kubectl", "helm")
+
+    _nodes: list[NodeSpec] | None = None
+    _real_ready: bool | None = None  # the host's nvkind prerequisites, once the preflight has looked
 
     def _namespace(self) -> str:
         return self.config.kind.namespace
@@ -38,21 +47,49 @@ class KindProfile(KubeProfile):
         name = self.config.kind.cluster_name
         return KubeState(instance, f"kind-{name}", self._namespace(), host_ports, cluster=name)
 
-    def _target(self, state: KubeState, spec: Any, tools: Tools) -> actions.Target:
-        real = [node.name for node in inventory_nodes(self.config.gpu) if node.real]
-        if real:
+    # ------------------------------------------------------------------ GPUs
+
+    def _inventory(self) -> list[NodeSpec]:
+        """The configured nodes plus this machine's real GPUs (NVML), looked up once."""
+        if self._nodes is None:
+            self._nodes = inventory_nodes(self.config.gpu)
+        return self._nodes
+
+    def _gpu(self) -> Any:
+        """The inventory as the cluster is built from it: a real node stays real unless the preflight
+        found the host unready (only possible with `auto`: `on` refuses), then its GPUs are fake."""
+        nodes = self._inventory()
+        if self._real_ready is False:
+            nodes = [node.model_copy(update={"real": False}) if node.real else node for node in nodes]
+        return self.config.gpu.model_copy(update={"nodes": nodes})
+
+    def preflight(self) -> list[Check]:
+        checks = super().preflight()
+        real = [node.name for node in self._inventory() if node.real]
+        if not real:
+            return checks
+        required = self.config.gpu.real_gpus == "on"
+        gpu_checks = preflight.real_gpu_checks(required=required)
+        self._real_ready = all(check.ok for check in gpu_checks)
+        if not self._real_ready and not required:
+            missing = ", ".join(check.name for check in gpu_checks if not check.ok)
             ui.err.print(
-                "[yellow]This machine's GPUs are not handed to the kind cluster:[/] that needs nvkind (the NVIDIA "
-                "driver and container toolkit, `nvidia-ctk runtime configure --runtime=docker --set-as-default "
-                "--cdi.enabled`) and the NVIDIA device plugin, see docs/kind.md; the inventory's fake GPUs are used."
+                f"[yellow]This machine's GPUs ({', '.join(real)}) are not handed to the kind cluster: the host "
+                f"lacks {missing} (each fix below; see docs/kind.md). With gpu.real_gpus: auto their node gets "
+                "fake GPUs instead (scheduling only, no device); set gpu.real_gpus: on to make this an error.[/]"
             )
+        return checks + gpu_checks
+
+    def _target(self, state: KubeState, spec: Any, tools: Tools) -> actions.Target:
+        nodes = spec.gpu.nodes
         return actions.Target(
             tools=tools,
             spec=spec,
             workdir=self.folder,
             cluster=state.cluster,
             host_ports=state.host_ports,
-            gpu_nodes=gpu_nodes(self.config),
+            gpu_nodes=[node for node in nodes if node.gpus and not node.real],
+            real_gpu_nodes=manifests.real_gpu_nodes(spec),
             install_operators=True,
             load_image=True,
             build_context=REPOSITORY,

@@ -1,6 +1,8 @@
 """The ordered, idempotent bring-up both Kubernetes profiles share, as `sandbox.actions.Action`s.
 
-[kind: the cluster] → [kind: fake GPUs on the inventory's nodes] → [cluster: operators' CRDs present]
+[kind: the cluster] → [kind: fake GPUs on the inventory's nodes] → [kind: real GPUs, nvkind's way, on the
+node carrying this machine's GPUs: the NVIDIA toolkit in it, the `nvidia` RuntimeClass, NVIDIA's device
+plugin] → [cluster: operators' CRDs present]
 → the stack's objects, one action per component in `manifests.stack_objects` order (namespace with
 quota and limit range, secrets, PostgreSQL, the S3 store and its buckets, MLflow, JupyterLab) →
 [operators: cert-manager, KServe's three charts, Kubeflow Pipelines with its object-store keys
@@ -53,6 +55,7 @@ class Target:
     cluster: str | None = None  # the kind cluster this profile creates (None: a cluster it was given)
     host_ports: dict[str, int] = field(default_factory=dict)
     gpu_nodes: list[NodeSpec] = field(default_factory=list)  # inventory nodes with fake GPUs
+    real_gpu_nodes: list[NodeSpec] = field(default_factory=list)  # nodes with this machine's GPUs (nvkind)
     install_operators: bool = True
     load_image: bool = True  # kind: build the project image and `kind load` it
     server_dry_run: bool = False  # cluster: a server-side dry-run before each first apply
@@ -75,6 +78,8 @@ def bring_up(target: Target) -> list[Action]:
         actions.append(kind_cluster(target))
         if target.gpu_nodes:
             actions.append(fake_gpus(target))
+        if target.real_gpu_nodes:
+            actions.append(real_gpus(target))
     if not target.install_operators:
         actions.append(operator_crds(target))
     actions += [component(target, name, objects) for name, objects in components(target.spec, target.host_ports)]
@@ -154,6 +159,98 @@ def fake_gpus(target: Target) -> Action:
     )
     # No undo: the patch lives on the node's status, which goes with the cluster.
     return Action("Fake GPUs (nvidia.com/gpu on the nodes' status)", run, None, done, commands)
+
+
+def real_gpus(target: Target) -> Action:
+    """This machine's GPUs in the kind nodes that carry them, the way NVIDIA's nvkind does it.
+
+    The kind config already mounts them (`gpu.render.real_gpu_mounts`); then, per node, `docker exec` runs
+    nvkind's scripts (`manifests.NVIDIA_NODE_SCRIPTS`: the NVIDIA container toolkit, nvidia as containerd's
+    default runtime, /proc/driver/nvidia unmasked); then the `nvidia` RuntimeClass and NVIDIA's device
+    plugin, which advertises the GPUs; done when each node's allocatable `nvidia.com/gpu` is its count.
+    """
+    tools = target.tools
+    runtime_class = manifests.real_gpu_objects(target.spec)
+    release = manifests.device_plugin_release(target.spec)
+    if release is None or not runtime_class:
+        raise ValueError("real_gpus needs a real GPU node in the spec's inventory")
+    chart = release.chart
+    values = target.workdir / "values" / f"{release.name}.yaml"
+    install = tools.helm_upgrade(
+        release.name,
+        chart.ref,
+        repo=chart.repo,
+        version=chart.version,
+        namespace=chart.namespace,
+        values=values,
+        wait_s=release.wait_timeout_s,
+    )
+    apply = tools.apply(runtime_class)
+
+    def node_scripts(node: str) -> list[Command]:
+        return [
+            tools.docker("exec", node, "bash", "-c", script, timeout_s=900 if "apt-get" in script else 120)
+            for _, script in manifests.NVIDIA_NODE_SCRIPTS
+        ]
+
+    def allocatable_wait(node: str, spec: NodeSpec) -> Command:
+        return tools.wait(
+            f"node/{node}", f"jsonpath={{.status.allocatable.nvidia\\.com/gpu}}={spec.gpus}", timeout_s=300
+        )
+
+    def nodes() -> list[tuple[NodeSpec, dict[str, Any]]]:
+        listed = tools.get_json("nodes", selector=INVENTORY_LABEL) or {}
+        by_name = {n["metadata"]["labels"][INVENTORY_LABEL]: n for n in listed.get("items", [])}
+        found = []
+        for spec in target.real_gpu_nodes:
+            if spec.name not in by_name:
+                raise ServiceStartError(
+                    f"no node labelled {INVENTORY_LABEL}={spec.name} in the cluster",
+                    hint="the kind config makes one worker per inventory node: recreate the cluster "
+                    "(`sandbox down` then `sandbox up`) after changing gpu.nodes or gpu.real_gpus",
+                )
+            found.append((spec, by_name[spec.name]))
+        return found
+
+    def done() -> str | None:
+        if tools.helm_releases(chart.namespace).get(release.name) != "deployed":
+            return None
+        for spec, node in nodes():
+            if node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu") != str(spec.gpus):
+                return None
+        return _gpu_note(target.real_gpu_nodes) + " (real, advertised by the device plugin)"
+
+    def run() -> str:
+        found = nodes()
+        for _, node in found:
+            for command in node_scripts(node["metadata"]["name"]):
+                tools.run(command)
+        tools.run(apply)
+        values.parent.mkdir(parents=True, exist_ok=True)
+        write_private(values, yaml.safe_dump(release.values, sort_keys=False))
+        tools.run(install)
+        for spec, node in found:
+            tools.run(allocatable_wait(node["metadata"]["name"], spec))
+        return _gpu_note(target.real_gpu_nodes) + f" (real); {chart.name} {chart.version} in {chart.namespace}"
+
+    def undo() -> None:
+        # The toolkit installed in the nodes goes with the cluster; what the API holds is removed here.
+        if release.name in tools.helm_releases(chart.namespace):
+            tools.run(tools.helm_uninstall(release.name, namespace=chart.namespace))
+        tools.run(tools.kubectl("delete", f"runtimeclass/{versions.NVIDIA_RUNTIME_CLASS}", "--ignore-not-found"))
+
+    shown = [f"<node labelled {INVENTORY_LABEL}={spec.name}>" for spec in target.real_gpu_nodes]
+    commands = [c.line for node in shown for c in node_scripts(node)]
+    commands += [apply.line, install.line]
+    commands += [allocatable_wait(node, spec).line for node, spec in zip(shown, target.real_gpu_nodes, strict=True)]
+    return Action(
+        "Real GPUs (NVIDIA toolkit in the GPU nodes, device plugin)",
+        run,
+        undo,
+        done,
+        tuple(commands),
+        undo_on_failure=True,  # a failed --wait leaves the release "failed": uninstall it
+    )
 
 
 def _gpu_note(nodes: list[NodeSpec]) -> str:

@@ -36,7 +36,7 @@ import yaml
 
 from sandbox.files import write_private
 from sandbox.gpu import render as gpu_render
-from sandbox.gpu.inventory import GpuConfig
+from sandbox.gpu.inventory import GpuConfig, NodeSpec
 from sandbox.profiles.kube import versions
 from sandbox.profiles.kube.versions import Chart
 
@@ -835,6 +835,93 @@ def helm_releases(spec: StackSpec) -> list[HelmRelease]:
     ]
 
 
+# --------------------------------------------------------------------------- real GPUs (nvkind's way)
+
+# Run in each real-GPU kind node (`docker exec NODE bash -c ...`), as nvkind does after `kind create
+# cluster` (NVIDIA/nvkind cmd/nvkind/cluster_create.go: InstallContainerToolkit, ConfigureContainerRuntime,
+# PatchProcDriverNvidia, in that order; the scripts are those of pkg/nvkind/node.go). `--set-as-default`
+# makes the nvidia runtime containerd's default, so a pod asking for `nvidia.com/gpu` gets its device with
+# or without `runtimeClassName: nvidia`.
+NVIDIA_TOOLKIT_SCRIPT = f"""\
+set -eu
+apt-get update
+apt-get install -y gpg
+curl -fsSL {versions.NVIDIA_TOOLKIT_APT}/gpgkey \\
+  | gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+curl -s -L {versions.NVIDIA_TOOLKIT_APT}/stable/deb/nvidia-container-toolkit.list \\
+  | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \\
+  | tee /etc/apt/sources.list.d/nvidia-container-toolkit.list
+apt-get update
+apt-get install -y nvidia-container-toolkit
+"""
+NVIDIA_CONTAINERD_SCRIPT = """\
+set -eu
+nvidia-ctk runtime configure --runtime=containerd --config-source=command --set-as-default
+systemctl restart containerd
+"""
+# Toolkits before v1.19.0 bind-mount a tmpfs over /proc/driver/nvidia in the node; nvkind unmounts it
+# and masks `ModifyDeviceFiles` so the driver does not recreate device nodes. Toolkits from v1.19.0 on
+# already leave `ModifyDeviceFiles: 0` there, and the script does nothing (as nvkind checks first). The copy
+# goes to /root/gpu-params (nvkind writes `root/gpu-params`, relative to the exec's working folder, /). In the
+# toolkit script, `gpg --dearmor --yes` (nvkind has no `--yes`) lets a second run overwrite the keyring.
+NVIDIA_PROC_SCRIPT = """\
+set -eu
+if grep -qx 'ModifyDeviceFiles: 1' /proc/driver/nvidia/params; then
+  umount -R /proc/driver/nvidia
+  cp /proc/driver/nvidia/params /root/gpu-params
+  sed -i 's/^ModifyDeviceFiles: 1$/ModifyDeviceFiles: 0/' /root/gpu-params
+  mount --bind /root/gpu-params /proc/driver/nvidia/params
+fi
+"""
+NVIDIA_NODE_SCRIPTS: tuple[tuple[str, str], ...] = (
+    ("install the NVIDIA container toolkit", NVIDIA_TOOLKIT_SCRIPT),
+    ("make nvidia containerd's default runtime", NVIDIA_CONTAINERD_SCRIPT),
+    ("unmask /proc/driver/nvidia", NVIDIA_PROC_SCRIPT),
+)
+
+
+def real_gpu_nodes(spec: StackSpec) -> list[NodeSpec]:
+    """The inventory's nodes that carry this machine's GPUs (`NodeSpec.real`)."""
+    return [node for node in spec.gpu.nodes if node.real and node.gpus]
+
+
+def real_gpu_objects(spec: StackSpec) -> list[dict[str, Any]]:
+    """The RuntimeClass the device plugin (and any pod that names it) runs with; none without real GPUs."""
+    if not real_gpu_nodes(spec):
+        return []
+    return [
+        {
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": versions.NVIDIA_RUNTIME_CLASS, "labels": labels(spec, "gpu")},
+            "handler": versions.NVIDIA_RUNTIME_CLASS,
+        }
+    ]
+
+
+def device_plugin_release(spec: StackSpec) -> HelmRelease | None:
+    """NVIDIA's device plugin on the real-GPU nodes only, run with the nvidia runtime."""
+    nodes = real_gpu_nodes(spec)
+    if not nodes:
+        return None
+    # The chart's default tolerations, which `tolerations` replaces, plus each GPU node's own taints.
+    tolerations = [
+        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    for node in nodes:
+        for taint in node.taints:
+            toleration = {"key": taint.key, "operator": "Exists", "effect": taint.effect}
+            if toleration not in tolerations:
+                tolerations.append(toleration)
+    values = {
+        "runtimeClassName": versions.NVIDIA_RUNTIME_CLASS,
+        "nodeSelector": {gpu_render.GPU_PRESENT_LABEL: "true"},
+        "tolerations": tolerations,
+    }
+    return HelmRelease("nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN, values, 300)
+
+
 # --------------------------------------------------------------------------- kind
 
 
@@ -920,4 +1007,14 @@ def render(
         write(f"helm-values-{index:02d}-{release.name}.yaml", header + release.values_yaml())
     for index, obj in enumerate(kfp_objects(spec), start=1):
         write(f"kfp-{index:02d}-{_slug(obj)}.yaml", to_yaml(obj))
+    for index, obj in enumerate(real_gpu_objects(spec), start=1):
+        write(f"gpu-{index:02d}-{_slug(obj)}.yaml", to_yaml(obj))
+    plugin = device_plugin_release(spec)
+    if plugin is not None:
+        header = (
+            f"# helm upgrade --install {plugin.name} {plugin.chart.ref} --version {plugin.chart.version}"
+            f" --repo {plugin.chart.repo} --namespace {plugin.chart.namespace} --create-namespace --wait"
+            f" --timeout {plugin.wait_timeout_s}s -f THIS_FILE\n"
+        )
+        write(f"gpu-helm-values-{plugin.name}.yaml", header + plugin.values_yaml())
     return written

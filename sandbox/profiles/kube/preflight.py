@@ -9,6 +9,7 @@ machine may still bring it up, slowly or with pods evicted, and the fix needs ro
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,6 +131,71 @@ def inotify_checks() -> list[Check]:
             )
         )
     return checks
+
+
+# The host side of nvkind's way (NVIDIA/nvkind README.md, "Setup"; its gpu-e2e workflow runs the same):
+# Docker's default runtime is NVIDIA's, and that runtime reads GPUs from volume mounts.
+NVIDIA_RUNTIME_CONFIG = Path("/etc/nvidia-container-runtime/config.toml")
+VOLUME_MOUNTS_SETTING = "accept-nvidia-visible-devices-as-volume-mounts"
+NVIDIA_FIXES = {
+    "nvidia-ctk": "install the NVIDIA container toolkit: "
+    "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html",
+    "runtime": "sudo nvidia-ctk runtime configure --runtime=docker --set-as-default --cdi.enabled "
+    "&& sudo systemctl restart docker",
+    "volume-mounts": f"sudo nvidia-ctk config --set {VOLUME_MOUNTS_SETTING}=true --in-place "
+    "&& sudo systemctl restart docker",
+}
+
+
+def real_gpu_checks(*, required: bool, config: Path | None = None) -> list[Check]:
+    """What nvkind needs from the host to hand GPUs to kind nodes, each miss named with its fix.
+
+    ``required``: `gpu.real_gpus: on` (a miss refuses `up`); with `auto` a miss is a warning and the
+    kind profile falls back to fake GPUs."""
+    config = config or NVIDIA_RUNTIME_CONFIG
+    checks = []
+    ctk = shutil.which("nvidia-ctk")
+    checks.append(
+        Check(
+            "nvidia-ctk",
+            ctk is not None,
+            f"at {ctk}" if ctk else "not found on PATH",
+            fix=NVIDIA_FIXES["nvidia-ctk"],
+            required=required,
+        )
+    )
+    runtime = ""
+    if shutil.which("docker") is not None:
+        tools = Tools()
+        ask = tools.docker("info", "--format", "{{.DefaultRuntime}}", mutates=False, timeout_s=30)
+        info = tools.run(ask, check=False)
+        runtime = info.stdout.strip() if info.returncode == 0 else ""
+    checks.append(
+        Check(
+            "Docker's default runtime nvidia",
+            runtime == "nvidia",
+            f"Docker's default runtime is {runtime or 'unknown (no answer from `docker info`)'}",
+            fix=NVIDIA_FIXES["runtime"],
+            required=required,
+        )
+    )
+    checks.append(_volume_mounts_check(config, required))
+    return checks
+
+
+def _volume_mounts_check(config: Path, required: bool) -> Check:
+    """The setting is a top-level key of the toolkit's config.toml (commented out, false, by default).
+    Read with a pattern, not a TOML parser: Python 3.10 has none in its standard library."""
+    name, fix = VOLUME_MOUNTS_SETTING, NVIDIA_FIXES["volume-mounts"]
+    try:
+        text = config.read_text()
+    except FileNotFoundError:
+        return Check(name, False, f"{config} does not exist", fix=fix, required=required)
+    except OSError as error:
+        return Check(name, False, f"{config} cannot be read: {error}", fix=fix, required=required)
+    found = re.findall(rf"^[ \t]*{re.escape(name)}[ \t]*=[ \t]*(\w+)[ \t]*(?:#.*)?$", text, re.MULTILINE)
+    value = found[-1] if found else None
+    return Check(name, value == "true", f"{name} = {value or '(not set)'} in {config}", fix=fix, required=required)
 
 
 def failed(checks: Sequence[Check]) -> list[Check]:

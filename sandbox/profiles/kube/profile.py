@@ -23,7 +23,6 @@ from sandbox.actions import Action, ActionResult, run_actions
 from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, PreflightError
 from sandbox.files import write_private
-from sandbox.gpu import inventory_nodes
 from sandbox.net import LOOPBACK, free_port, port_is_free
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
@@ -121,8 +120,12 @@ class KubeProfile(Profile):
             object_store=self._object_store(),
             notebooks=self.config.notebooks.enabled,
             buckets=tuple(self.config.s3.buckets),
-            gpu=self.config.gpu,
+            gpu=self._gpu(),
         )
+
+    def _gpu(self) -> Any:
+        """The GPU inventory the stack is rendered from (kind adds this machine's real GPUs to it)."""
+        return self.config.gpu
 
     def _host_ports(self, kept: dict[str, int] | None = None) -> dict[str, int]:
         """A loopback port per exposed service: configured, else kept from the last `up`, else a free one."""
@@ -344,11 +347,6 @@ class KubeProfile(Profile):
         return pod_logs(
             Tools(state.context), state.namespace, self._selector(state), service, lines=lines, follow=follow
         )
-
-
-def gpu_nodes(config) -> list:
-    """The inventory's nodes with fake GPUs (a real GPU node is this machine's: see docs/kind.md, nvkind)."""
-    return [node for node in inventory_nodes(config.gpu) if node.gpus and not node.real]
 
 
 def refuse_taken(ports: dict[str, int], setting: str) -> None:

@@ -284,8 +284,10 @@ def validate_all(
     from sandbox.profiles.kube import manifests
 
     objects = manifests.stack_objects(spec, host_ports=host_ports) + manifests.kfp_objects(spec)
+    objects += manifests.real_gpu_objects(spec)
     problems = validate_objects(objects, kubernetes_version=kubernetes_version)
-    for release in manifests.helm_releases(spec):
+    plugin = manifests.device_plugin_release(spec)
+    for release in [*manifests.helm_releases(spec), *([plugin] if plugin else [])]:
         if not isinstance(yaml.safe_load(release.values_yaml()) or {}, dict):
             problems.append(f"helm release {release.name}: values are not a mapping")
         if not release.chart.version or release.chart.version in ("latest", "*"):

@@ -90,6 +90,33 @@ KSERVE_RUNTIME_CONFIGS = Chart(
     name="kserve-runtime-configs", repo=_KSERVE_CHARTS, version=KSERVE_VERSION, namespace="kserve"
 )
 
+# --------------------------------------------------------------------------- real GPUs (nvkind's way)
+
+# The NVIDIA device plugin chart, from NVIDIA's chart repository https://nvidia.github.io/k8s-device-plugin
+# (the repository nvkind's README installs it from: `helm upgrade -i nvidia-device-plugin
+# nvdp/nvidia-device-plugin --namespace nvidia --create-namespace`; NVIDIA/nvkind README.md, read with
+# `search`/`read_file`). 0.19.3: the release tag NVIDIA/k8s-device-plugin v0.19.3 is linked by
+# Siemens-Healthineers/K2s#2645 (Jun 2026, "update NVIDIA k8s-device-plugin to v0.19.3"), and two public
+# repositories install `nvidia-device-plugin --version 0.19.3` from that chart repository (`find_string`);
+# 0.19.2 is NVIDIA/k8s-device-plugin#1814 (May 2026). The chart index itself could not be opened here (no
+# network): a user's first `up` with real GPUs is its real check. Values used (the chart's values.yaml,
+# deployments/helm/nvidia-device-plugin/values.yaml): `runtimeClassName` (null by default), `nodeSelector`,
+# `tolerations`; its default affinity schedules on nodes labelled `nvidia.com/gpu.present=true`.
+NVIDIA_DEVICE_PLUGIN = Chart(
+    name="nvidia-device-plugin",
+    repo="https://nvidia.github.io/k8s-device-plugin",
+    version="0.19.3",
+    namespace="nvidia",
+)
+# The RuntimeClass nvkind registers (`cluster.RegisterNvidiaRuntimeClass()` in NVIDIA/nvkind
+# cmd/nvkind/cluster_create.go) and whose handler `nvidia-ctk runtime configure --runtime=containerd`
+# adds to each GPU node's containerd.
+NVIDIA_RUNTIME_CLASS = "nvidia"
+# The NVIDIA container toolkit inside each GPU node: installed by nvkind's own script
+# (NVIDIA/nvkind pkg/nvkind/node.go, InstallContainerToolkit) from NVIDIA's `stable` apt repository,
+# unpinned there as here: the toolkit's version is the newest stable one on the day of `up`.
+NVIDIA_TOOLKIT_APT = "https://nvidia.github.io/libnvidia-container"
+
 # --------------------------------------------------------------------------- Kubeflow Pipelines
 
 # KFP standalone: `kubectl apply -k` of the cluster-scoped resources, a wait for the Application CRD,
