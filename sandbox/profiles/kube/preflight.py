@@ -9,10 +9,11 @@ machine may still bring it up, slowly or with pods evicted, and the fix needs ro
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+
+import tomllib
 
 from sandbox.profiles.base import Check
 from sandbox.profiles.kube import versions
@@ -184,18 +185,16 @@ def real_gpu_checks(*, required: bool, config: Path | None = None) -> list[Check
 
 
 def _volume_mounts_check(config: Path, required: bool) -> Check:
-    """The setting is a top-level key of the toolkit's config.toml (commented out, false, by default).
-    Read with a pattern, not a TOML parser: Python 3.10 has none in its standard library."""
+    """The setting is a top-level key of the toolkit's config.toml (commented out, false, by default)."""
     name, fix = VOLUME_MOUNTS_SETTING, NVIDIA_FIXES["volume-mounts"]
     try:
-        text = config.read_text()
+        value = tomllib.loads(config.read_text()).get(name)
     except FileNotFoundError:
         return Check(name, False, f"{config} does not exist", fix=fix, required=required)
-    except OSError as error:
+    except (OSError, tomllib.TOMLDecodeError) as error:
         return Check(name, False, f"{config} cannot be read: {error}", fix=fix, required=required)
-    found = re.findall(rf"^[ \t]*{re.escape(name)}[ \t]*=[ \t]*(\w+)[ \t]*(?:#.*)?$", text, re.MULTILINE)
-    value = found[-1] if found else None
-    return Check(name, value == "true", f"{name} = {value or '(not set)'} in {config}", fix=fix, required=required)
+    shown = "(not set)" if value is None else str(value).lower()
+    return Check(name, value is True, f"{name} = {shown} in {config}", fix=fix, required=required)
 
 
 def failed(checks: Sequence[Check]) -> list[Check]:
