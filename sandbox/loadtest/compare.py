@@ -60,7 +60,7 @@ def analyse(rounds: list[dict[str, dict]], labels: tuple[str, str]) -> list[dict
         base = statistics.fmean(a)
         if low > 0 or high < 0:
             direction = "higher" if mean > 0 else "lower"
-            verdict = f"{labels[1]} is {direction} ({'better' if direction == better else 'worse'})"
+            verdict = f"B is {direction} ({'better' if direction == better else 'worse'})"
         else:
             verdict = "no clear difference"
         results.append(

@@ -32,12 +32,13 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 import psutil  # noqa: E402
-from locust import LoadTestShape, events  # noqa: E402
+from locust import events  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.html import get_html_report  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history  # noqa: E402
 
+from loadtests.shapes import ProfileShape  # noqa: E402
 from loadtests.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
 
 USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser, "mlflow": MLflowServeUser}
@@ -58,24 +59,6 @@ def _user_class(spec: dict) -> type:
             "columns": spec.get("columns") or [],
         },
     )
-
-
-class ProfileShape(LoadTestShape):
-    """Users over time from a profile of (seconds, users) points; stops at the profile's end."""
-
-    def __init__(self, points: list[list[float]]) -> None:
-        super().__init__()
-        from sandbox.loadtest.shapes import Profile
-
-        self.profile = Profile(tuple((float(t), float(level)) for t, level in points))
-        # Fast enough to follow a spike within a tick (Locust calls tick() every second).
-        self.spawn_rate = max(1.0, self.profile.peak)
-
-    def tick(self):
-        run_time = self.get_run_time()
-        if run_time >= self.profile.duration_s:
-            return None
-        return round(self.profile.level_at(run_time)), self.spawn_rate
 
 
 def _environment(spec: dict) -> Environment:

@@ -99,7 +99,7 @@ def test_a_clear_regression_is_called_and_noise_is_not():
     p99 = metrics["p99_ms"]
     assert p99["difference"] == pytest.approx(30.0)
     assert p99["ci_low"] == pytest.approx(30.0) and p99["significant"]
-    assert p99["verdict"] == "new is higher (worse)"
+    assert p99["verdict"] == "B is higher (worse)"
     p50 = metrics["p50_ms"]
     assert p50["ci_low"] < 0 < p50["ci_high"] and p50["verdict"] == "no clear difference"
     assert not metrics["rps"]["significant"]
