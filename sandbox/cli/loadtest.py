@@ -45,8 +45,11 @@ def loadtest(
     connections: Annotated[int, typer.Option(help="Open loop: most connections per generator process")] = 1000,
     timeout: Annotated[str, typer.Option(help="Open loop: a request unanswered this long fails")] = "10s",
     max_late: Annotated[
-        float, typer.Option(help="Open loop: % of requests sent over 10 ms late past which the run is invalid")
+        float, typer.Option(help="Open loop: % of requests sent late past which the run is invalid")
     ] = 1.0,
+    late_after: Annotated[
+        str, typer.Option(help="Open loop: a request sent this long after its time is late")
+    ] = "50ms",
     find_capacity: Annotated[
         bool, typer.Option("--find-capacity", help="Raise the rate, then bisect, to the highest that meets --slo")
     ] = False,
@@ -132,6 +135,7 @@ def loadtest(
         connections=connections,
         timeout_s=lt.parse_duration(timeout),
         max_late_percent=max_late,
+        late_ms=lt.parse_duration(late_after) * 1000,
         master=master,
         expect_workers=expect_workers,
         master_bind_host=master_bind_host,

@@ -186,22 +186,16 @@ def loadtest(summary: dict, report_dir: Path) -> None:
 
 def _capacity(capacity: dict) -> None:
     steps = _table(f"Capacity search against {capacity['slo']}", "#", "rate", "why", "p50", "p99", "errors", "verdict")
-    for number, s in enumerate(capacity["steps"], 1):
+    for n, s in enumerate(capacity["steps"], 1):
         verdict = "[green]held[/]" if s["passed"] else ("[yellow]invalid[/]" if not s["valid"] else "[red]broke[/]")
-        steps.add_row(
-            str(number),
-            f"{s['rate']:g}",
-            s["why"],
-            f"{s['p50_ms']:.1f} ms",
-            f"{s['p99_ms']:.1f} ms",
-            f"{s['error_rate']:.2f}%",
-            verdict,
-        )
+        latency = (f"{s['p50_ms']:.1f} ms", f"{s['p99_ms']:.1f} ms")
+        steps.add_row(str(n), f"{s['rate']:g}", s["why"], *latency, f"{s['error_rate']:.2f}%", verdict)
     ui.out.print(steps)
     held, broke = capacity["held_rps"], capacity["broke_rps"]
     if held is not None:
         twice = " (held twice)" if capacity["confirmed"] else ""
-        above = f"; {broke:g} req/s broke it" if broke is not None else "; the top of the search held"
+        above = f"; {broke:g} req/s broke it" if broke is not None else ""
+        above = above or ("; the top of the search held" if capacity["reached_max_rate"] else "")
         ui.out.print(f"Capacity: [bold]{held:g} req/s[/] held {capacity['slo']}{twice}{above}")
     if capacity["stopped"]:
         ui.err.print(f"[yellow]the search stopped early:[/] {capacity['stopped']}")

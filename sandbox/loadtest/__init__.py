@@ -204,6 +204,8 @@ def _check_options(options: LoadTestOptions) -> None:
         raise ConfigError("--connections and the timeout must be positive", hint="e.g. --connections 1000")
     if not 0 <= options.max_late_percent <= 100:
         raise ConfigError("--max-late must be a percentage from 0 to 100", hint="e.g. --max-late 1")
+    if options.late_ms <= 0:
+        raise ConfigError("--late-after must be positive", hint="e.g. --late-after 50ms")
     if options.master and options.expect_workers < 1:
         raise ConfigError("--expect-workers must be at least 1", hint="e.g. --master --expect-workers 2")
     if options.master and options.open_loop:

@@ -72,7 +72,7 @@ def capacity_png(curve: list[dict], slo_ms: list[tuple[str, float]], held: float
             axis.plot(point["rate"], point["p99_ms"], marker="x", color="black", markersize=9)
     for text, limit in slo_ms:
         axis.axhline(limit, color="grey", linestyle="--", linewidth=1)
-        axis.annotate(text, (rates[0] if rates else 0, limit), fontsize=8, color="grey", va="bottom")
+        axis.annotate(text, (rates[-1] if rates else 0, limit), fontsize=8, color="grey", va="bottom", ha="right")
     if held is not None:
         axis.axvline(held, color="tab:blue", linestyle=":", linewidth=1.5, label=f"held: {held:g} req/s")
     axis.set_yscale("log")

@@ -282,6 +282,73 @@ def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, fraud
     assert summary["failures"] == 0
 
 
+def test_find_capacity_reports_a_rate_that_holds_again_and_breaks_20_percent_above(serving_stack, fraud, tmp_path):
+    # A latency limit well above the unloaded p99, so the knee is where the server saturates and the queue
+    # grows: sharp enough for 3-second steps on a busy machine. benchmarks/loadtest.py runs p99<100ms.
+    slo = "p99<300ms,error_rate<0.1%"
+    report = tmp_path / "capacity"
+    search = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--find-capacity",
+        "--slo",
+        slo,
+        "--start-rate",
+        "100",
+        "--duration",
+        "3s",
+        "--precision",
+        "10",
+        "--report",
+        str(report),
+        check=False,
+    )
+    summary = json.loads((report / "summary.json").read_text())
+    capacity = summary["capacity"]
+    print(search.stderr[-3000:])
+    assert search.returncode == 0, search.stdout + search.stderr
+    held, broke = capacity["held_rps"], capacity["broke_rps"]
+    assert capacity["confirmed"] and capacity["stopped"] is None
+    assert held > 0 and held < broke <= held * 1.1 + 0.01
+    assert [p["rate"] for p in capacity["curve"]] == sorted({s["rate"] for s in capacity["steps"]})
+    assert {"p50_ms", "p99_ms", "error_rate", "passed"} <= set(capacity["curve"][0])
+    assert (report / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (report / "summary.html").read_text()
+    assert "Latency" in page or "latency percentiles against the arrival rate" in page
+    assert page.count("data:image/png;base64,") == 2  # the capacity curve and the held run's timeline
+    assert f"{held:g} req/s" in search.stdout
+
+    # The acceptance: the rate found holds on a repeat, and 20% more breaks the SLO.
+    again = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--rate",
+        f"{held:g}",
+        "--duration",
+        "3s",
+        "--slo",
+        slo,
+        "--report",
+        str(tmp_path / "again"),
+        check=False,
+    )
+    assert again.returncode == 0, again.stdout
+    above = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--rate",
+        f"{held * 1.2:g}",
+        "--duration",
+        "3s",
+        "--slo",
+        slo,
+        "--report",
+        str(tmp_path / "above"),
+        check=False,
+    )
+    assert above.returncode == ExitCode.SLO_FAILED, above.stdout
+
+
 def test_deployments_survive_down_and_up(serving_stack, fraud):
     before = _inference(serving_stack, "fraud")
     pids = [local_pid(d) for d in _deployments(serving_stack).values() if d["instance"]]

@@ -141,3 +141,59 @@ def test_processes_figures_merge_exactly_and_late_sends_invalidate_the_run():
     assert raw["late_percent"] == pytest.approx(100 * 2 / 102) and raw["valid"] is False
     assert raw["timeline"][0]["rps"] == 101 and raw["timeline"][0]["p99"] == 1000.0
     assert summarize([fast], constant(99, 1), name="v1", max_late_percent=1.0)["valid"] is True
+
+
+def _open_summary(**extra) -> dict:
+    from sandbox.loadtest import LoadTestOptions, Target, finalize
+
+    profile = constant(100, 1)
+    raw = summarize([_part([2_000] * 100)], profile, name="v1 open loop", max_late_percent=1.0)
+    options = LoadTestOptions(rate_profile=profile, slo="p99<100ms")
+    return {**finalize(raw, Target("http://127.0.0.1:1", "m", "v1", "m"), options, SLO, None), **extra}
+
+
+def test_open_loop_capacity_and_comparison_reports_render(tmp_path, capsys):
+    from sandbox.cli import render
+    from sandbox.loadtest.report import write_report
+
+    run_step, _ = _server(knee=333)
+    found = capacity.find(capacity.Search(precision=0.1), run_step)
+    steps = [{k: v for k, v in s.items() if k != "summary"} for s in found["steps"]]
+    capacity_record = {
+        **{k: v for k, v in found.items() if k != "steps"},
+        "slo": "p99<100ms,error_rate<0.1%",
+        "curve": capacity.curve(found["steps"]),
+        "steps": steps,
+    }
+    rounds = [
+        {"a": {"p50_ms": 1.0, "p99_ms": 2.0 + r, "rps": 100.0}, "b": {"p50_ms": 1.5, "p99_ms": 9.0 + r, "rps": 99.0}}
+        for r in range(3)
+    ]
+    comparison = {
+        "labels": {"a": "old", "b": "new"},
+        "rounds": rounds,
+        "metrics": compare.analyse(rounds, ("old", "new")),
+        "order": ["0a", "0b", "1b", "1a", "2a", "2b"],
+    }
+    summary = _open_summary(capacity=capacity_record, comparison=comparison)
+    assert summary["mode"] == "open" and summary["valid"] and summary["passed"]
+    write_report(tmp_path, summary)
+    page = (tmp_path / "summary.html").read_text()
+    assert "latency from the scheduled send time" in page and "Capacity" in page and "Comparison" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"
+    render.loadtest(summary, tmp_path)
+    printed = capsys.readouterr()
+    assert f"{found['held_rps']:g} req/s" in printed.out and "B is higher (worse)" in printed.out
+    assert "Sent late: 0" in printed.out
+
+
+def test_an_open_loop_run_with_late_sends_is_invalid_and_fails():
+    from sandbox.loadtest import LoadTestOptions, Target, finalize
+
+    profile = constant(100, 1)
+    raw = summarize([_part([2_000] * 100, late=5)], profile, name="v1", max_late_percent=1.0)
+    summary = finalize(
+        raw, Target("http://127.0.0.1:1", "m", "v1", "m"), LoadTestOptions(rate_profile=profile), [], None
+    )
+    assert summary["valid"] is False and summary["passed"] is False
