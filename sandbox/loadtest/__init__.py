@@ -180,7 +180,9 @@ def finalize(raw: dict, target: Target, options: LoadTestOptions, objectives: li
     summary = dict(raw)
     summary.setdefault("mode", "closed")
     summary.update(
-        users=options.users if not options.open_loop else None,
+        users=(options.users if not options.users_profile else round(options.users_profile.peak))
+        if not options.open_loop
+        else None,
         spawn_rate=options.spawn_rate if not options.open_loop else None,
         processes=options.processes,
         protocol=target.protocol,

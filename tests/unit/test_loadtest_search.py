@@ -11,13 +11,23 @@ from sandbox.loadtest.shapes import constant
 SLO = slo.parse_slo("p99<100ms,error_rate<0.1%")
 
 
-def _server(knee: float, *, flaky_at: set[float] = frozenset(), invalid_at: set[float] = frozenset()):
-    """A target whose p99 is 20 ms below ``knee`` req/s and 2 s above; the verdict as `finalize` gives it."""
+def _server(
+    knee: float,
+    *,
+    flaky_at: set[float] = frozenset(),
+    lucky_at: set[float] = frozenset(),
+    invalid_at: set[float] = frozenset(),
+):
+    """A target whose p99 is 20 ms below ``knee`` req/s and 2 s above; the verdict as `finalize` gives it.
+
+    A rate in ``flaky_at`` is slow on its second run, one in ``lucky_at`` fast on its second run.
+    """
     calls: list[float] = []
 
     def run_step(rate: float, why: str) -> dict:
         calls.append(rate)
-        slow = rate > knee or (rate in flaky_at and calls.count(rate) == 2)
+        second = calls.count(rate) == 2
+        slow = (rate > knee and not (rate in lucky_at and second)) or (rate in flaky_at and second)
         p99 = 2000.0 if slow else 20.0
         summary = {"requests": int(rate * 10), "failures": 0, "rps": rate, "p50_ms": p99 / 2, "p99_ms": p99}
         summary["valid"] = rate not in invalid_at
@@ -35,7 +45,10 @@ def test_the_search_steps_up_bisects_and_confirms_the_rate_that_held():
     held, broke = result["held_rps"], result["broke_rps"]
     assert held <= 333 < broke and (broke - held) <= 0.05 * held
     assert result["confirmed"] and result["stopped"] is None
-    assert calls[-1] == held and [s["why"] for s in result["steps"]][-1] == "confirm"
+    assert [(s["rate"], s["why"], s["passed"]) for s in result["steps"]][-2:] == [
+        (held, "confirm", True),
+        (broke, "confirm", False),
+    ]
     points = capacity.curve(result["steps"])
     assert [p["rate"] for p in points] == sorted({s["rate"] for s in result["steps"]})
 
@@ -43,9 +56,23 @@ def test_the_search_steps_up_bisects_and_confirms_the_rate_that_held():
 def test_a_rate_that_breaks_on_its_repeat_is_not_reported():
     run_step, _ = _server(knee=333)
     first = capacity.find(capacity.Search(precision=0.05), run_step)
-    run_step, _ = _server(knee=333, flaky_at={first["held_rps"]})
+    run_step, calls = _server(knee=333, flaky_at={first["held_rps"]})
     again = capacity.find(capacity.Search(precision=0.05), run_step)
-    assert again["held_rps"] < first["held_rps"] and again["confirmed"]
+    # Its repeat broke, so the search looked below it; only a third run (held again) brought it back.
+    assert calls.count(first["held_rps"]) == 3 and again["confirmed"]
+    runs = [s["passed"] for s in again["steps"] if s["rate"] == again["held_rps"]]
+    assert runs == [True, False, True]
+
+
+def test_a_rate_that_broke_is_run_again_and_looked_above_when_it_holds():
+    run_step, _ = _server(knee=333)
+    first = capacity.find(capacity.Search(precision=0.05), run_step)
+    lucky = first["broke_rps"]
+    run_step, _ = _server(knee=333, lucky_at={lucky})
+    again = capacity.find(capacity.Search(precision=0.05), run_step)
+    # Its repeat held, so the search looked above it; its third run broke, and the search came back down.
+    assert [s["passed"] for s in again["steps"] if s["rate"] == lucky] == [False, True, False]
+    assert again["held_rps"] == first["held_rps"] and again["confirmed"]
 
 
 def test_the_search_goes_down_when_the_start_already_breaks():
