@@ -47,6 +47,9 @@ from sandbox.loadtest.shapes import Profile
 # the scheduler's own wake-ups slip by tens of milliseconds now and then (measured here at load 7 on 2 cores),
 # which says nothing about whether the generator keeps up; one that cannot keeps slipping further.
 LATE_MS = 50.0
+# Every timestamp comes from the monotonic clock itself, not the event loop's: uvloop's loop.time() is
+# libuv's cached millisecond clock, which would round every latency to a millisecond.
+_now = time.monotonic
 MAX_PENDING = 200_000  # requests waiting for a connection; past this they are dropped and counted
 
 
@@ -212,7 +215,7 @@ class _Pool:
             self.opening -= 1
             if self.pending:  # this connection was opened for the oldest waiting request: it fails
                 scheduled = self.pending.popleft()
-                now = self.loop.time()
+                now = _now()
                 self.stats.done(scheduled, now, now, f"connect: {exc.strerror or type(exc).__name__}")
 
     def ready(self, connection: _Connection) -> None:
@@ -222,13 +225,13 @@ class _Pool:
     def _next(self, connection: _Connection) -> None:
         if self.pending:
             self.busy.add(connection)
-            connection.send(self.pending.popleft(), self._request(), self.loop.time())
+            connection.send(self.pending.popleft(), self._request(), _now())
         else:
             self.busy.discard(connection)
             self.idle.append(connection)
 
     def finished(self, connection: _Connection, scheduled: float, error: str | None) -> None:
-        self.stats.done(scheduled, connection.written, self.loop.time(), error)
+        self.stats.done(scheduled, connection.written, _now(), error)
         self._next(connection)
 
     def lost(self, connection: _Connection, exc) -> None:
@@ -241,7 +244,7 @@ class _Pool:
                 # request goes out again on another connection, as HTTP clients do for a stale keep-alive one.
                 self.pending.appendleft(connection.job)
             else:
-                now = self.loop.time()
+                now = _now()
                 reason = "connection reset" if exc else "connection closed by the server"
                 self.stats.done(connection.job, connection.written, now, reason)
             connection.job = None
@@ -280,18 +283,18 @@ async def _generate(spec: dict, profile: Profile, part: int, parts: int, get_sta
         pool.opening += 1
         await pool._open()
     start_wall = await loop.run_in_executor(None, get_start)
-    start = stats.start = loop.time() + (start_wall - time.time())
+    start = stats.start = _now() + (start_wall - time.time())
     late_s = float(spec.get("late_ms", LATE_MS)) / 1000
     next_expiry = start + 0.1
     arrivals = profile.arrivals(part, parts)
     due = next(arrivals, None)
     while due is not None:
         when = start + due
-        now = loop.time()
+        now = _now()
         if when > now:
             # At least a millisecond: uvloop's timers have millisecond resolution, and a shorter sleep spins.
             await asyncio.sleep(max(when - now, 0.001))
-            now = loop.time()
+            now = _now()
         while due is not None and start + due <= now:
             scheduled = start + due
             lag = now - scheduled
@@ -307,11 +310,11 @@ async def _generate(spec: dict, profile: Profile, part: int, parts: int, get_sta
             pool.expire(now)
             next_expiry = now + 0.1
     # Let what is in flight finish, up to the timeout; what is left then failed.
-    deadline = loop.time() + pool.timeout
-    while pool.in_flight() and loop.time() < deadline:
+    deadline = _now() + pool.timeout
+    while pool.in_flight() and _now() < deadline:
         await asyncio.sleep(0.02)
-        pool.expire(loop.time())
-    pool.expire(loop.time(), everything=True)
+        pool.expire(_now())
+    pool.expire(_now(), everything=True)
     pool.close()
     return stats
 

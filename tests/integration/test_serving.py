@@ -294,7 +294,7 @@ def test_find_capacity_reports_a_rate_that_holds_again_and_breaks_20_percent_abo
         "--slo",
         slo,
         "--start-rate",
-        "100",
+        "200",
         "--duration",
         "4s",
         "--precision",
