@@ -8,12 +8,12 @@ open-loop steps of `--duration` each:
    `--max-rate` holds;
 2. bisect between the highest rate that held and the lowest that broke until
    they are within `--precision` (5% by default) of each other;
-3. confirm both ends: the highest rate that held is run once more; if the
-   repeat breaks the SLO, that rate counts as broken and the search goes on
-   below it. Then the lowest rate that broke is run again; if the repeat
-   holds, it counts as held and the search goes on above it. So the rate
-   reported has held twice and the rate above it has broken twice: on a
-   machine whose speed wanders, one run each way is not enough to tell.
+3. confirm: the highest rate that held is run once more; if the repeat
+   breaks the SLO, that rate counts as broken (a rate that breaks now and
+   then is over capacity) and the search goes on below it, from the highest
+   rate that held every time it ran. So the rate reported has held twice and
+   never broken: near the knee one run is a coin toss, and on a machine whose
+   speed wanders the knee itself moves.
 
 A step whose generator fell behind (`valid` false: too many requests sent
 late) says nothing about the server; it is run again once, and if it is still
@@ -111,7 +111,7 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
             if rate < MIN_RATE:
                 stopped = f"the SLO breaks even at {broke:g} req/s"
                 break
-    # 2. bisect; 3. confirm both ends: the rate that held runs again, and so does the rate that broke.
+    # 2. bisect; 3. confirm: the rate that held runs again, and holds only if it held every time.
     while stopped is None and held is not None and broke is not None:
         while broke - held > search.precision * held:
             middle = round((held + broke) / 2, 3)
@@ -125,30 +125,19 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
                 broke = middle
         if stopped is not None:
             break
-        record = (
-            step(held, "confirm") if _runs(search.steps, held, passed=True) < 2 else {"valid": True, "passed": True}
+        if _runs(search.steps, held, passed=True) < 2 and not _runs(search.steps, held, passed=False):
+            record = step(held, "confirm")
+            if record is None or not record["valid"]:
+                stopped = "too many steps" if record is None else f"the generator fell behind at {held:g} req/s"
+                break
+        if not _runs(search.steps, held, passed=False):
+            break
+        broke = held  # it held, then broke: a rate that breaks now and then is over capacity
+        held = max(
+            (rate for rate in _rates(search.steps) if rate < broke and _always(search.steps, rate)), default=None
         )
-        if record is None or not record["valid"]:
-            stopped = "too many steps" if record is None else f"the generator fell behind at {held:g} req/s"
-            break
-        if not record["passed"]:
-            broke = held  # it held once and broke once: count it as broken, look below it
-            held = _highest(search.steps, below=broke, passed=True)
-            if held is None:
-                stopped = f"no rate held twice below {broke:g} req/s"
-            continue
-        if _runs(search.steps, broke, passed=False) >= 2:
-            break
-        record = step(broke, "confirm")
-        if record is None or not record["valid"]:
-            stopped = "too many steps" if record is None else f"the generator fell behind at {broke:g} req/s"
-            break
-        if not record["passed"]:
-            break
-        held = broke  # it broke once and held once: count it as held, look above it
-        broke = _lowest(search.steps, above=held, passed=False)
-        if broke is None:
-            break  # nothing above broke: the top of the search held
+        if held is None:
+            stopped = f"no rate held every time below {broke:g} req/s"
     confirmed = held is not None and _runs(search.steps, held, passed=True) >= 2
     return {
         "held_rps": held,
@@ -165,12 +154,14 @@ def _runs(steps: list[dict], rate: float, *, passed: bool) -> int:
     return sum(1 for s in steps if s["rate"] == rate and s["valid"] and s["passed"] is passed)
 
 
-def _highest(steps: list[dict], *, below: float, passed: bool) -> float | None:
-    return max((s["rate"] for s in steps if s["rate"] < below and s["passed"] is passed), default=None)
+def _rates(steps: list[dict]) -> set[float]:
+    return {s["rate"] for s in steps}
 
 
-def _lowest(steps: list[dict], *, above: float, passed: bool) -> float | None:
-    return min((s["rate"] for s in steps if s["rate"] > above and s["passed"] is passed), default=None)
+def _always(steps: list[dict], rate: float) -> bool:
+    """Every valid run at ``rate`` met the SLO."""
+    runs = [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
+    return bool(runs) and all(runs)
 
 
 def curve(steps: list[dict]) -> list[dict]:
