@@ -17,8 +17,8 @@ rounds (order alternated), and reported as medians with every round's value besi
   distributed  Locust's distributed mode, a master and 2 `sandbox loadtest-worker` processes on
                loopback, against `--processes 2`, same users and duration: total requests/s.
   capacity     a sandbox with the reference model (RandomForest, 20 trees, batching 32 / 2 ms, as
-               the integration tests deploy it): `--find-capacity --slo 'p99<100ms,error_rate<0.1%'`,
-               then a repeat run at the rate found and a run 20% above it.
+               the integration tests deploy it): `--find-capacity --slo 'p99<100ms,error_rate<0.1%'
+               --confirm-runs 3`, then a repeat run at the rate found and a run 20% above it.
 
 Every server binds 127.0.0.1; every process started here is stopped at the end, on failure too.
 """
@@ -350,6 +350,8 @@ def capacity(args, work: Path) -> dict:
             "25",
             "--duration",
             step,
+            "--confirm-runs",
+            str(args.confirm_runs),
             "--report",
             str(work / "capacity"),
             "--dir",
@@ -398,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
     parser.add_argument("--capacity-step", type=float, default=5.0, help="seconds per capacity-search step")
+    parser.add_argument("--confirm-runs", type=int, default=3, help="capacity search: runs the rate found must hold")
     parser.add_argument("--results", type=Path, default=Path("reports/bench-loadtest.json"))
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]

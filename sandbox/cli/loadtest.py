@@ -56,6 +56,7 @@ def loadtest(
     start_rate: Annotated[float, typer.Option(help="Capacity search: the first rate (req/s)")] = 10,
     max_rate: Annotated[float, typer.Option(help="Capacity search: stop raising here (req/s)")] = 10_000,
     precision: Annotated[float, typer.Option(help="Capacity search: bisect until within this %")] = 5,
+    confirm_runs: Annotated[int, typer.Option(help="Capacity search: runs the rate found must hold, every one")] = 2,
     compare: Annotated[
         str | None,
         typer.Option(help="A second target: the same load alternately against both, differences with 95% CI"),
@@ -150,7 +151,7 @@ def loadtest(
     if find_capacity:
         from sandbox.loadtest.capacity import Search
 
-        search = Search(start_rate=start_rate, max_rate=max_rate, precision=precision / 100)
+        search = Search(start_rate=start_rate, max_rate=max_rate, precision=precision / 100, confirm_runs=confirm_runs)
         with ui.step(f"Capacity search on {where} against {slo}, {length:g} s steps") as step:
             summary = lt.find_capacity(resolved, options, report_dir, search, echo=ui.err.print)
             held = summary["capacity"]["held_rps"]

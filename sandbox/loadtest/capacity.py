@@ -8,12 +8,12 @@ open-loop steps of `--duration` each:
    `--max-rate` holds;
 2. bisect between the highest rate that held and the lowest that broke until
    they are within `--precision` (5% by default) of each other;
-3. confirm: the highest rate that held is run once more; if the repeat
-   breaks the SLO, that rate counts as broken (a rate that breaks now and
-   then is over capacity) and the search goes on below it, from the highest
-   rate that held every time it ran. So the rate reported has held twice and
-   never broken: near the knee one run is a coin toss, and on a machine whose
-   speed wanders the knee itself moves.
+3. confirm: the highest rate that held is run again, until it has held
+   `--confirm-runs` times (2 by default); if a repeat breaks the SLO, that
+   rate counts as broken (a rate that breaks now and then is over capacity)
+   and the search goes on below it, from the highest rate that held every
+   time it ran. So the rate reported held every run: near the knee one run
+   is a coin toss, and on a machine whose speed wanders the knee moves.
 
 A step whose generator fell behind (`valid` false: too many requests sent
 late) says nothing about the server; it is run again once, and if it is still
@@ -41,6 +41,7 @@ class Search:
     start_rate: float = 10.0
     max_rate: float = 10_000.0
     precision: float = 0.05  # stop bisecting when (broke - held) / held is at most this
+    confirm_runs: int = 2  # runs the reported rate must have held, every one
     steps: list[dict] = field(default_factory=list)
 
     def check(self, objectives: list[slo.Objective]) -> None:
@@ -58,6 +59,8 @@ class Search:
             )
         if not 0.001 <= self.precision <= 0.5:
             raise ConfigError(f"--precision {self.precision:g}% is out of range", hint="use 0.1 to 50 (percent)")
+        if not 1 <= self.confirm_runs <= 10:
+            raise ConfigError(f"--confirm-runs {self.confirm_runs} is out of range", hint="use 1 to 10 (2 by default)")
 
 
 def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
@@ -125,11 +128,13 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
                 broke = middle
         if stopped is not None:
             break
-        if _runs(search.steps, held, passed=True) < 2 and not _runs(search.steps, held, passed=False):
+        while _runs(search.steps, held, passed=True) < search.confirm_runs and _always(search.steps, held):
             record = step(held, "confirm")
             if record is None or not record["valid"]:
                 stopped = "too many steps" if record is None else f"the generator fell behind at {held:g} req/s"
                 break
+        if stopped is not None:
+            break
         if not _runs(search.steps, held, passed=False):
             break
         broke = held  # it held, then broke: a rate that breaks now and then is over capacity
@@ -138,7 +143,7 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
         )
         if held is None:
             stopped = f"no rate held every time below {broke:g} req/s"
-    confirmed = held is not None and _runs(search.steps, held, passed=True) >= 2
+    confirmed = held is not None and _runs(search.steps, held, passed=True) >= search.confirm_runs
     return {
         "held_rps": held,
         "broke_rps": broke,

@@ -284,7 +284,9 @@ def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, fraud
 
 def test_find_capacity_reports_a_rate_that_holds_again_and_breaks_20_percent_above(serving_stack, fraud, tmp_path):
     # A latency limit well above the unloaded p99, so the knee is where the server saturates and the queue
-    # grows: sharp enough for 4-second steps on a busy machine. benchmarks/loadtest.py runs p99<100ms.
+    # grows: sharp enough for 4-second steps on a busy machine; and the rate found must hold 3 runs of 3,
+    # since near the knee a run is a coin toss and this machine's speed wanders. benchmarks/loadtest.py
+    # runs p99<100ms.
     slo = "p99<300ms,error_rate<0.1%"
     report = tmp_path / "capacity"
     search = serving_stack.cli(
@@ -299,6 +301,8 @@ def test_find_capacity_reports_a_rate_that_holds_again_and_breaks_20_percent_abo
         "4s",
         "--precision",
         "10",
+        "--confirm-runs",
+        "3",
         "--report",
         str(report),
         check=False,
@@ -310,7 +314,7 @@ def test_find_capacity_reports_a_rate_that_holds_again_and_breaks_20_percent_abo
     held, broke = capacity["held_rps"], capacity["broke_rps"]
     assert capacity["confirmed"] and capacity["stopped"] is None
     runs = {rate: [s["passed"] for s in capacity["steps"] if s["rate"] == rate] for rate in (held, broke)}
-    assert len(runs[held]) >= 2 and all(runs[held]) and not all(runs[broke])  # held every time, twice at least
+    assert len(runs[held]) >= 3 and all(runs[held]) and not all(runs[broke])  # held every time, 3 times at least
     assert held > 0 and held < broke <= held * 1.1 + 0.01
     assert [p["rate"] for p in capacity["curve"]] == sorted({s["rate"] for s in capacity["steps"]})
     assert {"p50_ms", "p99_ms", "error_rate", "passed"} <= set(capacity["curve"][0])

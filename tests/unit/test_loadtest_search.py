@@ -60,6 +60,22 @@ def test_a_rate_that_breaks_on_its_repeat_is_not_reported():
     assert all(s["passed"] for s in again["steps"] if s["rate"] == again["held_rps"])
 
 
+def test_more_confirm_runs_reject_a_rate_that_breaks_on_its_third_run():
+    run_step, calls = _server(knee=333)
+    first = capacity.find(capacity.Search(precision=0.05), run_step)
+    held = first["held_rps"]
+
+    def third_run_slow(rate: float, why: str) -> dict:
+        summary = run_step(rate, why)
+        if rate == held and calls.count(rate) == 5:  # 2 in the first search, then its third here
+            summary["passed"] = False
+        return summary
+
+    again = capacity.find(capacity.Search(precision=0.05, confirm_runs=3), third_run_slow)
+    assert again["held_rps"] < held and again["confirmed"]
+    assert [s["passed"] for s in again["steps"] if s["rate"] == again["held_rps"]] == [True, True, True]
+
+
 def test_the_search_goes_down_when_the_start_already_breaks():
     run_step, calls = _server(knee=3)
     result = capacity.find(capacity.Search(start_rate=100, precision=0.1), run_step)
@@ -88,6 +104,7 @@ def test_a_generator_that_falls_behind_twice_stops_the_search_and_says_why():
         (capacity.Search(), "rps>5", "rps term"),
         (capacity.Search(start_rate=100, max_rate=10), "p99<1s", "out of order"),
         (capacity.Search(precision=0.9), "p99<1s", "precision"),
+        (capacity.Search(confirm_runs=0), "p99<1s", "--confirm-runs"),
     ],
 )
 def test_bad_searches_are_refused(search, spec, words):
