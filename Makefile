@@ -12,7 +12,7 @@ IMAGE   ?= ml-sandbox:$(VERSION)
 DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-kind scenarios image test-image lock clean
+.PHONY: help install sandbox down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-logging: install  ## serving throughput with the inference log on and off
 
 bench-scenarios: install  ## wall time of each checklist scenario on a fresh sandbox
 	$(BIN)/python benchmarks/scenarios.py
+
+bench-loadtest: install  ## load generators: cost against wrk, open vs closed loop under a stall, distributed, capacity search
+	$(BIN)/python -m benchmarks.loadtest
 
 bench-startup: install  ## cold and warm `sandbox up` against a bare `mlflow server`
 	$(BIN)/python benchmarks/startup.py

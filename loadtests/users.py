@@ -2,8 +2,16 @@
 
 Each class posts one request shape; the payload rows, model name and request
 name are set on a subclass by the runner (`sandbox loadtest`), so any tabular
-model can be load-tested without code. Usable directly with the `locust` CLI
-too: set `LOADTEST_MODEL` and `LOADTEST_WIDTH` (random rows) in the environment.
+model can be load-tested without code.
+
+Usable directly with plain Locust, for people with Locust habits:
+
+    LOADTEST_MODEL=fraud LOADTEST_WIDTH=8 locust -f loadtests/users.py --host http://127.0.0.1:8080
+
+runs `InferenceUser` (the only concrete class here) with random rows of
+LOADTEST_WIDTH features against LOADTEST_MODEL, over LOADTEST_PROTOCOL (v1,
+the default, or v2). Add `loadtests/shapes.py` to the `-f` list for a ramp,
+step, spike or soak shape (see that file).
 """
 
 from __future__ import annotations
@@ -90,6 +98,19 @@ class ABUser(_InferenceUser):
             _check(response, "predictions")
             if not variant:
                 response.failure("no x-model-variant header")
+
+
+class InferenceUser(_InferenceUser):
+    """For plain `locust -f loadtests/users.py`: V1 or V2 (LOADTEST_PROTOCOL), rows of LOADTEST_WIDTH features."""
+
+    protocol = os.environ.get("LOADTEST_PROTOCOL", "v1")
+
+    @task
+    def call(self) -> None:
+        if self.protocol == "v2":
+            self._post(f"/v2/models/{self.model_name}/infer", v2_body(self._sample()), "v2 infer", "outputs")
+        else:
+            self._post(f"/v1/models/{self.model_name}:predict", v1_body(self._sample()), "v1 predict", "predictions")
 
 
 def _check(response, key: str) -> None:

@@ -42,6 +42,7 @@ for function in (
     stack.logs,
     scenarios.checklist,
     loadtest.loadtest,
+    loadtest.loadtest_worker,
     stack.doctor,
 ):
     app.command()(function)

@@ -1,7 +1,15 @@
 """Runs one headless Locust test through Locust's library API.
 
-    python -m sandbox.loadtest.engine SPEC.json            # the runner (local, or master with workers)
-    python -m sandbox.loadtest.engine SPEC.json --worker   # a worker process, for --processes N
+    python -m sandbox.loadtest.engine SPEC.json                  # the runner (local, or master with workers)
+    python -m sandbox.loadtest.engine --connect HOST:PORT        # a worker (--processes N, `sandbox loadtest-worker`)
+
+A worker needs nothing but the master's address: once it is ready the master
+sends it the run's spec (target, protocol, payload rows) in a custom message,
+ahead of the spawn message, and the worker builds the same user class from it.
+So `--processes N` (workers started here, on 127.0.0.1) and `--master` (workers
+started by hand or as pods, anywhere that reaches the master) are one code path.
+A users-over-time profile (`--shape`) runs as Locust's `LoadTestShape` on the
+runner or master.
 
 It is a separate process because Locust patches the standard library with
 gevent at import time, which must happen before anything else is imported.
@@ -27,8 +35,10 @@ import psutil  # noqa: E402
 from locust import events  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.html import get_html_report  # noqa: E402
+from locust.runners import MasterRunner  # noqa: E402
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history  # noqa: E402
 
+from loadtests.shapes import ProfileShape  # noqa: E402
 from loadtests.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
 
 USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser, "mlflow": MLflowServeUser}
@@ -52,7 +62,24 @@ def _user_class(spec: dict) -> type:
 
 
 def _environment(spec: dict) -> Environment:
-    return Environment(user_classes=[_user_class(spec)], events=events, host=spec["host"])
+    shape = ProfileShape(spec["users_profile"]) if spec.get("users_profile") else None
+    return Environment(user_classes=[_user_class(spec)], events=events, host=spec["host"], shape_class=shape)
+
+
+SPEC_MESSAGE = "sandbox_spec"
+
+
+def run_worker(master_host: str, master_port: int) -> None:
+    """A Locust worker that learns its user class from the master's spec message."""
+    env = Environment(user_classes=[], events=events)
+    runner = env.create_worker_runner(master_host, master_port)
+
+    def on_spec(environment, msg, **_kwargs) -> None:
+        environment.user_classes = [_user_class(msg.data)]
+        environment.host = msg.data["host"]
+
+    runner.register_message(SPEC_MESSAGE, on_spec)
+    runner.greenlet.join()
 
 
 def _free_port() -> int:
@@ -63,10 +90,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_worker(spec: dict, master_port: int) -> None:
-    env = _environment(spec)
-    runner = env.create_worker_runner("127.0.0.1", master_port)
-    runner.greenlet.join()
+def _await_workers(runner: MasterRunner, spec: dict, expected: int, wait_s: float | None) -> None:
+    """Wait until ``expected`` workers are ready, handing each its spec as it arrives."""
+    briefed: set[str] = set()
+    deadline = time.monotonic() + wait_s if wait_s else None
+    while True:
+        for client_id in [c.id for c in runner.clients.ready] + [c.id for c in runner.clients.running]:
+            if client_id not in briefed:
+                runner.send_message(SPEC_MESSAGE, _worker_spec(spec), client_id)
+                briefed.add(client_id)
+        if len(runner.clients.ready) >= expected:
+            print(f"{len(runner.clients.ready)} worker(s) connected", flush=True)
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(runner.clients.ready)} of {expected} Locust workers connected")
+        gevent.sleep(0.1)
+
+
+def _worker_spec(spec: dict) -> dict:
+    keys = ("host", "model_name", "protocol", "rows", "rows_per_request", "columns")
+    return {key: spec.get(key) for key in keys}
 
 
 def run(spec: dict) -> dict:
@@ -74,28 +117,29 @@ def run(spec: dict) -> dict:
     report.mkdir(parents=True, exist_ok=True)
     env = _environment(spec)
     processes = max(1, int(spec.get("processes", 1)))
+    master = spec.get("master")
     workers: list[subprocess.Popen] = []
     cpu_samples: list[float] = []
     generator = psutil.Process()
     generator.cpu_percent()  # the first reading is always 0: prime it
 
-    if processes > 1:
-        port = _free_port()
-        runner = env.create_master_runner("127.0.0.1", port)
-        spec_file = report / "spec.json"
-        for _ in range(processes):
+    if master or processes > 1:
+        if master:  # workers join from elsewhere: `sandbox loadtest-worker --master-host H`
+            bind, port, expected, wait_s = master["bind_host"], master["port"], master["workers"], master.get("wait_s")
+        else:
+            bind, port, expected, wait_s = "127.0.0.1", _free_port(), processes, 60
+        runner = env.create_master_runner(bind, port)
+        worker_log = (report / "workers.log").open("ab")
+        for _ in range(0 if master else processes):
             workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "sandbox.loadtest.engine", str(spec_file), "--worker", str(port)],
+                    [sys.executable, "-m", "sandbox.loadtest.engine", "--connect", f"127.0.0.1:{port}"],
                     stdout=subprocess.DEVNULL,
-                    stderr=(report / "workers.log").open("ab"),
+                    stderr=worker_log,
                 )
             )
-        deadline = time.monotonic() + 60
-        while len(runner.clients.ready) < processes:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(runner.clients.ready)} of {processes} Locust workers connected")
-            gevent.sleep(0.1)
+        print(f"master listening on {bind}:{port}, waiting for {expected} worker(s)", flush=True)
+        _await_workers(runner, spec, expected, wait_s)
     else:
         runner = env.create_local_runner()
 
@@ -112,7 +156,7 @@ def run(spec: dict) -> dict:
             total = env.stats.total
             own = generator.cpu_percent()
             # With workers, the load is generated there; their heartbeats carry their CPU use.
-            workers_cpu = [c.cpu_usage for c in runner.clients.values()] if processes > 1 else []
+            workers_cpu = [c.cpu_usage for c in runner.clients.values()] if isinstance(runner, MasterRunner) else []
             cpu_samples.append(max([own, *workers_cpu]))
             timeline.append(
                 {
@@ -128,8 +172,13 @@ def run(spec: dict) -> dict:
             )
 
     sampler = gevent.spawn(sample_timeline)
-    runner.start(spec["users"], spawn_rate=spec["spawn_rate"])
-    gevent.spawn_later(spec["duration_s"], runner.quit)
+    if env.shape_class is not None:
+        runner.start_shape()
+        duration = env.shape_class.profile.duration_s + 1  # the shape stops the users; then quit
+    else:
+        runner.start(spec["users"], spawn_rate=spec["spawn_rate"])
+        duration = spec["duration_s"]
+    gevent.spawn_later(duration, runner.quit)
     runner.greenlet.join()
     ended = time.time()
     history.kill()
@@ -173,6 +222,8 @@ def run(spec: dict) -> dict:
             "mean": sum(cpu_samples) / len(cpu_samples) if cpu_samples else 0.0,
         },
         "generator_saturated": bool(runner.cpu_warning_emitted or getattr(runner, "worker_cpu_warning_emitted", False)),
+        "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 0,
+        "users_profile": spec.get("users_profile"),
     }
     (report / "raw.json").write_text(json.dumps(raw, indent=2, default=str))
     return raw
@@ -180,14 +231,14 @@ def run(spec: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("--worker", type=int, metavar="MASTER_PORT")
+    parser.add_argument("spec", type=Path, nargs="?")
+    parser.add_argument("--connect", metavar="HOST:PORT", help="run as a worker of the master there")
     args = parser.parse_args()
-    spec = json.loads(args.spec.read_text())
-    if args.worker:
-        run_worker(spec, args.worker)
+    if args.connect:
+        host, _, port = args.connect.rpartition(":")
+        run_worker(host, int(port))
     else:
-        run(spec)
+        run(json.loads(args.spec.read_text()))
 
 
 if __name__ == "__main__":

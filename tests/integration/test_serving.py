@@ -282,6 +282,50 @@ def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, fraud
     assert summary["failures"] == 0
 
 
+def test_find_capacity_brackets_the_rate_the_slo_allows_and_charts_the_curve(serving_stack, fraud, tmp_path):
+    # The search's mechanics on the real server: steps, bisection, repeats, the report. Whether the rate found
+    # holds on yet another run and breaks 20% higher is a timing figure: benchmarks/loadtest.py prints it.
+    # A latency limit well above the unloaded p99 puts the knee where the server saturates.
+    slo = "p99<300ms,error_rate<0.1%"
+    report = tmp_path / "capacity"
+    search = serving_stack.cli(
+        "loadtest",
+        "fraud",
+        "--find-capacity",
+        "--slo",
+        slo,
+        "--start-rate",
+        "200",
+        "--duration",
+        "4s",
+        "--precision",
+        "10",
+        "--confirm-runs",
+        "3",
+        "--report",
+        str(report),
+        check=False,
+    )
+    summary = json.loads((report / "summary.json").read_text())
+    capacity = summary["capacity"]
+    print(search.stderr[-3000:])
+    assert search.returncode == 0, search.stdout + search.stderr
+    held, broke = capacity["held_rps"], capacity["broke_rps"]
+    assert capacity["confirmed"] and capacity["stopped"] is None
+    runs = {rate: [s["passed"] for s in capacity["steps"] if s["rate"] == rate] for rate in (held, broke)}
+    assert len(runs[held]) >= 3 and all(runs[held]) and not all(runs[broke])  # held every time, 3 times at least
+    assert held > 0 and held < broke <= held * 1.1 + 0.01
+    for step in capacity["steps"]:  # every verdict is the SLO's, applied to that step's own figures
+        assert step["passed"] == (step["valid"] and step["p99_ms"] < 300 and step["error_rate"] < 0.1), step
+    assert [p["rate"] for p in capacity["curve"]] == sorted({s["rate"] for s in capacity["steps"]})
+    assert {"p50_ms", "p99_ms", "error_rate", "passed"} <= set(capacity["curve"][0])
+    assert (report / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (report / "summary.html").read_text()
+    assert 'alt="latency percentiles against the arrival rate"' in page
+    assert page.count("data:image/png;base64,") == 2  # the capacity curve and the held run's timeline
+    assert f"{held:g} req/s" in search.stdout
+
+
 def test_deployments_survive_down_and_up(serving_stack, fraud):
     before = _inference(serving_stack, "fraud")
     pids = [local_pid(d) for d in _deployments(serving_stack).values() if d["instance"]]

@@ -1,0 +1,178 @@
+"""Capacity search: the highest constant arrival rate at which a target still meets its SLO.
+
+`sandbox loadtest TARGET --find-capacity --slo 'p99<100ms,error_rate<0.1%'` runs
+open-loop steps of `--duration` each:
+
+1. up: from `--start-rate`, doubling the rate while the SLO holds (halving from
+   the start when even the first step breaks it), until a step breaks it or
+   `--max-rate` holds;
+2. bisect between the highest rate that held and the lowest that broke until
+   they are within `--precision` (5% by default) of each other;
+3. confirm: the highest rate that held is run again, until it has held
+   `--confirm-runs` times (2 by default); if a repeat breaks the SLO, that
+   rate counts as broken (a rate that breaks now and then is over capacity)
+   and the search goes on below it, from the highest rate that held every
+   time it ran. So the rate reported held every run: near the knee one run
+   is a coin toss, and on a machine whose speed wanders the knee moves.
+
+A step whose generator fell behind (`valid` false: too many requests sent
+late) says nothing about the server; it is run again once, and if it is still
+invalid the search stops there and says that the generator, not the target,
+was the limit (more `--processes`, or another machine). Every step's rate,
+latency percentiles, error rate and verdict go into `summary.json`'s
+`capacity.steps`, and the latency-against-rate curve into the report's chart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sandbox.errors import ConfigError
+from sandbox.loadtest import slo
+
+GROWTH = 2.0
+MIN_RATE = 0.5
+MAX_STEPS = 40
+
+
+@dataclass
+class Search:
+    start_rate: float = 10.0
+    max_rate: float = 10_000.0
+    precision: float = 0.05  # stop bisecting when (broke - held) / held is at most this
+    confirm_runs: int = 2  # runs the reported rate must have held, every one
+    steps: list[dict] = field(default_factory=list)
+
+    def check(self, objectives: list[slo.Objective]) -> None:
+        if not objectives:
+            raise ConfigError("--find-capacity needs an SLO to hold", hint="e.g. --slo 'p99<100ms,error_rate<0.1%'")
+        if any(o.metric == "rps" for o in objectives):
+            raise ConfigError(
+                "an rps term means nothing in a capacity search (the rate is what the search sets)",
+                hint="drop the rps term; keep latency and error_rate terms",
+            )
+        if not 0 < self.start_rate <= self.max_rate:
+            raise ConfigError(
+                f"--start-rate {self.start_rate:g} and --max-rate {self.max_rate:g} are out of order",
+                hint="e.g. --start-rate 10 --max-rate 5000",
+            )
+        if not 0.001 <= self.precision <= 0.5:
+            raise ConfigError(f"--precision {self.precision:g}% is out of range", hint="use 0.1 to 50 (percent)")
+        if not 1 <= self.confirm_runs <= 10:
+            raise ConfigError(f"--confirm-runs {self.confirm_runs} is out of range", hint="use 1 to 10 (2 by default)")
+
+
+def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
+    """Drive ``run_step(rate, why)`` (which returns a finalized summary) to the capacity; the search's record."""
+
+    def step(rate: float, why: str) -> dict | None:
+        if len(search.steps) >= MAX_STEPS:
+            return None
+        summary = run_step(rate, why)
+        if not summary.get("valid", True):
+            summary = run_step(rate, why + ", again: the generator fell behind")
+        record = {
+            "rate": rate,
+            "why": why,
+            "passed": bool(summary["passed"]),
+            "valid": bool(summary.get("valid", True)),
+            "achieved_rps": summary["rps"],
+            "requests": summary["requests"],
+            "error_rate": slo.observed(summary, "error_rate"),
+            "late_percent": summary.get("late_percent", 0.0),
+            **{key: summary.get(key) for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms", "max_ms")},
+            "failed_gates": [v["objective"] for v in summary["slo"] if not v["passed"]],
+            "summary": summary,
+        }
+        search.steps.append(record)
+        return record
+
+    held: float | None = None
+    broke: float | None = None
+    stopped = None  # why the search ended early
+    rate = search.start_rate
+    # 1. up (or down, when the start already breaks the SLO)
+    while True:
+        record = step(rate, "step up" if broke is None else "step down")
+        if record is None:
+            stopped = "too many steps"
+            break
+        if not record["valid"]:
+            stopped = f"the generator fell behind at {rate:g} req/s"
+            break
+        if record["passed"]:
+            held = rate
+            if broke is not None or rate >= search.max_rate:
+                break
+            rate = min(rate * GROWTH, search.max_rate)
+        else:
+            broke = rate
+            if held is not None:
+                break
+            rate = rate / GROWTH
+            if rate < MIN_RATE:
+                stopped = f"the SLO breaks even at {broke:g} req/s"
+                break
+    # 2. bisect; 3. confirm: the rate that held runs again, and holds only if it held every time.
+    while stopped is None and held is not None and broke is not None:
+        while broke - held > search.precision * held:
+            middle = round((held + broke) / 2, 3)
+            record = step(middle, "bisect")
+            if record is None or not record["valid"]:
+                stopped = "too many steps" if record is None else f"the generator fell behind at {middle:g} req/s"
+                break
+            if record["passed"]:
+                held = middle
+            else:
+                broke = middle
+        if stopped is not None:
+            break
+        while _runs(search.steps, held, passed=True) < search.confirm_runs and _always(search.steps, held):
+            record = step(held, "confirm")
+            if record is None or not record["valid"]:
+                stopped = "too many steps" if record is None else f"the generator fell behind at {held:g} req/s"
+                break
+        if stopped is not None:
+            break
+        if not _runs(search.steps, held, passed=False):
+            break
+        broke = held  # it held, then broke: a rate that breaks now and then is over capacity
+        held = max(
+            (rate for rate in _rates(search.steps) if rate < broke and _always(search.steps, rate)), default=None
+        )
+        if held is None:
+            stopped = f"no rate held every time below {broke:g} req/s"
+    confirmed = held is not None and _runs(search.steps, held, passed=True) >= search.confirm_runs
+    return {
+        "held_rps": held,
+        "broke_rps": broke,
+        "confirmed": confirmed or (held is not None and broke is None),  # max_rate held: no bisect to confirm
+        "reached_max_rate": broke is None and held is not None and held >= search.max_rate,
+        "stopped": stopped,
+        "precision": search.precision,
+        "steps": search.steps,
+    }
+
+
+def _runs(steps: list[dict], rate: float, *, passed: bool) -> int:
+    return sum(1 for s in steps if s["rate"] == rate and s["valid"] and s["passed"] is passed)
+
+
+def _rates(steps: list[dict]) -> set[float]:
+    return {s["rate"] for s in steps}
+
+
+def _always(steps: list[dict], rate: float) -> bool:
+    """Every valid run at ``rate`` met the SLO."""
+    runs = [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
+    return bool(runs) and all(runs)
+
+
+def curve(steps: list[dict]) -> list[dict]:
+    """Latency against rate: one point per rate (its last run), sorted by rate."""
+    by_rate: dict[float, dict] = {}
+    for s in steps:
+        by_rate[s["rate"]] = s
+    keys = ("rate", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "passed", "valid")
+    return [{key: by_rate[rate].get(key) for key in keys} for rate in sorted(by_rate)]

@@ -1,0 +1,228 @@
+"""The capacity search's and the comparison's logic, driven by step functions that model a server."""
+
+import pytest
+
+from sandbox.errors import ConfigError
+from sandbox.loadtest import capacity, compare, slo
+from sandbox.loadtest.histogram import Histogram
+from sandbox.loadtest.openloop import summarize
+from sandbox.loadtest.shapes import constant
+
+SLO = slo.parse_slo("p99<100ms,error_rate<0.1%")
+
+
+def _server(
+    knee: float,
+    *,
+    flaky_at: set[float] = frozenset(),
+    invalid_at: set[float] = frozenset(),
+):
+    """A target whose p99 is 20 ms below ``knee`` req/s and 2 s above; the verdict as `finalize` gives it.
+
+    A rate in ``flaky_at`` is slow on its second run.
+    """
+    calls: list[float] = []
+
+    def run_step(rate: float, why: str) -> dict:
+        calls.append(rate)
+        slow = rate > knee or (rate in flaky_at and calls.count(rate) == 2)
+        p99 = 2000.0 if slow else 20.0
+        summary = {"requests": int(rate * 10), "failures": 0, "rps": rate, "p50_ms": p99 / 2, "p99_ms": p99}
+        summary["valid"] = rate not in invalid_at
+        summary["slo"] = slo.as_dicts(slo.evaluate(summary, SLO))
+        summary["passed"] = summary["valid"] and all(v["passed"] for v in summary["slo"])
+        return summary
+
+    return run_step, calls
+
+
+def test_the_search_steps_up_bisects_and_confirms_the_rate_that_held():
+    run_step, calls = _server(knee=333)
+    result = capacity.find(capacity.Search(start_rate=10, max_rate=10_000, precision=0.05), run_step)
+    assert calls[:7] == [10, 20, 40, 80, 160, 320, 640]
+    held, broke = result["held_rps"], result["broke_rps"]
+    assert held <= 333 < broke and (broke - held) <= 0.05 * held
+    assert result["confirmed"] and result["stopped"] is None
+    assert (result["steps"][-1]["rate"], result["steps"][-1]["why"]) == (held, "confirm")
+    points = capacity.curve(result["steps"])
+    assert [p["rate"] for p in points] == sorted({s["rate"] for s in result["steps"]})
+
+
+def test_a_rate_that_breaks_on_its_repeat_is_not_reported():
+    run_step, _ = _server(knee=333)
+    first = capacity.find(capacity.Search(precision=0.05), run_step)
+    run_step, _ = _server(knee=333, flaky_at={first["held_rps"]})
+    again = capacity.find(capacity.Search(precision=0.05), run_step)
+    # Held, then broke: over capacity now and then, so the search settles on a rate that held every time.
+    assert [s["passed"] for s in again["steps"] if s["rate"] == first["held_rps"]] == [True, False]
+    assert again["held_rps"] < first["held_rps"] and again["broke_rps"] == first["held_rps"]
+    assert again["confirmed"]
+    assert all(s["passed"] for s in again["steps"] if s["rate"] == again["held_rps"])
+
+
+def test_more_confirm_runs_reject_a_rate_that_breaks_on_its_third_run():
+    run_step, calls = _server(knee=333)
+    first = capacity.find(capacity.Search(precision=0.05), run_step)
+    held = first["held_rps"]
+
+    def third_run_slow(rate: float, why: str) -> dict:
+        summary = run_step(rate, why)
+        if rate == held and calls.count(rate) == 5:  # 2 in the first search, then its third here
+            summary["passed"] = False
+        return summary
+
+    again = capacity.find(capacity.Search(precision=0.05, confirm_runs=3), third_run_slow)
+    assert again["held_rps"] < held and again["confirmed"]
+    assert [s["passed"] for s in again["steps"] if s["rate"] == again["held_rps"]] == [True, True, True]
+
+
+def test_the_search_goes_down_when_the_start_already_breaks():
+    run_step, calls = _server(knee=3)
+    result = capacity.find(capacity.Search(start_rate=100, precision=0.1), run_step)
+    assert calls[:6] == [100, 50, 25, 12.5, 6.25, 3.125]
+    assert result["held_rps"] <= 3 < result["broke_rps"] and result["confirmed"]
+
+
+def test_the_top_of_the_search_holding_is_said_so():
+    run_step, _ = _server(knee=1e9)
+    result = capacity.find(capacity.Search(start_rate=10, max_rate=50), run_step)
+    assert result["held_rps"] == 50 and result["broke_rps"] is None and result["reached_max_rate"]
+
+
+def test_a_generator_that_falls_behind_twice_stops_the_search_and_says_why():
+    run_step, calls = _server(knee=1000, invalid_at={160})
+    result = capacity.find(capacity.Search(start_rate=10), run_step)
+    assert calls.count(160) == 2  # retried once
+    assert "generator fell behind at 160" in result["stopped"]
+    assert result["held_rps"] == 80
+
+
+@pytest.mark.parametrize(
+    ("search", "spec", "words"),
+    [
+        (capacity.Search(), "", "needs an SLO"),
+        (capacity.Search(), "rps>5", "rps term"),
+        (capacity.Search(start_rate=100, max_rate=10), "p99<1s", "out of order"),
+        (capacity.Search(precision=0.9), "p99<1s", "precision"),
+        (capacity.Search(confirm_runs=0), "p99<1s", "--confirm-runs"),
+    ],
+)
+def test_bad_searches_are_refused(search, spec, words):
+    with pytest.raises(ConfigError, match=words):
+        search.check(slo.parse_slo(spec) if spec else [])
+
+
+def test_rounds_alternate_so_neither_target_always_runs_first():
+    assert compare.order(3) == [(0, "a"), (0, "b"), (1, "b"), (1, "a"), (2, "a"), (2, "b")]
+    with pytest.raises(ConfigError, match="at least 2 rounds"):
+        compare.order(1)
+
+
+def test_a_clear_regression_is_called_and_noise_is_not():
+    a = {"p50_ms": 10.0, "rps": 100.0}
+    rounds = [
+        {"a": {**a, "p99_ms": 50.0 + d}, "b": {**a, "p50_ms": 10.0 + d / 10, "p99_ms": 80.0 + d}}
+        for d in (-2.0, 1.0, 0.5, -1.0, 1.5)
+    ]
+    metrics = {m["metric"]: m for m in compare.analyse(rounds, ("old", "new"))}
+    p99 = metrics["p99_ms"]
+    assert p99["difference"] == pytest.approx(30.0)
+    assert p99["ci_low"] == pytest.approx(30.0) and p99["significant"]
+    assert p99["verdict"] == "B is higher (worse)"
+    p50 = metrics["p50_ms"]
+    assert p50["ci_low"] < 0 < p50["ci_high"] and p50["verdict"] == "no clear difference"
+    assert not metrics["rps"]["significant"]
+
+
+def test_the_t_interval_is_students():
+    mean, low, high = compare.interval([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5, sd 1.29, t(0.975, 3) = 3.182: half-width 2.054
+    assert (mean, low, high) == pytest.approx((2.5, 0.446, 4.554), abs=1e-3)
+
+
+def _part(latencies_us: list[int], *, late: int = 0, errors: dict | None = None) -> dict:
+    histogram, second = Histogram(), Histogram()
+    for value in latencies_us:
+        histogram.record(value)
+        second.record(value)
+    return {
+        "scheduled": len(latencies_us) + sum((errors or {}).values()),
+        "ok": len(latencies_us),
+        "errors": errors or {},
+        "late": late,
+        "max_lag_ms": 1.0,
+        "connections_opened": 2,
+        "cpu_s": 0.5,
+        "wall_s": 1.0,
+        "loop": "uvloop",
+        "latency": histogram.to_dict(),
+        "service": histogram.to_dict(),
+        "seconds": {"0": [len(latencies_us), len(latencies_us), 0, second.to_dict()]},
+    }
+
+
+def test_processes_figures_merge_exactly_and_late_sends_invalidate_the_run():
+    fast = _part([1_000] * 99)
+    slow = _part([1_000_000] * 2, errors={"HTTP 500": 1}, late=2)
+    raw = summarize([fast, slow], constant(102, 1), name="v1", max_late_percent=1.0)
+    assert raw["requests"] == 102 and raw["failures"] == 1
+    assert raw["p50_ms"] == 1.0 and raw["p99_ms"] == 1000.0 and raw["max_ms"] == 1000.0
+    assert raw["late_percent"] == pytest.approx(100 * 2 / 102) and raw["valid"] is False
+    assert raw["timeline"][0]["rps"] == 101 and raw["timeline"][0]["p99"] == 1000.0
+    assert summarize([fast], constant(99, 1), name="v1", max_late_percent=1.0)["valid"] is True
+
+
+def _open_summary(**extra) -> dict:
+    from sandbox.loadtest import LoadTestOptions, Target, finalize
+
+    profile = constant(100, 1)
+    raw = summarize([_part([2_000] * 100)], profile, name="v1 open loop", max_late_percent=1.0)
+    options = LoadTestOptions(rate_profile=profile, slo="p99<100ms")
+    return {**finalize(raw, Target("http://127.0.0.1:1", "m", "v1", "m"), options, SLO, None), **extra}
+
+
+def test_open_loop_capacity_and_comparison_reports_render(tmp_path, capsys):
+    from sandbox.cli import render
+    from sandbox.loadtest.report import write_report
+
+    run_step, _ = _server(knee=333)
+    found = capacity.find(capacity.Search(precision=0.1), run_step)
+    steps = [{k: v for k, v in s.items() if k != "summary"} for s in found["steps"]]
+    capacity_record = {
+        **{k: v for k, v in found.items() if k != "steps"},
+        "slo": "p99<100ms,error_rate<0.1%",
+        "curve": capacity.curve(found["steps"]),
+        "steps": steps,
+    }
+    rounds = [
+        {"a": {"p50_ms": 1.0, "p99_ms": 2.0 + r, "rps": 100.0}, "b": {"p50_ms": 1.5, "p99_ms": 9.0 + r, "rps": 99.0}}
+        for r in range(3)
+    ]
+    comparison = {
+        "labels": {"a": "old", "b": "new"},
+        "rounds": rounds,
+        "metrics": compare.analyse(rounds, ("old", "new")),
+        "order": ["0a", "0b", "1b", "1a", "2a", "2b"],
+    }
+    summary = _open_summary(capacity=capacity_record, comparison=comparison)
+    assert summary["mode"] == "open" and summary["valid"] and summary["passed"]
+    write_report(tmp_path, summary)
+    page = (tmp_path / "summary.html").read_text()
+    assert "latency from the scheduled send time" in page and "Capacity" in page and "Comparison" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"
+    render.loadtest(summary, tmp_path)
+    printed = capsys.readouterr()
+    assert f"{found['held_rps']:g} req/s" in printed.out and "B is higher (worse)" in printed.out
+    assert "Sent late: 0" in printed.out
+
+
+def test_an_open_loop_run_with_late_sends_is_invalid_and_fails():
+    from sandbox.loadtest import LoadTestOptions, Target, finalize
+
+    profile = constant(100, 1)
+    raw = summarize([_part([2_000] * 100, late=5)], profile, name="v1", max_late_percent=1.0)
+    summary = finalize(
+        raw, Target("http://127.0.0.1:1", "m", "v1", "m"), LoadTestOptions(rate_profile=profile), [], None
+    )
+    assert summary["valid"] is False and summary["passed"] is False
