@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from sandbox import ui
-from sandbox.cli import render
+from sandbox.cli import render_loadtest
 from sandbox.cli.common import command
 from sandbox.cli.options import Stack
 from sandbox.errors import ConfigError, ExitCode
@@ -172,7 +172,7 @@ def loadtest(
         with ui.step(f"Load test: {load} on {where}{workers}") as step:
             summary = lt.run(resolved, options, report_dir)
             step.note = f"{summary['requests']} requests"
-    render.loadtest(summary, report_dir)
+    render_loadtest.loadtest(summary, report_dir)
     if not summary["passed"]:
         raise typer.Exit(int(ExitCode.SLO_FAILED))
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 STATE_COLOURS = {"running": "green", "stopped": "dim", "unhealthy": "red"}
 
 
-def _table(title: str | None, *columns: str) -> Table:
+def titled_table(title: str | None, *columns: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)
@@ -84,7 +84,7 @@ def status_json(st) -> None:
 
 def status_table(st) -> None:
     title = f"Sandbox {st.dir} · profile {st.profile} · {st.overall}"
-    table = _table(title, "service", "state", "instance", "port", "url", "detail")
+    table = titled_table(title, "service", "state", "instance", "port", "url", "detail")
     table.columns[4].overflow = "fold"  # JupyterLab's URL carries its token: shown whole
     for s in st.services:
         state = s.state.value
@@ -98,7 +98,7 @@ def status_table(st) -> None:
 
 
 def deployments(records) -> None:
-    table = _table("Model deployments", "name", "kind", "state", "instance", "url", "model / variants")
+    table = titled_table("Model deployments", "name", "kind", "state", "instance", "url", "model / variants")
     for d in records:
         what = d.model_uri or ""
         what = f"{what} · {d.detail}" if what and d.detail else what or d.detail
@@ -107,7 +107,7 @@ def deployments(records) -> None:
 
 
 def doctor(name: str, checks) -> None:
-    table = _table(f"doctor · profile {name}", "", "check", "found", "fix")
+    table = titled_table(f"doctor · profile {name}", "", "check", "found", "fix")
     for check in checks:
         mark = "[green]✓[/]" if check.ok else ("[red]✗[/]" if check.required else "[yellow]![/]")
         table.add_row(mark, check.name, check.detail, "" if check.ok else check.fix)
@@ -122,7 +122,7 @@ def gpu_json(snapshot: SchedulerSnapshot) -> None:
 
 
 def gpu_tables(snapshot: SchedulerSnapshot) -> None:
-    nodes = _table("Nodes", "node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real")
+    nodes = titled_table("Nodes", "node", "GPUs (used/total)", "product", "cpu", "memory", "taints", "real")
     for node in snapshot.nodes:
         nodes.add_row(
             node.name,
@@ -134,12 +134,12 @@ def gpu_tables(snapshot: SchedulerSnapshot) -> None:
             "yes" if node.real else "fake",
         )
     ui.out.print(nodes)
-    workloads = _table("Workloads", "namespace/name", "state", "node", "devices", "reason")
+    workloads = titled_table("Workloads", "namespace/name", "state", "node", "devices", "reason")
     for w in snapshot.workloads:
         devices = ",".join(map(str, w.devices)) or "-"
         workloads.add_row(f"{w.namespace}/{w.name}", w.phase, w.node or "-", devices, w.reason)
     ui.out.print(workloads)
-    quotas = _table("Quotas", "namespace/name", "resource", "used", "hard")
+    quotas = titled_table("Quotas", "namespace/name", "resource", "used", "hard")
     for quota in snapshot.quotas:
         for resource, hard in quota.hard.items():
             quotas.add_row(f"{quota.namespace}/{quota.name}", resource, quota.used.get(resource, "0"), hard)
@@ -149,103 +149,6 @@ def gpu_tables(snapshot: SchedulerSnapshot) -> None:
 # --------------------------------------------------------------------------- load tests
 
 
-def loadtest(summary: dict, report_dir: Path) -> None:
-    if summary.get("capacity"):
-        _capacity(summary["capacity"])
-    if summary.get("comparison"):
-        _comparison(summary["comparison"])
-    open_loop = summary.get("mode") == "open"
-    title = "Results (open loop: latency from the scheduled send)" if open_loop else "Results"
-    if summary.get("capacity") or summary.get("comparison"):
-        title += ", the last run"
-    table = Table(title=title, title_justify="left")
-    for column in ("requests", "failures", "req/s", "p50", "p90", "p95", "p99", "max"):
-        table.add_column(column, justify="right")
-    digits = 1 if open_loop else 0  # Locust's percentiles are bucketed; ours are to 0.1%
-    table.add_row(
-        str(summary["requests"]),
-        str(summary["failures"]),
-        f"{summary['rps']:.1f}",
-        *(f"{summary[k]:.{digits}f} ms" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")),
-    )
-    ui.out.print(table)
-    if open_loop:
-        service = summary["service_time"]
-        ui.out.print(
-            f"Service time (from the actual send): p50 {service['p50_ms']:.1f} ms, p99 {service['p99_ms']:.1f} ms. "
-            f"Sent late: {summary['late']} ({summary['late_percent']:.2f}%, limit {summary['max_late_percent']:g}%), "
-            f"worst {summary['max_lag_ms']:.0f} ms."
-        )
-        if not summary["valid"]:
-            ui.err.print(
-                "[red]invalid run:[/] the generator fell behind its schedule; its latencies are partly its own. "
-                "Use --processes N, a lower rate, or another machine."
-            )
-    if summary["errors"]:
-        ui.out.print("Errors: " + ", ".join(f"{kind} x{count}" for kind, count in summary["errors"].items()))
-    gates = summary["slo"] + summary["baseline"]
-    if gates:
-        verdicts = _table("Gates", "gate", "observed", "limit", "verdict", "by")
-        for v in gates:
-            verdicts.add_row(
-                v["objective"],
-                f"{v['observed']:.1f}{v['unit']}",
-                f"{v['threshold']:.1f}{v['unit']}",
-                "[green]pass[/]" if v["passed"] else "[red]FAIL[/]",
-                v["margin"],
-            )
-        ui.out.print(verdicts)
-    if summary["generator_saturated"]:
-        ui.err.print(
-            f"[yellow]warning:[/] the load generator's CPU peaked at {summary['generator_cpu_percent']['max']:.0f}%: "
-            "these figures measure the generator, not the server; use --processes N or another machine"
-        )
-    verdict = "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]"
-    others = "summary.json, raw.json" if open_loop else "Locust's: locust_report.html, summary.json, CSVs"
-    ui.err.print(f"{verdict} · report: {report_dir}/summary.html ({others})")
-
-
-def _capacity(capacity: dict) -> None:
-    steps = _table(f"Capacity search against {capacity['slo']}", "#", "rate", "why", "p50", "p99", "errors", "verdict")
-    for n, s in enumerate(capacity["steps"], 1):
-        verdict = "[green]held[/]" if s["passed"] else ("[yellow]invalid[/]" if not s["valid"] else "[red]broke[/]")
-        latency = (f"{s['p50_ms']:.1f} ms", f"{s['p99_ms']:.1f} ms")
-        steps.add_row(str(n), f"{s['rate']:g}", s["why"], *latency, f"{s['error_rate']:.2f}%", verdict)
-    ui.out.print(steps)
-    held, broke = capacity["held_rps"], capacity["broke_rps"]
-    if held is not None:
-        twice = " (held twice)" if capacity["confirmed"] else ""
-        above = f"; {broke:g} req/s broke it" if broke is not None else ""
-        above = above or ("; the top of the search held" if capacity["reached_max_rate"] else "")
-        ui.out.print(f"Capacity: [bold]{held:g} req/s[/] held {capacity['slo']}{twice}{above}")
-    if capacity["stopped"]:
-        ui.err.print(f"[yellow]the search stopped early:[/] {capacity['stopped']}")
-
-
-def _comparison(comparison: dict) -> None:
-    labels = comparison["labels"]
-    table = _table(
-        f"B = {labels['b']} against A = {labels['a']}, {len(comparison['rounds'])} rounds",
-        "metric",
-        "A",
-        "B",
-        "B - A (95% CI)",
-        "relative",
-        "verdict",
-    )
-    for m in comparison["metrics"]:
-        relative = f"{m['relative'] * 100:+.1f}%" if m["relative"] is not None else "-"
-        table.add_row(
-            m["metric"],
-            f"{m['a_mean']:.2f} {m['unit']}",
-            f"{m['b_mean']:.2f} {m['unit']}",
-            f"{m['difference']:+.2f} ({m['ci_low']:+.2f} … {m['ci_high']:+.2f})",
-            relative,
-            m["verdict"],
-        )
-    ui.out.print(table)
-
-
 # --------------------------------------------------------------------------- scenarios
 
 
@@ -253,7 +156,7 @@ def checklist(results, profile: str) -> None:
     from sandbox.scenarios import Outcome
     from sandbox.scenarios.reports import MARKS
 
-    table = _table(
+    table = titled_table(
         f"Production checklist · profile {profile}", "", "checklist item", "scenario", "time", "evidence / reason"
     )
     colours = {Outcome.PASSED: "green", Outcome.FAILED: "red", Outcome.SKIPPED: "yellow"}
