@@ -182,7 +182,7 @@ def _open_summary(**extra) -> dict:
 
 
 def test_open_loop_capacity_and_comparison_reports_render(tmp_path, capsys):
-    from sandbox.cli import render
+    from sandbox.cli import render_loadtest
     from sandbox.loadtest.report import write_report
 
     run_step, _ = _server(knee=333)
@@ -211,7 +211,7 @@ def test_open_loop_capacity_and_comparison_reports_render(tmp_path, capsys):
     assert "latency from the scheduled send time" in page and "Capacity" in page and "Comparison" in page
     assert page.count("data:image/png;base64,") == 2
     assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"
-    render.loadtest(summary, tmp_path)
+    render_loadtest.loadtest(summary, tmp_path)
     printed = capsys.readouterr()
     assert f"{found['held_rps']:g} req/s" in printed.out and "B is higher (worse)" in printed.out
     assert "Sent late: 0" in printed.out
