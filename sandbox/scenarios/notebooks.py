@@ -111,7 +111,9 @@ def run_notebook(
     # The kernel's own output (ipykernel's warnings) goes to a log beside the run, not the checklist's terminal.
     with (workdir / f"{path.stem}.kernel.log").open("ab") as kernel_log:
         try:
-            client.execute(env=dict(env), cwd=str(workdir), stdout=kernel_log, stderr=kernel_log)
+            # cleanup_kc: shut the kernel down and close its channels here (nbclient does so by default only
+            # for a kernel manager it made itself; left open, they are torn down noisily at interpreter exit).
+            client.execute(env=dict(env), cwd=str(workdir), stdout=kernel_log, stderr=kernel_log, cleanup_kc=True)
         except CellExecutionError:
             failure = describe_failure(path.name, notebook) or f"{path.name}: a cell failed"
         except (CellTimeoutError, DeadKernelError) as exc:
