@@ -6,11 +6,13 @@ namespace, an operator's CRD, a ClusterRole): they must survive every failure an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
 import time
 
+import psutil
 import pytest
 
 from sandbox.config import load_config
@@ -154,6 +156,34 @@ def test_down_deletes_only_objects_carrying_its_labels(tmp_path, fakes):
     remaining = fakes.objects(CONTEXT)
     assert set(FOREIGN) | set(crds()) <= set(remaining)
     assert not [k for k, v in remaining.items() if v["metadata"].get("labels", {}).get("app.kubernetes.io/instance")]
+
+
+def test_a_forward_recorded_on_another_port_is_stopped_not_orphaned(tmp_path, fakes):
+    prof = cluster(tmp_path)
+    prof.up()
+    state = prof._read_state()
+    forwards = prof._port_forwards(state)
+    mlflow = next(f for f in prof._forwards(state) if f.name == "mlflow")
+    old = forwards.running(mlflow)
+    assert old is not None
+    moved = dataclasses.replace(mlflow, local_port=mlflow.local_port + 1)  # the kept port changed under it
+    assert forwards.running(moved) is None  # not the forward wanted now...
+    new = forwards.start(moved)  # ...so it is started again, and the old one must not be left behind
+    assert ended(old)
+    forwards.stop([moved])
+    assert ended(new)
+    prof.down()
+
+
+def ended(pid: int) -> bool:
+    """True once the process has exited (waited for, so a child of this test is reaped, not left a zombie)."""
+    try:
+        psutil.Process(pid).wait(timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return not psutil.pid_exists(pid)
 
 
 def test_port_forwards_are_started_watched_and_stopped(tmp_path, fakes):

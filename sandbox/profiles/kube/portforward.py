@@ -62,8 +62,25 @@ class PortForwards:
         head = cmdline[-len(wanted)] if len(cmdline) >= len(wanted) else ""
         return pid if Path(head).name == wanted[0] and cmdline[-len(wanted) + 1 :] == wanted[1:] else None
 
+    def _recorded(self, forward: Forward) -> int | None:
+        """The pid in the forward's pid file when it is still a port-forward to that service, on any local port
+        (a forward recorded before its port or context changed is still ours to stop)."""
+        try:
+            pid = int(self._pid_file(forward).read_text().strip())
+            cmdline = psutil.Process(pid).cmdline()
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return pid if "port-forward" in cmdline and f"svc/{forward.service}" in cmdline else None
+
+    def _kill(self, forward: Forward) -> None:
+        pid = self._recorded(forward)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+
     def start(self, forward: Forward) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._kill(forward)  # never overwrite the pid file of a forward still running: it would be orphaned
         with open(self.folder / f"{forward.name}.log", "ab") as log:
             process = subprocess.Popen(
                 list(self.command(forward).argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -77,8 +94,5 @@ class PortForwards:
 
     def stop(self, forwards: list[Forward]) -> None:
         for forward in forwards:
-            pid = self.running(forward)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
+            self._kill(forward)
             self._pid_file(forward).unlink(missing_ok=True)
