@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from benchmarks import load_generators
 from benchmarks.load_generators import measure, wrk_path
+from sandbox.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("cost", "stall", "distributed", "capacity")
@@ -180,37 +180,6 @@ def cost(args, work: Path) -> dict:
     return result
 
 
-def _open_loop_cost_asyncio(url: str, rate: float, duration: float, work: Path) -> dict:
-    """The same, on asyncio's own event loop (no uvloop)."""
-    from sandbox.loadtest import openloop
-    from sandbox.loadtest.shapes import constant
-
-    profile = constant(rate, duration)
-    spec = {
-        "host": url.split("/v1/")[0],
-        "path": "/v1/models/stub:predict",
-        "bodies": [BODY],
-        "expect": "predictions",
-        "profile": [list(p) for p in profile.points],
-        "connections": 50,
-        "loop": "asyncio",
-    }
-    parts = openloop.run(spec, work, processes=1)
-    raw = openloop.summarize(parts, profile, name="cost", max_late_percent=1.0)
-    cpu = raw["generator_cpu_seconds"]
-    answered = raw["requests"] - raw["failures"]
-    return {
-        "rps": answered / duration,
-        "per_cpu_s": answered / cpu if cpu else 0.0,
-        "cpu_percent": 100 * cpu / duration,
-        "late_percent": raw["late_percent"],
-        "loop": raw["event_loop"],
-    }
-
-
-# --------------------------------------------------------------------------- stall
-
-
 def stall(args, work: Path) -> dict:
     every, length = 2.0, 1.0
     print(f"\n## Coordinated omission: a stub that stops for {length:g} s every {every:g} s")
@@ -237,14 +206,8 @@ def stall(args, work: Path) -> dict:
 # --------------------------------------------------------------------------- distributed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _distributed_run(url: str, duration: float, folder: Path) -> dict:
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "sandbox", "loadtest", url, "--users", "8", "--duration", f"{duration:g}s"]
     master = subprocess.Popen(
         [*argv, "--master", "--expect-workers", "2", "--master-port", str(port), "--report", str(folder)],

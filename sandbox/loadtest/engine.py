@@ -40,6 +40,7 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_histor
 
 from loadtests.shapes import ProfileShape  # noqa: E402
 from loadtests.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
+from sandbox.net import free_port  # noqa: E402
 
 USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser, "mlflow": MLflowServeUser}
 REPORTED_PERCENTILES = (0.5, 0.9, 0.95, 0.99)
@@ -82,14 +83,6 @@ def run_worker(master_host: str, master_port: int) -> None:
     runner.greenlet.join()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _await_workers(runner: MasterRunner, spec: dict, expected: int, wait_s: float | None) -> None:
     """Wait until ``expected`` workers are ready, handing each its spec as it arrives."""
     briefed: set[str] = set()
@@ -127,7 +120,7 @@ def run(spec: dict) -> dict:
         if master:  # workers join from elsewhere: `sandbox loadtest-worker --master-host H`
             bind, port, expected, wait_s = master["bind_host"], master["port"], master["workers"], master.get("wait_s")
         else:
-            bind, port, expected, wait_s = "127.0.0.1", _free_port(), processes, 60
+            bind, port, expected, wait_s = "127.0.0.1", free_port(), processes, 60
         runner = env.create_master_runner(bind, port)
         worker_log = (report / "workers.log").open("ab")
         for _ in range(0 if master else processes):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.net import free_port
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 STALL_S = 1.0
@@ -97,14 +99,8 @@ def test_open_loop_p99_shows_a_stall_that_closed_loop_users_wait_out(stub, tmp_p
     assert "latency from the scheduled send time" in (tmp_path / "open" / "summary.html").read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_locust_workers_join_a_master_and_their_stats_merge(stub, tmp_path):
-    port = _free_port()
+    port = free_port()
     master = subprocess.Popen(
         [
             *(sys.executable, "-m", "sandbox", "loadtest", stub, "--users", "4", "--duration", "3s", "--master"),
