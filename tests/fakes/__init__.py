@@ -6,12 +6,16 @@ the fake cluster state the calls left. Nothing here talks to Docker or Kubernete
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
+
+import psutil
 
 BIN = Path(__file__).parent / "bin"
 # Calls that change something (a dry-run, a read or a wait never does).
@@ -116,3 +120,14 @@ class FakeTools:
                 os.killpg(pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
+        # Whatever else a fake of this test still runs (its environment names this test's state file): ended,
+        # and said, since the code under test should have stopped it (a forward has outlived `down` at times).
+        strays = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get("FAKE_TOOLS_STATE") == str(self.state_file):
+                    strays.append(proc)
+                    proc.terminate()
+        psutil.wait_procs(strays, timeout=10)
+        if strays:
+            warnings.warn(f"fake processes outlived the test: {[p.pid for p in strays]}", stacklevel=2)
