@@ -45,13 +45,13 @@ scenarios: install  ## run the production checklist on the running sandbox; JUni
 test: lint unit integration faults  ## everything CI runs
 
 unit: install  ## fast tests, no services
-	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/unit -q --durations=10
 
 integration: install  ## tests against a real stack they start and stop themselves
-	$(PYTEST) tests/integration -q -m integration
+	$(PYTEST) tests/integration -q -m integration --durations=15
 
 faults: install  ## kill -9, damaged state, racing commands, another user: prints what was acknowledged and lost
-	$(PYTEST) tests/faults -q -m integration
+	$(PYTEST) tests/faults -q -m integration --durations=15
 
 lint: install  ## ruff lint and format check, the import contracts (layers, profile internals, no cycles), actionlint
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests

@@ -5,7 +5,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
+import secrets
 import shutil
+import string
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,17 @@ if TYPE_CHECKING:
 
 MIN_PYTHON = (3, 11, 5)  # the locked dependency set needs it (soupsieve: >=3.11.5; most: >=3.11)
 MIN_FREE_DISK_GB = 2.0
+
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_token(length: int) -> str:
+    """A random alphanumeric secret (about 5.95 bits per character), for every profile's generated credentials.
+
+    Alphanumerics only: safe in S3 keys, URLs and shell words; a URL-safe token may begin with '-', and then
+    any CLI it is handed to (dvc, aws, psql) reads it as an option.
+    """
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
 
 
 @dataclass

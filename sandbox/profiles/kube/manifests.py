@@ -26,7 +26,6 @@ import copy
 import json
 import re
 import secrets
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,6 +36,7 @@ import yaml
 from sandbox.files import write_private
 from sandbox.gpu import render as gpu_render
 from sandbox.gpu.inventory import GpuConfig, NodeSpec
+from sandbox.profiles.base import TOKEN_ALPHABET, generate_token
 from sandbox.profiles.kube import versions
 from sandbox.profiles.kube.versions import Chart
 
@@ -86,12 +86,6 @@ KIND_POD_SUBNET = "10.244.0.0/16"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# Letters and digits only: safe in S3 keys, in URLs (the database URL) and in shell words.
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def _token(length: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
 # --------------------------------------------------------------------------- the spec
@@ -112,18 +106,18 @@ class StackSecrets:
     def generate(cls) -> StackSecrets:
         # S3 access keys are conventionally 20 upper-case alphanumerics; secrets 40 characters.
         return cls(
-            postgres_password=_token(32),
-            s3_access_key="SBX" + secrets.token_hex(8).upper() + _token(1).upper(),
-            s3_secret_key=_token(40),
-            jupyter_token=_token(48),
-            kfp_s3_access_key="KFP" + secrets.token_hex(8).upper() + _token(1).upper(),
-            kfp_s3_secret_key=_token(40),
+            postgres_password=generate_token(32),
+            s3_access_key="SBX" + secrets.token_hex(8).upper() + generate_token(1).upper(),
+            s3_secret_key=generate_token(40),
+            jupyter_token=generate_token(48),
+            kfp_s3_access_key="KFP" + secrets.token_hex(8).upper() + generate_token(1).upper(),
+            kfp_s3_secret_key=generate_token(40),
         )
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
-            if len(value) < 16 or not all(c in _ALPHABET for c in value):
+            if len(value) < 16 or not all(c in TOKEN_ALPHABET for c in value):
                 raise ValueError(f"StackSecrets.{item.name} must be at least 16 letters and digits")
         if {self.kfp_s3_access_key, self.kfp_s3_secret_key} & {KFP_STOCK_ACCESS_KEY, KFP_STOCK_SECRET_KEY}:
             raise ValueError("the KFP object-store keys must not be KFP's stock ones")

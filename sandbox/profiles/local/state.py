@@ -24,7 +24,6 @@ import os
 import random
 import secrets
 import stat
-import string
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -34,6 +33,7 @@ from pathlib import Path
 from sandbox.errors import LockedError, PortInUseError
 from sandbox.files import write_private
 from sandbox.net import port_is_free
+from sandbox.profiles.base import generate_token
 from sandbox.profiles.local.process import listener, marked_ports, reclaim_port
 
 
@@ -213,18 +213,6 @@ def _acquire(sandbox: SandboxDir, command: str) -> int:
 # --------------------------------------------------------------------------- secrets
 
 
-_TOKEN_ALPHABET = string.ascii_letters + string.digits
-
-
-def _token(length: int) -> str:
-    """A random alphanumeric secret (about 5.95 bits per character).
-
-    Alphanumerics only: a URL-safe token may begin with '-', and then any CLI
-    it is handed to (dvc, aws, psql) reads it as an option.
-    """
-    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
-
-
 @dataclass(frozen=True)
 class Secrets:
     """Credentials generated once per sandbox. Nothing here is a default."""
@@ -241,13 +229,13 @@ class Secrets:
     def generate(cls) -> Secrets:
         return cls(
             postgres_superuser="sandbox_admin",
-            postgres_superuser_password=_token(32),
+            postgres_superuser_password=generate_token(32),
             mlflow_db_user="mlflow",
-            mlflow_db_password=_token(32),
+            mlflow_db_password=generate_token(32),
             # S3 access keys are conventionally upper-case alphanumerics.
             s3_access_key="SBX" + secrets.token_hex(8).upper(),
-            s3_secret_key=_token(40),
-            jupyter_token=_token(48),
+            s3_secret_key=generate_token(40),
+            jupyter_token=generate_token(48),
         )
 
 
