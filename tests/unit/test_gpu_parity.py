@@ -75,7 +75,7 @@ CASES = [
         "quota: a requests.cpu quota makes the cpu request mandatory",
         workload=Workload(name="bare", namespace="strict"),
         status="Rejected",
-        message="failed quota: cpu-quota: must specify requests.cpu,requests.memory",
+        message="failed quota: cpu-quota: must specify requests.cpu for: workload; requests.memory for: workload",
     ),
     Case(
         "quota: other namespaces are unaffected",
@@ -94,7 +94,7 @@ CASES = [
         "extended resources: a limit is required",
         workload=Workload(name="bad", requests={"nvidia.com/gpu": "1"}),
         status="Rejected",
-        message="limit is required for extended resources",
+        message="Limit must be set for non overcommitable resources",
     ),
     # ----- NodeResourcesFit
     Case(
