@@ -12,9 +12,11 @@ against a copy of itself). A test scripts, per Pod (`namespace/name`), what the 
 - `unanswered`: created, and no PodScheduled condition ever comes;
 - `after_delete`: when this Pod is deleted, these other Pods get bound to these nodes.
 
-Unscripted Pods are admitted and bound to the cluster's first node. `Script` writes these into the
-FAKE state (`$FAKE_TOOLS_STATE`, key `scheduling`); `node_object` builds a Node as the kind profile
-leaves it (inventory label, taints, the fake GPU status patch).
+Unscripted Pods are admitted and bound to the cluster's first node. A ResourceQuota read by name
+shows a status as the quota controller would fill it (hard from its spec, used zero unless stored).
+
+`Script` writes these into the FAKE state (`$FAKE_TOOLS_STATE`, key `scheduling`); `node_object`
+builds a Node as the kind profile leaves it (inventory label, taints, the fake GPU status patch).
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def kubectl(data: dict, store: dict, nodes: dict, args: list[str], objects: list
     verb = args[0]
     if verb == "create" and objects and all(o.get("kind") == "Pod" for o in objects):
         return "\n".join(_create(script, store, nodes, pod) for pod in objects)
+    if verb == "get" and args[1] == "resourcequota" and len(args) > 2 and not args[2].startswith("-"):
+        # FAKE quota controller: status.hard from the spec, status.used as stored (zeros when none).
+        quota = store.get(f"ResourceQuota/{namespace or 'default'}/{args[2]}")
+        if quota is None:
+            raise _fail(f'Error from server (NotFound): resourcequotas "{args[2]}" not found')
+        hard = quota.get("spec", {}).get("hard", {})
+        status = quota.get("status") or {"hard": dict(hard), "used": dict.fromkeys(hard, "0")}
+        return json.dumps({**quota, "status": status})
     if verb == "get" and "-A" in args and args[1] in ("pods", "resourcequotas"):
         kind = {"pods": "Pod", "resourcequotas": "ResourceQuota"}[args[1]]
         selector = _option(args, "-l")

@@ -314,6 +314,8 @@ def test_apply_and_delete_quota(fakes):
     sched = scheduler()
     sched.apply_quota(QUOTA)
     objects = fakes.objects("kind-t")
+    # Applied, then read until the quota controller has counted the namespace's use.
+    assert "kubectl get resourcequota team-quota -o json -n team" in fakes.lines()
     assert objects["ResourceQuota/team/team-quota"] == quota_object(QUOTA, "team", "sbx")
     assert objects["Namespace//team"] == namespace_object("team", "sbx")
     sched.apply_quota(QuotaSpec(name="stack-quota", hard={"count/pods": "3"}))

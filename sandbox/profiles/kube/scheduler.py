@@ -16,6 +16,8 @@ placement is kube-scheduler's, and this module only turns their answers into the
   `devices` and `env` stay empty on this backend.
 - `release`: the Pod deleted (and waited for, so its resources are free), then the sandbox's
   pending Pods that the scheduler placed within a bounded wait, oldest first.
+- `apply_quota`: a labelled ResourceQuota, waited for until the quota controller has counted its
+  namespace's use (before that, admission refuses every Pod there: "status unknown for quota").
 - `snapshot`: nodes' allocatable and the requests of every non-terminated Pod on them (what
   `kubectl describe node` sums), the sandbox's workload Pods, and its ResourceQuotas' status.
 
@@ -299,6 +301,14 @@ class KubeScheduler:
         namespace = self.target(quota.namespace)
         self.ensure_namespace(namespace)
         self.tools.run(self.tools.apply([quota_object(quota, namespace, self.instance)]))
+        # Until the quota controller has filled in status.used for every resource, admission refuses
+        # Pods in the namespace ("status unknown for quota"): wait for it (bounded; then the API says so).
+        deadline = self.clock() + self.verdict_s
+        while self.clock() < deadline:
+            status = (self.tools.get_json("resourcequota", quota.name, namespace=namespace) or {}).get("status", {})
+            if set(quota.hard) <= set(status.get("used") or {}):
+                return
+            self.sleep(self.poll_s)
 
     def delete_quota(self, namespace: str, name: str) -> None:
         namespace = self.target(namespace)
