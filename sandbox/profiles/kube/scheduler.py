@@ -313,9 +313,9 @@ class KubeScheduler:
     def delete_quota(self, namespace: str, name: str) -> None:
         namespace = self.target(namespace)
         self.tools.run(self.tools.kubectl("delete", "resourcequota", name, "-n", namespace, "--ignore-not-found"))
-        created = self.tools.get_json("namespace", namespace) or {}
-        if created.get("metadata", {}).get("labels", {}).get(NAMESPACE_LABEL) != "true":
-            return
+        labels = (self.tools.get_json("namespace", namespace) or {}).get("metadata", {}).get("labels", {}) or {}
+        if labels.get(NAMESPACE_LABEL) != "true" or labels.get("app.kubernetes.io/instance") != self.instance:
+            return  # not made by this sandbox's scheduler: never deleted
         if not self._list("pods", namespace=namespace) and not self._list("resourcequotas", namespace=namespace):
             self.tools.run(self.tools.delete_namespace(namespace))
 
