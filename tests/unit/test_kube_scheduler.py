@@ -30,6 +30,9 @@ from sandbox.profiles.kube.scheduler import (
 )
 from sandbox.profiles.kube.tools import ToolError, Tools
 from sandbox.profiles.kube.validate import check_objects
+from sandbox.scenarios import Outcome, discover, run_scenario
+from sandbox.scenarios.engine import ScenarioContext
+from tests.factories import make_endpoints
 from tests.fakes import FakeTools
 from tests.fakes.fake_scheduling import Script, node_object
 
@@ -398,3 +401,32 @@ def test_the_kube_profiles_scheduler_is_this_backend_on_the_stacks_context(tmp_p
     backend = profile.scheduler()
     assert isinstance(backend, KubeScheduler)
     assert (backend.tools.context, backend.instance, backend.namespace) == ("kind-ml-sandbox", "inst-1", "ml-sandbox")
+
+
+# --------------------------------------------------------------------------- the gpu-quotas scenario
+
+
+def test_the_gpu_quotas_scenario_runs_over_this_backend(fakes, monkeypatch):
+    """The checklist's scenario, unchanged, over KubeScheduler; the FAKE API answers as this test scripts
+    them (in the API server's and kube-scheduler's wording): the wiring is shown, not the cluster's verdicts."""
+    ns = "checklist-gpu-quotas-20261127-101500-0001"
+    monkeypatch.setattr(ScenarioContext, "unique", lambda self, name: ns)
+    script = Script(fakes)
+    for name in ("train-a", "train-b"):
+        script.place(ns, name, "t-worker")
+    script.place(ns, "cpu-job", "t-worker2")
+    script.refuse(
+        ns,
+        "too-big",
+        'Error from server (Forbidden): error when creating "STDIN": pods "too-big" is forbidden: exceeded quota: '
+        "gpu-quota, requested: requests.nvidia.com/gpu=5, used: requests.nvidia.com/gpu=2, "
+        "limited: requests.nvidia.com/gpu=6",
+    )
+    script.pending(ns, "waits", PENDING)
+    script.after_delete(ns, "train-a", {f"{ns}/waits": "t-worker"})
+    endpoints = make_endpoints(profile="kind", capabilities=["gpu"])
+    result = run_scenario(discover()["gpu-quotas"], endpoints, None, lambda: scheduler(settle_s=2, poll_s=1))
+    assert result.outcome == Outcome.PASSED, result.reason
+    assert "waits pending" in " ".join(result.evidence)
+    objects = fakes.objects("kind-t")
+    assert not [key for key in objects if key.startswith("Pod/") or ns in key]  # released, quota and namespace gone

@@ -246,6 +246,9 @@ def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
 class KubeScheduler:
     """`sandbox gpu` against a cluster's API: kubectl, the ResourceQuota admission and kube-scheduler."""
 
+    # Decisions name no device ids (see the module's docstring): callers that check ids read this.
+    allocates_devices = False
+
     def __init__(
         self,
         tools: Tools,
@@ -253,7 +256,7 @@ class KubeScheduler:
         instance: str,
         namespace: str,
         verdict_s: float = 30.0,
-        settle_s: float = 10.0,
+        settle_s: float = 15.0,
         poll_s: float = 0.5,
         image: str = PAUSE_IMAGE,
         clock: Callable[[], float] = time.monotonic,
