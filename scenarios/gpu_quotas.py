@@ -35,6 +35,9 @@ def _gpu_workload(name: str, namespace: str, gpus: int, product: str) -> Workloa
 )
 def gpu_quotas(ctx: ScenarioContext) -> None:
     scheduler = ctx.scheduler
+    # Device ids are checked where the backend allocates them (the local model, as a device plugin would).
+    # On a cluster, fake GPUs are only counted and a device plugin's choice is not in the Pod: no ids to check.
+    allocates = getattr(scheduler, "allocates_devices", True)
     nodes = scheduler.nodes()
     gpu_nodes = [n for n in nodes if n.gpus >= 2]
     ctx.check(gpu_nodes, "the inventory has no node with 2 or more GPUs")
@@ -58,14 +61,17 @@ def gpu_quotas(ctx: ScenarioContext) -> None:
         with ctx.step(f"apply ResourceQuota requests.nvidia.com/gpu={target.gpus + 2} in {namespace}"):
             scheduler.apply_quota(quota)
 
-        with ctx.step(f"two 1-GPU workloads land on {product} nodes with distinct devices"):
+        with ctx.step(f"two 1-GPU workloads land on {product} nodes" + (" with distinct devices" if allocates else "")):
             first = submit(_gpu_workload("train-a", namespace, 1, product))
             second = submit(_gpu_workload("train-b", namespace, 1, product))
             for decision in (first, second):
                 ctx.check(decision.status == "Scheduled", f"{decision.workload}: {decision.message}")
-                ctx.check(decision.env.get("CUDA_VISIBLE_DEVICES"), f"{decision.workload} got no CUDA_VISIBLE_DEVICES")
+                if allocates:
+                    ctx.check(
+                        decision.env.get("CUDA_VISIBLE_DEVICES"), f"{decision.workload} got no CUDA_VISIBLE_DEVICES"
+                    )
             by_node = {d.node: d for d in (first, second)}
-            if len(by_node) == 1:
+            if allocates and len(by_node) == 1:
                 ctx.check(
                     set(first.devices).isdisjoint(second.devices),
                     f"both got devices {first.devices} / {second.devices}",
@@ -104,7 +110,8 @@ def gpu_quotas(ctx: ScenarioContext) -> None:
             started = scheduler.release("train-a", namespace)
             submitted.remove("train-a")
             ctx.check([d.workload for d in started] == ["waits"], f"after the release: {[d.workload for d in started]}")
-            ctx.check(len(started[0].devices) == wanted, f"waits got devices {started[0].devices}")
+            if allocates:
+                ctx.check(len(started[0].devices) == wanted, f"waits got devices {started[0].devices}")
     finally:
         for name in submitted:
             scheduler.release(name, namespace)

@@ -6,9 +6,12 @@ What it mirrors, rule by rule (each is a case in tests/unit/test_gpu_parity.py):
   limit; otherwise it is refused with the API server's wording
   `exceeded quota: NAME, requested: R=x, used: R=y, limited: R=z`. A quota on
   requests.cpu / requests.memory makes those requests mandatory
-  (`failed quota: NAME: must specify requests.cpu`).
+  (`failed quota: NAME: must specify requests.cpu for: workload; ...`, naming
+  the container, as the pod evaluator's Constraints does).
 - Extended resources (`nvidia.com/gpu`): the request defaults to the limit;
-  if both are given they must be equal; no overcommit.
+  if both are given they must be equal; no overcommit (the API server's
+  validation messages: `must be equal to nvidia.com/gpu limit of N`,
+  `Limit must be set for non overcommitable resources`).
 - Filters, in the scheduler's order: TaintToleration (NoSchedule/NoExecute
   taints must be tolerated), NodeAffinity (nodeSelector labels, e.g. the GPU
   product label), NodeResourcesFit (cpu, memory, nvidia.com/gpu, pods).
@@ -31,6 +34,9 @@ from sandbox.gpu import quantity
 from sandbox.gpu.inventory import QUOTA_RESOURCES, NodeSpec, QuotaSpec, Taint
 
 FIT_RESOURCES = (quantity.CPU, quantity.MEMORY, quantity.GPU)
+# A workload is a Pod with one container of this name (the Kubernetes backend creates it so);
+# the API server's messages name it.
+CONTAINER = "workload"
 
 
 class Toleration(BaseModel):
@@ -73,13 +79,13 @@ class Workload(BaseModel):
         gpu_request, gpu_limit = requests.get(quantity.GPU), limits.get(quantity.GPU)
         if gpu_limit is not None and gpu_request != gpu_limit:
             raise ValueError(
-                f'Pod "{self.name}" is invalid: spec.containers[0].resources.requests[nvidia.com/gpu]: '
-                f"Invalid value: {gpu_request}: must be equal to nvidia.com/gpu limit of {gpu_limit}"
+                f'Pod "{self.name}" is invalid: spec.containers[0].resources.requests: '
+                f'Invalid value: "{gpu_request}": must be equal to nvidia.com/gpu limit of {gpu_limit}'
             )
         if gpu_request and gpu_limit is None:
             raise ValueError(
-                f'Pod "{self.name}" is invalid: spec.containers[0].resources.limits[nvidia.com/gpu]: '
-                "Required value: limit is required for extended resources"
+                f'Pod "{self.name}" is invalid: spec.containers[0].resources.limits: '
+                "Required value: Limit must be set for non overcommitable resources"
             )
         return requests, limits
 
@@ -158,7 +164,8 @@ class Cluster:
                 r for r in hard if r in ("requests.cpu", "requests.memory") and r.split(".", 1)[1] not in requests
             ]
             if missing:
-                raise QuotaExceeded(f"failed quota: {quota.name}: must specify {','.join(missing)}")
+                detail = "; ".join(f"{resource} for: {CONTAINER}" for resource in sorted(missing))
+                raise QuotaExceeded(f"failed quota: {quota.name}: must specify {detail}")
             used = self.quota_used(workload.namespace)
             over = [r for r, limit in hard.items() if usage.get(r, 0) and used.get(r, 0) + usage[r] > limit]
             if over:

@@ -28,6 +28,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import fake_scheduling  # FAKE Pod answers (this folder is on sys.path: tests/fakes/bin/* put it there)
 import yaml
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
@@ -223,6 +224,11 @@ def kubectl(argv: list[str], objects: list[dict]) -> str:
         nodes = data["clusters"].get(context[len("kind-") :], {}).get("nodes", {})
         namespace = option(args, "-n", "--namespace")
         verb = args[0]
+        # --- FAKE Pod answers scripted by the test (tests/fakes/fake_scheduling.py); None: not a Pod call
+        answer = fake_scheduling.kubectl(data, store, nodes, args, objects, namespace)
+        if answer is not None:
+            return answer
+        # ---
         if verb == "config":
             return context
         if verb == "apply":

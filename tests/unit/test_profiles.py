@@ -72,7 +72,7 @@ def test_kind_preflight_checks_its_tools(monkeypatch):
 
 def test_kind_backends_name_the_planned_work():
     kind = get_profile(load_config(profile="kind"))
-    for backend in (kind.serving, kind.pipelines, kind.scheduler):
+    for backend in (kind.serving, kind.pipelines):  # the scheduler is built: tests/unit/test_kube_scheduler.py
         with pytest.raises(PreflightError, match="issue 14"):
             backend()
 

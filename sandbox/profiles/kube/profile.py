@@ -26,6 +26,7 @@ from sandbox.files import write_private
 from sandbox.net import LOOPBACK, free_port, port_is_free
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
+from sandbox.profiles.kube.scheduler import KubeScheduler
 from sandbox.profiles.kube.status import component_statuses, pod_logs
 from sandbox.profiles.kube.tools import ToolError, Tools
 
@@ -334,7 +335,11 @@ class KubeProfile(Profile):
         raise planned("pipeline runner (kfp.Client against KFP standalone)")
 
     def scheduler(self):
-        raise planned("scheduler (quotas and GPU placement read from the API)")
+        """Real Pods against the cluster's ResourceQuota admission and kube-scheduler (`kube.scheduler`)."""
+        state = self._read_state()
+        if state is None:
+            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        return KubeScheduler(Tools(state.context), instance=state.instance, namespace=state.namespace)
 
     def service_names(self) -> list[str]:
         names = [manifests.POSTGRES, manifests.S3, manifests.MLFLOW]
