@@ -6,8 +6,9 @@ run from a package and follow it: `GET /apis/v2beta1/healthz`, `GET` and `POST /
 `POST /apis/v2beta1/runs/{id}:terminate`. Every request is recorded (method, path, JSON body). A run
 answers RUNNING to its first `polls_running` reads, then whatever the test set in ``final``: its
 `state`, `error`, and `run_details.task_details` (as KFP's JSON: display_name, state, pod_name,
-error). ``on_create`` sees each submitted body (a test stands in for the steps there). `FakeKfp` is
-an `http.server` on 127.0.0.1 in a thread of the test process, started and stopped by the test's fixture.
+error). ``on_create`` sees each submitted body (a test stands in for the steps there); with
+``refuse_runs`` run creation answers an error instead. `FakeKfp` is an `http.server` on 127.0.0.1 in a
+thread of the test process, started and stopped by the test's fixture.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class FakeKfp:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     on_create: Callable[[dict[str, Any]], None] | None = None  # called with each submitted run's body
+    refuse_runs: tuple[int, str] | None = None  # `POST /runs` answers this status and message instead
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,6 +77,9 @@ class FakeKfp:
                 return 200, {"multi_user": False, "pipeline_store": "database"}
             if path == f"{PREFIX}/experiments":
                 return self._experiments(method, query, body)
+            if path == f"{PREFIX}/runs" and method == "POST" and self.refuse_runs:
+                status, message = self.refuse_runs
+                return status, {"error": message, "code": 3, "message": message}
             if path == f"{PREFIX}/runs" and method == "POST":
                 run_id = str(uuid.uuid4())
                 run = {**body, "run_id": run_id, "state": "PENDING", "created_at": "2026-11-27T10:00:00Z"}

@@ -17,7 +17,7 @@ import yaml
 
 from sandbox.config import load_config
 from sandbox.endpoints import Endpoints, patched_environ
-from sandbox.errors import NotRunningError
+from sandbox.errors import NotRunningError, ServiceStartError
 from sandbox.pipelines import training
 from sandbox.pipelines.config import PROJECT_IMAGE, PipelinesConfig
 from sandbox.pipelines.runner import PIPELINE_RUN_TAG, PipelineFailed, PipelineRunner, PipelineState
@@ -388,6 +388,17 @@ def test_an_unreachable_api_is_a_clear_error_and_nothing_is_submitted_or_applied
     assert error.value.hint.startswith(f"kind maps KFP's NodePort 30880 to 127.0.0.1:{port}; `sandbox status`")
     assert "kubectl --context minikube -n kubeflow get pods" in error.value.hint
     assert fakes.calls() == []
+
+
+def test_a_run_kfp_refuses_is_an_error_with_kfps_own_message(tmp_path, fakes, kfp, spec, endpoints):
+    message = "Failed to create a new run: InvalidInputError: unknown template format: pipeline spec is invalid"
+    kfp.refuse_runs = (400, message)
+
+    with pytest.raises(ServiceStartError) as error:
+        runner(kfp, spec, endpoints).run(training.build(IMAGE), arguments(endpoints.mlflow_tracking_uri))
+
+    assert error.value.message == f"Kubeflow Pipelines' API at {kfp.url} answered 400 Bad Request"
+    assert message in error.value.details
 
 
 # --------------------------------------------------------------------------- what it takes

@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from sandbox.endpoints import Endpoints
-from sandbox.errors import NotRunningError
+from sandbox.errors import NotRunningError, ServiceStartError
 from sandbox.net import LOOPBACK
 from sandbox.pipelines.config import PipelinesConfig
 from sandbox.pipelines.runner import (
@@ -218,7 +218,7 @@ class KfpPipelineRunner:
         started = time.monotonic()
         outcome = PipelineOutcome(name, run_id, PipelineState.FAILED)
         client = self._client(api)
-        with tempfile.TemporaryDirectory(prefix="sandbox-kfp-") as folder:
+        with tempfile.TemporaryDirectory(prefix="sandbox-kfp-") as folder, _api_errors(api, self.reach):
             package = Path(folder) / "pipeline.yaml"
             documents = [pipeline_spec, platform_spec] if platform_spec else [pipeline_spec]
             package.write_text(yaml.safe_dump_all(documents, sort_keys=False))
@@ -232,7 +232,8 @@ class KfpPipelineRunner:
         kfp_run = submitted.run_id
         outcome.log = f"{api}/apis/v2beta1/runs/{kfp_run}"
         logger.info("pipeline %s (run %s) submitted to KFP as run %s: %s", name, run_id, kfp_run, outcome.log)
-        run = self._wait(client, kfp_run, outcome)
+        with _api_errors(api, self.reach):
+            run = self._wait(client, kfp_run, outcome)
         if run is not None:
             state = str(run.state or "").upper()
             if state == "SUCCEEDED":
@@ -476,6 +477,27 @@ def _failure(run, state: str) -> str:
         if task.error is not None and task.error.message and task.error.message not in messages:
             messages.append(f"{task.display_name}: {task.error.message}")
     return line + (": " + "; ".join(messages) if messages else "")
+
+
+@contextlib.contextmanager
+def _api_errors(api: str, reach: str):
+    """KFP's API refusing a call (its status and message), or no longer answering: one clear error."""
+    import kfp_server_api
+    import urllib3
+
+    try:
+        yield
+    except kfp_server_api.ApiException as exc:
+        raise ServiceStartError(
+            f"Kubeflow Pipelines' API at {api} answered {exc.status} {exc.reason}",
+            hint="read its message below; `kubectl -n kubeflow logs deploy/ml-pipeline` is the API server's log",
+            details=str(exc.body or "")[-2000:] or None,
+        ) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise NotRunningError(
+            f"Kubeflow Pipelines' API at {api} stopped answering: {exc}",
+            hint=(reach + "; " if reach else "") + "`sandbox status` shows the stack",
+        ) from None
 
 
 @contextlib.contextmanager
