@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -24,6 +25,7 @@ from sandbox.pipelines.runner import PIPELINE_RUN_TAG, PipelineFailed, PipelineR
 from sandbox.profiles import get_profile
 from sandbox.profiles.kube import manifests, versions
 from sandbox.profiles.kube.pipelines import (
+    NODE_NAME,
     OUTPUTS_MARKER,
     OUTPUTS_TASK,
     PIPELINES_S3_SECRET,
@@ -109,17 +111,43 @@ def arguments(tracking_uri: str) -> dict:
     )
 
 
-def succeed_with(kfp: FakeKfp, pod_logs, outputs: dict, *, pod: str = "wf-outputs-pod") -> None:
-    kfp.final = {
-        "state": "SUCCEEDED",
-        "run_details": {
-            "task_details": [
-                {"display_name": "train", "state": "SUCCEEDED", "pod_name": "wf-train-pod"},
-                {"display_name": OUTPUTS_TASK, "state": "SUCCEEDED", "pod_name": pod},
-            ]
-        },
-    }
-    pod_logs({pod: "I launcher: starting\n" + OUTPUTS_MARKER + json.dumps(outputs) + "\nI launcher: done\n"})
+def run_pods(fakes, kfp, *pods: dict) -> Callable[[dict], None]:
+    """An ``on_create`` that makes the run's pods in the FAKE cluster once KFP gave the run its id, labelled
+    and annotated as KFP and Argo do: each ``{"name", "task", "phase"}`` (driver: True for a driver pod)."""
+
+    def make(body: dict) -> None:
+        run_id = list(kfp.runs)[-1]
+        state = fakes.state()
+        for index, pod in enumerate(pods):
+            node = f"wf-abc.root.{pod['task']}" + ("-driver" if pod.get("driver") else ".executor")
+            state["objects"][CONTEXT][f"Pod/kubeflow/{pod['name']}"] = {
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod["name"],
+                    "namespace": "kubeflow",
+                    "labels": {"pipeline/runid": run_id, "pipelines.kubeflow.org/v2_component": "true"},
+                    "annotations": {NODE_NAME: node},
+                    "creationTimestamp": f"2026-11-27T10:00:{index:02d}Z",
+                },
+                "status": {"phase": pod["phase"], **pod.get("status", {})},
+            }
+        fakes.seed(state)
+
+    return make
+
+
+def succeed_with(fakes, kfp: FakeKfp, pod_logs, outputs: dict) -> Callable[[dict], None]:
+    kfp.final = {"state": "SUCCEEDED"}
+    pod_logs(
+        {"wf-outputs-pod": "I launcher: starting\n" + OUTPUTS_MARKER + json.dumps(outputs) + "\nI launcher: done\n"}
+    )
+    return run_pods(
+        fakes,
+        kfp,
+        {"name": "wf-train-driver-pod", "task": "train", "phase": "Succeeded", "driver": True},
+        {"name": "wf-train-pod", "task": "train", "phase": "Succeeded"},
+        {"name": "wf-outputs-pod", "task": OUTPUTS_TASK, "phase": "Succeeded"},
+    )
 
 
 def step_env(executor: dict) -> dict[str, str]:
@@ -152,8 +180,8 @@ def test_the_submitted_spec_runs_every_step_in_the_image_with_the_stack_by_refer
 ):
     monkeypatch.setenv("MLFLOW_RUN_CONTEXT", json.dumps({"sandbox.checklist.run_id": "cl-1"}))
     made = []
-    kfp.on_create = lambda body: made.append(log_like_a_step(endpoints, body))
-    succeed_with(kfp, pod_logs, OUTPUTS)
+    make_pods = succeed_with(fakes, kfp, pod_logs, OUTPUTS)
+    kfp.on_create = lambda body: (make_pods(body), made.append(log_like_a_step(endpoints, body)))
     package = tmp_path / "pipeline.yaml"
     training.compile_spec(package, IMAGE)
     prof_runner = runner(kfp, spec, endpoints)
@@ -275,18 +303,15 @@ def test_a_run_that_does_not_succeed_is_failed_with_its_reason_and_the_failed_st
     kfp.final = {
         "state": state,
         "error": {"code": 9, "message": "FAKE: the workflow ended early"},
-        "run_details": {
-            "task_details": [
-                {"display_name": "preprocess", "state": "SUCCEEDED", "pod_name": "wf-pre-pod"},
-                {
-                    "display_name": "train",
-                    "state": "FAILED" if failed else state,
-                    "pod_name": "wf-train-pod",
-                    "error": {"message": "exit status 1"},
-                },
-            ]
-        },
+        "run_details": {"task_details": [{"display_name": "executor", "state": state, "error": {"message": "exit 1"}}]},
     }
+    kfp.on_create = run_pods(
+        fakes,
+        kfp,
+        {"name": "wf-pre-pod", "task": "preprocess", "phase": "Succeeded"},
+        {"name": "wf-train-driver-pod", "task": "train", "phase": "Succeeded", "driver": True},
+        {"name": "wf-train-pod", "task": "train", "phase": "Failed" if failed else "Succeeded"},
+    )
     pod_logs({"wf-train-pod": "Traceback (most recent call last):\nValueError: FAKE: label column missing\n"})
     package = tmp_path / "pipeline.yaml"
     training.compile_spec(package, IMAGE)
@@ -295,51 +320,31 @@ def test_a_run_that_does_not_succeed_is_failed_with_its_reason_and_the_failed_st
 
     assert outcome.state == PipelineState.FAILED and not outcome.succeeded
     kfp_run = next(iter(kfp.runs))
-    assert outcome.error == (f"the KFP run {kfp_run} {said}: FAKE: the workflow ended early; train: exit status 1"), (
-        outcome.error
-    )
+    assert outcome.error == f"the KFP run {kfp_run} {said}: FAKE: the workflow ended early; executor: exit 1"
     assert outcome.log == f"{kfp.url}/apis/v2beta1/runs/{kfp_run}"
     assert outcome.outputs == {} and outcome.mlflow_run_ids == []
     if failed:
         assert outcome.log_tail == (
-            "--- pod wf-train-pod (kubeflow)\n"
+            "--- pod wf-train-pod (train, namespace kubeflow)\n"
             "Traceback (most recent call last):\nValueError: FAKE: label column missing"
         )
         assert "kubectl logs wf-train-pod -n kubeflow -c main --tail=30" in fakes.lines()
+    else:
+        assert outcome.log_tail == f"(no failed pod of KFP run {kfp_run} was found)"
     with pytest.raises(PipelineFailed, match=re.escape(outcome.error)):
         outcome.raise_for_state()
 
 
-def test_without_kfps_task_details_the_failed_pod_is_found_by_the_runs_label(
+def test_a_run_that_does_not_end_in_time_is_terminated_and_says_what_kept_its_pods_from_running(
     tmp_path, fakes, kfp, pod_logs, spec, endpoints
 ):
-    kfp.final = {"state": "FAILED"}
-    pod = {
-        "kind": "Pod",
-        "metadata": {"name": "wf-x-pod", "namespace": "kubeflow", "labels": {}},
-        "status": {"phase": "Failed"},
-    }
-
-    def label_the_pod(body) -> None:  # the run's id is known once KFP made it: its pods carry it
-        run_id = next(iter(kfp.runs))
-        pod["metadata"]["labels"] = {"pipeline/runid": run_id}
-        state = fakes.state()
-        state["objects"][CONTEXT]["Pod/kubeflow/wf-x-pod"] = pod
-        fakes.seed(state)
-
-    kfp.on_create = label_the_pod
-    pod_logs({"wf-x-pod": "FAKE: OOMKilled\n"})
-    package = tmp_path / "pipeline.yaml"
-    training.compile_spec(package, IMAGE)
-
-    outcome = runner(kfp, spec, endpoints).run(package, arguments(endpoints.mlflow_tracking_uri))
-
-    assert outcome.log_tail == "--- pod wf-x-pod (kubeflow)\nFAKE: OOMKilled"
-    assert outcome.error == f"the KFP run {next(iter(kfp.runs))} failed"
-
-
-def test_a_run_that_does_not_end_in_time_is_terminated_and_failed(tmp_path, fakes, kfp, pod_logs, spec, endpoints):
     kfp.polls_running = 10**6
+    image_pull = {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}
+    kfp.on_create = run_pods(
+        fakes,
+        kfp,
+        {"name": "wf-pre-pod", "task": "preprocess", "phase": "Pending", "status": {"containerStatuses": [image_pull]}},
+    )
     package = tmp_path / "pipeline.yaml"
     training.compile_spec(package, IMAGE)
 
@@ -349,22 +354,30 @@ def test_a_run_that_does_not_end_in_time_is_terminated_and_failed(tmp_path, fake
     assert not outcome.succeeded
     assert outcome.error == f"the KFP run {kfp_run} did not end within 0s (state RUNNING); it was terminated"
     assert [r.path for r in kfp.requests if r.method == "POST"][-1] == f"/apis/v2beta1/runs/{kfp_run}:terminate"
+    assert outcome.log_tail == "--- pod wf-pre-pod (preprocess) Pending: ImagePullBackOff: Back-off pulling image"
 
 
 def test_a_success_whose_outputs_cannot_be_read_is_not_passed_off_as_one(
     tmp_path, fakes, kfp, pod_logs, spec, endpoints
 ):
-    succeed_with(kfp, pod_logs, OUTPUTS)
-    pod_logs({"wf-outputs-pod": "I launcher: the step printed nothing\n"})
     package = tmp_path / "pipeline.yaml"
     training.compile_spec(package, IMAGE)
+    kfp.on_create = succeed_with(fakes, kfp, pod_logs, OUTPUTS)
+    pod_logs({"wf-outputs-pod": "I launcher: the step printed nothing\n"})
 
     outcome = runner(kfp, spec, endpoints).run(package, arguments(endpoints.mlflow_tracking_uri))
 
+    prefix = f"the KFP run {list(kfp.runs)[-1]} succeeded, but its outputs could not be read from the {OUTPUTS_TASK}"
     assert not outcome.succeeded
+    assert outcome.error == f"{prefix} step's log: no line starting with 'SANDBOX_PIPELINE_OUTPUTS' in it"
+
+    kfp.on_create = None  # no pod at all (gone with its workflow, say)
+    outcome = runner(kfp, spec, endpoints).run(package, arguments(endpoints.mlflow_tracking_uri))
+
+    prefix = f"the KFP run {list(kfp.runs)[-1]} succeeded, but its outputs could not be read from the {OUTPUTS_TASK}"
     assert outcome.error == (
-        f"the KFP run {next(iter(kfp.runs))} succeeded, but its outputs could not be read from the "
-        f"{OUTPUTS_TASK} step's log: no line starting with 'SANDBOX_PIPELINE_OUTPUTS' in it"
+        f"{prefix} step's log: no pod of the run is that step's (label pipeline/runid, "
+        "annotation workflows.argoproj.io/node-name)"
     )
 
 
@@ -490,3 +503,19 @@ def test_the_cluster_profile_forwards_kfps_api_and_down_stops_the_forward(tmp_pa
     assert not pid_file.exists()
     _, alive = psutil.wait_procs([forward_process], timeout=10)
     assert alive == []
+
+
+@pytest.mark.parametrize(
+    ("node", "task"),
+    [
+        ("wf-abc.root.train.executor", "train"),
+        ("wf-abc.root.train.executor(0)", "train"),  # a retried step
+        ("wf-abc.root.train-driver", None),
+        ("wf-abc.root-driver", None),
+        ("", None),
+    ],
+)
+def test_a_pods_task_is_read_from_argos_node_name(node, task):
+    from sandbox.profiles.kube.pipelines import _executor_of
+
+    assert _executor_of({"metadata": {"annotations": {NODE_NAME: node}}}) == task

@@ -23,7 +23,9 @@ in-cluster one: the training pipeline takes its tracking URI as a parameter. The
 `PipelineOutcome` as locally: SUCCEEDED or FAILED (KFP's FAILED, CANCELED, SKIPPED, or no end before
 the timeout, each with its reason), outputs, the MLflow runs tagged with the run's id (searched through
 the host's MLflow), ``log`` = the run's URL on KFP's API, and, when it failed, the failed step's last
-log lines (`kubectl logs` of its pod: `pipeline/runid=<KFP run id>` labels every pod of a run).
+log lines (`kubectl logs` of its pod: `pipeline/runid=<KFP run id>` labels every pod of a run, and
+Argo's `workflows.argoproj.io/node-name` annotation names its task). KFP's own task details are not
+used for this: they list Argo's nodes (a step is a DAG node `<task>` around a pod node `executor`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ OUTPUTS_TASK = "sandbox-outputs"
 OUTPUTS_MARKER = "SANDBOX_PIPELINE_OUTPUTS "
 RUN_ID_LABEL = "pipeline/runid"  # KFP's label on every pod of a run
 MAIN_CONTAINER = "main"  # the step's own container in a KFP (Argo) pod
+NODE_NAME = "workflows.argoproj.io/node-name"  # Argo's annotation on each pod: `<workflow>.root.<task>.executor`
 EXPERIMENT = "ml-sandbox"  # the KFP experiment the sandbox's runs go to
 DEFAULT_TIMEOUT_S = 1800.0  # the first run pulls KFP's driver and launcher images
 FINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
@@ -295,8 +298,8 @@ class KfpPipelineRunner:
             outcome.state = PipelineState.SUCCEEDED
             return
         try:
-            text = self._pod_log(_task_pod(run, OUTPUTS_TASK) or self._pod_by_task(kfp_run, OUTPUTS_TASK))
-            values = _parse_outputs(text)
+            pod = next((p for p in self._pods(kfp_run) if _executor_of(p) == OUTPUTS_TASK), None)
+            values = _parse_outputs(self._pod_log(pod and pod["metadata"]["name"]))
         except (ToolError, ValueError) as exc:
             outcome.error = (
                 f"the KFP run {kfp_run} succeeded, but its outputs could not be read from the {OUTPUTS_TASK} "
@@ -309,41 +312,30 @@ class KfpPipelineRunner:
 
     def _pod_log(self, pod: str | None, lines: int | None = None) -> str:
         if not pod:
-            raise ValueError("its pod was not found")
+            raise ValueError(f"no pod of the run is that step's (label {RUN_ID_LABEL}, annotation {NODE_NAME})")
         args = ["logs", pod, "-n", versions.KFP_NAMESPACE, "-c", MAIN_CONTAINER]
         args += [f"--tail={lines}"] if lines else []
         return self.tools.output(self.tools.kubectl(*args, mutates=False, timeout_s=60))
 
     def _pods(self, kfp_run: str) -> list[dict[str, Any]]:
+        """The run's pods (KFP labels each with its run id), oldest first."""
         found = self.tools.get_json("pods", namespace=versions.KFP_NAMESPACE, selector=f"{RUN_ID_LABEL}={kfp_run}")
-        return (found or {}).get("items", [])
-
-    def _pod_by_task(self, kfp_run: str, task: str) -> str | None:
-        """The executor pod of ``task`` by Argo's node-name annotation (`<workflow>.root.<task>.executor`)."""
-        for pod in self._pods(kfp_run):
-            node = pod.get("metadata", {}).get("annotations", {}).get("workflows.argoproj.io/node-name", "")
-            if f".{task}." in f"{node}." and "driver" not in node.rsplit(".", 1)[-1]:
-                return pod["metadata"]["name"]
-        return None
+        items = (found or {}).get("items", [])
+        return sorted(items, key=lambda pod: pod.get("metadata", {}).get("creationTimestamp") or "")
 
     def _failed_log(self, run, kfp_run: str) -> str:
-        """The last lines of the failed step's pod (by KFP's task details, else the run's Failed pods)."""
-        pods = [
-            task.pod_name
-            for task in (getattr(run.run_details, "task_details", None) or [])
-            if task.pod_name and str(task.state or "").upper() == "FAILED"
-        ]
+        """The failed step's last log lines (its executor pod's `main` container); else what keeps pods from running."""
         try:
-            if not pods:
-                pods = [
-                    pod["metadata"]["name"]
-                    for pod in self._pods(kfp_run)
-                    if pod.get("status", {}).get("phase") == "Failed"
-                ]
-            parts = []
-            for pod in pods[-1:]:
-                parts.append(f"--- pod {pod} ({versions.KFP_NAMESPACE})\n{self._pod_log(pod, TAIL_LINES).rstrip()}")
-            return "\n".join(parts)
+            pods = self._pods(kfp_run)
+            failed = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
+            failed = [p for p in failed if _executor_of(p)] or failed  # a step's own pod before a driver's
+            if failed:
+                name = failed[-1]["metadata"]["name"]
+                step = _executor_of(failed[-1]) or "a driver"
+                log = self._pod_log(name, TAIL_LINES).rstrip()
+                return f"--- pod {name} ({step}, namespace {versions.KFP_NAMESPACE})\n{log}"
+            waiting = [line for p in pods if (line := _waiting(p))]
+            return "\n".join(waiting) or f"(no failed pod of KFP run {kfp_run} was found)"
         except (ToolError, ValueError) as exc:
             return f"(the failed step's log could not be read: {getattr(exc, 'message', exc)})"
 
@@ -457,11 +449,29 @@ def _typed(value: Any, parameter_type: str | None) -> Any:
     return value
 
 
-def _task_pod(run, task: str) -> str | None:
-    for detail in getattr(run.run_details, "task_details", None) or []:
-        if detail.display_name == task and detail.pod_name:
-            return detail.pod_name
+def _executor_of(pod: dict[str, Any]) -> str | None:
+    """The task whose step a pod runs, from Argo's node name (`<workflow>.root.<task>.executor`); None for a driver."""
+    node = pod.get("metadata", {}).get("annotations", {}).get(NODE_NAME, "")
+    parts = node.split(".")
+    if len(parts) >= 2 and parts[-1].split("(")[0] == "executor":  # `executor(0)` on a retried step
+        return parts[-2]
     return None
+
+
+def _waiting(pod: dict[str, Any]) -> str | None:
+    """A pod that is not running, with its containers' reasons (ImagePullBackOff, CreateContainerConfigError...)."""
+    status = pod.get("status", {})
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return None
+    reasons = [
+        f"{waiting.get('reason', '?')}: {waiting.get('message', '')}".rstrip(": ")
+        for container in status.get("initContainerStatuses", []) + status.get("containerStatuses", [])
+        if (waiting := container.get("state", {}).get("waiting"))
+    ]
+    step = _executor_of(pod) or "a driver"
+    return f"--- pod {pod['metadata']['name']} ({step}) {status.get('phase', '?')}: " + (
+        "; ".join(reasons) or "no reason"
+    )
 
 
 def _failure(run, state: str) -> str:
