@@ -433,6 +433,16 @@ def test_a_pipeline_function_and_its_compiled_package_submit_the_same_spec(tmp_p
         prof_runner.prepare(object(), "r")
 
 
+def test_a_pipeline_built_for_another_image_is_sent_as_it_is_with_a_warning(tmp_path, spec, endpoints, kfp, caplog):
+    from sandbox.pipelines.config import LOCAL
+
+    submitted, _ = runner(kfp, spec, endpoints).prepare(training.build(LOCAL), "r1")
+
+    assert submitted["deploymentSpec"]["executors"]["exec-train"]["container"]["image"] == LOCAL.base_image
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"step exec-train runs in {LOCAL.base_image}, not in this runner's image {IMAGE.base_image}" in warned[-1]
+
+
 def test_the_pipelines_scenarios_pipeline_compiles_for_the_project_image(tmp_path):
     package = tmp_path / "pipeline.yaml"
     training.compile_spec(package, PipelinesConfig())  # the default: what the kind profile builds and loads

@@ -26,6 +26,15 @@ the host's MLflow), ``log`` = the run's URL on KFP's API, and, when it failed, t
 log lines (`kubectl logs` of its pod: `pipeline/runid=<KFP run id>` labels every pod of a run, and
 Argo's `workflows.argoproj.io/node-name` annotation names its task). KFP's own task details are not
 used for this: they list Argo's nodes (a step is a DAG node `<task>` around a pod node `executor`).
+
+Compared with kfp.local: an output artifact comes back as its URI in KFP's own object store
+(`minio://mlpipeline/v2/artifacts/...`), which the host does not reach, not as a local file; the
+outputs are read from a pod's log, so they need kubectl and the pod still there (KFP's persistence
+agent lets a finished workflow go after TTL_SECONDS_AFTER_WORKFLOW_FINISH, 86400 s in its manifests;
+an Argo pod-GC policy, if a cluster sets one, would delete the pod sooner: not checked here); no
+log of a run is kept on the host (``log`` is the run's URL; ``log_tail`` only for a failure); every
+run adds one small step (`OUTPUTS_TASK`) to the run KFP shows; and KFP's driver and launcher images
+are pulled by the cluster on first use.
 """
 
 from __future__ import annotations
@@ -180,6 +189,14 @@ class KfpPipelineRunner:
             container = executor.get("container")
             if container is None:  # an importer or resolver: no step container of ours
                 continue
+            if container.get("image") != self._image.base_image:
+                logger.warning(
+                    "step %s runs in %s, not in this runner's image %s: build the pipeline for `runner.image` "
+                    "(sandbox.pipelines.training.build(runner.image)) or its packages may be missing there",
+                    label,
+                    container.get("image"),
+                    self._image.base_image,
+                )
             env = [item for item in container.get("env", []) if item.get("name") not in environment]
             container["env"] = env + [{"name": name, "value": value} for name, value in environment.items()]
             config = kubernetes.setdefault(label, {})
