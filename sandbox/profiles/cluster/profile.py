@@ -16,6 +16,7 @@ from typing import Any
 from sandbox import ui
 from sandbox.errors import ConfigError
 from sandbox.profiles.kube import actions, manifests
+from sandbox.profiles.kube.pipelines import stop_kfp_forward
 from sandbox.profiles.kube.portforward import Forward, PortForwards
 from sandbox.profiles.kube.profile import KubeProfile, KubeState
 from sandbox.profiles.kube.tools import Tools
@@ -116,5 +117,6 @@ class ClusterProfile(KubeProfile):
 
     def _remove(self, state: KubeState, *, keep_cluster: bool) -> None:
         self._port_forwards(state).stop(self._forwards(state))
+        stop_kfp_forward(self, state)  # the pipeline runner's, in KFP's namespace
         self.remove_stack(state)
         ui.err.print("Deleted the objects labelled with this sandbox's instance; CRDs and operators are untouched.")

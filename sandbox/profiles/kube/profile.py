@@ -26,6 +26,7 @@ from sandbox.files import write_private
 from sandbox.net import LOOPBACK, free_port, port_is_free
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
+from sandbox.profiles.kube.pipelines import runner_for
 from sandbox.profiles.kube.scheduler import KubeScheduler
 from sandbox.profiles.kube.status import component_statuses, pod_logs
 from sandbox.profiles.kube.tools import ToolError, Tools
@@ -332,7 +333,8 @@ class KubeProfile(Profile):
         raise planned("serving (KServe InferenceServices)")
 
     def pipelines(self):
-        raise planned("pipeline runner (kfp.Client against KFP standalone)")
+        """Pipelines on the cluster's KFP (`kube/pipelines.py`), reached on 127.0.0.1."""
+        return runner_for(self)
 
     def scheduler(self):
         """Real Pods against the cluster's ResourceQuota admission and kube-scheduler (`kube.scheduler`)."""
