@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sandbox.config import load_config
-from sandbox.errors import ExitCode, PreflightError, SandboxError
+from sandbox.errors import ExitCode, NotRunningError, PreflightError, SandboxError
 from sandbox.profiles import get_profile
 from tests.fakes import STACK_ACTIONS, FakeTools
 
@@ -189,6 +189,8 @@ def test_endpoints_need_a_sandbox_and_backends_name_issue_14(tmp_path, fakes):
         prof.endpoints()
     assert info.value.exit_code == ExitCode.NOT_RUNNING
     with pytest.raises(PreflightError, match="issue 14"):
+        prof.pipelines()
+    with pytest.raises(NotRunningError, match="no kind sandbox"):  # serving is built (test_kube_serving.py)
         prof.serving()
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.config import load_config
-from sandbox.errors import ConfigError, PreflightError
+from sandbox.errors import ConfigError, NotRunningError, PreflightError
 from sandbox.profiles import PROFILES, get_profile
 from sandbox.profiles.local.services import postgres as pg
 
@@ -72,9 +72,11 @@ def test_kind_preflight_checks_its_tools(monkeypatch):
 
 def test_kind_backends_name_the_planned_work():
     kind = get_profile(load_config(profile="kind"))
-    for backend in (kind.serving, kind.pipelines, kind.scheduler):
+    for backend in (kind.pipelines, kind.scheduler):
         with pytest.raises(PreflightError, match="issue 14"):
             backend()
+    with pytest.raises(NotRunningError, match="no kind sandbox"):  # serving is built: it needs the stack's state
+        kind.serving()
 
 
 def test_traversable_by(tmp_path):
