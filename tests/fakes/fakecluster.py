@@ -30,6 +30,10 @@ from pathlib import Path
 
 import yaml
 
+# --- FAKE KServe hook (tests/fakes/fake_kserve.py): InferenceServices' status, predictor pods, events, logs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fake_kserve
+
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
 BUILTIN_NAMESPACES = {"default", "kube-system", "kube-public"}
 MLFLOW_NODE_PORT = 30500
@@ -250,7 +254,7 @@ def kubectl(argv: list[str], objects: list[dict]) -> str:
                 raise Fail(f'Error from server (NotFound): deployments.apps "{name}" not found')
             return "kubeflow-admin's keys replaced"
         if verb == "logs":
-            return "FAKE log line 1\nFAKE log line 2: Back-off pulling image"
+            return fake_kserve.logs(store, args) or "FAKE log line 1\nFAKE log line 2: Back-off pulling image"
     raise Fail(f'error: unknown command "{args[0]}" for "kubectl"')
 
 
@@ -294,6 +298,7 @@ def apply(store: dict, args: list[str], objects: list[dict], namespace: str | No
                 "Succeeded",
             )
         store[key(obj["kind"], ns, obj["metadata"]["name"])] = obj
+        fake_kserve.applied(store, obj)  # FAKE KServe hook
         out.append(f"{obj['kind'].lower()}/{obj['metadata']['name']} serverside-applied")
     return "\n".join(out)
 
@@ -346,6 +351,7 @@ PLURALS = {
     "namespace": "Namespace",
     "customresourcedefinition": "CustomResourceDefinition",
     "runtimeclass": "RuntimeClass",
+    **fake_kserve.PLURALS,  # FAKE KServe hook
 }
 
 
@@ -364,7 +370,8 @@ def get(store: dict, nodes: dict, args: list[str], namespace: str | None) -> str
     words = [w for w in words if w not in (namespace, selector, "json")]
     ignore = "--ignore-not-found" in args
     if words[0] == "events":
-        return "LAST SEEN  TYPE     REASON  MESSAGE\n10s        Warning  Failed  FAKE event: ErrImagePull"
+        default = "LAST SEEN  TYPE     REASON  MESSAGE\n10s        Warning  Failed  FAKE event: ErrImagePull"
+        return fake_kserve.events(store, args) or default  # FAKE KServe hook
     if words[0] == "nodes":
         items = [n for n in nodes.values() if not selector or selector in n["metadata"]["labels"]]
         return json.dumps({"kind": "List", "items": items})
@@ -427,6 +434,7 @@ def delete(store: dict, args: list[str], namespace: str | None) -> str:
 
 
 def remove_pods(store: dict, owner: dict) -> None:
+    fake_kserve.deleted(store, owner)  # FAKE KServe hook
     for k, obj in list(store.items()):
         if obj["kind"] == "Pod" and obj["metadata"]["name"].rsplit("-", 1)[0] == owner["metadata"]["name"]:
             store.pop(k)
@@ -441,6 +449,8 @@ def wait(store: dict, args: list[str], namespace: str | None) -> str:
     kind_word, name = target.split("/", 1)
     if store.get(key(kind_of(kind_word, store), namespace, name)) is None:
         raise Fail(f'Error from server (NotFound): {kind_word}s "{name}" not found')
+    if timed_out := fake_kserve.waited(store.get(key(kind_of(kind_word, store), namespace, name)), target):
+        raise Fail(timed_out)  # FAKE KServe hook
     return f"{target} condition met"
 
 
