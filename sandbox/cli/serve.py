@@ -26,9 +26,19 @@ def serve_deploy(
     gpus: Annotated[int, typer.Option(help="GPUs to place it on (quota and placement as on Kubernetes)")] = 0,
     inference_log: InferenceLogOpt = True,
     allow_nan: AllowNanOpt = False,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="sandbox: the project's model server (every profile); kserve-mlserver: KServe's stock MLflow "
+            "runtime, V2 only (kind and cluster profiles)"
+        ),
+    ] = "sandbox",
     stack: Stack = Stack(),
 ) -> None:
     """Serve any MLflow model on KServe's V1, V2 REST and V2 gRPC protocols (redeploys if NAME exists)."""
+    from sandbox.serving.specs import validate_runtime
+
+    validate_runtime(runtime)
     serving = stack.open().serving()
     with ui.step(f"Deploying {name} from {model}") as step:
         step.note = serving.deploy(
@@ -39,9 +49,12 @@ def serve_deploy(
             gpus=gpus,
             inference_log=inference_log,
             allow_nan=allow_nan,
+            runtime=runtime,
         )
     endpoint = serving.inference_endpoints()[name]
-    ui.err.print(f"  V1: POST {endpoint.v1_predict}\n  V2: POST {endpoint.v2_infer}\n  V2 gRPC: {endpoint.grpc}")
+    if endpoint.protocol != "v2":
+        ui.err.print(f"  V1: POST {endpoint.v1_predict}")
+    ui.err.print(f"  V2: POST {endpoint.v2_infer}" + (f"\n  V2 gRPC: {endpoint.grpc}" if endpoint.grpc else ""))
 
 
 @command(app, "split")

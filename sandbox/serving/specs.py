@@ -20,6 +20,12 @@ from sandbox.errors import ConfigError
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 _MODEL_URI = re.compile(r"^(models:/[^/@]+(/[^/]+|@[^/]+)|runs:/[^/]+/.+|s3://.+|mlflow-artifacts:/.+|/.+)$")
 
+# What runs a deployment's model: the project's own model server ("sandbox", every profile), or KServe's
+# stock MLflow runtime (an InferenceService's `modelFormat: mlflow`, the Kubernetes profiles only).
+SANDBOX_RUNTIME = "sandbox"
+KSERVE_MLSERVER = "kserve-mlserver"
+RUNTIMES = (SANDBOX_RUNTIME, KSERVE_MLSERVER)
+
 
 class VariantSpec(BaseModel):
     """One variant of an A/B split: a label, the model it serves, its share of the traffic."""
@@ -65,6 +71,7 @@ class DeploymentSpec(BaseModel):
     variants: list[VariantSpec] = Field(default_factory=list)
     sticky_header: str | None = None
     parent: str | None = None  # a variant's model server belongs to its split
+    runtime: str = SANDBOX_RUNTIME  # one of RUNTIMES
 
 
 @dataclass
@@ -96,6 +103,17 @@ def validate_model_uri(uri: str) -> None:
         )
 
 
+def validate_runtime(runtime: str, *, profile: str | None = None) -> None:
+    """``runtime`` is one of `RUNTIMES`; with ``profile`` (one that runs no KServe), only "sandbox"."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}", hint=f"use --runtime {' or '.join(RUNTIMES)}")
+    if profile is not None and runtime != SANDBOX_RUNTIME:
+        raise ConfigError(
+            f"the {profile} profile has no KServe to run --runtime {runtime}",
+            hint="deploy with --runtime sandbox (the same protocols), or on KServe: `--profile kind` (or cluster)",
+        )
+
+
 @runtime_checkable
 class ServingBackend(Protocol):
     """A profile's serving backend: the one interface workloads use to deploy and find models.
@@ -114,6 +132,7 @@ class ServingBackend(Protocol):
         gpus: int = 0,
         inference_log: bool = True,
         allow_nan: bool = False,
+        runtime: str = SANDBOX_RUNTIME,
     ) -> str: ...
 
     def split(

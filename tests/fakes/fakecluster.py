@@ -28,7 +28,11 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import fake_scheduling  # FAKE Pod answers (this folder is on sys.path: tests/fakes/bin/* put it there)
+# FAKE API answers, one module each: Pods' admission and scheduling (fake_scheduling); InferenceServices' status,
+# predictor pods, events and logs (fake_kserve). They sit beside this file, whoever imports it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fake_kserve
+import fake_scheduling
 import yaml
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
@@ -262,7 +266,7 @@ def kubectl(argv: list[str], objects: list[dict]) -> str:
             if args[1] in pod_logs:
                 return pod_logs[args[1]]
             # ---
-            return "FAKE log line 1\nFAKE log line 2: Back-off pulling image"
+            return fake_kserve.logs(store, args) or "FAKE log line 1\nFAKE log line 2: Back-off pulling image"
     raise Fail(f'error: unknown command "{args[0]}" for "kubectl"')
 
 
@@ -306,6 +310,7 @@ def apply(store: dict, args: list[str], objects: list[dict], namespace: str | No
                 "Succeeded",
             )
         store[key(obj["kind"], ns, obj["metadata"]["name"])] = obj
+        fake_kserve.applied(store, obj)  # FAKE KServe hook
         out.append(f"{obj['kind'].lower()}/{obj['metadata']['name']} serverside-applied")
     return "\n".join(out)
 
@@ -358,6 +363,7 @@ PLURALS = {
     "namespace": "Namespace",
     "customresourcedefinition": "CustomResourceDefinition",
     "runtimeclass": "RuntimeClass",
+    **fake_kserve.PLURALS,  # FAKE KServe hook
 }
 
 
@@ -376,7 +382,8 @@ def get(store: dict, nodes: dict, args: list[str], namespace: str | None) -> str
     words = [w for w in words if w not in (namespace, selector, "json")]
     ignore = "--ignore-not-found" in args
     if words[0] == "events":
-        return "LAST SEEN  TYPE     REASON  MESSAGE\n10s        Warning  Failed  FAKE event: ErrImagePull"
+        default = "LAST SEEN  TYPE     REASON  MESSAGE\n10s        Warning  Failed  FAKE event: ErrImagePull"
+        return fake_kserve.events(store, args) or default  # FAKE KServe hook
     if words[0] == "nodes":
         items = [n for n in nodes.values() if not selector or selector in n["metadata"]["labels"]]
         return json.dumps({"kind": "List", "items": items})
@@ -439,6 +446,7 @@ def delete(store: dict, args: list[str], namespace: str | None) -> str:
 
 
 def remove_pods(store: dict, owner: dict) -> None:
+    fake_kserve.deleted(store, owner)  # FAKE KServe hook
     for k, obj in list(store.items()):
         if obj["kind"] == "Pod" and obj["metadata"]["name"].rsplit("-", 1)[0] == owner["metadata"]["name"]:
             store.pop(k)
@@ -453,6 +461,8 @@ def wait(store: dict, args: list[str], namespace: str | None) -> str:
     kind_word, name = target.split("/", 1)
     if store.get(key(kind_of(kind_word, store), namespace, name)) is None:
         raise Fail(f'Error from server (NotFound): {kind_word}s "{name}" not found')
+    if timed_out := fake_kserve.waited(store.get(key(kind_of(kind_word, store), namespace, name)), target):
+        raise Fail(timed_out)  # FAKE KServe hook
     return f"{target} condition met"
 
 

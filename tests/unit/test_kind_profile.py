@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sandbox.config import load_config
-from sandbox.errors import ExitCode, PreflightError, SandboxError
+from sandbox.errors import ExitCode, NotRunningError, PreflightError, SandboxError
 from sandbox.profiles import get_profile
 from tests.fakes import STACK_ACTIONS, FakeTools
 
@@ -183,13 +183,14 @@ def test_down_deletes_the_cluster_and_keep_cluster_only_the_labelled_stack(tmp_p
     assert fakes.state()["clusters"] == {}
 
 
-def test_endpoints_need_a_sandbox_and_backends_name_issue_14(tmp_path, fakes):
+def test_endpoints_and_backends_need_a_sandbox(tmp_path, fakes):
     prof = kind_profile(tmp_path)
     with pytest.raises(SandboxError) as info:
         prof.endpoints()
     assert info.value.exit_code == ExitCode.NOT_RUNNING
-    with pytest.raises(PreflightError, match="issue 14"):
-        prof.serving()
+    for backend in (prof.serving, prof.pipelines, prof.scheduler):  # each is built (tests/unit/test_kube_*.py)
+        with pytest.raises(NotRunningError, match="no kind sandbox"):
+            backend()
 
 
 def test_render_writes_validated_files_and_refuses_an_invalid_object(tmp_path, fakes, monkeypatch):

@@ -70,12 +70,10 @@ def test_kind_preflight_checks_its_tools(monkeypatch):
         assert "install" in checks[tool].fix
 
 
-def test_kind_backends_name_the_planned_work():
+def test_kind_backends_need_a_running_stack():
     kind = get_profile(load_config(profile="kind"))
-    for backend in (kind.serving,):
-        with pytest.raises(PreflightError, match="issue 14"):
-            backend()
-    for backend in (kind.pipelines, kind.scheduler):  # built: tests/unit/test_kube_pipelines.py, test_kube_scheduler.py
+    # Built (tests/unit/test_kube_serving.py, test_kube_pipelines.py, test_kube_scheduler.py): each needs the stack.
+    for backend in (kind.serving, kind.pipelines, kind.scheduler):
         with pytest.raises(NotRunningError, match="no kind sandbox"):
             backend()
 

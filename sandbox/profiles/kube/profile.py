@@ -26,6 +26,7 @@ from sandbox.files import write_private
 from sandbox.net import LOOPBACK, free_port, port_is_free
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
+from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.pipelines import runner_for
 from sandbox.profiles.kube.scheduler import KubeScheduler
 from sandbox.profiles.kube.status import component_statuses, pod_logs
@@ -228,6 +229,7 @@ class KubeProfile(Profile):
         if state is None:
             ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
             return
+        kube_serving.stop_all_forwards(self.folder)  # the deployments' port-forwards, whatever `_remove` does
         self._remove(state, keep_cluster=keep_cluster)
         if not keep_cluster:  # a kept cluster is still this sandbox's: a later `down` deletes it
             # What ran is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
@@ -245,6 +247,7 @@ class KubeProfile(Profile):
         tools = Tools(state.context)
         selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={state.instance}"
         kinds = [
+            "inferenceservices",  # first: KServe's own Deployments and Services under them go with them
             "deployments",
             "statefulsets",
             "jobs",
@@ -254,6 +257,7 @@ class KubeProfile(Profile):
             "persistentvolumeclaims",
             "resourcequotas",
             "limitranges",
+            "serviceaccounts",  # the kserve-mlserver runtime's S3 ServiceAccount
         ]
         with ui.step(f"Delete the stack's objects in {state.namespace} ({selector})"):
             tools.run(tools.delete_labelled(kinds, namespace=state.namespace, selector=selector))
@@ -279,8 +283,14 @@ class KubeProfile(Profile):
                 ServiceStatus("cluster", state.context, ServiceState.STOPPED, None, None, None, detail=detail)
             ]
             return result
+        # A deployment's predictor and router pods are listed as deployments, not as stack services.
+        result.services = [s for s in result.services if s.name != kube_serving.COMPONENT]
         if result.services:
             result.endpoints = self._endpoints(state)
+            try:
+                result.deployments = self._serving(state).statuses()
+            except ToolError as exc:
+                result.warnings.append(f"deployments not read: {(exc.details or exc.message).splitlines()[-1]}")
         return result
 
     def _selector(self, state: KubeState) -> str:
@@ -321,6 +331,7 @@ class KubeProfile(Profile):
             monitoring_db_url=f"postgresql://{manifests.DB_USER}:{password}@{database}/{manifests.MONITORING_DATABASE}",
             capabilities=CAPABILITIES,
             capability_fixes=CAPABILITY_FIXES,
+            inference=self._inference(state),
             notebooks_url=(
                 f"http://{LOOPBACK}:{ports['notebooks']}/lab?token={stack_secrets.jupyter_token}"
                 if self.config.notebooks.enabled
@@ -329,8 +340,32 @@ class KubeProfile(Profile):
             sandbox_env={"SANDBOX_PROFILE": self.name, "SANDBOX_DIR": str(self.config.root)},
         )
 
-    def serving(self):
-        raise planned("serving (KServe InferenceServices)")
+    def serving(self) -> kube_serving.KubeServing:
+        """InferenceServices (KServe, Standard mode) in the stack's namespace."""
+        state = self._read_state()
+        if state is None:
+            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        return self._serving(state)
+
+    def _serving(self, state: KubeState) -> kube_serving.KubeServing:
+        stack_secrets = self._secrets(create=False)
+        if stack_secrets is None:
+            raise NotRunningError(
+                f"the {self.name} sandbox in {self.config.root} has no secrets file", hint="run `sandbox up`"
+            )
+        return kube_serving.KubeServing(
+            self._spec(state, stack_secrets),
+            Tools(state.context),
+            self.folder,
+            tracking_uri=lambda: self.endpoints().mlflow_tracking_uri,
+        )
+
+    def _inference(self, state: KubeState) -> dict:
+        """The deployments' endpoints (through their port-forwards); none when the API cannot be read."""
+        try:
+            return self._serving(state).inference_endpoints()
+        except ToolError:
+            return {}
 
     def pipelines(self):
         """Pipelines on the cluster's KFP (`kube/pipelines.py`), reached on 127.0.0.1."""
@@ -351,6 +386,10 @@ class KubeProfile(Profile):
         state = self._read_state()
         if state is None:
             raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        if service not in self.service_names() and not any(c in service for c in ",=/ "):
+            serving = self._serving(state)
+            if serving.log_selector(service) is not None:  # a deployment: its predictor's (or router's) pods
+                return serving.logs(service, lines=lines, follow=follow)
         return pod_logs(
             Tools(state.context), state.namespace, self._selector(state), service, lines=lines, follow=follow
         )

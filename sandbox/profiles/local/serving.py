@@ -21,7 +21,15 @@ from sandbox.net import LOOPBACK
 from sandbox.profiles.local.process import PORTS_MARKER, Identity, ManagedProcess
 from sandbox.profiles.local.readiness import wait_ready
 from sandbox.profiles.local.state import PortMap, SandboxDir, locked
-from sandbox.serving.specs import DeploymentSpec, DeploymentStatus, VariantSpec, validate_model_uri, validate_name
+from sandbox.serving.specs import (
+    SANDBOX_RUNTIME,
+    DeploymentSpec,
+    DeploymentStatus,
+    VariantSpec,
+    validate_model_uri,
+    validate_name,
+    validate_runtime,
+)
 
 
 def variant_name(split: str, label: str) -> str:
@@ -218,7 +226,9 @@ class LocalServing(DeploymentStore):
         gpus: int = 0,
         inference_log: bool = True,
         allow_nan: bool = False,
+        runtime: str = SANDBOX_RUNTIME,
     ) -> str:
+        validate_runtime(runtime, profile="local")  # KServe's own runtimes exist on the Kubernetes profiles only
         validate_name(name)
         validate_model_uri(model_uri)
         if batch_size < 1 or batch_wait_ms < 0:

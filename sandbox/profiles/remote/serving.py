@@ -54,6 +54,9 @@ class RemoteServing:
         raise ConfigError(f"the remote profile cannot {what} {name!r}: it deploys nothing", hint=_NO_DEPLOY_HINT)
 
     def deploy(self, name: str, *args, **kwargs):
+        from sandbox.serving.specs import SANDBOX_RUNTIME, validate_runtime
+
+        validate_runtime(kwargs.get("runtime", SANDBOX_RUNTIME), profile="remote")
         self._refuse("deploy", name)
 
     def split(self, name: str, *args, **kwargs):

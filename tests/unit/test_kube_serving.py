@@ -1,0 +1,661 @@
+"""The Kubernetes profiles' serving backend (KServe InferenceServices), driven for real against the FAKE
+kubectl (tests/fakes/bin) and the FAKE KServe controller (tests/fakes/fake_kserve.py) on a fake cluster.
+
+Nothing here is Kubernetes or KServe: the objects are checked as the backend builds them (and validated
+offline, with kubernetes-validate and the kserve SDK's models), and the handling of the API's answers
+(conditions, events, logs) against what the fakes answer. The registry lookup of `--runtime
+kserve-mlserver` runs against a real MLflow registry (sqlite, in the test's folder).
+"""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from sandbox.cli import app
+from sandbox.config import load_config
+from sandbox.errors import ConfigError, ExitCode, NotRunningError, ServiceStartError
+from sandbox.profiles import get_profile
+from sandbox.profiles.kube import manifests, validate
+from sandbox.profiles.kube import serving as kube_serving
+from sandbox.profiles.kube.profile import KubeState
+from sandbox.serving.specs import DeploymentSpec, VariantSpec
+from tests.factories import make_endpoints
+from tests.fakes import FakeTools
+
+CONTEXT = "minikube"
+NS = "ml-sandbox"
+INSTANCE = "sb-test"
+ISVC = "InferenceService"
+
+
+def _seed_stack(fakes: FakeTools, context: str, *, kind_cluster: str | None = None) -> None:
+    """What `up` leaves in the fake cluster that serving reads: the namespace and one stack pod (MLflow)."""
+    labels = {
+        "app.kubernetes.io/managed-by": manifests.MANAGED_BY,
+        "app.kubernetes.io/instance": INSTANCE,
+        "app.kubernetes.io/component": manifests.MLFLOW,
+    }
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "mlflow-0", "namespace": NS, "labels": labels},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    foreign = {"kind": "Deployment", "metadata": {"name": "team-app", "namespace": NS, "labels": {"app": "team"}}}
+    objects = {
+        f"Namespace//{NS}": {"kind": "Namespace", "metadata": {"name": NS, "labels": {}}},
+        f"Pod/{NS}/mlflow-0": pod,
+        f"Deployment/{NS}/team-app": foreign,
+    }
+    seed: dict = {"contexts": [context], "objects": {context: objects}}
+    if kind_cluster:
+        seed["clusters"] = {kind_cluster: {"nodes": {}, "images": []}}
+    fakes.seed(seed)
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    tools = FakeTools(tmp_path, monkeypatch)
+    _seed_stack(tools, CONTEXT)
+    yield tools
+    tools.stop_servers(tmp_path / "sb" / "kube" / "forwards")
+
+
+def cluster_profile(tmp_path):
+    """A cluster profile whose stack is up (its state and secrets as `up` writes them), on the fake cluster."""
+    prof = get_profile(load_config(profile="cluster", dir=tmp_path / "sb", **{"cluster.context": CONTEXT}))
+    prof.folder.mkdir(parents=True, exist_ok=True)
+    if prof._read_state() is None:
+        ports = {"postgres": 1, "s3": 2, "mlflow": 3, "notebooks": 4, "kfp": 5}
+        prof._write_state(KubeState(INSTANCE, CONTEXT, NS, ports))
+        prof._secrets(create=True)
+    return prof
+
+
+@pytest.fixture
+def prof(tmp_path, fakes):
+    return cluster_profile(tmp_path)
+
+
+def store(fakes: FakeTools, context: str = CONTEXT) -> dict:
+    return fakes.objects(context)
+
+
+def obj(fakes: FakeTools, kind: str, name: str) -> dict:
+    return store(fakes)[f"{kind}/{NS}/{name}"]
+
+
+def stored_spec(fakes: FakeTools, kind: str, name: str) -> DeploymentSpec:
+    return DeploymentSpec.model_validate_json(
+        obj(fakes, kind, name)["metadata"]["annotations"][kube_serving.SPEC_ANNOTATION]
+    )
+
+
+def serving_labels(name: str, parent: str | None = None) -> dict:
+    labels = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": INSTANCE,
+        "app.kubernetes.io/managed-by": "ml-sandbox",
+        "app.kubernetes.io/part-of": "ml-sandbox",
+        "app.kubernetes.io/component": "serving",
+    }
+    return {**labels, **({"ml-sandbox.io/parent": parent} if parent else {})}
+
+
+def secret_ref(env: str, secret: str, key: str) -> dict:
+    return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def expected_server_env(*, inference_log: bool = True) -> list[dict]:
+    env = [
+        {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml-sandbox.svc.cluster.local:5000"},
+        {"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://s3.ml-sandbox.svc.cluster.local:8333"},
+        {"name": "AWS_ENDPOINT_URL_S3", "value": "http://s3.ml-sandbox.svc.cluster.local:8333"},
+        secret_ref("AWS_ACCESS_KEY_ID", "s3-credentials", "access-key"),
+        secret_ref("AWS_SECRET_ACCESS_KEY", "s3-credentials", "secret-key"),
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+        {"name": "ML_SANDBOX_BIND_HOST", "value": "0.0.0.0"},
+    ]
+    if inference_log:
+        env.append(secret_ref("ML_SANDBOX_MONITORING_DB_URL", "postgres-credentials", "monitoring-url"))
+    return env
+
+
+def without_status(item: dict) -> dict:
+    return {key: value for key, value in item.items() if key != "status"}
+
+
+# --------------------------------------------------------------------------- deploy: the objects
+
+
+def test_deploy_applies_one_validated_inference_service_running_the_projects_model_server(prof, fakes):
+    note = prof.serving().deploy("fraud", "models:/fraud-detector@champion", batch_size=8, batch_wait_ms=3)
+    assert note == "InferenceService fraud Ready"
+    spec = DeploymentSpec(
+        name="fraud", kind="model", model_uri="models:/fraud-detector@champion", batch_size=8, batch_wait_ms=3
+    )
+    expected = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": ISVC,
+        "metadata": {
+            "name": "fraud",
+            "namespace": NS,
+            "labels": serving_labels("fraud"),
+            "annotations": {"ml-sandbox.io/deployment-spec": spec.model_dump_json()},
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "maxReplicas": 1,
+                "automountServiceAccountToken": False,
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 10001},
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": prof._image(),
+                        "command": ["python", "-m", "sandbox.serving.model_server"],
+                        "args": [
+                            "--name",
+                            "fraud",
+                            "--model-uri",
+                            "models:/fraud-detector@champion",
+                            "--host",
+                            "0.0.0.0",
+                            "--port",
+                            "8080",
+                            "--grpc-port",
+                            "8081",
+                            "--batch-size",
+                            "8",
+                            "--batch-wait-ms",
+                            "3",
+                        ],
+                        "env": expected_server_env(),
+                        "ports": [
+                            {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+                            {"name": "h2c", "containerPort": 8081, "protocol": "TCP"},
+                        ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/v2/models/fraud/ready", "port": 8080},
+                            "periodSeconds": 5,
+                            "failureThreshold": 120,
+                        },
+                        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "privileged": False,
+                            "capabilities": {"drop": ["ALL"]},
+                            "runAsNonRoot": True,
+                            "runAsUser": 10001,
+                            "runAsGroup": 10001,
+                        },
+                    }
+                ],
+            }
+        },
+    }
+    assert without_status(obj(fakes, ISVC, "fraud")) == expected
+    assert validate.validate_objects([expected]) == []
+    lines = fakes.lines()
+    apply = [line for line in lines if line.startswith("kubectl apply")]
+    assert apply == [
+        "kubectl apply --server-side --field-manager=ml-sandbox --force-conflicts -f - <<InferenceService/fraud"
+    ]
+    wait = "kubectl wait inferenceservice/fraud --for=condition=Ready --timeout=600s -n ml-sandbox"
+    assert wait in lines and lines.index(wait) > lines.index(apply[0])
+
+
+def test_the_inference_log_flag_and_nan_reach_the_server_and_its_environment(prof, fakes):
+    prof.serving().deploy("plain", "models:/m/2", inference_log=False, allow_nan=True)
+    container = obj(fakes, ISVC, "plain")["spec"]["predictor"]["containers"][0]
+    assert container["args"][-2:] == ["--no-inference-log", "--allow-nan"]
+    assert container["env"] == expected_server_env(inference_log=False)
+
+
+def test_gpus_become_nvidia_requests_and_limits_with_the_gpu_nodes_tolerations(prof, fakes):
+    prof.serving().deploy("big", "models:/m/1", gpus=2)
+    predictor = obj(fakes, ISVC, "big")["spec"]["predictor"]
+    resources = predictor["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == "2" and resources["limits"]["nvidia.com/gpu"] == "2"
+    # The default inventory's GPU nodes are tainted nvidia.com/gpu=present:NoSchedule.
+    assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    prof.serving().deploy("small", "models:/m/1")
+    assert "tolerations" not in obj(fakes, ISVC, "small")["spec"]["predictor"]
+    assert "nvidia.com/gpu" not in json.dumps(obj(fakes, ISVC, "small")["spec"])
+
+
+def test_an_object_that_fails_offline_validation_is_never_applied(prof, fakes, monkeypatch):
+    real = kube_serving.inference_service
+
+    def broken(*args, **kwargs):
+        made = real(*args, **kwargs)
+        made["spec"]["predictor"]["replicaz"] = 1
+        return made
+
+    monkeypatch.setattr(kube_serving, "inference_service", broken)
+    with pytest.raises(
+        validate.InvalidObject, match=r"InferenceService ml-sandbox/fraud: spec.predictor.replicaz: unknown field"
+    ):
+        prof.serving().deploy("fraud", "models:/m/1")
+    assert not [line for line in fakes.lines() if line.startswith("kubectl apply")]
+
+
+def test_bad_arguments_are_refused_before_any_call(prof, fakes):
+    serving = prof.serving()
+    for call, match in [
+        (lambda: serving.deploy("Fraud_1", "models:/m/1"), "bad deployment name"),
+        (lambda: serving.deploy("fraud", "fraud-detector"), "bad model URI"),
+        (lambda: serving.deploy("fraud", "models:/m/1", gpus=-1), "--gpus"),
+        (lambda: serving.deploy("fraud", "models:/m/1", runtime="triton"), "unknown runtime"),
+        (lambda: serving.split("ab", [VariantSpec.parse("a=models:/m/1:1")]), "at least two"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            call()
+    assert fakes.mutating() == []
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def test_a_deployment_that_never_gets_ready_fails_with_its_pods_events_and_log_and_is_removed(prof, fakes):
+    fakes.unready("fraud")
+    with pytest.raises(ServiceStartError) as info:
+        prof.serving().deploy("fraud", "models:/m/1")
+    error = info.value
+    assert error.exit_code == ExitCode.FAILED
+    assert "deployment fraud is not Ready after 600s" in error.message
+    assert "FAKE predictor pod is not ready" in error.message  # the Ready condition's own message
+    assert "--- pod fraud-predictor-7d9c5b-x2x4q (Pending)" in error.details
+    assert "FAKE event: Back-off restarting failed container kserve-container" in error.details
+    assert "FAKE the model flavor cannot be loaded by this runtime" in error.details
+    assert "sandbox logs fraud" in error.hint
+    events = [line for line in fakes.lines() if " get events " in line]
+    assert events == [
+        "kubectl get events -n ml-sandbox --field-selector involvedObject.name=fraud-predictor-7d9c5b-x2x4q "
+        "--sort-by=.lastTimestamp"
+    ]
+    assert "kubectl logs fraud-predictor-7d9c5b-x2x4q -n ml-sandbox --tail=30 --all-containers --prefix" in (
+        fakes.lines()
+    )
+    # A new deployment that failed is not left half-made; its predictor's pod and Service went with it.
+    assert fakes.mutating()[-1] == "kubectl delete inferenceservice/fraud -n ml-sandbox --ignore-not-found --wait=false"
+    assert not [key for key in store(fakes) if "fraud" in key]
+
+
+def test_a_failed_redeploy_keeps_the_deployment_and_status_shows_why(prof, fakes):
+    prof.serving().deploy("fraud", "models:/m/1")
+    fakes.unready("fraud")
+    with pytest.raises(ServiceStartError):
+        prof.serving().deploy("fraud", "models:/m/2")
+    (status,) = prof.serving().statuses()
+    assert (status.name, status.state, status.model_uri) == ("fraud", "unhealthy", "models:/m/2")
+    assert status.detail == (
+        "runtime sandbox; FAKE predictor pod is not ready: containers with unready status: [kserve-container]"
+    )
+    assert status.instance == "fraud-predictor-7d9c5b-x2x4q"
+
+
+# --------------------------------------------------------------------------- kserve-mlserver
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A real MLflow registry (sqlite) holding one MLflow 3 logged model, registered as version 1 with the
+    alias champion; its experiment's artifacts are where the stack's MLflow keeps them (mlflow-artifacts:/)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the registry store looks the logged model up there
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("fraud", artifact_location="mlflow-artifacts:/7")
+    logged = client.create_logged_model(experiment_id=experiment, name="model")
+    client.create_registered_model("fraud-detector")
+    version = client.create_model_version(
+        "fraud-detector", source=f"models:/{logged.model_id}", model_id=logged.model_id
+    )
+    client.set_registered_model_alias("fraud-detector", "champion", version.version)
+    return uri, f"s3://mlflow-artifacts/7/models/{logged.model_id}/artifacts"
+
+
+def test_storage_uri_is_resolved_from_the_registry_by_version_and_by_alias(registry):
+    uri, folder = registry
+    assert kube_serving.resolve_storage_uri("models:/fraud-detector/1", uri) == folder
+    assert kube_serving.resolve_storage_uri("models:/fraud-detector@champion", uri) == folder
+    assert kube_serving.resolve_storage_uri(folder + "/", uri) == folder
+    with pytest.raises(ConfigError, match="is not in the registry"):
+        kube_serving.resolve_storage_uri("models:/fraud-detector/9", uri)
+    with pytest.raises(ConfigError, match="is not in the registry"):
+        kube_serving.resolve_storage_uri("models:/fraud-detector@nope", uri)
+    with pytest.raises(ConfigError, match="name a version or an alias"):
+        kube_serving.resolve_storage_uri("models:/fraud-detector/latest", uri)
+    with pytest.raises(ConfigError, match="needs a registry URI"):
+        kube_serving.resolve_storage_uri("runs:/abc/model", uri)
+    with pytest.raises(ConfigError, match="not in the stack's S3"):
+        kube_serving.artifact_s3_uri("file:///tmp/mlruns/1/models/m-1/artifacts")
+
+
+def test_the_kserve_mlserver_runtime_gets_storage_uri_and_an_s3_service_account(prof, fakes, registry):
+    uri, folder = registry
+    serving = prof.serving()
+    serving.tracking_uri = lambda: uri
+    note = serving.deploy("fraud-ml", "models:/fraud-detector@champion", runtime="kserve-mlserver")
+    assert note == f"InferenceService fraud-ml Ready (model {folder})"
+    isvc = obj(fakes, ISVC, "fraud-ml")
+    assert isvc["spec"] == {
+        "predictor": {
+            "minReplicas": 1,
+            "maxReplicas": 1,
+            "serviceAccountName": "kserve-s3",
+            "model": {
+                "modelFormat": {"name": "mlflow"},
+                "protocolVersion": "v2",
+                "runtime": "kserve-mlserver",
+                "storageUri": folder,
+                "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            },
+        }
+    }
+    assert stored_spec(fakes, ISVC, "fraud-ml").runtime == "kserve-mlserver"
+    keys = prof._secrets(create=False)
+    secret = obj(fakes, "Secret", "kserve-s3")
+    assert secret["metadata"]["annotations"] == {
+        "serving.kserve.io/s3-endpoint": "s3.ml-sandbox.svc.cluster.local:8333",
+        "serving.kserve.io/s3-usehttps": "0",
+        "serving.kserve.io/s3-region": "us-east-1",
+        "serving.kserve.io/s3-usevirtualbucket": "false",
+    }
+    assert secret["stringData"]["AWS_ACCESS_KEY_ID"] == keys.s3_access_key
+    assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == keys.s3_secret_key
+    account = obj(fakes, "ServiceAccount", "kserve-s3")
+    assert account["secrets"] == [{"name": "kserve-s3"}] and account["automountServiceAccountToken"] is False
+    assert account["metadata"]["labels"]["app.kubernetes.io/instance"] == INSTANCE
+    applied = [line for line in fakes.lines() if line.startswith("kubectl apply")]
+    assert applied[-1].endswith("<<Secret/kserve-s3,ServiceAccount/kserve-s3,InferenceService/fraud-ml")
+    assert validate.validate_objects([secret, account, without_status(isvc)]) == []
+    endpoint = serving.inference_endpoints()["fraud-ml"]
+    assert endpoint.protocol == "v2" and endpoint.grpc is None  # MLServer: V2 REST here
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_split_makes_an_inference_service_per_variant_and_the_router_in_front(prof, fakes):
+    variants = [VariantSpec.parse("a=models:/fraud-detector/1:80"), VariantSpec.parse("b=models:/fraud-detector/2:20")]
+    notes = prof.serving().split("fraud-ab", variants, sticky_header="x-user-id", batch_size=4)
+    assert notes == [
+        "fraud-ab-a: InferenceService Ready",
+        "fraud-ab-b: InferenceService Ready",
+        "fraud-ab (router): Deployment fraud-ab-router ready",
+    ]
+    for label, uri in (("a", "models:/fraud-detector/1"), ("b", "models:/fraud-detector/2")):
+        child = obj(fakes, ISVC, f"fraud-ab-{label}")
+        assert child["metadata"]["labels"] == serving_labels(f"fraud-ab-{label}", parent="fraud-ab")
+        assert stored_spec(fakes, ISVC, f"fraud-ab-{label}").parent == "fraud-ab"
+        args = child["spec"]["predictor"]["containers"][0]["args"]
+        assert args[:4] == ["--name", f"fraud-ab-{label}", "--model-uri", uri] and "4" in args
+    router = obj(fakes, "Deployment", "fraud-ab-router")
+    assert router["metadata"]["labels"] == serving_labels("fraud-ab-router")
+    assert stored_spec(fakes, "Deployment", "fraud-ab-router").variants == variants
+    pod = router["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "sandbox.serving.router"]
+    assert container["image"] == prof._image()
+    assert container["args"] == [
+        "--name",
+        "fraud-ab",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--variant",
+        "a=http://fraud-ab-a-predictor.ml-sandbox.svc.cluster.local:80/fraud-ab-a:80",
+        "--variant",
+        "b=http://fraud-ab-b-predictor.ml-sandbox.svc.cluster.local:80/fraud-ab-b:20",
+        "--sticky-header",
+        "x-user-id",
+    ]
+    assert pod["automountServiceAccountToken"] is False
+    selector = {"app.kubernetes.io/name": "fraud-ab-router", "app.kubernetes.io/instance": INSTANCE}
+    assert router["spec"]["selector"] == {"matchLabels": selector}
+    service = obj(fakes, "Service", "fraud-ab-router")
+    assert service["spec"] == {
+        "type": "ClusterIP",
+        "selector": selector,
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+    }
+    made = [without_status(obj(fakes, k, n)) for k, n in [(ISVC, "fraud-ab-a"), (ISVC, "fraud-ab-b")]]
+    assert validate.validate_objects([*made, without_status(router), service]) == []
+    # The variants applied together, both Ready, then the router, then its rollout.
+    lines = [line for line in fakes.lines() if line.startswith(("kubectl apply", "kubectl wait", "kubectl rollout"))]
+    assert [
+        line.split(" <<")[-1] if "<<" in line else line.split()[-4 if "rollout" in line else 2] for line in lines
+    ] == [
+        "InferenceService/fraud-ab-a,InferenceService/fraud-ab-b",
+        "inferenceservice/fraud-ab-a",
+        "inferenceservice/fraud-ab-b",
+        "Deployment/fraud-ab-router,Service/fraud-ab-router",
+        "deployment/fraud-ab-router",
+    ]
+
+
+def test_a_split_whose_variant_fails_leaves_nothing(prof, fakes):
+    fakes.unready("fraud-ab-b")
+    variants = [VariantSpec.parse("a=models:/m/1:50"), VariantSpec.parse("b=models:/m/2:50")]
+    with pytest.raises(ServiceStartError, match="deployment fraud-ab-b is not Ready"):
+        prof.serving().split("fraud-ab", variants)
+    assert not [key for key in store(fakes) if "fraud-ab" in key]
+    assert not [line for line in fakes.lines() if "Deployment/fraud-ab-router" in line]  # the router never applied
+
+
+# --------------------------------------------------------------------------- reading back, undeploy
+
+
+def test_get_and_statuses_read_the_deployments_back_from_the_api(tmp_path, prof, fakes):
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m/1", batch_size=8)
+    serving.split("ab", [VariantSpec.parse("a=models:/m/1:80"), VariantSpec.parse("b=models:/m/2:20")])
+    again = cluster_profile(tmp_path).serving()  # a fresh backend: nothing is remembered but the API's objects
+    assert again.get("fraud") == DeploymentSpec(name="fraud", kind="model", model_uri="models:/m/1", batch_size=8)
+    assert again.get("ab").kind == "split" and [v.label for v in again.get("ab").variants] == ["a", "b"]
+    assert again.get("ab-a").parent == "ab"
+    assert again.get("nope") is None
+    rows = {s.name: s for s in again.statuses()}
+    assert set(rows) == {"fraud", "ab", "ab-a", "ab-b"}
+    assert (rows["fraud"].kind, rows["fraud"].state, rows["fraud"].instance) == (
+        "model",
+        "running",
+        "fraud-predictor-7d9c5b-x2x4q",
+    )
+    assert rows["fraud"].detail == "runtime sandbox, batch 8/5ms"
+    assert (rows["ab"].kind, rows["ab"].state, rows["ab"].instance) == ("split", "running", "ab-router-0")
+    assert rows["ab"].detail == "a=models:/m/1 (80), b=models:/m/2 (20)"
+    assert rows["ab-a"].kind == "variant of ab"
+
+
+def test_undeploy_deletes_exactly_its_objects(prof, fakes):
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m/1")
+    serving.deploy("other", "models:/m/1")
+    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    with pytest.raises(ConfigError, match="variant of 'ab'"):
+        serving.undeploy("ab-a")
+    with pytest.raises(NotRunningError):
+        serving.undeploy("nope")
+    before = set(store(fakes))
+    fakes.clear_log()
+    assert serving.undeploy("ab") == ["ab", "ab-a", "ab-b"]
+    assert fakes.mutating() == [
+        "kubectl delete deployment/ab-router service/ab-router inferenceservice/ab-a inferenceservice/ab-b "
+        "-n ml-sandbox --ignore-not-found --wait=false"
+    ]
+    assert serving.undeploy("fraud") == ["fraud"]
+    gone = before - set(store(fakes))
+    assert {key for key in gone if "/ab" not in key and "/fraud" not in key} == set()
+    assert [key for key in store(fakes) if key.startswith(f"{ISVC}/")] == [f"{ISVC}/{NS}/other"]
+    assert f"Deployment/{NS}/team-app" in store(fakes) and f"Pod/{NS}/mlflow-0" in store(fakes)
+    assert [s.name for s in serving.statuses()] == ["other"]
+
+
+def test_a_name_taken_by_the_other_kind_is_refused(prof, fakes):
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m/1")
+    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    with pytest.raises(ConfigError, match="is an A/B split"):
+        serving.deploy("ab", "models:/m/1")
+    with pytest.raises(ConfigError, match="single-model deployment"):
+        serving.split("fraud", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    with pytest.raises(ConfigError, match="variant of 'ab'"):
+        serving.deploy("ab-a", "models:/m/1")
+
+
+def test_no_secret_value_is_in_any_object_but_a_secret_nor_on_any_command_line(prof, fakes, registry):
+    uri, _ = registry
+    serving = prof.serving()
+    serving.tracking_uri = lambda: uri
+    serving.deploy("fraud", "models:/m/1", gpus=1)
+    serving.deploy("ml", "models:/fraud-detector/1", runtime="kserve-mlserver")
+    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    keys = prof._secrets(create=False)
+    values = [keys.postgres_password, keys.s3_access_key, keys.s3_secret_key, keys.jupyter_token]
+    made = [o for o in store(fakes).values() if o["kind"] != "Secret"]
+    assert {o["kind"] for o in made} >= {ISVC, "Deployment", "Service", "ServiceAccount"}
+    for item in made:
+        text = json.dumps(item)
+        assert not [v for v in values if v in text], item["metadata"]["name"]
+    for call in fakes.calls():
+        assert not [v for v in values if v in " ".join(call["argv"])]
+
+
+# --------------------------------------------------------------------------- reaching them, logs, status, down
+
+
+def _forward_cmdlines(prof) -> list[list[str]]:
+    out = []
+    for pid_file in sorted((prof.folder / "forwards").glob("serve-*.pid")):
+        try:
+            out.append(psutil.Process(int(pid_file.read_text())).cmdline())
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_each_deployment_is_reached_on_loopback_through_a_kept_port_forward(prof, fakes):
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m/1")
+    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    endpoints = serving.inference_endpoints()
+    ports = json.loads((prof.folder / "serving-ports.json").read_text())
+    fraud = endpoints["fraud"]
+    base = f"http://127.0.0.1:{ports['fraud']}"
+    assert (fraud.url, fraud.v1_predict, fraud.v2_infer) == (
+        base,
+        f"{base}/v1/models/fraud:predict",
+        f"{base}/v2/models/fraud/infer",
+    )
+    assert fraud.grpc == f"127.0.0.1:{ports['fraud.grpc']}" and fraud.kind == "model"
+    assert endpoints["ab"].kind == "split" and endpoints["ab"].variants == ["a", "b"] and endpoints["ab"].grpc is None
+    assert endpoints["ab"].v1_predict == f"http://127.0.0.1:{ports['ab']}/v1/models/ab:predict"
+    commands = [" ".join(line[-7:]) for line in _forward_cmdlines(prof)]
+    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/ab-router {ports['ab']}:80" in commands
+    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/fraud-predictor {ports['fraud']}:80" in commands
+    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/fraud-predictor {ports['fraud.grpc']}:8081" in commands
+    # The profile's endpoints carry them (serve url, loadtest), on the same kept ports.
+    assert prof.endpoints().inference["fraud"].url == base
+    assert serving.inference_endpoints()["fraud"].url == base
+    # Undeploying stops its forwards and forgets its ports.
+    serving.undeploy("fraud")
+    assert set(json.loads((prof.folder / "serving-ports.json").read_text())) == {
+        "ab",
+        "ab-a",
+        "ab-a.grpc",
+        "ab-b",
+        "ab-b.grpc",
+    }
+    assert [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c] == []
+
+
+def test_logs_of_a_deployment_are_its_predictor_pods(prof, fakes):
+    prof.serving().deploy("fraud", "models:/m/1")
+    assert "".join(prof.logs("fraud", lines=20)) == "FAKE log line 1\nFAKE log line 2: Back-off pulling image\n"
+    assert (
+        "kubectl logs -n ml-sandbox --tail=20 --all-containers --prefix -l serving.kserve.io/inferenceservice=fraud"
+        in fakes.lines()
+    )
+    fakes.clear_log()
+    list(prof.logs("mlflow", lines=5))  # a stack component, as before
+    assert [line for line in fakes.lines() if line.startswith("kubectl logs")] == [
+        "kubectl logs -n ml-sandbox --tail=5 --all-containers --prefix -l app.kubernetes.io/managed-by=ml-sandbox,"
+        f"app.kubernetes.io/instance={INSTANCE},app.kubernetes.io/component=mlflow"
+    ]
+
+
+def test_status_lists_deployments_and_keeps_their_pods_out_of_the_services(prof, fakes):
+    prof.serving().deploy("fraud", "models:/m/1")
+    status = prof.status()
+    assert [s.name for s in status.services] == ["mlflow"]  # the predictor's pod is not a stack service
+    assert [(d.name, d.state) for d in status.deployments] == [("fraud", "running")]
+    assert "fraud" in status.endpoints.inference
+
+
+def test_down_deletes_the_inference_services_and_stops_their_forwards(prof, fakes):
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m/1")
+    serving.inference_endpoints()
+    assert _forward_cmdlines(prof)
+    prof.down()
+    deletes = [line for line in fakes.mutating() if line.startswith("kubectl delete inferenceservices,")]
+    assert deletes and f"-l app.kubernetes.io/managed-by=ml-sandbox,app.kubernetes.io/instance={INSTANCE}" in deletes[0]
+    assert not [key for key in store(fakes) if key.startswith(f"{ISVC}/") or "fraud" in key]
+    assert f"Deployment/{NS}/team-app" in store(fakes)
+    assert not list((prof.folder / "forwards").glob("serve-*.pid"))
+
+
+def test_the_kind_profile_serves_through_the_same_backend(tmp_path, fakes):
+    _seed_stack(fakes, "kind-ml-sandbox", kind_cluster="ml-sandbox")
+    prof = get_profile(load_config(profile="kind", dir=tmp_path / "sb", **{"gpu.real_gpus": "off"}))
+    prof.folder.mkdir(parents=True)
+    ports = {"postgres": 1, "s3": 2, "mlflow": 3, "notebooks": 4, "kfp": 5}
+    prof._write_state(KubeState(INSTANCE, "kind-ml-sandbox", NS, ports, cluster="ml-sandbox"))
+    prof._secrets(create=True)
+    serving = prof.serving()
+    assert isinstance(serving, kube_serving.KubeServing)
+    serving.deploy("fraud", "models:/m/1")
+    assert f"{ISVC}/{NS}/fraud" in fakes.objects("kind-ml-sandbox")
+    assert all(
+        call["argv"][:2] == ["--context", "kind-ml-sandbox"] for call in fakes.calls() if call["tool"] == "kubectl"
+    )
+
+
+# --------------------------------------------------------------------------- the other profiles, the CLI
+
+
+def test_the_local_and_remote_profiles_refuse_the_kserve_runtime_naming_the_kind_profile(tmp_path):
+    from sandbox.profiles.local.serving import LocalServing
+    from sandbox.profiles.local.state import PortMap, SandboxDir
+    from sandbox.profiles.remote.serving import RemoteServing
+
+    sandbox = SandboxDir(tmp_path / "sb")
+    local = LocalServing(sandbox, PortMap(sandbox), make_endpoints(), startup_timeout=1)
+    with pytest.raises(ConfigError, match="local profile has no KServe") as info:
+        local.deploy("fraud", "models:/m/1", runtime="kserve-mlserver")
+    assert "--profile kind" in info.value.hint
+    with pytest.raises(ConfigError, match="remote profile has no KServe") as info:
+        RemoteServing({}).deploy("fraud", "models:/m/1", runtime="kserve-mlserver")
+    assert "--profile kind" in info.value.hint
+
+
+def test_cli_serve_deploy_takes_runtime(tmp_path, prof, fakes):
+    runner = CliRunner()
+    folder = "s3://mlflow-artifacts/7/models/m-1/artifacts"
+    args = ["serve", "deploy", "fraud", "--model", folder, "--runtime", "kserve-mlserver"]
+    result = runner.invoke(app, [*args, "--profile", "cluster", "--dir", str(tmp_path / "sb")])
+    assert result.exit_code == 0, result.output
+    assert obj(fakes, ISVC, "fraud")["spec"]["predictor"]["model"]["storageUri"] == folder
+    assert "V2: POST http://127.0.0.1:" in result.output and "V1:" not in result.output
+    bad = runner.invoke(app, ["serve", "deploy", "x", "--model", "models:/m/1", "--runtime", "mlserver"])
+    assert bad.exit_code == ExitCode.USAGE and "unknown runtime 'mlserver'" in bad.output
+    help_text = runner.invoke(app, ["serve", "deploy", "--help"]).output
+    assert "--runtime" in help_text and "kserve-mlserver" in help_text
