@@ -32,21 +32,10 @@ from sandbox.profiles.kube.scheduler import KubeScheduler
 from sandbox.profiles.kube.status import component_statuses, pod_logs
 from sandbox.profiles.kube.tools import ToolError, Tools
 
-CAPABILITIES = ["mlflow", "s3", "postgres", "monitoring"]
-PLANNED = "the Kubernetes serving, pipeline and scheduler backends are planned work (issue 14)"
-CAPABILITY_FIXES = {
-    "serving": f"{PLANNED}: use the local profile to serve models",
-    "kfp": f"{PLANNED}: run pipelines on the local profile (kfp.local)",
-    "gpu": f"{PLANNED}: `sandbox gpu` works on the local profile",
-}
-
-
-def planned(what: str) -> PreflightError:
-    return PreflightError(
-        f"the {what} backend of the Kubernetes profiles is not built yet: {PLANNED}",
-        hint="use the local profile for it (`--profile local`); the stack itself (MLflow, S3, PostgreSQL, "
-        "JupyterLab, KServe, KFP) is up on the cluster",
-    )
+# Serving on KServe (kube/serving.py), pipelines on KFP (kube/pipelines.py), GPUs on the real scheduler
+# (kube/scheduler.py): the same capabilities as the local profile.
+CAPABILITIES = ["mlflow", "s3", "postgres", "serving", "kfp", "gpu", "monitoring"]
+CAPABILITY_FIXES: dict[str, str] = {}
 
 
 @dataclasses.dataclass
