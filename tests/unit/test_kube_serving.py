@@ -144,7 +144,10 @@ def test_deploy_applies_one_validated_inference_service_running_the_projects_mod
             "name": "fraud",
             "namespace": NS,
             "labels": serving_labels("fraud"),
-            "annotations": {"ml-sandbox.io/deployment-spec": spec.model_dump_json()},
+            "annotations": {
+                "ml-sandbox.io/deployment-spec": spec.model_dump_json(),
+                "serving.kserve.io/deploymentMode": "Standard",
+            },
         },
         "spec": {
             "predictor": {

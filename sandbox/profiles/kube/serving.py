@@ -25,6 +25,7 @@ object keeps its `DeploymentSpec` as JSON in the `ml-sandbox.io/deployment-spec`
   Service (the kind profile's NodePorts are fixed when the cluster is made), on a port kept in
   `<dir>/kube/serving-ports.json`.
 
+Each InferenceService names its mode (annotation `serving.kserve.io/deploymentMode: Standard`).
 Standard mode makes, per InferenceService NAME, a Deployment and a Service `NAME-predictor`; the
 Service's port 80 targets the predictor container's first port, and its further ports keep their
 numbers (kserve pkg/controller/v1beta1/inferenceservice/reconcilers/service/service_reconciler.go);
@@ -68,6 +69,13 @@ COMPONENT = "serving"  # app.kubernetes.io/component of every object made here
 SPEC_ANNOTATION = "ml-sandbox.io/deployment-spec"
 PARENT_LABEL = "ml-sandbox.io/parent"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # KServe's label on a predictor's pods
+# KServe reads an InferenceService's mode from this annotation before the controller's default
+# (`deploy.defaultDeploymentMode` of its inferenceservice-config); "Standard" is v0.16+'s name of
+# RawDeployment (kserve pkg/constants/constants.go: DeploymentMode, Standard). Naming it on each object
+# keeps the predictor a plain Deployment and Service (no Knative, which the stack does not install)
+# whatever default the installed chart left in the ConfigMap.
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+DEPLOYMENT_MODE = "Standard"
 HTTP_PORT = 8080  # the model server's and the router's REST port in their pods (KServe's default)
 GRPC_PORT = 8081  # the model server's V2 gRPC port; the predictor Service keeps it as is
 SERVICE_PORT = 80  # KServe's predictor Service port for the container's first port; the router's too
@@ -227,10 +235,12 @@ def inference_service(spec: StackSpec, record: DeploymentSpec, *, storage_uri: s
         ]
     if record.gpus:
         predictor["tolerations"] = gpu_tolerations(spec)
+    meta = _meta(spec, record.name, record)
+    meta["annotations"][DEPLOYMENT_MODE_ANNOTATION] = DEPLOYMENT_MODE
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": _meta(spec, record.name, record),
+        "metadata": meta,
         "spec": {"predictor": predictor},
     }
 
