@@ -254,6 +254,15 @@ def test_bad_arguments_are_refused_before_any_call(prof, fakes):
         (lambda: serving.deploy("fraud", "models:/m/1", gpus=-1), "--gpus"),
         (lambda: serving.deploy("fraud", "models:/m/1", runtime="triton"), "unknown runtime"),
         (lambda: serving.split("ab", [VariantSpec.parse("a=models:/m/1:1")]), "at least two"),
+        # KServe copies the InferenceService's labels onto its pods: named like a stack component, they would
+        # be selected by that component's Service (app.kubernetes.io/name + instance).
+        (lambda: serving.deploy("mlflow", "models:/m/1"), "stack's own services"),
+        (
+            lambda: serving.split(
+                "create", [VariantSpec.parse("buckets=models:/m/1:1"), VariantSpec.parse("b=models:/m/1:1")]
+            ),
+            "'create-buckets' is the name of one of the stack's own services",
+        ),
     ]:
         with pytest.raises(ConfigError, match=match):
             call()

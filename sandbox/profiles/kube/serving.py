@@ -86,6 +86,27 @@ READY_TIMEOUT_S = 600  # what KServe's own e2e tests wait for an InferenceServic
 LOG_LINES = 30
 
 
+# KServe copies an InferenceService's labels onto the Deployment, Service and pods it makes (kserve
+# pkg/controller/v1beta1/inferenceservice/components/predictor.go, buildObjectMeta: the runtime's labels,
+# the InferenceService's, the predictor's, then its own), so a predictor's pods carry
+# `app.kubernetes.io/name: NAME` and the stack's instance. The stack's Services select exactly those two
+# labels (`manifests.selector`): a deployment named after a stack component would put its pods behind
+# that component's Service.
+RESERVED_NAMES = frozenset(
+    {manifests.POSTGRES, manifests.S3, manifests.MLFLOW, manifests.NOTEBOOKS, manifests.BUCKETS_JOB}
+)
+
+
+def check_not_reserved(*names: str) -> None:
+    for name in names:
+        if name in RESERVED_NAMES:
+            raise ConfigError(
+                f"{name!r} is the name of one of the stack's own services on this profile",
+                hint="choose another name: a deployment's pods carry its name as app.kubernetes.io/name, which "
+                f"the stack's Services select on ({', '.join(sorted(RESERVED_NAMES))})",
+            )
+
+
 def variant_name(split: str, label: str) -> str:
     return f"{split}-{label}"
 
@@ -541,6 +562,7 @@ class KubeServing:
     ) -> str:
         validate_runtime(runtime)
         validate_name(name)
+        check_not_reserved(name)
         validate_model_uri(model_uri)
         if batch_size < 1 or batch_wait_ms < 0:
             raise ConfigError(
@@ -600,6 +622,7 @@ class KubeServing:
             raise ConfigError("the weights add up to 0", hint="give at least one variant a positive weight")
         for variant in variants:
             validate_model_uri(variant.model_uri)
+        check_not_reserved(name, router_name(name), *(variant_name(name, label) for label in labels))
         existing = self.get(name)
         if existing is not None and existing.kind == "model":
             raise ConfigError(
