@@ -10,6 +10,7 @@ kserve-mlserver` runs against a real MLflow registry (sqlite, in the test's fold
 from __future__ import annotations
 
 import json
+import socket
 
 import psutil
 import pytest
@@ -560,6 +561,10 @@ def test_each_deployment_is_reached_on_loopback_through_a_kept_port_forward(prof
     serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
     endpoints = serving.inference_endpoints()
     ports = json.loads((prof.folder / "serving-ports.json").read_text())
+    # Each forward started here already listens when the endpoints are handed out: a kubectl port-forward
+    # binds only after it found a pod, and the caller's first request must not be refused.
+    for key in ("fraud", "fraud.grpc", "ab"):
+        socket.create_connection(("127.0.0.1", ports[key]), timeout=1).close()
     fraud = endpoints["fraud"]
     base = f"http://127.0.0.1:{ports['fraud']}"
     assert (fraud.url, fraud.v1_predict, fraud.v2_infer) == (

@@ -38,7 +38,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,9 @@ ROUTER_SUFFIX = "-router"
 KSERVE_S3 = "kserve-s3"  # the ServiceAccount and Secret the stock runtime's storage initializer reads
 GPU = "nvidia.com/gpu"
 READY_TIMEOUT_S = 600  # what KServe's own e2e tests wait for an InferenceService
+# A `kubectl port-forward` listens on its local port only once it has found a pod behind the Service and
+# opened its stream through the API server: a request sent right after the process starts is refused.
+FORWARD_WAIT_S = 15.0
 LOG_LINES = 30
 
 
@@ -797,8 +802,11 @@ class KubeServing:
             return {}
         ports = self._claim_ports(records)
         out = {}
+        started: list[int] = []
         for record in records:
-            self.forwards.ensure(self.forwards_for(record, ports))
+            forwards = self.forwards_for(record, ports)
+            names = set(self.forwards.ensure(forwards))
+            started += [forward.local_port for forward in forwards if forward.name in names]
             base = f"http://{LOOPBACK}:{ports[record.name]}"
             grpc = ports.get(f"{record.name}.grpc") if _has_grpc(record) else None
             out[record.name] = InferenceEndpoint(
@@ -812,6 +820,8 @@ class KubeServing:
                 grpc=f"{LOOPBACK}:{grpc}" if grpc else None,
                 protocol="v2" if record.runtime == KSERVE_MLSERVER else None,  # MLServer speaks V2 only
             )
+        for port in started:  # the caller's first request must not race a forward that is still starting
+            wait_listening(port, FORWARD_WAIT_S)
         return out
 
     # ---------------------------------------------------------------- logs
@@ -835,6 +845,18 @@ class KubeServing:
         ) as process:
             assert process.stdout is not None
             yield from process.stdout
+
+
+def wait_listening(port: int, seconds: float) -> bool:
+    """Whether 127.0.0.1:``port`` accepts a connection within ``seconds`` (a forward that never does is left
+    to the caller's request, whose error then says so)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _label(obj: dict[str, Any], key: str) -> str | None:
