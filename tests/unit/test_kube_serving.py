@@ -298,6 +298,36 @@ def test_a_deployment_that_never_gets_ready_fails_with_its_pods_events_and_log_a
     assert not [key for key in store(fakes) if "fraud" in key]
 
 
+def test_a_redeploy_replaces_the_predictor_pods_and_waits_for_their_rollout(prof, fakes):
+    # The model server resolves `models:/NAME@champion` when it starts: redeploying the same URI after the
+    # alias moved must replace the pods, and the InferenceService's Ready (True from before, and through a
+    # rolling update) cannot tell when that is done; the predictor Deployment's rollout can.
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m@champion")
+    assert "annotations" not in obj(fakes, ISVC, "fraud")["spec"]["predictor"]  # a first deploy: nothing to replace
+    serving.inference_endpoints()
+    before = [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c]
+    fakes.clear_log()
+    serving.deploy("fraud", "models:/m@champion")
+    mark = obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][kube_serving.RESTART_ANNOTATION]
+    template = obj(fakes, "Deployment", "fraud-predictor")["spec"]["template"]["metadata"]
+    assert template["annotations"][kube_serving.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
+    assert validate.validate_objects([without_status(obj(fakes, ISVC, "fraud"))]) == []
+    lines = fakes.lines()
+    apply = next(i for i, line in enumerate(lines) if line.startswith("kubectl apply"))
+    rollout = lines.index("kubectl rollout status deployment/fraud-predictor -n ml-sandbox --timeout=600s")
+    ready = lines.index("kubectl wait inferenceservice/fraud --for=condition=Ready --timeout=600s -n ml-sandbox")
+    assert apply < rollout < ready
+    # The old forwards went to the replaced pod: stopped, and started again (same ports) by the next endpoints.
+    assert [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c] == []
+    serving.inference_endpoints()
+    assert sorted(" ".join(c[-2:]) for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c) == sorted(
+        " ".join(c[-2:]) for c in before
+    )
+    serving.deploy("fraud", "models:/m@champion")  # each redeploy replaces them again
+    assert obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][kube_serving.RESTART_ANNOTATION] != mark
+
+
 def test_a_failed_redeploy_keeps_the_deployment_and_status_shows_why(prof, fakes):
     prof.serving().deploy("fraud", "models:/m/1")
     fakes.unready("fraud")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -78,6 +79,13 @@ ISVC_LABEL = "serving.kserve.io/inferenceservice"  # KServe's label on a predict
 # whatever default the installed chart left in the ConfigMap.
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 DEPLOYMENT_MODE = "Standard"
+# On a redeploy, in `spec.predictor.annotations` (which KServe puts on the predictor's pods: kserve
+# components/predictor.go, buildObjectMeta): a new value changes the predictor Deployment's pod template,
+# so Kubernetes rolls new pods, as `kubectl rollout restart` does with its own annotation. Without it an
+# unchanged spec (the same `models:/NAME@champion` after the alias moved) keeps the old pods, which
+# resolved the model when they started, and the InferenceService's Ready (still True from before, and
+# kept True through a rolling update) says nothing about the new model.
+RESTART_ANNOTATION = "ml-sandbox.io/deployed-at"
 HTTP_PORT = 8080  # the model server's and the router's REST port in their pods (KServe's default)
 GRPC_PORT = 8081  # the model server's V2 gRPC port; the predictor Service keeps it as is
 SERVICE_PORT = 80  # KServe's predictor Service port for the container's first port; the router's too
@@ -225,9 +233,14 @@ def model_server_args(record: DeploymentSpec) -> list[str]:
     ]
 
 
-def inference_service(spec: StackSpec, record: DeploymentSpec, *, storage_uri: str | None = None) -> dict[str, Any]:
-    """The InferenceService of one model deployment (or one variant of a split)."""
+def inference_service(
+    spec: StackSpec, record: DeploymentSpec, *, storage_uri: str | None = None, restart: str | None = None
+) -> dict[str, Any]:
+    """The InferenceService of one model deployment (or one variant of a split); ``restart``: a redeploy's
+    mark, put on the predictor's pods so that they are replaced (`RESTART_ANNOTATION`)."""
     predictor: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 1}
+    if restart:
+        predictor["annotations"] = {RESTART_ANNOTATION: restart}
     if record.runtime == KSERVE_MLSERVER:
         if not storage_uri:
             raise ValueError("the kserve-mlserver runtime needs the model's s3:// storageUri")
@@ -596,15 +609,51 @@ class KubeServing:
         if runtime == KSERVE_MLSERVER:
             storage_uri = resolve_storage_uri(model_uri, self.tracking_uri())
             objects += kserve_s3_objects(self.spec)
-        objects.append(inference_service(self.spec, record, storage_uri=storage_uri))
+        # A redeploy replaces the predictor's pods (see RESTART_ANNOTATION) and waits for the new ones.
+        restart = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{secrets.token_hex(4)}" if existing else None
+        objects.append(inference_service(self.spec, record, storage_uri=storage_uri, restart=restart))
         self._apply(objects)
         try:
+            if restart:
+                self._wait_rollout(name, restart)
             self._wait_ready(name)
         except BaseException:
             if existing is None:  # no half-made deployment left behind (its report is in the error)
                 self._delete(f"inferenceservice/{name}")
             raise
+        if restart:  # a running forward still goes to a pod that is gone: the next endpoints start a new one
+            for forward_name in (f"serve-{name}", f"serve-{name}-grpc"):
+                self._stop_forward(forward_name)
         return f"InferenceService {name} Ready" + (f" (model {storage_uri})" if storage_uri else "")
+
+    def _wait_rollout(self, name: str, restart: str) -> None:
+        """Until the predictor's Deployment (named as its Service in Standard mode) carries ``restart`` in its
+        pod template, i.e. KServe has reconciled the change, then until Kubernetes has rolled it out."""
+        deployment = predictor_service(name)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            obj = self.tools.get_json("deployment", deployment, namespace=self.namespace) or {}
+            template = obj.get("spec", {}).get("template", {}).get("metadata", {})
+            if (template.get("annotations") or {}).get(RESTART_ANNOTATION) == restart:
+                break
+            if time.monotonic() >= deadline:
+                raise ServiceStartError(
+                    f"KServe did not update deployment/{deployment} for the redeploy of {name} "
+                    f"within {self.ready_timeout_s}s",
+                    hint="is KServe's controller running? `kubectl -n kserve logs deploy/kserve-controller-manager`",
+                )
+            time.sleep(1.0)
+        command = self.tools.rollout_status(
+            f"deployment/{deployment}", namespace=self.namespace, timeout_s=self.ready_timeout_s
+        )
+        try:
+            self.tools.run(command)
+        except ToolError as exc:
+            raise ServiceStartError(
+                f"the redeploy of {name} did not roll out within {self.ready_timeout_s}s",
+                hint=f"read its predictor pods' events and log below (`sandbox logs {name}`)",
+                details=self.pods_report(f"{ISVC_LABEL}={name}") or exc.details,
+            ) from None
 
     def split(
         self,
