@@ -2,7 +2,8 @@
 
 What the real controller does in Standard mode, reduced to what the sandbox's serving backend reads:
 an applied InferenceService NAME gets, at once, a predictor Service `NAME-predictor` (port 80 to the
-first container port, further ports as they are), a predictor pod carrying
+first container port, further ports as they are), a Deployment of the same name (the InferenceService's
+labels, and its and the predictor's annotations on the pod template), a predictor pod carrying
 `serving.kserve.io/inferenceservice: NAME` and the InferenceService's labels, and a status whose
 `Ready` condition is True with `status.url`. When NAME matches `$FAKE_TOOLS_UNREADY` (a regular
 expression), Ready is False with a reason and message, the pod stays Pending, and that pod has its own
@@ -70,6 +71,15 @@ def applied(store: dict, obj: dict) -> None:
         "status": {"phase": "Pending" if unready else "Running", "conditions": [ready]},
         "fake_events": UNREADY_EVENTS.format(pod=pod_name) if unready else None,
         "fake_log": UNREADY_LOG if unready else None,
+    }
+    # The predictor's Deployment, named as its Service, with the InferenceService's labels and, on its pod
+    # template, the InferenceService's and the predictor's annotations (kserve components/predictor.go).
+    annotations = {**obj["metadata"].get("annotations", {}), **predictor.get("annotations", {})}
+    store[_key("Deployment", namespace, service_name)] = {
+        "kind": "Deployment",
+        "metadata": {"name": service_name, "namespace": namespace, "labels": labels, "ownerReferences": owner},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": labels, "annotations": annotations}}},
+        "status": {"replicas": 1, "readyReplicas": 0 if unready else 1},
     }
     url = f"http://{service_name}.{namespace}.svc.cluster.local"
     if unready:

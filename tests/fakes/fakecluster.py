@@ -310,6 +310,9 @@ def apply(store: dict, args: list[str], objects: list[dict], namespace: str | No
                 "Succeeded",
             )
         store[key(obj["kind"], ns, obj["metadata"]["name"])] = obj
+        if obj["kind"] == "Namespace":  # FAKE serviceaccounts controller: every namespace gets `default`
+            account = {"kind": "ServiceAccount", "metadata": {"name": "default", "namespace": obj["metadata"]["name"]}}
+            store.setdefault(key("ServiceAccount", obj["metadata"]["name"], "default"), account)
         fake_kserve.applied(store, obj)  # FAKE KServe hook
         out.append(f"{obj['kind'].lower()}/{obj['metadata']['name']} serverside-applied")
     return "\n".join(out)
@@ -361,6 +364,7 @@ PLURALS = {
     "resourcequotas": "ResourceQuota",
     "limitranges": "LimitRange",
     "namespace": "Namespace",
+    "serviceaccount": "ServiceAccount",
     "customresourcedefinition": "CustomResourceDefinition",
     "runtimeclass": "RuntimeClass",
     **fake_kserve.PLURALS,  # FAKE KServe hook

@@ -187,6 +187,18 @@ def test_submit_creates_the_pod_and_reads_the_node_the_scheduler_bound_it_to(fak
     assert stored["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
 
 
+def test_a_new_namespace_gets_its_default_service_account_before_the_pod_is_created(fakes):
+    # Until the serviceaccounts controller has made `default` in a new namespace, the ServiceAccount
+    # admission plugin refuses every Pod there, Forbidden (kubernetes plugin/pkg/admission/serviceaccount):
+    # that is no quota or scheduler verdict, so the backend waits for the account first.
+    scheduler().submit(gpu("train", 2))
+    lines = fakes.lines()
+    made = next(i for i, line in enumerate(lines) if line.endswith("<<Namespace/team"))
+    looked = next(i for i, line in enumerate(lines) if line == "kubectl get serviceaccount default -o json -n team")
+    created = lines.index("kubectl create -f - <<Pod/train")
+    assert made < looked < created
+
+
 def test_default_goes_to_the_stacks_namespace(fakes):
     decision = scheduler().submit(Workload(name="plain", requests={"cpu": "100m"}))
     assert decision.status == "Scheduled"

@@ -10,6 +10,7 @@ kserve-mlserver` runs against a real MLflow registry (sqlite, in the test's fold
 from __future__ import annotations
 
 import json
+import socket
 
 import psutil
 import pytest
@@ -144,7 +145,10 @@ def test_deploy_applies_one_validated_inference_service_running_the_projects_mod
             "name": "fraud",
             "namespace": NS,
             "labels": serving_labels("fraud"),
-            "annotations": {"ml-sandbox.io/deployment-spec": spec.model_dump_json()},
+            "annotations": {
+                "ml-sandbox.io/deployment-spec": spec.model_dump_json(),
+                "serving.kserve.io/deploymentMode": "Standard",
+            },
         },
         "spec": {
             "predictor": {
@@ -251,6 +255,15 @@ def test_bad_arguments_are_refused_before_any_call(prof, fakes):
         (lambda: serving.deploy("fraud", "models:/m/1", gpus=-1), "--gpus"),
         (lambda: serving.deploy("fraud", "models:/m/1", runtime="triton"), "unknown runtime"),
         (lambda: serving.split("ab", [VariantSpec.parse("a=models:/m/1:1")]), "at least two"),
+        # KServe copies the InferenceService's labels onto its pods: named like a stack component, they would
+        # be selected by that component's Service (app.kubernetes.io/name + instance).
+        (lambda: serving.deploy("mlflow", "models:/m/1"), "stack's own services"),
+        (
+            lambda: serving.split(
+                "create", [VariantSpec.parse("buckets=models:/m/1:1"), VariantSpec.parse("b=models:/m/1:1")]
+            ),
+            "'create-buckets' is the name of one of the stack's own services",
+        ),
     ]:
         with pytest.raises(ConfigError, match=match):
             call()
@@ -283,6 +296,36 @@ def test_a_deployment_that_never_gets_ready_fails_with_its_pods_events_and_log_a
     # A new deployment that failed is not left half-made; its predictor's pod and Service went with it.
     assert fakes.mutating()[-1] == "kubectl delete inferenceservice/fraud -n ml-sandbox --ignore-not-found --wait=false"
     assert not [key for key in store(fakes) if "fraud" in key]
+
+
+def test_a_redeploy_replaces_the_predictor_pods_and_waits_for_their_rollout(prof, fakes):
+    # The model server resolves `models:/NAME@champion` when it starts: redeploying the same URI after the
+    # alias moved must replace the pods, and the InferenceService's Ready (True from before, and through a
+    # rolling update) cannot tell when that is done; the predictor Deployment's rollout can.
+    serving = prof.serving()
+    serving.deploy("fraud", "models:/m@champion")
+    assert "annotations" not in obj(fakes, ISVC, "fraud")["spec"]["predictor"]  # a first deploy: nothing to replace
+    serving.inference_endpoints()
+    before = [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c]
+    fakes.clear_log()
+    serving.deploy("fraud", "models:/m@champion")
+    mark = obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][kube_serving.RESTART_ANNOTATION]
+    template = obj(fakes, "Deployment", "fraud-predictor")["spec"]["template"]["metadata"]
+    assert template["annotations"][kube_serving.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
+    assert validate.validate_objects([without_status(obj(fakes, ISVC, "fraud"))]) == []
+    lines = fakes.lines()
+    apply = next(i for i, line in enumerate(lines) if line.startswith("kubectl apply"))
+    rollout = lines.index("kubectl rollout status deployment/fraud-predictor -n ml-sandbox --timeout=600s")
+    ready = lines.index("kubectl wait inferenceservice/fraud --for=condition=Ready --timeout=600s -n ml-sandbox")
+    assert apply < rollout < ready
+    # The old forwards went to the replaced pod: stopped, and started again (same ports) by the next endpoints.
+    assert [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c] == []
+    serving.inference_endpoints()
+    assert sorted(" ".join(c[-2:]) for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c) == sorted(
+        " ".join(c[-2:]) for c in before
+    )
+    serving.deploy("fraud", "models:/m@champion")  # each redeploy replaces them again
+    assert obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][kube_serving.RESTART_ANNOTATION] != mark
 
 
 def test_a_failed_redeploy_keeps_the_deployment_and_status_shows_why(prof, fakes):
@@ -548,6 +591,10 @@ def test_each_deployment_is_reached_on_loopback_through_a_kept_port_forward(prof
     serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
     endpoints = serving.inference_endpoints()
     ports = json.loads((prof.folder / "serving-ports.json").read_text())
+    # Each forward started here already listens when the endpoints are handed out: a kubectl port-forward
+    # binds only after it found a pod, and the caller's first request must not be refused.
+    for key in ("fraud", "fraud.grpc", "ab"):
+        socket.create_connection(("127.0.0.1", ports[key]), timeout=1).close()
     fraud = endpoints["fraud"]
     base = f"http://127.0.0.1:{ports['fraud']}"
     assert (fraud.url, fraud.v1_predict, fraud.v2_infer) == (

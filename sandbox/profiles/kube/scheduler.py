@@ -23,8 +23,8 @@ placement is kube-scheduler's, and this module only turns their answers into the
 
 Quotas and workloads in the namespace `default` go to the stack's namespace, as the inventory's
 quotas do (`manifests.quota_namespaces`). Namespaces a workload or quota needs are created,
-labelled, when missing; one the scheduler created is deleted with its last quota once no Pod is
-left in it.
+labelled, when missing (then their `default` ServiceAccount is waited for: Pods are refused until it
+exists); one the scheduler created is deleted with its last quota once no Pod is left in it.
 """
 
 from __future__ import annotations
@@ -292,8 +292,19 @@ class KubeScheduler:
         return self.tools.get_json("pod", name, namespace=namespace)
 
     def ensure_namespace(self, namespace: str) -> None:
-        if self.tools.get_json("namespace", namespace) is None:
-            self.tools.run(self.tools.apply([namespace_object(namespace, self.instance)]))
+        if self.tools.get_json("namespace", namespace) is not None:
+            return
+        self.tools.run(self.tools.apply([namespace_object(namespace, self.instance)]))
+        # The ServiceAccount admission plugin looks up the Pod's service account (`default`) whatever
+        # automountServiceAccountToken says, and refuses the Pod, Forbidden, until the serviceaccounts
+        # controller has made it in the new namespace: "service account NS/default was not found, retry
+        # after the service account is created" (kubernetes plugin/pkg/admission/serviceaccount/admission.go).
+        # That refusal is no verdict of the quota or the scheduler: wait for the account first (bounded).
+        deadline = self.clock() + self.verdict_s
+        while self.tools.get_json("serviceaccount", "default", namespace=namespace) is None:
+            if self.clock() >= deadline:
+                return  # the API's own refusal, if any, then says why
+            self.sleep(self.poll_s)
 
     # ------------------------------------------------------------------ the protocol
 

@@ -25,6 +25,7 @@ object keeps its `DeploymentSpec` as JSON in the `ml-sandbox.io/deployment-spec`
   Service (the kind profile's NodePorts are fixed when the cluster is made), on a port kept in
   `<dir>/kube/serving-ports.json`.
 
+Each InferenceService names its mode (annotation `serving.kserve.io/deploymentMode: Standard`).
 Standard mode makes, per InferenceService NAME, a Deployment and a Service `NAME-predictor`; the
 Service's port 80 targets the predictor container's first port, and its further ports keep their
 numbers (kserve pkg/controller/v1beta1/inferenceservice/reconcilers/service/service_reconciler.go);
@@ -36,8 +37,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,20 @@ COMPONENT = "serving"  # app.kubernetes.io/component of every object made here
 SPEC_ANNOTATION = "ml-sandbox.io/deployment-spec"
 PARENT_LABEL = "ml-sandbox.io/parent"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # KServe's label on a predictor's pods
+# KServe reads an InferenceService's mode from this annotation before the controller's default
+# (`deploy.defaultDeploymentMode` of its inferenceservice-config); "Standard" is v0.16+'s name of
+# RawDeployment (kserve pkg/constants/constants.go: DeploymentMode, Standard). Naming it on each object
+# keeps the predictor a plain Deployment and Service (no Knative, which the stack does not install)
+# whatever default the installed chart left in the ConfigMap.
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+DEPLOYMENT_MODE = "Standard"
+# On a redeploy, in `spec.predictor.annotations` (which KServe puts on the predictor's pods: kserve
+# components/predictor.go, buildObjectMeta): a new value changes the predictor Deployment's pod template,
+# so Kubernetes rolls new pods, as `kubectl rollout restart` does with its own annotation. Without it an
+# unchanged spec (the same `models:/NAME@champion` after the alias moved) keeps the old pods, which
+# resolved the model when they started, and the InferenceService's Ready (still True from before, and
+# kept True through a rolling update) says nothing about the new model.
+RESTART_ANNOTATION = "ml-sandbox.io/deployed-at"
 HTTP_PORT = 8080  # the model server's and the router's REST port in their pods (KServe's default)
 GRPC_PORT = 8081  # the model server's V2 gRPC port; the predictor Service keeps it as is
 SERVICE_PORT = 80  # KServe's predictor Service port for the container's first port; the router's too
@@ -75,7 +93,31 @@ ROUTER_SUFFIX = "-router"
 KSERVE_S3 = "kserve-s3"  # the ServiceAccount and Secret the stock runtime's storage initializer reads
 GPU = "nvidia.com/gpu"
 READY_TIMEOUT_S = 600  # what KServe's own e2e tests wait for an InferenceService
+# A `kubectl port-forward` listens on its local port only once it has found a pod behind the Service and
+# opened its stream through the API server: a request sent right after the process starts is refused.
+FORWARD_WAIT_S = 15.0
 LOG_LINES = 30
+
+
+# KServe copies an InferenceService's labels onto the Deployment, Service and pods it makes (kserve
+# pkg/controller/v1beta1/inferenceservice/components/predictor.go, buildObjectMeta: the runtime's labels,
+# the InferenceService's, the predictor's, then its own), so a predictor's pods carry
+# `app.kubernetes.io/name: NAME` and the stack's instance. The stack's Services select exactly those two
+# labels (`manifests.selector`): a deployment named after a stack component would put its pods behind
+# that component's Service.
+RESERVED_NAMES = frozenset(
+    {manifests.POSTGRES, manifests.S3, manifests.MLFLOW, manifests.NOTEBOOKS, manifests.BUCKETS_JOB}
+)
+
+
+def check_not_reserved(*names: str) -> None:
+    for name in names:
+        if name in RESERVED_NAMES:
+            raise ConfigError(
+                f"{name!r} is the name of one of the stack's own services on this profile",
+                hint="choose another name: a deployment's pods carry its name as app.kubernetes.io/name, which "
+                f"the stack's Services select on ({', '.join(sorted(RESERVED_NAMES))})",
+            )
 
 
 def variant_name(split: str, label: str) -> str:
@@ -191,9 +233,14 @@ def model_server_args(record: DeploymentSpec) -> list[str]:
     ]
 
 
-def inference_service(spec: StackSpec, record: DeploymentSpec, *, storage_uri: str | None = None) -> dict[str, Any]:
-    """The InferenceService of one model deployment (or one variant of a split)."""
+def inference_service(
+    spec: StackSpec, record: DeploymentSpec, *, storage_uri: str | None = None, restart: str | None = None
+) -> dict[str, Any]:
+    """The InferenceService of one model deployment (or one variant of a split); ``restart``: a redeploy's
+    mark, put on the predictor's pods so that they are replaced (`RESTART_ANNOTATION`)."""
     predictor: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 1}
+    if restart:
+        predictor["annotations"] = {RESTART_ANNOTATION: restart}
     if record.runtime == KSERVE_MLSERVER:
         if not storage_uri:
             raise ValueError("the kserve-mlserver runtime needs the model's s3:// storageUri")
@@ -227,10 +274,12 @@ def inference_service(spec: StackSpec, record: DeploymentSpec, *, storage_uri: s
         ]
     if record.gpus:
         predictor["tolerations"] = gpu_tolerations(spec)
+    meta = _meta(spec, record.name, record)
+    meta["annotations"][DEPLOYMENT_MODE_ANNOTATION] = DEPLOYMENT_MODE
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": _meta(spec, record.name, record),
+        "metadata": meta,
         "spec": {"predictor": predictor},
     }
 
@@ -531,6 +580,7 @@ class KubeServing:
     ) -> str:
         validate_runtime(runtime)
         validate_name(name)
+        check_not_reserved(name)
         validate_model_uri(model_uri)
         if batch_size < 1 or batch_wait_ms < 0:
             raise ConfigError(
@@ -559,15 +609,51 @@ class KubeServing:
         if runtime == KSERVE_MLSERVER:
             storage_uri = resolve_storage_uri(model_uri, self.tracking_uri())
             objects += kserve_s3_objects(self.spec)
-        objects.append(inference_service(self.spec, record, storage_uri=storage_uri))
+        # A redeploy replaces the predictor's pods (see RESTART_ANNOTATION) and waits for the new ones.
+        restart = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{secrets.token_hex(4)}" if existing else None
+        objects.append(inference_service(self.spec, record, storage_uri=storage_uri, restart=restart))
         self._apply(objects)
         try:
+            if restart:
+                self._wait_rollout(name, restart)
             self._wait_ready(name)
         except BaseException:
             if existing is None:  # no half-made deployment left behind (its report is in the error)
                 self._delete(f"inferenceservice/{name}")
             raise
+        if restart:  # a running forward still goes to a pod that is gone: the next endpoints start a new one
+            for forward_name in (f"serve-{name}", f"serve-{name}-grpc"):
+                self._stop_forward(forward_name)
         return f"InferenceService {name} Ready" + (f" (model {storage_uri})" if storage_uri else "")
+
+    def _wait_rollout(self, name: str, restart: str) -> None:
+        """Until the predictor's Deployment (named as its Service in Standard mode) carries ``restart`` in its
+        pod template, i.e. KServe has reconciled the change, then until Kubernetes has rolled it out."""
+        deployment = predictor_service(name)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            obj = self.tools.get_json("deployment", deployment, namespace=self.namespace) or {}
+            template = obj.get("spec", {}).get("template", {}).get("metadata", {})
+            if (template.get("annotations") or {}).get(RESTART_ANNOTATION) == restart:
+                break
+            if time.monotonic() >= deadline:
+                raise ServiceStartError(
+                    f"KServe did not update deployment/{deployment} for the redeploy of {name} "
+                    f"within {self.ready_timeout_s}s",
+                    hint="is KServe's controller running? `kubectl -n kserve logs deploy/kserve-controller-manager`",
+                )
+            time.sleep(1.0)
+        command = self.tools.rollout_status(
+            f"deployment/{deployment}", namespace=self.namespace, timeout_s=self.ready_timeout_s
+        )
+        try:
+            self.tools.run(command)
+        except ToolError as exc:
+            raise ServiceStartError(
+                f"the redeploy of {name} did not roll out within {self.ready_timeout_s}s",
+                hint=f"read its predictor pods' events and log below (`sandbox logs {name}`)",
+                details=self.pods_report(f"{ISVC_LABEL}={name}") or exc.details,
+            ) from None
 
     def split(
         self,
@@ -590,6 +676,7 @@ class KubeServing:
             raise ConfigError("the weights add up to 0", hint="give at least one variant a positive weight")
         for variant in variants:
             validate_model_uri(variant.model_uri)
+        check_not_reserved(name, router_name(name), *(variant_name(name, label) for label in labels))
         existing = self.get(name)
         if existing is not None and existing.kind == "model":
             raise ConfigError(
@@ -764,8 +851,11 @@ class KubeServing:
             return {}
         ports = self._claim_ports(records)
         out = {}
+        started: list[int] = []
         for record in records:
-            self.forwards.ensure(self.forwards_for(record, ports))
+            forwards = self.forwards_for(record, ports)
+            names = set(self.forwards.ensure(forwards))
+            started += [forward.local_port for forward in forwards if forward.name in names]
             base = f"http://{LOOPBACK}:{ports[record.name]}"
             grpc = ports.get(f"{record.name}.grpc") if _has_grpc(record) else None
             out[record.name] = InferenceEndpoint(
@@ -779,6 +869,8 @@ class KubeServing:
                 grpc=f"{LOOPBACK}:{grpc}" if grpc else None,
                 protocol="v2" if record.runtime == KSERVE_MLSERVER else None,  # MLServer speaks V2 only
             )
+        for port in started:  # the caller's first request must not race a forward that is still starting
+            wait_listening(port, FORWARD_WAIT_S)
         return out
 
     # ---------------------------------------------------------------- logs
@@ -802,6 +894,18 @@ class KubeServing:
         ) as process:
             assert process.stdout is not None
             yield from process.stdout
+
+
+def wait_listening(port: int, seconds: float) -> bool:
+    """Whether 127.0.0.1:``port`` accepts a connection within ``seconds`` (a forward that never does is left
+    to the caller's request, whose error then says so)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _label(obj: dict[str, Any], key: str) -> str | None:
