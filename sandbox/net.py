@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 
 LOOPBACK = "127.0.0.1"
 
@@ -16,6 +18,17 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
         except OSError:
             return False
     return True
+
+
+def wait_listening(port: int, seconds: float, host: str = LOOPBACK) -> bool:
+    """Whether ``host:port`` accepts a connection within ``seconds`` (e.g. a port-forward just started)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def free_port(host: str = LOOPBACK) -> int:

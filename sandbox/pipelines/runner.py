@@ -151,7 +151,7 @@ class LocalPipelineRunner:
                 outcome.error = _ANSI.sub("", str(exc)).strip()
                 outcome.log_tail = _ANSI.sub("", tail(log, TAIL_LINES))
             outcome.seconds = time.monotonic() - started
-            outcome.mlflow_run_ids = self._mlflow_runs(run_id, quiet=not outcome.succeeded)
+            outcome.mlflow_run_ids = pipeline_mlflow_runs(self.endpoints, run_id, quiet=not outcome.succeeded)
         if outcome.succeeded and self.root is None:
             shutil.rmtree(folder, ignore_errors=True)
             outcome.log = None
@@ -192,17 +192,19 @@ class LocalPipelineRunner:
         with patched_environ(settings):
             yield
 
-    def _mlflow_runs(self, run_id: str, *, quiet: bool) -> list[str]:
-        """The MLflow runs tagged with this pipeline run's id, in the order they started."""
-        if not self.endpoints.mlflow_tracking_uri:
-            return []
-        try:
-            return mlflow_runs_tagged(self.endpoints.mlflow_tracking_uri, PIPELINE_RUN_TAG, run_id)
-        except Exception as exc:  # a failed run's outcome is the failure, not this search
-            if not quiet:
-                raise
-            logger.warning("could not list the MLflow runs of pipeline run %s: %s", run_id, exc)
-            return []
+
+def pipeline_mlflow_runs(endpoints: Endpoints, run_id: str, *, quiet: bool) -> list[str]:
+    """The MLflow runs the steps of pipeline run ``run_id`` made (tagged with it), in the order they started;
+    ``quiet`` (a failed run, whose outcome is the failure, not this search): a search error is logged, not raised."""
+    if not endpoints.mlflow_tracking_uri:
+        return []
+    try:
+        return mlflow_runs_tagged(endpoints.mlflow_tracking_uri, PIPELINE_RUN_TAG, run_id)
+    except Exception as exc:
+        if not quiet:
+            raise
+        logger.warning("could not list the MLflow runs of pipeline run %s: %s", run_id, exc)
+        return []
 
 
 def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[str]:

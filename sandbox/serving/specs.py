@@ -114,6 +114,21 @@ def validate_runtime(runtime: str, *, profile: str | None = None) -> None:
         )
 
 
+def validate_split(name: str, variants: list[VariantSpec]) -> None:
+    """What every profile refuses in `serve split`: a bad name or model URI, fewer than two variants, a label
+    given twice, weights that add up to 0."""
+    validate_name(name)
+    if len(variants) < 2:
+        raise ConfigError("a split needs at least two --variant", hint="e.g. --variant a=URI:80 --variant b=URI:20")
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"duplicate variant labels {labels}", hint="give each variant its own label")
+    if sum(v.weight for v in variants) <= 0:
+        raise ConfigError("the weights add up to 0", hint="give at least one variant a positive weight")
+    for variant in variants:
+        validate_model_uri(variant.model_uri)
+
+
 @runtime_checkable
 class ServingBackend(Protocol):
     """A profile's serving backend: the one interface workloads use to deploy and find models.

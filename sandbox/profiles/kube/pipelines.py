@@ -63,7 +63,7 @@ from sandbox.pipelines.runner import (
     TAIL_LINES,
     PipelineOutcome,
     PipelineState,
-    mlflow_runs_tagged,
+    pipeline_mlflow_runs,
 )
 from sandbox.profiles.kube import manifests, versions
 from sandbox.profiles.kube.portforward import Forward, PortForwards
@@ -262,7 +262,7 @@ class KfpPipelineRunner:
                 outcome.error = _failure(run, state)
                 outcome.log_tail = self._failed_log(run, kfp_run)
         outcome.seconds = time.monotonic() - started
-        outcome.mlflow_run_ids = self._mlflow_runs(run_id, quiet=not outcome.succeeded)
+        outcome.mlflow_run_ids = pipeline_mlflow_runs(self.endpoints, run_id, quiet=not outcome.succeeded)
         logger.info("%s", outcome.describe())
         return outcome
 
@@ -355,17 +355,6 @@ class KfpPipelineRunner:
             return "\n".join(waiting) or f"(no failed pod of KFP run {kfp_run} was found)"
         except (ToolError, ValueError) as exc:
             return f"(the failed step's log could not be read: {getattr(exc, 'message', exc)})"
-
-    def _mlflow_runs(self, run_id: str, *, quiet: bool) -> list[str]:
-        if not self.endpoints.mlflow_tracking_uri:
-            return []
-        try:
-            return mlflow_runs_tagged(self.endpoints.mlflow_tracking_uri, PIPELINE_RUN_TAG, run_id)
-        except Exception as exc:  # a failed run's outcome is the failure, not this search
-            if not quiet:
-                raise
-            logger.warning("could not list the MLflow runs of pipeline run %s: %s", run_id, exc)
-            return []
 
 
 # --------------------------------------------------------------------------- helpers
@@ -544,8 +533,6 @@ def loopback_url(port: int) -> str:
 
 # --------------------------------------------------------------------------- a profile's runner
 
-FORWARD_WAIT_S = 10.0
-
 
 def runner_for(profile: Any) -> KfpPipelineRunner:
     """The runner of a kind or cluster profile (`KubeProfile.pipelines()`), from its kept state."""
@@ -566,8 +553,7 @@ def runner_for(profile: Any) -> KfpPipelineRunner:
         forwards, forward = kfp_forwards(tools, profile.folder / "forwards"), kfp_forward(port)
 
         def api() -> str:
-            if forwards.ensure([forward]):
-                _wait_for_port(port, FORWARD_WAIT_S)
+            forwards.ensure([forward])  # restarted when it died; waits until it listens
             return loopback_url(port)
 
         reach = (
@@ -588,13 +574,3 @@ def stop_kfp_forward(profile: Any, state: Any) -> None:
     port = state.host_ports.get(manifests.KFP)
     if port:
         kfp_forwards(Tools(state.context), profile.folder / "forwards").stop([kfp_forward(port)])
-
-
-def _wait_for_port(port: int, seconds: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return
-        time.sleep(0.2)

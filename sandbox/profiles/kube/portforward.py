@@ -1,10 +1,11 @@
-"""`kubectl port-forward --address 127.0.0.1` processes the cluster profile starts, watches and stops.
+"""`kubectl port-forward --address 127.0.0.1` processes the Kubernetes profiles start, watch and stop.
 
-The kind profile needs none (its NodePorts are mapped to 127.0.0.1 host ports by kind itself). On a
-cluster the sandbox did not create, each service is forwarded to a kept loopback port; a forward
-is one process with a pid file, trusted only while that pid runs `kubectl port-forward` for the same
-target (a stale file is harmless). `ensure` restarts the dead ones: `up`, `status` and `endpoints`
-call it, so a forward that died with a pod's restart comes back on the next command.
+On a cluster the sandbox did not create, each stack service (and KFP's API) is forwarded to a kept loopback
+port; on both profiles so is each model deployment (kind maps only the stack's fixed NodePorts, made with the
+cluster). A forward is one process with a pid file, trusted only while that pid runs `kubectl port-forward`
+(a stale file is harmless). `ensure` restarts the dead ones and waits (bounded) until those it started
+listen, so the caller's first request does not race a forward still connecting; `up`, `status` and
+`endpoints` call it, so a forward that died with a pod's restart comes back on the next command.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from pathlib import Path
 
 import psutil
 
-from sandbox.net import LOOPBACK
+from sandbox.net import LOOPBACK, wait_listening
 from sandbox.profiles.kube.tools import Command, Tools
+
+# A forward listens on its local port only once it has found a pod behind the Service and opened its stream
+# through the API server: `ensure` waits this long for one it started, so a request right after is not refused.
+LISTEN_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -62,25 +67,26 @@ class PortForwards:
         head = cmdline[-len(wanted)] if len(cmdline) >= len(wanted) else ""
         return pid if Path(head).name == wanted[0] and cmdline[-len(wanted) + 1 :] == wanted[1:] else None
 
-    def _recorded(self, forward: Forward) -> int | None:
-        """The pid in the forward's pid file when it is still a port-forward to that service, on any local port
-        (a forward recorded before its port or context changed is still ours to stop)."""
+    def _recorded(self, name: str, service: str | None = None) -> int | None:
+        """The pid in the pid file of the forward ``name`` when it is still a port-forward (to ``service``, when
+        given), on any local port: a forward recorded before its port or context changed is still ours to stop."""
         try:
-            pid = int(self._pid_file(forward).read_text().strip())
+            pid = int((self.folder / f"{name}.pid").read_text().strip())
             cmdline = psutil.Process(pid).cmdline()
         except (OSError, ValueError, psutil.Error):
             return None
-        return pid if "port-forward" in cmdline and f"svc/{forward.service}" in cmdline else None
+        ours = "port-forward" in cmdline and (service is None or f"svc/{service}" in cmdline)
+        return pid if ours else None
 
-    def _kill(self, forward: Forward) -> None:
-        pid = self._recorded(forward)
+    def _kill(self, name: str, service: str | None = None) -> None:
+        pid = self._recorded(name, service)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
 
     def start(self, forward: Forward) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._kill(forward)  # never overwrite the pid file of a forward still running: it would be orphaned
+        self._kill(forward.name, forward.service)  # never overwrite a running forward's pid file: it would be orphaned
         with open(self.folder / f"{forward.name}.log", "ab") as log:
             process = subprocess.Popen(
                 list(self.command(forward).argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -88,11 +94,27 @@ class PortForwards:
         self._pid_file(forward).write_text(str(process.pid))
         return process.pid
 
-    def ensure(self, forwards: list[Forward]) -> list[str]:
-        """Start every forward that is not running (first start or restart); the names started."""
-        return [f.name for f in forwards if self.running(f) is None and self.start(f)]
+    def ensure(self, forwards: list[Forward], *, wait_s: float = LISTEN_WAIT_S) -> list[str]:
+        """Start every forward that is not running (first start or restart), then wait up to ``wait_s`` for
+        those to listen (one that never does is left to the caller's request, whose error says so); the names
+        started."""
+        started = [f for f in forwards if self.running(f) is None and self.start(f)]
+        for forward in started:
+            wait_listening(forward.local_port, wait_s)
+        return [f.name for f in started]
 
     def stop(self, forwards: list[Forward]) -> None:
-        for forward in forwards:
-            self._kill(forward)
-            self._pid_file(forward).unlink(missing_ok=True)
+        self.stop_named([f.name for f in forwards])
+
+    def stop_named(self, names: list[str]) -> None:
+        """End the forwards recorded under ``names`` (only a pid that is a kubectl port-forward: a stale pid file
+        is harmless) and remove their pid files."""
+        for name in names:
+            self._kill(name)
+            (self.folder / f"{name}.pid").unlink(missing_ok=True)
+
+    def recorded_names(self, prefix: str) -> list[str]:
+        """The names of the forwards recorded in the folder whose names start with ``prefix``."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(path.stem for path in self.folder.glob(f"{prefix}*.pid"))

@@ -28,6 +28,7 @@ from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, S
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.pipelines import runner_for
+from sandbox.profiles.kube.portforward import PortForwards
 from sandbox.profiles.kube.scheduler import KubeScheduler
 from sandbox.profiles.kube.status import component_statuses, pod_logs
 from sandbox.profiles.kube.tools import ToolError, Tools
@@ -218,7 +219,8 @@ class KubeProfile(Profile):
         if state is None:
             ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
             return
-        kube_serving.stop_all_forwards(self.folder)  # the deployments' port-forwards, whatever `_remove` does
+        # The deployments' port-forwards, whatever `_remove` does.
+        kube_serving.stop_all_forwards(PortForwards(Tools(state.context), state.namespace, self.folder / "forwards"))
         self._remove(state, keep_cluster=keep_cluster)
         if not keep_cluster:  # a kept cluster is still this sandbox's: a later `down` deletes it
             # What ran is gone: the next `up` starts afresh (the generated secrets are kept, as data is).

@@ -34,20 +34,13 @@ the pods carry `serving.kserve.io/inferenceservice: NAME`.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-import psutil
 
 from sandbox.endpoints import InferenceEndpoint
 from sandbox.errors import ConfigError, NotRunningError, SandboxError, ServiceStartError
@@ -66,6 +59,7 @@ from sandbox.serving.specs import (
     validate_model_uri,
     validate_name,
     validate_runtime,
+    validate_split,
 )
 
 COMPONENT = "serving"  # app.kubernetes.io/component of every object made here
@@ -93,9 +87,6 @@ ROUTER_SUFFIX = "-router"
 KSERVE_S3 = "kserve-s3"  # the ServiceAccount and Secret the stock runtime's storage initializer reads
 GPU = "nvidia.com/gpu"
 READY_TIMEOUT_S = 600  # what KServe's own e2e tests wait for an InferenceService
-# A `kubectl port-forward` listens on its local port only once it has found a pod behind the Service and
-# opened its stream through the API server: a request sent right after the process starts is refused.
-FORWARD_WAIT_S = 15.0
 LOG_LINES = 30
 
 
@@ -622,8 +613,7 @@ class KubeServing:
                 self._delete(f"inferenceservice/{name}")
             raise
         if restart:  # a running forward still goes to a pod that is gone: the next endpoints start a new one
-            for forward_name in (f"serve-{name}", f"serve-{name}-grpc"):
-                self._stop_forward(forward_name)
+            self.forwards.stop_named([f"serve-{name}", f"serve-{name}-grpc"])
         return f"InferenceService {name} Ready" + (f" (model {storage_uri})" if storage_uri else "")
 
     def _wait_rollout(self, name: str, restart: str) -> None:
@@ -666,16 +656,8 @@ class KubeServing:
         inference_log: bool = True,
         allow_nan: bool = False,
     ) -> list[str]:
-        validate_name(name)
-        if len(variants) < 2:
-            raise ConfigError("a split needs at least two --variant", hint="e.g. --variant a=URI:80 --variant b=URI:20")
+        validate_split(name, variants)
         labels = [v.label for v in variants]
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"duplicate variant labels {labels}", hint="give each variant its own label")
-        if sum(v.weight for v in variants) <= 0:
-            raise ConfigError("the weights add up to 0", hint="give at least one variant a positive weight")
-        for variant in variants:
-            validate_model_uri(variant.model_uri)
         check_not_reserved(name, router_name(name), *(variant_name(name, label) for label in labels))
         existing = self.get(name)
         if existing is not None and existing.kind == "model":
@@ -835,14 +817,10 @@ class KubeServing:
         """Stop the named deployments' port-forwards and drop their kept ports."""
         ports = self._ports()
         for name in names:
-            for forward_name in (f"serve-{name}", f"serve-{name}-grpc"):
-                self._stop_forward(forward_name)
+            self.forwards.stop_named([f"serve-{name}", f"serve-{name}-grpc"])
             ports.pop(name, None)
             ports.pop(f"{name}.grpc", None)
         self._save_ports(ports)
-
-    def _stop_forward(self, forward_name: str) -> None:
-        stop_forward(self.forwards.folder, forward_name)
 
     def inference_endpoints(self) -> dict[str, InferenceEndpoint]:
         """Each deployment on 127.0.0.1 through its port-forward (started, or restarted, here)."""
@@ -851,11 +829,8 @@ class KubeServing:
             return {}
         ports = self._claim_ports(records)
         out = {}
-        started: list[int] = []
         for record in records:
-            forwards = self.forwards_for(record, ports)
-            names = set(self.forwards.ensure(forwards))
-            started += [forward.local_port for forward in forwards if forward.name in names]
+            self.forwards.ensure(self.forwards_for(record, ports))  # waits until a started one listens
             base = f"http://{LOOPBACK}:{ports[record.name]}"
             grpc = ports.get(f"{record.name}.grpc") if _has_grpc(record) else None
             out[record.name] = InferenceEndpoint(
@@ -869,8 +844,6 @@ class KubeServing:
                 grpc=f"{LOOPBACK}:{grpc}" if grpc else None,
                 protocol="v2" if record.runtime == KSERVE_MLSERVER else None,  # MLServer speaks V2 only
             )
-        for port in started:  # the caller's first request must not race a forward that is still starting
-            wait_listening(port, FORWARD_WAIT_S)
         return out
 
     # ---------------------------------------------------------------- logs
@@ -888,24 +861,9 @@ class KubeServing:
         selector = self.log_selector(name)
         if selector is None:
             raise ConfigError(f"no deployment named {name!r}", hint="see `sandbox serve list`")
-        command = self.tools.logs(namespace=self.namespace, lines=lines, selector=selector, follow=follow)
-        with subprocess.Popen(
-            list(command.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as process:
-            assert process.stdout is not None
-            yield from process.stdout
-
-
-def wait_listening(port: int, seconds: float) -> bool:
-    """Whether 127.0.0.1:``port`` accepts a connection within ``seconds`` (a forward that never does is left
-    to the caller's request, whose error then says so)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
+        return self.tools.stream(
+            self.tools.logs(namespace=self.namespace, lines=lines, selector=selector, follow=follow)
+        )
 
 
 def _label(obj: dict[str, Any], key: str) -> str | None:
@@ -916,24 +874,6 @@ def _has_grpc(record: DeploymentSpec) -> bool:
     return record.kind == "model" and record.runtime == SANDBOX_RUNTIME
 
 
-def stop_forward(folder: Path, forward_name: str) -> None:
-    """End the port-forward recorded under ``forward_name`` in ``folder`` (only when that pid is a kubectl
-    port-forward: a stale pid file is harmless) and remove its pid file."""
-    pid_file = folder / f"{forward_name}.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = psutil.Process(pid).cmdline()
-    except (OSError, ValueError, psutil.Error):
-        pid_file.unlink(missing_ok=True)
-        return
-    if "port-forward" in cmdline:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    pid_file.unlink(missing_ok=True)
-
-
-def stop_all_forwards(kube_folder: Path) -> None:
-    """End every deployment's port-forward (`down`): the pid files `forwards/serve-*.pid`."""
-    folder = kube_folder / "forwards"
-    for pid_file in sorted(folder.glob("serve-*.pid")) if folder.is_dir() else []:
-        stop_forward(folder, pid_file.stem)
+def stop_all_forwards(forwards: PortForwards) -> None:
+    """End every deployment's port-forward (`down`): the forwards recorded as `serve-*`."""
+    forwards.stop_named(forwards.recorded_names("serve-"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 from sandbox.errors import ConfigError
@@ -45,7 +44,4 @@ def pod_logs(tools: Tools, namespace: str, selector: str, component: str, *, lin
     if not component or "," in component or "=" in component:
         raise ConfigError(f"no component named {component!r}", hint="see `sandbox status` for the names")
     labelled = f"{selector},{COMPONENT_LABEL}={component}"
-    command = tools.logs(namespace=namespace, lines=lines, selector=labelled, follow=follow)
-    with subprocess.Popen(list(command.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        assert process.stdout is not None
-        yield from process.stdout
+    return tools.stream(tools.logs(namespace=namespace, lines=lines, selector=labelled, follow=follow))

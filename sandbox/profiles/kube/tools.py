@@ -14,7 +14,7 @@ import json
 import re
 import shlex
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,15 @@ class Tools:
         if check and result.returncode != 0:
             raise ToolError(command, result.returncode, result.stdout + result.stderr)
         return result
+
+    def stream(self, command: Command) -> Iterator[str]:
+        """The command's output (stdout and stderr), line by line as it comes (`kubectl logs -f`); ended with
+        the caller's iteration."""
+        with subprocess.Popen(
+            list(command.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process:
+            assert process.stdout is not None
+            yield from process.stdout
 
     def output(self, command: Command) -> str:
         return self.run(command).stdout

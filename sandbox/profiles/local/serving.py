@@ -29,6 +29,7 @@ from sandbox.serving.specs import (
     validate_model_uri,
     validate_name,
     validate_runtime,
+    validate_split,
 )
 
 
@@ -279,16 +280,8 @@ class LocalServing(DeploymentStore):
         inference_log: bool = True,
         allow_nan: bool = False,
     ) -> list[str]:
-        validate_name(name)
-        if len(variants) < 2:
-            raise ConfigError("a split needs at least two --variant", hint="e.g. --variant a=URI:80 --variant b=URI:20")
-        labels = [v.label for v in variants]
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"duplicate variant labels {labels}", hint="give each variant its own label")
-        if sum(v.weight for v in variants) <= 0:
-            raise ConfigError("the weights add up to 0", hint="give at least one variant a positive weight")
+        validate_split(name, variants)
         for variant in variants:
-            validate_model_uri(variant.model_uri)
             self._check_model_exists(variant.model_uri)
         records = self._load()
         if name in records and records[name].kind == "model":
