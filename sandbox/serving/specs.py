@@ -87,6 +87,22 @@ class DeploymentStatus:
     detail: str
 
 
+def variant_name(split: str, label: str) -> str:
+    """The deployment name of a split's variant: `NAME-LABEL`, on every profile."""
+    return f"{split}-{label}"
+
+
+def variant_specs(split: str, variants: list[VariantSpec], **options) -> list[DeploymentSpec]:
+    """A split's variants as the single-model deployments that serve them (``options``: batching, the
+    inference log, NaN policy, shared by every variant)."""
+    return [
+        DeploymentSpec(
+            name=variant_name(split, variant.label), kind="model", model_uri=variant.model_uri, parent=split, **options
+        )
+        for variant in variants
+    ]
+
+
 def validate_name(name: str) -> None:
     if not _NAME.match(name):
         raise ConfigError(

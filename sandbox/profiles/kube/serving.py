@@ -60,6 +60,8 @@ from sandbox.serving.specs import (
     validate_name,
     validate_runtime,
     validate_split,
+    variant_name,
+    variant_specs,
 )
 
 COMPONENT = "serving"  # app.kubernetes.io/component of every object made here
@@ -109,10 +111,6 @@ def check_not_reserved(*names: str) -> None:
                 hint="choose another name: a deployment's pods carry its name as app.kubernetes.io/name, which "
                 f"the stack's Services select on ({', '.join(sorted(RESERVED_NAMES))})",
             )
-
-
-def variant_name(split: str, label: str) -> str:
-    return f"{split}-{label}"
 
 
 def router_name(split: str) -> str:
@@ -664,19 +662,14 @@ class KubeServing:
             raise ConfigError(
                 f"{name!r} is a single-model deployment", hint=f"undeploy it first: sandbox serve undeploy {name}"
             )
-        children = [
-            DeploymentSpec(
-                name=variant_name(name, variant.label),
-                kind="model",
-                model_uri=variant.model_uri,
-                parent=name,
-                batch_size=batch_size,
-                batch_wait_ms=batch_wait_ms,
-                inference_log=inference_log,
-                allow_nan=allow_nan,
-            )
-            for variant in variants
-        ]
+        children = variant_specs(
+            name,
+            variants,
+            batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms,
+            inference_log=inference_log,
+            allow_nan=allow_nan,
+        )
         router = DeploymentSpec(name=name, kind="split", variants=variants, sticky_header=sticky_header)
         objects = [inference_service(self.spec, child) for child in children] + router_objects(self.spec, router)
         validate.check_objects(objects)

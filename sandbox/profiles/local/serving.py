@@ -30,11 +30,9 @@ from sandbox.serving.specs import (
     validate_name,
     validate_runtime,
     validate_split,
+    variant_name,
+    variant_specs,
 )
-
-
-def variant_name(split: str, label: str) -> str:
-    return f"{split}-{label}"
 
 
 class DeploymentStore:
@@ -288,19 +286,14 @@ class LocalServing(DeploymentStore):
             raise ConfigError(
                 f"{name!r} is a single-model deployment", hint=f"undeploy it first: sandbox serve undeploy {name}"
             )
-        children = [
-            DeploymentSpec(
-                name=variant_name(name, variant.label),
-                kind="model",
-                model_uri=variant.model_uri,
-                parent=name,
-                batch_size=batch_size,
-                batch_wait_ms=batch_wait_ms,
-                inference_log=inference_log,
-                allow_nan=allow_nan,
-            )
-            for variant in variants
-        ]
+        children = variant_specs(
+            name,
+            variants,
+            batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms,
+            inference_log=inference_log,
+            allow_nan=allow_nan,
+        )
         notes = [f"{child.name}: {note}" for child, note in zip(children, self._start_many(children), strict=True)]
         router = DeploymentSpec(name=name, kind="split", variants=variants, sticky_header=sticky_header)
         try:

@@ -61,9 +61,9 @@ from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import MLflowServer
 from sandbox.profiles.local.services.postgres import Postgres
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3
-from sandbox.profiles.local.serving import LocalServing, variant_name
+from sandbox.profiles.local.serving import LocalServing
 from sandbox.profiles.local.state import PortMap, SandboxDir, exclusive_lock, read_secrets
-from sandbox.serving.specs import DeploymentSpec
+from sandbox.serving.specs import DeploymentSpec, variant_name
 
 NAME = "supervisor"
 TITLE = "Supervisor (restarts what crashes)"
