@@ -346,6 +346,9 @@ def find_capacity(target: Target, options: LoadTestOptions, report_dir: Path, se
         step_options = replace(options, rate_profile=shapes.constant(rate, options.duration_s))
         folder = step_dir / f"{len(search.steps) + 1:02d}-{rate:g}rps"
         summary = finalize(run_once(target, step_options, rows, folder), target, step_options, objectives, None)
+        if not summary["valid"] and summary.get("service_time"):  # did the target break the SLO by itself?
+            alone = {**summary, **summary["service_time"]}
+            summary["broke_on_service_time"] = not all(v.passed for v in slo.evaluate(alone, objectives))
         verdict = "held" if summary["passed"] else ("INVALID" if not summary["valid"] else "broke")
         failed = ", ".join(v["objective"] for v in summary["slo"] if not v["passed"])
         echo(

@@ -18,7 +18,11 @@ open-loop steps of `--duration` each:
 A step whose generator fell behind (`valid` false: too many requests sent
 late) says nothing about the server; it is run again once, and if it is still
 invalid the search stops there and says that the generator, not the target,
-was the limit (more `--processes`, or another machine). Every step's rate,
+was the limit (more `--processes`, or another machine). Unless the step broke
+the SLO on its service time alone (latency from each actual send, which the
+generator's lag can only hide, never add): then the target broke it whatever
+the generator did, and the step counts as broken. On one small machine the two
+go together: a saturated server takes the generator's CPU too. Every step's rate,
 latency percentiles, error rate and verdict go into `summary.json`'s
 `capacity.steps`, and the latency-against-rate curve into the report's chart.
 """
@@ -70,13 +74,16 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
         if len(search.steps) >= MAX_STEPS:
             return None
         summary = run_step(rate, why)
-        if not summary.get("valid", True):
+        if not summary.get("valid", True) and not summary.get("broke_on_service_time"):
             summary = run_step(rate, why + ", again: the generator fell behind")
+        valid = bool(summary.get("valid", True))
+        if not valid and summary.get("broke_on_service_time"):
+            valid, why = True, why + " (broke on service time alone; the generator fell behind too)"
         record = {
             "rate": rate,
             "why": why,
             "passed": bool(summary["passed"]),
-            "valid": bool(summary.get("valid", True)),
+            "valid": valid,
             "achieved_rps": summary["rps"],
             "requests": summary["requests"],
             "error_rate": slo.observed(summary, "error_rate"),

@@ -16,6 +16,7 @@ def _server(
     *,
     flaky_at: set[float] = frozenset(),
     invalid_at: set[float] = frozenset(),
+    service_time_p99: float | None = None,
 ):
     """A target whose p99 is 20 ms below ``knee`` req/s and 2 s above; the verdict as `finalize` gives it.
 
@@ -29,6 +30,9 @@ def _server(
         p99 = 2000.0 if slow else 20.0
         summary = {"requests": int(rate * 10), "failures": 0, "rps": rate, "p50_ms": p99 / 2, "p99_ms": p99}
         summary["valid"] = rate not in invalid_at
+        if not summary["valid"] and service_time_p99 is not None:  # as find_capacity marks it
+            alone = {**summary, "p99_ms": min(p99, service_time_p99)}
+            summary["broke_on_service_time"] = not all(v.passed for v in slo.evaluate(alone, SLO))
         summary["slo"] = slo.as_dicts(slo.evaluate(summary, SLO))
         summary["passed"] = summary["valid"] and all(v["passed"] for v in summary["slo"])
         return summary
@@ -95,6 +99,23 @@ def test_a_generator_that_falls_behind_twice_stops_the_search_and_says_why():
     assert calls.count(160) == 2  # retried once
     assert "generator fell behind at 160" in result["stopped"]
     assert result["held_rps"] == 80
+
+
+def test_a_step_that_breaks_on_service_time_alone_is_broken_even_when_the_generator_fell_behind():
+    # A saturated server on the generator's own machine takes its CPU: the sends are late and the step invalid,
+    # but the time from each actual send already breaks the SLO, so the target broke it.
+    run_step, calls = _server(knee=100, invalid_at={160}, service_time_p99=500.0)
+    result = capacity.find(capacity.Search(start_rate=10), run_step)
+    assert calls.count(160) == 1  # no rerun: the verdict does not depend on the generator
+    assert result["stopped"] is None and result["broke_rps"] <= 160 and 80 <= result["held_rps"] <= 100
+    broken = next(s for s in result["steps"] if s["rate"] == 160)
+    assert broken["valid"] and not broken["passed"] and "service time alone" in broken["why"]
+
+
+def test_a_late_step_whose_service_time_meets_the_slo_still_says_nothing():
+    run_step, calls = _server(knee=1000, invalid_at={160}, service_time_p99=20.0)
+    result = capacity.find(capacity.Search(start_rate=10), run_step)
+    assert calls.count(160) == 2 and "generator fell behind at 160" in result["stopped"]
 
 
 @pytest.mark.parametrize(
