@@ -115,11 +115,16 @@ class FakeTools:
         pids = [cluster.get("health_pid") for cluster in self.state().get("clusters", {}).values()]
         if forwards is not None and forwards.exists():
             pids += [int(pid_file.read_text()) for pid_file in forwards.glob("*.pid")]
+        signalled = []
         for pid in filter(None, pids):
+            with contextlib.suppress(psutil.Error):
+                signalled.append(psutil.Process(pid))
             try:
                 os.killpg(pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
+        # Wait for them to go first: one still exiting is not a stray (the scan below used to count those).
+        psutil.wait_procs(signalled, timeout=10)
         # Whatever else a fake of this test still runs (its environment names this test's state file): ended,
         # and said, since the code under test should have stopped it (a forward has outlived `down` at times).
         strays = []
