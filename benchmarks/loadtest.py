@@ -322,10 +322,11 @@ def capacity(args, work: Path) -> dict:
         )
         found = _summary(work / "capacity")["capacity"]
         print(search.stderr.strip()[-4000:])
-        held = found["held_rps"]
+        held = found["sustainable_rps"]  # what the search reports as the capacity (the edge less the headroom)
         print(
-            f"search: {time.monotonic() - started:.0f} s, {len(found['steps'])} steps of {step}; held {held} req/s, "
-            f"broke {found['broke_rps']} req/s, confirmed {found['confirmed']}, stopped: {found['stopped']}"
+            f"search: {time.monotonic() - started:.0f} s, {len(found['steps'])} steps of {step}; sustainable {held} "
+            f"req/s ({found['headroom']:.0%} headroom); edge: held {found['held_rps']} req/s, broke "
+            f"{found['broke_rps']} req/s, confirmed {found['confirmed']}, stopped: {found['stopped']}"
         )
         if held is None:
             return {"capacity": found}

@@ -57,6 +57,9 @@ def loadtest(
     max_rate: Annotated[float, typer.Option(help="Capacity search: stop raising here (req/s)")] = 10_000,
     precision: Annotated[float, typer.Option(help="Capacity search: bisect until within this %")] = 5,
     confirm_runs: Annotated[int, typer.Option(help="Capacity search: runs the rate found must hold, every one")] = 2,
+    headroom: Annotated[
+        float, typer.Option(help="Capacity search: the sustainable rate reported is this % below the edge found")
+    ] = 10,
     compare: Annotated[
         str | None,
         typer.Option(help="A second target: the same load alternately against both, differences with 95% CI"),
@@ -151,11 +154,17 @@ def loadtest(
     if find_capacity:
         from sandbox.loadtest.capacity import Search
 
-        search = Search(start_rate=start_rate, max_rate=max_rate, precision=precision / 100, confirm_runs=confirm_runs)
+        search = Search(
+            start_rate=start_rate,
+            max_rate=max_rate,
+            precision=precision / 100,
+            confirm_runs=confirm_runs,
+            headroom=headroom / 100,
+        )
         with ui.step(f"Capacity search on {where} against {slo}, {length:g} s steps") as step:
             summary = lt.find_capacity(resolved, options, report_dir, search, echo=ui.err.print)
-            held = summary["capacity"]["held_rps"]
-            step.note = f"{held:g} req/s held" if held is not None else "no rate held"
+            held = summary["capacity"]["sustainable_rps"]
+            step.note = f"{held:g} req/s sustainable" if held is not None else "no rate held"
     elif compare:
         other = lt.resolve_target(compare, endpoints, protocol)
         with ui.step(f"Comparison: {resolved.label} (A) and {other.label} (B), {rounds} rounds") as step:

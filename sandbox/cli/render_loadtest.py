@@ -77,10 +77,14 @@ def _capacity(capacity: dict) -> None:
     ui.out.print(steps)
     held, broke = capacity["held_rps"], capacity["broke_rps"]
     if held is not None:
-        twice = " (held twice)" if capacity["confirmed"] else ""
+        twice = " (every run)" if capacity["confirmed"] else ""
         above = f"; {broke:g} req/s broke it" if broke is not None else ""
         above = above or ("; the top of the search held" if capacity["reached_max_rate"] else "")
-        ui.out.print(f"Capacity: [bold]{held:g} req/s[/] held {capacity['slo']}{twice}{above}")
+        ui.out.print(f"Edge: {held:g} req/s held {capacity['slo']}{twice}{above}")
+    sustainable = capacity.get("sustainable_rps")
+    if sustainable is not None:
+        below = f"{capacity['headroom']:.0%} below the edge, " if sustainable != held else ""
+        ui.out.print(f"Capacity: [bold]{sustainable:g} req/s[/] sustainable ({below}held every run)")
     if capacity["stopped"]:
         ui.err.print(f"[yellow]the search stopped early:[/] {capacity['stopped']}")
 

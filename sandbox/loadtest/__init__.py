@@ -358,8 +358,8 @@ def find_capacity(target: Target, options: LoadTestOptions, report_dir: Path, se
         return summary
 
     result = capacity.find(search, run_step)
-    held = result["held_rps"]
-    # The report's main figures are the last run at the rate that held (else the last step).
+    held = result["sustainable_rps"]
+    # The report's main figures are the last run at the sustainable rate (else the last step).
     chosen = next((s for s in reversed(result["steps"]) if held is not None and s["rate"] == held), result["steps"][-1])
     summary = dict(chosen["summary"])
     summary["capacity"] = {

@@ -14,6 +14,13 @@ open-loop steps of `--duration` each:
    and the search goes on below it, from the highest rate that held every
    time it ran. So the rate reported held every run: near the knee one run
    is a coin toss, and on a machine whose speed wanders the knee moves.
+4. headroom: the edge found is a cliff on many servers (in open loop a queue,
+   once formed, only grows: p99 goes from tens of ms to seconds between two
+   rates 4% apart), so a rate that held three times may break the fourth. The
+   search reports, besides that edge, the *sustainable* rate: `--headroom`
+   (10% by default) below it, run `--confirm-runs` times, and lowered by the
+   headroom again each time one of its runs breaks. That is the rate to plan
+   on; the edge is where it stops holding.
 
 A step whose generator fell behind (`valid` false: too many requests sent
 late) says nothing about the server; it is run again once, and if it is still
@@ -46,6 +53,7 @@ class Search:
     max_rate: float = 10_000.0
     precision: float = 0.05  # stop bisecting when (broke - held) / held is at most this
     confirm_runs: int = 2  # runs the reported rate must have held, every one
+    headroom: float = 0.10  # the sustainable rate: this far below the edge, confirmed too (0: report the edge)
     steps: list[dict] = field(default_factory=list)
 
     def check(self, objectives: list[slo.Objective]) -> None:
@@ -65,6 +73,10 @@ class Search:
             raise ConfigError(f"--precision {self.precision:g}% is out of range", hint="use 0.1 to 50 (percent)")
         if not 1 <= self.confirm_runs <= 10:
             raise ConfigError(f"--confirm-runs {self.confirm_runs} is out of range", hint="use 1 to 10 (2 by default)")
+        if not 0 <= self.headroom <= 0.5:
+            raise ConfigError(
+                f"--headroom {self.headroom:.0%} is out of range", hint="use 0 to 50 (percent; 10 by default)"
+            )
 
 
 def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
@@ -151,7 +163,26 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
         if held is None:
             stopped = f"no rate held every time below {broke:g} req/s"
     confirmed = held is not None and _runs(search.steps, held, passed=True) >= search.confirm_runs
+    # 4. headroom: below an edge that was found (a knee, not the top of the search), a rate that holds every run.
+    sustainable = held if search.headroom == 0 or broke is None else None
+    if stopped is None and confirmed and broke is not None and search.headroom > 0:
+        rate = round(held * (1 - search.headroom), 3)
+        while sustainable is None and stopped is None and rate >= MIN_RATE:
+            while _runs(search.steps, rate, passed=True) < search.confirm_runs and not _runs(
+                search.steps, rate, passed=False
+            ):
+                record = step(rate, f"headroom {search.headroom:.0%}")
+                if record is None or not record["valid"]:
+                    stopped = "too many steps" if record is None else f"the generator fell behind at {rate:g} req/s"
+                    break
+            if stopped is None and _always(search.steps, rate):
+                sustainable = rate
+            rate = round(rate * (1 - search.headroom), 3)
+        if sustainable is None and stopped is None:
+            stopped = f"no rate held every time below {held:g} req/s"
     return {
+        "sustainable_rps": sustainable,
+        "headroom": search.headroom,
         "held_rps": held,
         "broke_rps": broke,
         "confirmed": confirmed or (held is not None and broke is None),  # max_rate held: no bisect to confirm

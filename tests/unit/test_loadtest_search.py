@@ -47,7 +47,11 @@ def test_the_search_steps_up_bisects_and_confirms_the_rate_that_held():
     held, broke = result["held_rps"], result["broke_rps"]
     assert held <= 333 < broke and (broke - held) <= 0.05 * held
     assert result["confirmed"] and result["stopped"] is None
-    assert (result["steps"][-1]["rate"], result["steps"][-1]["why"]) == (held, "confirm")
+    confirms = [s for s in result["steps"] if s["why"] == "confirm"]
+    assert confirms and all(s["rate"] == held for s in confirms)
+    # Then the sustainable rate, 10% below the edge, run as many times as the edge had to hold.
+    assert result["sustainable_rps"] == round(held * 0.9, 3)
+    assert [s["why"] for s in result["steps"] if s["rate"] == result["sustainable_rps"]] == ["headroom 10%"] * 2
     points = capacity.curve(result["steps"])
     assert [p["rate"] for p in points] == sorted({s["rate"] for s in result["steps"]})
 
@@ -93,6 +97,24 @@ def test_the_top_of_the_search_holding_is_said_so():
     assert result["held_rps"] == 50 and result["broke_rps"] is None and result["reached_max_rate"]
 
 
+def test_the_sustainable_rate_steps_down_by_the_headroom_until_every_run_holds():
+    # The edge held its confirm runs, but 10% below it breaks on its second run: another 10% down holds.
+    first = capacity.find(capacity.Search(start_rate=10), _server(knee=333)[0])
+    below = round(first["held_rps"] * 0.9, 3)
+    run_step, _ = _server(knee=333, flaky_at={below})
+    result = capacity.find(capacity.Search(start_rate=10), run_step)
+    assert result["held_rps"] == first["held_rps"]  # the edge is unchanged
+    assert [s["passed"] for s in result["steps"] if s["rate"] == below] == [True, False]
+    assert result["sustainable_rps"] == round(below * 0.9, 3) and result["stopped"] is None
+
+
+def test_no_headroom_reports_the_edge_and_the_top_of_the_search_needs_none():
+    edge = capacity.find(capacity.Search(start_rate=10, headroom=0), _server(knee=333)[0])
+    assert edge["sustainable_rps"] == edge["held_rps"] and not any("headroom" in s["why"] for s in edge["steps"])
+    top = capacity.find(capacity.Search(start_rate=10, max_rate=50), _server(knee=1000)[0])
+    assert top["sustainable_rps"] == top["held_rps"] == 50
+
+
 def test_a_generator_that_falls_behind_twice_stops_the_search_and_says_why():
     run_step, calls = _server(knee=1000, invalid_at={160})
     result = capacity.find(capacity.Search(start_rate=10), run_step)
@@ -126,6 +148,7 @@ def test_a_late_step_whose_service_time_meets_the_slo_still_says_nothing():
         (capacity.Search(start_rate=100, max_rate=10), "p99<1s", "out of order"),
         (capacity.Search(precision=0.9), "p99<1s", "precision"),
         (capacity.Search(confirm_runs=0), "p99<1s", "--confirm-runs"),
+        (capacity.Search(headroom=0.8), "p99<1s", "--headroom"),
     ],
 )
 def test_bad_searches_are_refused(search, spec, words):
