@@ -198,9 +198,14 @@ def stack_id(instance: str) -> str:
 
 
 def labels(spec: StackSpec, component: str) -> dict[str, str]:
+    return instance_labels(spec.instance, component)
+
+
+def instance_labels(instance: str, component: str) -> dict[str, str]:
+    """The labels every object of a sandbox's stack carries (what `down` selects on), for ``instance``."""
     return {
         "app.kubernetes.io/name": component,
-        "app.kubernetes.io/instance": spec.instance,
+        "app.kubernetes.io/instance": instance,
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/component": component,

@@ -42,7 +42,7 @@ from sandbox.gpu.inventory import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, NodeSpec,
 from sandbox.gpu.render import GPU_PRESENT_LABEL, INVENTORY_LABEL
 from sandbox.gpu.scheduler import CONTAINER, Decision, Workload
 from sandbox.profiles.kube import manifests
-from sandbox.profiles.kube.tools import ToolError, Tools
+from sandbox.profiles.kube.tools import ToolError, Tools, status_condition
 
 # The image of a workload Pod: it only has to exist for the scheduler's verdict, never to do work.
 # kind bakes the images of `kubeadm config images list` into its node image, the pause image among
@@ -55,17 +55,6 @@ NAMESPACE_LABEL = "ml-sandbox/gpu-namespace"  # "true" on a namespace the schedu
 COMPONENT = "gpu-workload"
 TERMINATED = ("Succeeded", "Failed")
 REFUSALS = ("(Forbidden)", "(Invalid)", "(AlreadyExists)", " is invalid: ")
-
-
-def sandbox_labels(instance: str, component: str) -> dict[str, str]:
-    """The labels every object of the stack carries (`manifests.labels`), for this instance."""
-    return {
-        "app.kubernetes.io/name": component,
-        "app.kubernetes.io/instance": instance,
-        "app.kubernetes.io/managed-by": manifests.MANAGED_BY,
-        "app.kubernetes.io/part-of": manifests.PART_OF,
-        "app.kubernetes.io/component": component,
-    }
 
 
 # --------------------------------------------------------------------------- objects
@@ -109,7 +98,7 @@ def pod_object(workload: Workload, namespace: str, instance: str, *, image: str 
         spec["tolerations"] = [
             _toleration(toleration.model_dump(exclude_none=True)) for toleration in workload.tolerations
         ]
-    labels = {**sandbox_labels(instance, COMPONENT), WORKLOAD_LABEL: "true"}
+    labels = {**manifests.instance_labels(instance, COMPONENT), WORKLOAD_LABEL: "true"}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -128,13 +117,17 @@ def quota_object(quota: QuotaSpec, namespace: str, instance: str) -> dict[str, A
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
-        "metadata": {"name": quota.name, "namespace": namespace, "labels": sandbox_labels(instance, "quota")},
+        "metadata": {
+            "name": quota.name,
+            "namespace": namespace,
+            "labels": manifests.instance_labels(instance, "quota"),
+        },
         "spec": {"hard": dict(quota.hard)},
     }
 
 
 def namespace_object(name: str, instance: str) -> dict[str, Any]:
-    labels = {**sandbox_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}
+    labels = {**manifests.instance_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
@@ -190,19 +183,12 @@ def api_message(output: str) -> str:
     return text.removeprefix("The ")
 
 
-def scheduled_condition(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for condition in pod.get("status", {}).get("conditions", []) or []:
-        if condition.get("type") == "PodScheduled":
-            return condition
-    return None
-
-
 def verdict(pod: dict[str, Any]) -> Decision | None:
     """The scheduler's answer for ``pod`` as a decision; None while it has given none."""
     meta = pod["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     node = pod.get("spec", {}).get("nodeName")
-    condition = scheduled_condition(pod) or {}
+    condition = status_condition(pod, "PodScheduled") or {}
     if node or condition.get("status") == "True":
         return Decision("Scheduled", name, f"Successfully assigned {namespace}/{name} to {node}", node)
     if condition.get("status") == "False":
@@ -427,7 +413,7 @@ class KubeScheduler:
         workloads = []
         for pod in sorted(filter(self._ours, pods), key=_created):
             node = pod.get("spec", {}).get("nodeName")
-            condition = scheduled_condition(pod) or {}
+            condition = status_condition(pod, "PodScheduled") or {}
             workloads.append(
                 WorkloadState(
                     namespace=pod["metadata"].get("namespace", "default"),

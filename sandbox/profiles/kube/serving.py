@@ -49,7 +49,7 @@ from sandbox.net import LOOPBACK, free_port
 from sandbox.profiles.kube import manifests, validate
 from sandbox.profiles.kube.manifests import StackSpec
 from sandbox.profiles.kube.portforward import Forward, PortForwards
-from sandbox.profiles.kube.tools import ToolError, Tools, pod_ready
+from sandbox.profiles.kube.tools import ToolError, Tools, pod_ready, status_condition
 from sandbox.serving.specs import (
     KSERVE_MLSERVER,
     SANDBOX_RUNTIME,
@@ -420,13 +420,6 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
 # --------------------------------------------------------------------------- the backend
 
 
-def ready_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
-    for condition in obj.get("status", {}).get("conditions", []) or []:
-        if condition.get("type") == "Ready":
-            return condition
-    return None
-
-
 def record_of(obj: dict[str, Any]) -> DeploymentSpec | None:
     text = obj.get("metadata", {}).get("annotations", {}).get(SPEC_ANNOTATION)
     try:
@@ -511,7 +504,7 @@ class KubeServing:
             self.tools.run(command)
         except ToolError as exc:
             obj = self.tools.get_json("inferenceservice", name, namespace=self.namespace) or {}
-            condition = ready_condition(obj) or {}
+            condition = status_condition(obj, "Ready") or {}
             why = condition.get("message") or condition.get("reason") or exc.message
             raise ServiceStartError(
                 f"deployment {name} is not Ready after {self.ready_timeout_s}s: {why}",
@@ -631,17 +624,22 @@ class KubeServing:
                     hint="is KServe's controller running? `kubectl -n kserve logs deploy/kserve-controller-manager`",
                 )
             time.sleep(1.0)
-        command = self.tools.rollout_status(
-            f"deployment/{deployment}", namespace=self.namespace, timeout_s=self.ready_timeout_s
+        self._rollout(
+            deployment,
+            f"{ISVC_LABEL}={name}",
+            f"the redeploy of {name} did not roll out within {self.ready_timeout_s}s",
+            hint=f"read its predictor pods' events and log below (`sandbox logs {name}`)",
+            timeout_s=self.ready_timeout_s,
         )
+
+    def _rollout(self, deployment: str, pods: str, failure: str, *, hint: str, timeout_s: int) -> None:
+        """`kubectl rollout status` of ``deployment``; a failure carries its pods' (selector ``pods``) report."""
         try:
-            self.tools.run(command)
+            self.tools.run(
+                self.tools.rollout_status(f"deployment/{deployment}", namespace=self.namespace, timeout_s=timeout_s)
+            )
         except ToolError as exc:
-            raise ServiceStartError(
-                f"the redeploy of {name} did not roll out within {self.ready_timeout_s}s",
-                hint=f"read its predictor pods' events and log below (`sandbox logs {name}`)",
-                details=self.pods_report(f"{ISVC_LABEL}={name}") or exc.details,
-            ) from None
+            raise ServiceStartError(failure, hint=hint, details=self.pods_report(pods) or exc.details) from None
 
     def split(
         self,
@@ -681,17 +679,13 @@ class KubeServing:
                 self._wait_ready(child.name)
                 notes.append(f"{child.name}: InferenceService Ready")
             self._apply(objects[len(children) :])
-            rollout = self.tools.rollout_status(
-                f"deployment/{router_name(name)}", namespace=self.namespace, timeout_s=300
+            self._rollout(
+                router_name(name),
+                f"app.kubernetes.io/name={router_name(name)}",
+                f"the router of {name} did not become ready",
+                hint=f"read its pod's events and log below (`sandbox logs {name}`)",
+                timeout_s=300,
             )
-            try:
-                self.tools.run(rollout)
-            except ToolError as exc:
-                raise ServiceStartError(
-                    f"the router of {name} did not become ready",
-                    hint=f"read its pod's events and log below (`sandbox logs {name}`)",
-                    details=self.pods_report(f"app.kubernetes.io/name={router_name(name)}") or exc.details,
-                ) from None
         except BaseException:
             if existing is None:  # no half-made split left running
                 self._delete_split(name, [child.name for child in children])
@@ -738,7 +732,7 @@ class KubeServing:
                 detail = ", ".join(f"{v.label}={v.model_uri} ({v.weight:g})" for v in record.variants)
             else:
                 mine = [p for p in pods if _label(p, ISVC_LABEL) == record.name]
-                condition = ready_condition(obj)
+                condition = status_condition(obj, "Ready")
                 if condition is None:
                     state, why = "starting", "no Ready condition yet"
                 elif condition.get("status") == "True":

@@ -343,11 +343,18 @@ def tool_version(tool: str) -> tuple[int, ...] | None:
     return parse_version(text)
 
 
+def status_condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """An object's status condition of type ``kind`` (Ready, PodScheduled, ...), or None while it has none."""
+    for item in obj.get("status", {}).get("conditions", []) or []:
+        if item.get("type") == kind:
+            return item
+    return None
+
+
 def pod_ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status", {})
-    if status.get("phase") == "Succeeded":
+    if pod.get("status", {}).get("phase") == "Succeeded":
         return True  # a finished job's pod is not a failure
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+    return (status_condition(pod, "Ready") or {}).get("status") == "True"
 
 
 def _text(value: bytes | str | None) -> str:
