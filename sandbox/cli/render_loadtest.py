@@ -78,7 +78,8 @@ def _capacity(capacity: dict) -> None:
     held, broke = capacity["held_rps"], capacity["broke_rps"]
     if held is not None:
         twice = " (every run)" if capacity["confirmed"] else ""
-        above = f"; {broke:g} req/s broke it" if broke is not None else ""
+        runs = [step["passed"] for step in capacity["steps"] if step["rate"] == broke]
+        above = f"; {broke:g} req/s broke it ({runs.count(False)} of {len(runs)} runs)" if broke is not None else ""
         above = above or ("; the top of the search held" if capacity["reached_max_rate"] else "")
         ui.out.print(f"Edge: {held:g} req/s held {capacity['slo']}{twice}{above}")
     sustainable = capacity.get("sustainable_rps")

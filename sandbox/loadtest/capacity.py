@@ -7,7 +7,11 @@ open-loop steps of `--duration` each:
    the start when even the first step breaks it), until a step breaks it or
    `--max-rate` holds;
 2. bisect between the highest rate that held and the lowest that broke until
-   they are within `--precision` (5% by default) of each other;
+   they are within `--precision` (5% by default) of each other.
+   In both, a break is run again, and a third time when the two disagree: most
+   runs decide. One passing stall (the first heavy step, a noisy neighbour)
+   would otherwise set the upper bracket, and the whole search, below the
+   knee, where no rate 20% above what it reports would break;
 3. confirm: the highest rate that held is run again, until it has held
    `--confirm-runs` times (2 by default); if a repeat breaks the SLO, that
    rate counts as broken (a rate that breaks now and then is over capacity)
@@ -110,17 +114,27 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
     held: float | None = None
     broke: float | None = None
     stopped = None  # why the search ended early
+
+    def verdict(rate: float, why: str) -> bool | None:
+        """Whether ``rate`` holds: a hold is taken at its word (the rate reported is confirmed later), a break
+        is run again, and most of up to three runs decide. None: the search cannot go on (``stopped`` says why)."""
+        nonlocal stopped
+        runs: list[bool] = []
+        while runs.count(True) < 2 and runs.count(False) < 2 and runs != [True]:
+            record = step(rate, why if not runs else f"{why}, again: does it break every time?")
+            if record is None or not record["valid"]:
+                stopped = "too many steps" if record is None else f"the generator fell behind at {rate:g} req/s"
+                return None
+            runs.append(record["passed"])
+        return runs.count(True) > runs.count(False)
+
     rate = search.start_rate
     # 1. up (or down, when the start already breaks the SLO)
     while True:
-        record = step(rate, "step up" if broke is None else "step down")
-        if record is None:
-            stopped = "too many steps"
+        passed = verdict(rate, "step up" if broke is None else "step down")
+        if passed is None:
             break
-        if not record["valid"]:
-            stopped = f"the generator fell behind at {rate:g} req/s"
-            break
-        if record["passed"]:
+        if passed:
             held = rate
             if broke is not None or rate >= search.max_rate:
                 break
@@ -137,11 +151,10 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
     while stopped is None and held is not None and broke is not None:
         while broke - held > search.precision * held:
             middle = round((held + broke) / 2, 3)
-            record = step(middle, "bisect")
-            if record is None or not record["valid"]:
-                stopped = "too many steps" if record is None else f"the generator fell behind at {middle:g} req/s"
+            passed = verdict(middle, "bisect")
+            if passed is None:
                 break
-            if record["passed"]:
+            if passed:
                 held = middle
             else:
                 broke = middle
