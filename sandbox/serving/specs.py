@@ -8,13 +8,15 @@ what the platform already serves).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
 from sandbox.endpoints import InferenceEndpoint
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, SandboxError
 
 # KServe InferenceService names are DNS-1123 labels; keep room for "-<variant>".
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
@@ -185,3 +187,44 @@ class ServingBackend(Protocol):
     def statuses(self) -> list[DeploymentStatus]: ...
 
     def inference_endpoints(self) -> dict[str, InferenceEndpoint]: ...
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@contextmanager
+def registry_errors(uri: str) -> Iterator[None]:
+    """The registry's answers as the sandbox's errors: no such model is bad input (exit 2), anything else is
+    the registry being unreachable."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ConfigError(
+                f"{uri} is not in the registry ({exc.error_code})",
+                hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
+            ) from None
+        raise SandboxError(f"cannot look {uri} up in the registry: {exc}", hint="is the sandbox up?") from None
+
+
+def check_registered(uri: str, tracking_uri: str) -> None:
+    """A `models:/` URI names a model the registry has: fail early, in its own words, rather than in a server's
+    log (locally) or at the end of a 10-minute Ready wait (on Kubernetes). Other URIs are the server's to read."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith("models:/"):
+        return
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    ref = uri.removeprefix("models:/")
+    with registry_errors(uri):
+        if "@" in ref:
+            model, alias = ref.split("@", 1)
+            client.get_model_version_by_alias(model, alias)
+        else:
+            model, version = ref.split("/", 1)
+            if version.isdigit():
+                client.get_model_version(model, version)
+            else:  # a stage or "latest": the model, at least
+                client.get_registered_model(model)

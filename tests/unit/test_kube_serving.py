@@ -23,6 +23,7 @@ from sandbox.profiles import get_profile
 from sandbox.profiles.kube import manifests, validate
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.profile import KubeState
+from sandbox.serving import specs
 from sandbox.serving.specs import DeploymentSpec, VariantSpec
 from tests.factories import make_endpoints
 from tests.fakes import FakeTools
@@ -61,6 +62,11 @@ def _seed_stack(fakes: FakeTools, context: str, *, kind_cluster: str | None = No
 def fakes(tmp_path, monkeypatch):
     tools = FakeTools(tmp_path, monkeypatch)
     _seed_stack(tools, CONTEXT)
+    # The fake cluster has no MLflow behind its port-forward: the registry check before a deploy is a FAKE that
+    # takes every name and records it. test_a_model_the_registry_lacks_is_refused_before_anything_is_applied
+    # runs the real one against a real registry.
+    tools.registry_lookups = []
+    monkeypatch.setattr(kube_serving, "check_registered", lambda uri, _tracking: tools.registry_lookups.append(uri))
     yield tools
     tools.stop_servers(tmp_path / "sb" / "kube" / "forwards")
 
@@ -378,6 +384,30 @@ def test_storage_uri_is_resolved_from_the_registry_by_version_and_by_alias(regis
         kube_serving.resolve_storage_uri("runs:/abc/model", uri)
     with pytest.raises(ConfigError, match="not in the stack's S3"):
         kube_serving.artifact_s3_uri("file:///tmp/mlruns/1/models/m-1/artifacts")
+
+
+def test_a_model_the_registry_lacks_is_refused_before_anything_is_applied(prof, fakes, registry, monkeypatch):
+    # The default runtime resolves the model in the pod: without this check a wrong name shows only when the
+    # 10-minute Ready wait ends. The real lookup, against a real registry.
+    monkeypatch.setattr(kube_serving, "check_registered", specs.check_registered)
+    uri, _ = registry
+    serving = prof.serving()
+    serving.tracking_uri = lambda: uri
+    before = set(store(fakes))
+    with pytest.raises(ConfigError, match=r"models:/fraud-detector/9 is not in the registry"):
+        serving.deploy("fraud", "models:/fraud-detector/9")
+    with pytest.raises(ConfigError, match=r"models:/nope@champion is not in the registry"):
+        serving.split(
+            "ab", [VariantSpec.parse("a=models:/fraud-detector/1:1"), VariantSpec.parse("b=models:/nope@champion:1")]
+        )
+    assert set(store(fakes)) == before  # nothing applied
+    assert serving.deploy("fraud", "models:/fraud-detector@champion") == "InferenceService fraud Ready"
+
+
+def test_every_model_is_looked_up_before_a_deploy_or_a_split(prof, fakes):
+    prof.serving().deploy("fraud", "models:/m/1")
+    prof.serving().split("ab", [VariantSpec.parse("a=models:/m/2:1"), VariantSpec.parse("b=models:/m@c:1")])
+    assert fakes.registry_lookups == ["models:/m/1", "models:/m/2", "models:/m@c"]
 
 
 def test_the_kserve_mlserver_runtime_gets_storage_uri_and_an_s3_service_account(prof, fakes, registry):

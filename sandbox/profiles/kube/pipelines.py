@@ -534,15 +534,17 @@ def loopback_url(port: int) -> str:
 # --------------------------------------------------------------------------- a profile's runner
 
 
-def runner_for(profile: Any) -> KfpPipelineRunner:
-    """The runner of a kind or cluster profile (`KubeProfile.pipelines()`), from its kept state."""
-    state = profile._read_state()
-    stack_secrets = profile._secrets(create=False) if state is not None else None
-    if state is None or stack_secrets is None:
-        raise NotRunningError(f"no {profile.name} sandbox in {profile.config.root}", hint="start it with `sandbox up`")
-    spec = profile._spec(state, stack_secrets)
-    tools = Tools(state.context)
-    port = state.host_ports[manifests.KFP]
+def runner_for(
+    context: str,
+    port: int,
+    spec: manifests.StackSpec,
+    image: PipelinesConfig,
+    endpoints: Endpoints,
+    *,
+    forwards_folder: Path,
+) -> KfpPipelineRunner:
+    """The runner of a kind or cluster stack whose KFP API is kept on 127.0.0.1:``port`` (`KubeProfile.pipelines`)."""
+    tools = Tools(context)
     if spec.expose == "NodePort":  # kind: its mapping of the NodePort, made with the cluster
 
         def api() -> str:
@@ -550,7 +552,7 @@ def runner_for(profile: Any) -> KfpPipelineRunner:
 
         reach = f"kind maps KFP's NodePort {spec.node_ports.kfp} to 127.0.0.1:{port}"
     else:  # a cluster: a port-forward kept like the stack's own (restarted when it died)
-        forwards, forward = kfp_forwards(tools, profile.folder / "forwards"), kfp_forward(port)
+        forwards, forward = kfp_forwards(tools, forwards_folder), kfp_forward(port)
 
         def api() -> str:
             forwards.ensure([forward])  # restarted when it died; waits until it listens
@@ -559,14 +561,9 @@ def runner_for(profile: Any) -> KfpPipelineRunner:
         reach = (
             f"it is reached through `kubectl port-forward -n {versions.KFP_NAMESPACE} "
             f"svc/{manifests.KFP_API_SERVICE} {port}:{manifests.KFP_API_PORT}` "
-            f"(its log: {profile.folder / 'forwards' / 'kfp.log'})"
+            f"(its log: {forwards_folder / 'kfp.log'})"
         )
-    image: PipelinesConfig = profile.config.pipelines
-    if "base_image" not in image.model_fields_set:  # the default: the image this profile built or was given
-        image = image.model_copy(update={"base_image": profile._image()})
-    return KfpPipelineRunner(
-        api=api, image=image, spec=spec, tools=tools, endpoints=profile._endpoints(state), reach=reach
-    )
+    return KfpPipelineRunner(api=api, image=image, spec=spec, tools=tools, endpoints=endpoints, reach=reach)
 
 
 def stop_kfp_forward(profile: Any, state: Any) -> None:

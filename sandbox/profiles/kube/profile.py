@@ -360,7 +360,16 @@ class KubeProfile(Profile):
 
     def pipelines(self):
         """Pipelines on the cluster's KFP (`kube/pipelines.py`), reached on 127.0.0.1."""
-        return runner_for(self)
+        state = self._read_state()
+        stack_secrets = self._secrets(create=False) if state is not None else None
+        if state is None or stack_secrets is None:
+            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        image = self.config.pipelines
+        if "base_image" not in image.model_fields_set:  # the default: the image this profile built or was given
+            image = image.model_copy(update={"base_image": self._image()})
+        spec, port = self._spec(state, stack_secrets), state.host_ports[manifests.KFP]
+        endpoints = self._endpoints(state)
+        return runner_for(state.context, port, spec, image, endpoints, forwards_folder=self.folder / "forwards")
 
     def scheduler(self):
         """Real Pods against the cluster's ResourceQuota admission and kube-scheduler (`kube.scheduler`)."""

@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sandbox.endpoints import InferenceEndpoint
-from sandbox.errors import ConfigError, NotRunningError, SandboxError, ServiceStartError
+from sandbox.errors import ConfigError, NotRunningError, ServiceStartError
 from sandbox.files import write_private
 from sandbox.net import LOOPBACK, free_port
 from sandbox.profiles.kube import manifests, validate
@@ -56,6 +56,8 @@ from sandbox.serving.specs import (
     DeploymentSpec,
     DeploymentStatus,
     VariantSpec,
+    check_registered,
+    registry_errors,
     validate_model_uri,
     validate_name,
     validate_runtime,
@@ -383,7 +385,6 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
     """`models:/NAME/VERSION` or `models:/NAME@ALIAS` (or an `s3://` folder, as is) -> the model's `s3://`
     artifact folder, from the registry (MLflow 3: the logged model's `<exp>/models/<id>/artifacts`)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     if model_uri.startswith("s3://"):
         return model_uri.rstrip("/")
@@ -395,7 +396,7 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
         )
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     ref = model_uri.removeprefix("models:/")
-    try:
+    with registry_errors(model_uri):
         if "@" in ref:
             name, alias = ref.split("@", 1)
             version = client.get_model_version_by_alias(name, alias).version
@@ -407,13 +408,6 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
                     hint=f"e.g. models:/{name}/1 or models:/{name}@champion",
                 )
         location = client.get_model_version_download_uri(name, str(version))
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ConfigError(
-                f"{model_uri} is not in the registry ({exc.error_code})",
-                hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
-            ) from None
-        raise SandboxError(f"cannot look {model_uri} up in the registry: {exc}", hint="is the sandbox up?") from None
     return artifact_s3_uri(location)
 
 
@@ -591,6 +585,8 @@ class KubeServing:
         if runtime == KSERVE_MLSERVER:
             storage_uri = resolve_storage_uri(model_uri, self.tracking_uri())
             objects += kserve_s3_objects(self.spec)
+        else:  # the model server resolves it in the pod: a wrong name would show only at the Ready wait's end
+            check_registered(model_uri, self.tracking_uri())
         # A redeploy replaces the predictor's pods (see RESTART_ANNOTATION) and waits for the new ones.
         restart = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{secrets.token_hex(4)}" if existing else None
         objects.append(inference_service(self.spec, record, storage_uri=storage_uri, restart=restart))
@@ -660,6 +656,8 @@ class KubeServing:
             raise ConfigError(
                 f"{name!r} is a single-model deployment", hint=f"undeploy it first: sandbox serve undeploy {name}"
             )
+        for variant in variants:
+            check_registered(variant.model_uri, self.tracking_uri())
         children = variant_specs(
             name,
             variants,

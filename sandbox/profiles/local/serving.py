@@ -26,6 +26,7 @@ from sandbox.serving.specs import (
     DeploymentSpec,
     DeploymentStatus,
     VariantSpec,
+    check_registered,
     validate_model_uri,
     validate_name,
     validate_runtime,
@@ -380,31 +381,7 @@ class LocalServing(DeploymentStore):
         return out
 
     def _check_model_exists(self, uri: str) -> None:
-        """Fail early, with the registry's own words, rather than in a server's log."""
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        if not uri.startswith("models:/"):
-            return
-        client = MlflowClient(tracking_uri=self.endpoints.mlflow_tracking_uri)
-        ref = uri.removeprefix("models:/")
-        try:
-            if "@" in ref:
-                model, alias = ref.split("@", 1)
-                client.get_model_version_by_alias(model, alias)
-            else:
-                model, version = ref.split("/", 1)
-                if version.isdigit():
-                    client.get_model_version(model, version)
-                else:
-                    client.get_registered_model(model)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise ConfigError(  # bad input: exit 2
-                    f"{uri} is not in the registry ({exc.error_code})",
-                    hint="check the name and version with the MLflow UI or MlflowClient().search_model_versions()",
-                ) from None
-            raise SandboxError(f"cannot look {uri} up in the registry: {exc}", hint="is the sandbox up?") from None
+        check_registered(uri, self.endpoints.mlflow_tracking_uri)
 
 
 def _ready_probe(base: str, name: str):
