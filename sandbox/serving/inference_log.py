@@ -23,9 +23,11 @@ reads it, and the profiles create its table.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -85,11 +87,25 @@ class LoggedModel:
     model_version: str
 
 
+class _EventIds:
+    """Base event ids, one per request: a random 64-bit prefix drawn once per writer, then a counter, with the
+    low 32 bits left zero for the row index. Unique without a system call per request: `uuid.uuid4` reads the
+    kernel's random source every time, and under load that was half the cost of logging a request."""
+
+    def __init__(self) -> None:
+        self._prefix = int.from_bytes(os.urandom(8), "big") << 64
+        self._counter = itertools.count(1)  # next() on it is atomic under the GIL: request threads share it
+
+    def next_base(self) -> str:
+        return f"{self._prefix | (next(self._counter) << 32):032x}"
+
+
 class InferenceLogWriter:
     """Rows on local disk before `log` returns; shipped to PostgreSQL by a thread, each row exactly once.
 
     A journal record is one request: ``[ts_us, request_id, variant, base_id, features, predictions]``; row
-    ``i``'s event id is ``base_id XOR i`` (a uuid4 per request; its low bits count rows). A record copied from
+    ``i``'s event id is ``base_id XOR i`` (a base id per request, unique: see `_EventIds`; its low 32 bits count
+    rows). A record copied from
     an old spool is one row with its own event id, and its model as a 7th element. The segment's header is the
     model that answered (a redeploy of another version under the same name starts a new segment).
     """
@@ -112,6 +128,7 @@ class InferenceLogWriter:
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self._conn = None
+        self._event_ids = _EventIds()
         self._metrics = _Metrics(metrics_registry)
         self.journal = Journal(
             self.spool_dir / JOURNAL_DIR,
@@ -140,7 +157,7 @@ class InferenceLogWriter:
         values = np.asarray(predictions).tolist()
         count = min(len(rows), len(values))
         ts_us = time.time_ns() // 1000
-        line = encode_record(count, [ts_us, request_id, variant, uuid.uuid4().hex, rows, values])
+        line = encode_record(count, [ts_us, request_id, variant, self._event_ids.next_base(), rows, values])
         pending = self.journal.append(line, count)
         self._metrics.spooled.inc(count)
         if pending >= self.batch_rows:

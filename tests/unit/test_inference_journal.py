@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from sandbox.serving import inference_log as inference_log_module
 from sandbox.serving import journal as journal_module
 from sandbox.serving.inference_log import JOURNAL_DIR, SPOOL_NAME, InferenceLogWriter, LoggedModel
 from sandbox.serving.journal import Journal, JournalBusy, Shipper, encode_record, unshipped_rows
@@ -274,6 +275,27 @@ def test_log_is_one_write_per_request_and_rows_carry_their_model_and_event_ids(t
     assert [row[8] for row in rows] == ["1", "0", "1"]
     assert len({row[0] for row in rows}) == 3
     writer.close()
+
+
+def test_event_ids_are_unique_across_requests_and_restarts_with_no_random_read_per_request(tmp_path, monkeypatch):
+    table = FakeTable()
+    for start in range(2):  # a restart draws a new prefix: the counter starts again, the ids do not repeat
+        writer = _writer(tmp_path, table)
+        reads: list[int] = []
+
+        def urandom(n: int, reads=reads, real=inference_log_module.os.urandom) -> bytes:
+            reads.append(n)
+            return real(n)
+
+        monkeypatch.setattr(inference_log_module.os, "urandom", urandom)
+        for request in range(300):
+            _log(writer, request, rows=3)
+        monkeypatch.undo()
+        assert reads == []  # per request, nothing from the kernel's random source (uuid4 read it every time)
+        writer._shipper.drain()
+        writer.close()
+        assert len(table.rows) == 900 * (start + 1)  # keyed by event id: none collided
+    assert all(len(event_id) == 36 for event_id in table.rows)
 
 
 def test_a_nan_prediction_is_shipped_as_null_not_as_json_postgresql_refuses(tmp_path):
