@@ -207,42 +207,44 @@ def stall(args, work: Path) -> dict:
 # --------------------------------------------------------------------------- distributed
 
 
-def _distributed_run(url: str, duration: float, folder: Path) -> dict:
+@contextmanager
+def distributed_processes(url: str, *, users: int, duration: float, folder: Path, workers: int = 2, output=None):
+    """A master (`sandbox loadtest --master`) and ``workers`` `sandbox loadtest-worker` processes joining it on
+    loopback, as a user starts them; the master's output to ``output`` (a pipe, or nowhere). Whatever still runs
+    on the way out is killed. The integration test of distributed mode starts them the same way."""
     port = free_port()
-    argv = [sys.executable, "-m", "sandbox", "loadtest", url, "--users", "8", "--duration", f"{duration:g}s"]
+    argv = [sys.executable, "-m", "sandbox", "loadtest", url, "--users", str(users), "--duration", f"{duration:g}s"]
     master = subprocess.Popen(
-        [*argv, "--master", "--expect-workers", "2", "--master-port", str(port), "--report", str(folder)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*argv, "--master", "--expect-workers", str(workers), "--master-port", str(port), "--report", str(folder)],
+        stdout=output if output is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        text=True,
         cwd=REPO,
     )
-    workers = [
+    worker_argv = [sys.executable, "-m", "sandbox", "loadtest-worker", "--master-host", "127.0.0.1"]
+    joined = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandbox",
-                "loadtest-worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-            ],
+            [*worker_argv, "--master-port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=REPO,
         )
-        for _ in range(2)
+        for _ in range(workers)
     ]
     try:
-        master.wait(duration + 120)
-        for worker in workers:
-            worker.wait(30)
+        yield master, joined
     finally:
-        for proc in (master, *workers):
+        for proc in (master, *joined):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def _distributed_run(url: str, duration: float, folder: Path) -> dict:
+    with distributed_processes(url, users=8, duration=duration, folder=folder) as (master, workers):
+        master.wait(duration + 120)
+        for worker in workers:
+            worker.wait(30)
     return _summary(folder)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.net import free_port
+from benchmarks.loadtest import distributed_processes
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -100,44 +100,11 @@ def test_open_loop_p99_shows_a_stall_that_closed_loop_users_wait_out(stub, tmp_p
 
 
 def test_locust_workers_join_a_master_and_their_stats_merge(stub, tmp_path):
-    port = free_port()
-    master = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "sandbox", "loadtest", stub, "--users", "4", "--duration", "3s", "--master"),
-            *("--expect-workers", "2", "--master-port", str(port), "--report", str(tmp_path / "master")),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-    )
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandbox",
-                "loadtest-worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        for _ in range(2)
-    ]
-    try:
+    folder = tmp_path / "master"
+    with distributed_processes(stub, users=4, duration=3, folder=folder, output=subprocess.PIPE) as (master, workers):
         output, _ = master.communicate(timeout=120)
         assert master.returncode == 0, output
         assert [w.wait(30) for w in workers] == [0, 0]  # the master's quit ends its workers
-    finally:
-        for proc in (master, *workers):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     distributed = json.loads((tmp_path / "master" / "summary.json").read_text())
     assert distributed["workers"] == 2 and distributed["requests"] > 0 and distributed["failures"] == 0
     assert distributed["by_name"]["v1 predict"]["requests"] == distributed["requests"]
