@@ -329,7 +329,8 @@ def capacity(args, work: Path) -> dict:
         print(
             f"search: {time.monotonic() - started:.0f} s, {len(found['steps'])} steps of {step}; sustainable {held} "
             f"req/s ({found['headroom']:.0%} headroom); edge: held {found['held_rps']} req/s, broke "
-            f"{found['broke_rps']} req/s, confirmed {found['confirmed']}, stopped: {found['stopped']}"
+            f"{found['broke_rps']} req/s, every run broke from {found['always_broke_rps']} req/s, "
+            f"confirmed {found['confirmed']}, stopped: {found['stopped']}"
         )
         if held is None:
             return {"capacity": found}

@@ -81,6 +81,9 @@ def _capacity(capacity: dict) -> None:
         runs = [step["passed"] for step in capacity["steps"] if step["rate"] == broke]
         above = f"; {broke:g} req/s broke it ({runs.count(False)} of {len(runs)} runs)" if broke is not None else ""
         above = above or ("; the top of the search held" if capacity["reached_max_rate"] else "")
+        always = capacity.get("always_broke_rps")
+        if always is not None and always != broke:
+            above += f"; every run broke from {always:g} req/s"
         ui.out.print(f"Edge: {held:g} req/s held {capacity['slo']}{twice}{above}")
     sustainable = capacity.get("sustainable_rps")
     if sustainable is not None:

@@ -198,6 +198,11 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
         "headroom": search.headroom,
         "held_rps": held,
         "broke_rps": broke,
+        # The top of the knee: above the edge, the lowest rate at which every run broke. Between the two, a
+        # run holds or breaks by chance; the wider that band, the less one run near it says.
+        "always_broke_rps": min(
+            (r for r in _rates(search.steps) if (held is None or r > held) and _never(search.steps, r)), default=None
+        ),
         "confirmed": confirmed or (held is not None and broke is None),  # max_rate held: no bisect to confirm
         "reached_max_rate": broke is None and held is not None and held >= search.max_rate,
         "stopped": stopped,
@@ -218,6 +223,12 @@ def _always(steps: list[dict], rate: float) -> bool:
     """Every valid run at ``rate`` met the SLO."""
     runs = [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
     return bool(runs) and all(runs)
+
+
+def _never(steps: list[dict], rate: float) -> bool:
+    """Every valid run at ``rate`` broke the SLO."""
+    runs = [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
+    return bool(runs) and not any(runs)
 
 
 def curve(steps: list[dict]) -> list[dict]:

@@ -61,7 +61,9 @@ def test_a_rate_that_breaks_on_its_repeat_is_not_reported():
     first = capacity.find(capacity.Search(precision=0.05), run_step)
     run_step, _ = _server(knee=333, flaky_at={first["held_rps"]})
     again = capacity.find(capacity.Search(precision=0.05), run_step)
-    # Held, then broke: over capacity now and then, so the search settles on a rate that held every time.
+    # Held, then broke: over capacity now and then, so the search settles on a rate that held every time, and
+    # the knee's band reaches up to the bisection's upper bracket, where every run broke.
+    assert again["always_broke_rps"] == first["broke_rps"] > first["held_rps"]
     assert [s["passed"] for s in again["steps"] if s["rate"] == first["held_rps"]] == [True, False]
     assert again["held_rps"] < first["held_rps"] and again["broke_rps"] == first["held_rps"]
     assert again["confirmed"]
@@ -110,6 +112,7 @@ def test_a_passing_stall_does_not_set_the_upper_bracket_below_the_knee():
         (160, True),
     ]
     assert result["held_rps"] <= 333 < result["broke_rps"] <= result["held_rps"] * 1.05
+    assert result["always_broke_rps"] == result["broke_rps"]  # a clean knee: no band between the two
     for rate in {s["rate"] for s in result["steps"] if s["rate"] > 333}:
         runs = [s["passed"] for s in result["steps"] if s["rate"] == rate]
         assert runs.count(False) > runs.count(True), (rate, runs)
@@ -279,8 +282,10 @@ def test_open_loop_capacity_and_comparison_reports_render(tmp_path, capsys):
     from sandbox.cli import render_loadtest
     from sandbox.loadtest.report import write_report
 
-    run_step, _ = _server(knee=333)
+    edge = capacity.find(capacity.Search(precision=0.1), _server(knee=333)[0])["held_rps"]
+    run_step, _ = _server(knee=333, flaky_at={edge})  # held, then broke: a band between the edge and the knee's top
     found = capacity.find(capacity.Search(precision=0.1), run_step)
+    assert found["held_rps"] < found["broke_rps"] < found["always_broke_rps"]
     steps = [{k: v for k, v in s.items() if k != "summary"} for s in found["steps"]]
     capacity_record = {
         **{k: v for k, v in found.items() if k != "steps"},
@@ -303,11 +308,14 @@ def test_open_loop_capacity_and_comparison_reports_render(tmp_path, capsys):
     write_report(tmp_path, summary)
     page = (tmp_path / "summary.html").read_text()
     assert "latency from the scheduled send time" in page and "Capacity" in page and "Comparison" in page
+    assert f"every run broke from {found['always_broke_rps']:g} req/s" in page
     assert page.count("data:image/png;base64,") == 2
     assert (tmp_path / "capacity.png").read_bytes()[:4] == b"\x89PNG"
     render_loadtest.loadtest(summary, tmp_path)
     printed = capsys.readouterr()
     assert f"{found['held_rps']:g} req/s" in printed.out and "B is higher (worse)" in printed.out
+    assert f"{found['broke_rps']:g} req/s broke it (1 of 2 runs)" in printed.out
+    assert f"every run broke from {found['always_broke_rps']:g} req/s" in printed.out
     assert "Sent late: 0" in printed.out
 
 
