@@ -8,7 +8,7 @@ internal (an import-linter contract in pyproject.toml holds that):
 - `process.py`: `ManagedProcess`, a server process and its group behind a verified pid file.
 - `readiness.py`: `wait_ready`, polling a real probe while watching the process.
 - `state.py`: the sandbox dir (`SandboxDir`), `secrets.json`, `ports.json` (`PortMap`),
-  the lock, and `make_private`.
+  the lock (`sandbox.profiles.locking` on `<dir>/sandbox.lock`), and `make_private`.
 - `serving.py`: `LocalServing`, model servers and A/B routers as processes (`deployments.json`).
 - `scheduler.py`: `LocalScheduler`, the GPU cluster model with its state in the sandbox dir.
 """

@@ -18,7 +18,8 @@ from sandbox.gpu import Cluster, Decision, GpuConfig, NodeSpec, QuotaSpec, Workl
 from sandbox.gpu.backend import NodeUsage, QuotaUsage, SchedulerSnapshot, WorkloadState
 from sandbox.gpu.inventory import QUOTA_RESOURCES
 from sandbox.gpu.quantity import CPU, MEMORY, format_quantity
-from sandbox.profiles.local.state import SandboxDir, locked
+from sandbox.profiles.local.state import SandboxDir
+from sandbox.profiles.locking import locked
 
 
 def state_file(root: Path) -> Path:
@@ -53,7 +54,7 @@ class LocalScheduler:
     def __init__(self, config: GpuConfig, root: Path):
         self.config = config
         self.root = root
-        self.sandbox = SandboxDir(root)  # its changes take the sandbox lock, like every command that changes it
+        self.lock = SandboxDir(root).lock  # its changes take the sandbox lock, like every command that changes it
 
     def nodes(self) -> list[NodeSpec]:
         return inventory_nodes(self.config)

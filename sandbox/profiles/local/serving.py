@@ -20,7 +20,8 @@ from sandbox.gpu import Toleration, Workload
 from sandbox.net import LOOPBACK
 from sandbox.profiles.local.process import PORTS_MARKER, Identity, ManagedProcess
 from sandbox.profiles.local.readiness import wait_ready
-from sandbox.profiles.local.state import PortMap, SandboxDir, locked
+from sandbox.profiles.local.state import PortMap, SandboxDir
+from sandbox.profiles.locking import locked
 from sandbox.serving.specs import (
     SANDBOX_RUNTIME,
     DeploymentSpec,
@@ -105,6 +106,7 @@ class LocalServing(DeploymentStore):
         self, sandbox: SandboxDir, ports: PortMap, endpoints: Endpoints, *, startup_timeout: float, scheduler=None
     ):
         super().__init__(sandbox, ports)
+        self.lock = sandbox.lock  # deploy, split and undeploy run under the sandbox lock
         self.endpoints = endpoints
         self.startup_timeout = startup_timeout
         self.scheduler = scheduler

@@ -16,23 +16,19 @@ private umask and ``write_private`` are `sandbox.files`'.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import functools
 import json
 import os
 import random
 import secrets
 import stat
-import threading
-import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sandbox.errors import LockedError, PortInUseError
+from sandbox.errors import PortInUseError
 from sandbox.files import write_private
 from sandbox.net import port_is_free
+from sandbox.profiles import locking
 from sandbox.profiles.base import generate_token
 from sandbox.profiles.local.process import listener, marked_ports, reclaim_port
 
@@ -59,6 +55,10 @@ class SandboxDir:
     def home(self) -> str:
         """The sandbox's identity in its processes' environment (`process.Identity`)."""
         return str(self.root.resolve())
+
+    def lock(self, command: str) -> contextlib.AbstractContextManager:
+        """This sandbox's lock (`exclusive_lock`), for `locking.locked` methods of objects that keep it."""
+        return exclusive_lock(self, command)
 
     def service_dir(self, name: str) -> Path:
         return self.root / "services" / name
@@ -127,87 +127,15 @@ def make_private(root: Path, *, traverse: Collection[Path] = (), dry_run: bool =
 # --------------------------------------------------------------------------- lock
 
 
-# Lock depth per sandbox home in this process: a command that holds the lock (`up`, `monitor
-# retrain`) calls code that takes it again (restoring deployments, redeploying the champion).
-_held: dict[str, int] = {}
-_held_guard = threading.RLock()
-
-
-@contextlib.contextmanager
-def exclusive_lock(sandbox: SandboxDir, command: str) -> Iterator[None]:
+def exclusive_lock(sandbox: SandboxDir, command: str) -> contextlib.AbstractContextManager:
     """Hold the sandbox lock while a command changes the sandbox, or refuse at once (exit 3).
 
     Every command that changes the sandbox takes it: `up`, `down`, `serve deploy|split|
     undeploy`, `monitor retrain`, `gpu submit|release`, the supervisor's restarts. It is
-    an flock, so a crashed holder releases it; the file names the holder for the refusal.
-    Re-entrant within one process.
+    `sandbox.profiles.locking`'s flock on `<dir>/sandbox.lock`: a crashed holder releases it,
+    the file names the holder for the refusal, and it is re-entrant within one process.
     """
-    home = sandbox.home
-    with _held_guard:
-        if _held.get(home):
-            _held[home] += 1
-            try:
-                yield
-            finally:
-                _held[home] -= 1
-            return
-        fd = _acquire(sandbox, command)
-        _held[home] = 1
-        try:
-            yield
-        finally:
-            _held.pop(home, None)
-            os.close(fd)  # closing releases the flock
-
-
-def locked(command: str):
-    """Run a method of an object with a `sandbox` (a SandboxDir) under the sandbox lock."""
-
-    def wrap(method):
-        @functools.wraps(method)
-        def inner(self, *args, **kwargs):
-            what = f"{command} {args[0]}" if args and isinstance(args[0], str) else command
-            with exclusive_lock(self.sandbox, what):
-                return method(self, *args, **kwargs)
-
-        return inner
-
-    return wrap
-
-
-def _acquire(sandbox: SandboxDir, command: str) -> int:
-    sandbox.create()
-    while True:
-        try:
-            fd = os.open(sandbox.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise LockedError(
-                f"cannot open the sandbox lock {sandbox.lock_file}: {exc.strerror}",
-                hint="it must be a plain file owned by you; remove it (it holds nothing) and run this again",
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise LockedError(
-                f"another sandbox command is changing {sandbox.root} ({holder})",
-                hint="wait for it to finish and run this again; `sandbox status` shows the stack meanwhile",
-            ) from None
-        # The file may have been deleted or replaced since we opened it: then our lock guards nothing.
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(sandbox.lock_file, follow_symlinks=False))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    started = time.strftime("%H:%M:%S")
-    os.pwrite(fd, f"pid {os.getpid()}: sandbox {command}, since {started}".encode(), 0)
-    return fd
+    return locking.exclusive_lock(sandbox.lock_file, command, folder=sandbox.root)
 
 
 # --------------------------------------------------------------------------- secrets

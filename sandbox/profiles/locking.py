@@ -1,0 +1,113 @@
+"""The lock every profile that keeps state takes while a command changes its sandbox.
+
+`exclusive_lock(lock_file, command, folder=...)` is an flock on ``lock_file`` (0600), taken
+without waiting: a second command is refused at once (`LockedError`, exit 3), naming the
+holder the file records ("pid N: sandbox COMMAND, since HH:MM:SS") and ``folder``, the folder
+it guards. A crashed holder releases it; within one process it is re-entrant, so a command that
+holds it may call code that takes it again. `locked(command)` runs a method under its object's
+``lock`` (a command → that lock). The local profile locks its sandbox dir
+(`local.state.SandboxDir.lock`), the Kubernetes ones their `<dir>/kube/` (`KubeProfile.lock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sandbox.errors import LockedError
+
+# Lock depth per lock file in this process: a command that holds the lock (`up`, `monitor
+# retrain`) calls code that takes it again (restoring deployments, redeploying the champion).
+_held: dict[str, int] = {}
+_held_guard = threading.RLock()
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path, command: str, *, folder: Path) -> Iterator[None]:
+    """Hold ``lock_file`` while a command changes ``folder``'s sandbox, or refuse at once (exit 3).
+
+    It is an flock, so a crashed holder releases it; the file names the holder for the refusal.
+    Re-entrant within one process. The lock file's folder is made (0700) when missing.
+    """
+    key = str(lock_file.parent.resolve() / lock_file.name)
+    with _held_guard:
+        if _held.get(key):
+            _held[key] += 1
+            try:
+                yield
+            finally:
+                _held[key] -= 1
+            return
+        fd = _acquire(lock_file, command, folder)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held.pop(key, None)
+            os.close(fd)  # closing releases the flock
+
+
+def locked(command: str):
+    """Run a method of an object with a ``lock`` (a command → its `exclusive_lock`) under that lock."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def inner(self, *args, **kwargs):
+            what = f"{command} {args[0]}" if args and isinstance(args[0], str) else command
+            with self.lock(what):
+                return method(self, *args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+def _make_folder(path: Path) -> None:
+    # An existing folder keeps its mode (the local sandbox dir may be open for traversal: see SandboxDir.create).
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return
+    path.chmod(0o700)
+
+
+def _acquire(lock_file: Path, command: str, folder: Path) -> int:
+    _make_folder(lock_file.parent)
+    while True:
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise LockedError(
+                f"cannot open the sandbox lock {lock_file}: {exc.strerror}",
+                hint="it must be a plain file owned by you; remove it (it holds nothing) and run this again",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise LockedError(
+                f"another sandbox command is changing {folder} ({holder})",
+                hint="wait for it to finish and run this again; `sandbox status` shows the stack meanwhile",
+            ) from None
+        # The file may have been deleted or replaced since we opened it: then our lock guards nothing.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_file, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    started = time.strftime("%H:%M:%S")
+    os.pwrite(fd, f"pid {os.getpid()}: sandbox {command}, since {started}".encode(), 0)
+    return fd
