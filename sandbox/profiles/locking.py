@@ -54,6 +54,11 @@ def exclusive_lock(lock_file: Path, command: str, *, folder: Path) -> Iterator[N
             os.close(fd)  # closing releases the flock
 
 
+def unlocked(command: str) -> contextlib.AbstractContextManager:
+    """No lock: the default ``lock`` of a backend built outside a profile (tests, parity checks)."""
+    return contextlib.nullcontext()
+
+
 def locked(command: str):
     """Run a method of an object with a ``lock`` (a command → its `exclusive_lock`) under that lock."""
 

@@ -95,9 +95,9 @@ class ClusterProfile(KubeProfile):
         self._port_forwards(state).ensure(self._forwards(state))
         return f"http://127.0.0.1:{state.host_ports['mlflow']}/health"
 
-    def up(self, *, keep: bool = False):
-        try:
-            return super().up(keep=keep)
+    def _up(self, *, keep: bool):
+        try:  # under the lock: a refused `up` stops no forward of the command that holds it
+            return super()._up(keep=keep)
         except BaseException:
             state = self._read_state()
             if state is not None and not keep:  # the readiness probe may have started them

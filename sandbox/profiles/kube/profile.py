@@ -5,12 +5,15 @@ A subclass says where the cluster comes from (`_context`, `_target`, `_check_con
 context, the preflight's tools), so a refused `up` leaves nothing behind, not even the sandbox
 dir; then it keeps its state in `<dir>/kube/`: `state.json` (instance id, context, cluster, host
 ports chosen once and kept), `secrets.json` (0600, generated once), `timings.json` (each action's
-seconds from the last `up`, for `benchmarks/kind_actions.py`).
+seconds from the last `up`, for `benchmarks/kind_actions.py`), `sandbox.lock` (0600, `sandbox.profiles.locking`):
+`up`, `down`, `serve deploy|split|undeploy` and `gpu submit|release` and the quotas take it, so no
+two of them overlap; a second one is refused at once (exit 3), naming the holder. Reads take none.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import json
 import secrets
@@ -24,6 +27,7 @@ from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, PreflightError
 from sandbox.files import write_private
 from sandbox.net import LOOPBACK, free_port, port_is_free
+from sandbox.profiles import locking
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
 from sandbox.profiles.kube import serving as kube_serving
@@ -165,8 +169,16 @@ class KubeProfile(Profile):
         for line in lines:
             ui.err.print(line, markup=False)
 
+    def lock(self, command: str) -> contextlib.AbstractContextManager:
+        """`<dir>/kube/sandbox.lock` (0600): `up`, `down` and the backends' changes run under it (exit 3 if taken)."""
+        return locking.exclusive_lock(self.folder / "sandbox.lock", command, folder=self.config.root)
+
     def up(self, *, keep: bool = False) -> Endpoints:
-        self.require_preflight()
+        self.require_preflight()  # first: a refused `up` leaves nothing behind, not even the lock file
+        with self.lock("up"):
+            return self._up(keep=keep)
+
+    def _up(self, *, keep: bool) -> Endpoints:
         state = self._read_state() or self._fresh_state()
         state.host_ports = self._host_ports(state.host_ports)
         self._refuse_taken_ports(state)
@@ -215,20 +227,23 @@ class KubeProfile(Profile):
         return None
 
     def down(self, *, purge: bool = False, keep_cluster: bool = False) -> None:
-        state = self._read_state()
-        if state is None:
-            ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
-            return
-        # The deployments' port-forwards, whatever `_remove` does.
-        kube_serving.stop_all_forwards(PortForwards(Tools(state.context), state.namespace, self.folder / "forwards"))
-        self._remove(state, keep_cluster=keep_cluster)
-        if not keep_cluster:  # a kept cluster is still this sandbox's: a later `down` deletes it
-            # What ran is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
-            (self.folder / "state.json").unlink(missing_ok=True)
-        if purge:
-            import shutil
+        # Nothing to remove, nothing locked: no folder is made for the lock file.
+        with self.lock("down") if self._read_state() is not None else contextlib.nullcontext():
+            state = self._read_state()  # read again under the lock: another `down` may have gone first
+            if state is None:
+                ui.err.print(f"No {self.name} sandbox in {self.config.root}; nothing to remove.")
+                return
+            # The deployments' port-forwards, whatever `_remove` does.
+            forwards = PortForwards(Tools(state.context), state.namespace, self.folder / "forwards")
+            kube_serving.stop_all_forwards(forwards)
+            self._remove(state, keep_cluster=keep_cluster)
+            if not keep_cluster:  # a kept cluster is still this sandbox's: a later `down` deletes it
+                # What ran is gone: the next `up` starts afresh (the generated secrets are kept, as data is).
+                (self.folder / "state.json").unlink(missing_ok=True)
+            if purge:
+                import shutil
 
-            shutil.rmtree(self.folder, ignore_errors=True)
+                shutil.rmtree(self.folder, ignore_errors=True)  # the lock file too: it is released on leaving
 
     @abc.abstractmethod
     def _remove(self, state: KubeState, *, keep_cluster: bool) -> None: ...
@@ -349,6 +364,7 @@ class KubeProfile(Profile):
             Tools(state.context),
             self.folder,
             tracking_uri=lambda: self.endpoints().mlflow_tracking_uri,
+            lock=self.lock,
         )
 
     def _inference(self, state: KubeState) -> dict:
@@ -376,7 +392,7 @@ class KubeProfile(Profile):
         state = self._read_state()
         if state is None:
             raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
-        return KubeScheduler(Tools(state.context), instance=state.instance, namespace=state.namespace)
+        return KubeScheduler(Tools(state.context), instance=state.instance, namespace=state.namespace, lock=self.lock)
 
     def service_names(self) -> list[str]:
         names = [manifests.POSTGRES, manifests.S3, manifests.MLFLOW]

@@ -29,6 +29,7 @@ exists); one the scheduler created is deleted with its last quota once no Pod is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from sandbox.gpu.render import GPU_PRESENT_LABEL, INVENTORY_LABEL
 from sandbox.gpu.scheduler import CONTAINER, Decision, Workload
 from sandbox.profiles.kube import manifests
 from sandbox.profiles.kube.tools import ToolError, Tools, status_condition
+from sandbox.profiles.locking import locked, unlocked
 
 # The image of a workload Pod: it only has to exist for the scheduler's verdict, never to do work.
 # kind bakes the images of `kubeadm config images list` into its node image, the pause image among
@@ -247,6 +249,7 @@ class KubeScheduler:
         image: str = PAUSE_IMAGE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        lock: Callable[[str], contextlib.AbstractContextManager] = unlocked,
     ):
         self.tools = tools
         self.instance = instance
@@ -257,6 +260,7 @@ class KubeScheduler:
         self.image = image
         self.clock = clock
         self.sleep = sleep
+        self.lock = lock  # the profile's (`KubeProfile.lock`): quotas, submit and release run under it
 
     # ------------------------------------------------------------------ helpers
 
@@ -297,6 +301,7 @@ class KubeScheduler:
     def nodes(self) -> list[NodeSpec]:
         return [node_spec(node) for node in self._list("nodes")]
 
+    @locked("gpu apply-quota")
     def apply_quota(self, quota: QuotaSpec) -> None:
         namespace = self.target(quota.namespace)
         self.ensure_namespace(namespace)
@@ -310,6 +315,7 @@ class KubeScheduler:
                 return
             self.sleep(self.poll_s)
 
+    @locked("gpu delete-quota")
     def delete_quota(self, namespace: str, name: str) -> None:
         namespace = self.target(namespace)
         self.tools.run(self.tools.kubectl("delete", "resourcequota", name, "-n", namespace, "--ignore-not-found"))
@@ -319,6 +325,7 @@ class KubeScheduler:
         if not self._list("pods", namespace=namespace) and not self._list("resourcequotas", namespace=namespace):
             self.tools.run(self.tools.delete_namespace(namespace))
 
+    @locked("gpu submit")
     def submit(self, workload: Workload) -> Decision:
         namespace = self.target(workload.namespace)
         self.ensure_namespace(namespace)
@@ -345,6 +352,7 @@ class KubeScheduler:
                 return Decision("Pending", name, f"no PodScheduled condition within {self.verdict_s:g}s")
             self.sleep(self.poll_s)
 
+    @locked("gpu release")
     def release(self, name: str, namespace: str = "default") -> list[Decision]:
         namespace = self.target(namespace)
         pod = self._pod(name, namespace)

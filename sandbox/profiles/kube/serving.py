@@ -34,6 +34,7 @@ the pods carry `serving.kserve.io/inferenceservice: NAME`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -50,6 +51,7 @@ from sandbox.profiles.kube import manifests, validate
 from sandbox.profiles.kube.manifests import StackSpec
 from sandbox.profiles.kube.portforward import Forward, PortForwards
 from sandbox.profiles.kube.tools import ToolError, Tools, pod_ready, status_condition
+from sandbox.profiles.locking import locked, unlocked
 from sandbox.serving.specs import (
     KSERVE_MLSERVER,
     SANDBOX_RUNTIME,
@@ -433,12 +435,14 @@ class KubeServing:
         *,
         tracking_uri: Callable[[], str],
         ready_timeout_s: int = READY_TIMEOUT_S,
+        lock: Callable[[str], contextlib.AbstractContextManager] = unlocked,
     ):
         self.spec = spec
         self.tools = tools
         self.folder = folder  # <dir>/kube: the kept ports and the port-forwards' pid files
         self.tracking_uri = tracking_uri  # the host-side MLflow URL (kserve-mlserver's storageUri lookup)
         self.ready_timeout_s = ready_timeout_s
+        self.lock = lock  # the profile's (`KubeProfile.lock`): deploy, split and undeploy run under it
         self.forwards = PortForwards(tools, spec.namespace, folder / "forwards")
 
     @property
@@ -542,6 +546,7 @@ class KubeServing:
 
     # ---------------------------------------------------------------- commands
 
+    @locked("serve deploy")
     def deploy(
         self,
         name: str,
@@ -637,6 +642,7 @@ class KubeServing:
         except ToolError as exc:
             raise ServiceStartError(failure, hint=hint, details=self.pods_report(pods) or exc.details) from None
 
+    @locked("serve split")
     def split(
         self,
         name: str,
@@ -695,6 +701,7 @@ class KubeServing:
         router = router_name(name)
         self._delete(f"deployment/{router}", f"service/{router}", *(f"inferenceservice/{c}" for c in children))
 
+    @locked("serve undeploy")
     def undeploy(self, name: str) -> list[str]:
         record = self.get(name)
         if record is None:
