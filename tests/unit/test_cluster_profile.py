@@ -6,6 +6,7 @@ namespace, an operator's CRD, a ClusterRole): they must survive every failure an
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -16,8 +17,9 @@ import psutil
 import pytest
 
 from sandbox.config import load_config
-from sandbox.errors import ConfigError, ExitCode, PreflightError, SandboxError
+from sandbox.errors import ConfigError, ExitCode, LockedError, PreflightError, SandboxError
 from sandbox.profiles import get_profile
+from tests.factories import lock_held_elsewhere
 from tests.fakes import STACK_ACTIONS, FakeTools
 
 CONTEXT = "minikube"
@@ -156,6 +158,32 @@ def test_down_deletes_only_objects_carrying_its_labels(tmp_path, fakes):
     remaining = fakes.objects(CONTEXT)
     assert set(FOREIGN) | set(crds()) <= set(remaining)
     assert not [k for k, v in remaining.items() if v["metadata"].get("labels", {}).get("app.kubernetes.io/instance")]
+
+
+def test_down_and_up_are_refused_while_another_command_holds_the_lock(tmp_path, fakes):
+    prof = cluster(tmp_path)
+    prof.up()
+    lock_file = prof.folder / "sandbox.lock"
+    assert "sandbox up" in lock_file.read_text() and oct(lock_file.stat().st_mode & 0o777) == "0o600"
+    before, forwards = copy.deepcopy(fakes.objects(CONTEXT)), sorted((prof.folder / "forwards").glob("*.pid"))
+    fakes.clear_log()
+    with lock_held_elsewhere(lock_file, "serve deploy fraud") as pid:
+        for command in (prof.down, prof.up):
+            with pytest.raises(LockedError) as info:
+                command()
+            assert info.value.exit_code == ExitCode.LOCKED
+            assert f"another sandbox command is changing {tmp_path / 'sb'} (pid {pid}: sandbox serve deploy fraud" in (
+                info.value.message
+            )
+        assert prof.status().services  # a read takes no lock
+    assert fakes.objects(CONTEXT) == before and fakes.mutating() == []
+    assert prof._read_state() is not None and sorted((prof.folder / "forwards").glob("*.pid")) == forwards
+    prof.down()  # the holder is gone: its lock went with it
+    assert prof._read_state() is None
+    labelled = [
+        v for v in fakes.objects(CONTEXT).values() if "app.kubernetes.io/instance" in v["metadata"].get("labels", {})
+    ]
+    assert labelled == []
 
 
 def test_a_forward_recorded_on_another_port_is_stopped_not_orphaned(tmp_path, fakes):

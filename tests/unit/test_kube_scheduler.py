@@ -9,12 +9,13 @@ tests/unit/test_gpu_parity.py (SANDBOX_PARITY_CONTEXT).
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 
 from sandbox.config import load_config
-from sandbox.errors import NotRunningError
+from sandbox.errors import ExitCode, LockedError, NotRunningError
 from sandbox.gpu.backend import NodeUsage, QuotaUsage, WorkloadState
 from sandbox.gpu.inventory import NodeSpec, QuotaSpec, Taint
 from sandbox.gpu.scheduler import Cluster, Workload
@@ -32,7 +33,7 @@ from sandbox.profiles.kube.tools import ToolError, Tools
 from sandbox.profiles.kube.validate import check_objects
 from sandbox.scenarios import Outcome, discover, run_scenario
 from sandbox.scenarios.engine import ScenarioContext
-from tests.factories import make_endpoints
+from tests.factories import lock_held_elsewhere, make_endpoints
 from tests.fakes import FakeTools
 from tests.fakes.fake_scheduling import Script, node_object
 
@@ -413,6 +414,31 @@ def test_the_kube_profiles_scheduler_is_this_backend_on_the_stacks_context(tmp_p
     backend = profile.scheduler()
     assert isinstance(backend, KubeScheduler)
     assert (backend.tools.context, backend.instance, backend.namespace) == ("kind-ml-sandbox", "inst-1", "ml-sandbox")
+
+
+def test_the_profiles_scheduler_changes_nothing_while_another_command_holds_the_lock(tmp_path, fakes):
+    profile = get_profile(load_config(profile="kind", dir=tmp_path / "sb", **{"gpu.real_gpus": "off"}))
+    profile.folder.mkdir(parents=True)
+    profile._write_state(KubeState("sbx", "kind-t", "ml-sandbox", {}, cluster="t"))
+    Script(fakes).place("team", "train", "t-worker")
+    before = copy.deepcopy(fakes.objects("kind-t"))
+    fakes.clear_log()
+    with lock_held_elsewhere(profile.folder / "sandbox.lock", "up") as pid:
+        backend = profile.scheduler()
+        for change in (
+            lambda: backend.submit(gpu("train", 2)),
+            lambda: backend.release("train", "team"),
+            lambda: backend.apply_quota(QUOTA),
+        ):
+            with pytest.raises(LockedError) as info:
+                change()
+            assert info.value.exit_code == ExitCode.LOCKED
+            assert f"pid {pid}: sandbox up" in info.value.message
+        assert backend.snapshot().workloads == []  # a read takes no lock
+    assert fakes.objects("kind-t") == before and fakes.mutating() == []
+    decision = profile.scheduler().submit(gpu("train", 2))  # the holder is gone: its lock went with it
+    assert (decision.status, decision.node) == ("Scheduled", "t-worker")
+    assert "Pod/team/train" in fakes.objects("kind-t")
 
 
 # --------------------------------------------------------------------------- the gpu-quotas scenario

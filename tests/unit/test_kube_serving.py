@@ -9,8 +9,11 @@ kserve-mlserver` runs against a real MLflow registry (sqlite, in the test's fold
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import socket
+import stat
 
 import psutil
 import pytest
@@ -18,14 +21,14 @@ from typer.testing import CliRunner
 
 from sandbox.cli import app
 from sandbox.config import load_config
-from sandbox.errors import ConfigError, ExitCode, NotRunningError, ServiceStartError
+from sandbox.errors import ConfigError, ExitCode, LockedError, NotRunningError, ServiceStartError
 from sandbox.profiles import get_profile
 from sandbox.profiles.kube import manifests, validate
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.profile import KubeState
 from sandbox.serving import specs
 from sandbox.serving.specs import DeploymentSpec, VariantSpec
-from tests.factories import make_endpoints
+from tests.factories import lock_held_elsewhere, make_endpoints
 from tests.fakes import FakeTools
 
 CONTEXT = "minikube"
@@ -704,6 +707,46 @@ def test_the_kind_profile_serves_through_the_same_backend(tmp_path, fakes):
     assert all(
         call["argv"][:2] == ["--context", "kind-ml-sandbox"] for call in fakes.calls() if call["tool"] == "kubectl"
     )
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_deploy_is_refused_while_another_command_holds_the_lock_and_applies_nothing(prof, fakes):
+    lock_file = prof.folder / "sandbox.lock"
+    before = copy.deepcopy(store(fakes))
+    fakes.clear_log()
+    with lock_held_elsewhere(lock_file, "serve undeploy other") as pid:
+        for change in (
+            lambda: prof.serving().deploy("fraud", "models:/m/1"),
+            lambda: prof.serving().split("ab", [VariantSpec(label="a", model_uri="models:/m/1", weight=100)]),
+            lambda: prof.serving().undeploy("fraud"),
+        ):
+            with pytest.raises(LockedError) as info:
+                change()
+            assert info.value.exit_code == ExitCode.LOCKED
+            assert f"pid {pid}: sandbox serve undeploy other" in info.value.message
+        assert prof.serving().statuses() == []  # a read takes no lock
+    assert store(fakes) == before and fakes.mutating() == [] and fakes.registry_lookups == []
+    prof.serving().deploy("fraud", "models:/m/1")  # the holder is gone: its lock went with it
+    assert f"{ISVC}/{NS}/fraud" in store(fakes)
+    assert "sandbox serve deploy fraud" in lock_file.read_text()
+    assert stat.S_IMODE(os.stat(lock_file).st_mode) == 0o600
+
+
+def test_a_command_holding_the_lock_may_deploy_under_it(prof, fakes):
+    with prof.lock("monitor retrain fraud"):  # re-entrant within one process
+        prof.serving().deploy("fraud", "models:/m/1")
+    assert f"{ISVC}/{NS}/fraud" in store(fakes)
+
+
+def test_cli_serve_deploy_exits_3_naming_the_holder_while_the_lock_is_held(tmp_path, prof, fakes):
+    args = ["serve", "deploy", "fraud", "--model", "models:/m/1", "--profile", "cluster", "--dir", str(tmp_path / "sb")]
+    with lock_held_elsewhere(prof.folder / "sandbox.lock", "down") as pid:
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == ExitCode.LOCKED == 3, result.output
+    assert f"pid {pid}: sandbox down" in " ".join(result.output.split())
+    assert f"{ISVC}/{NS}/fraud" not in store(fakes)
 
 
 # --------------------------------------------------------------------------- the other profiles, the CLI
