@@ -21,6 +21,16 @@ def use_private_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
+def make_private_folder(path: Path) -> None:
+    """Make ``path`` (and its parents) with mode 0700 whatever the umask. An existing folder keeps its mode: the
+    local sandbox dir may have been opened for traversal on purpose (see `SandboxDir.create`)."""
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return
+    path.chmod(0o700)
+
+
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` atomically with ``text``, mode 0600 whatever the umask."""
     tmp = path.with_name(path.name + ".tmp")

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sandbox.errors import LockedError
+from sandbox.files import make_private_folder
 
 # Lock depth per lock file in this process: a command that holds the lock (`up`, `monitor
 # retrain`) calls code that takes it again (restoring deployments, redeploying the champion).
@@ -74,17 +75,8 @@ def locked(command: str):
     return wrap
 
 
-def _make_folder(path: Path) -> None:
-    # An existing folder keeps its mode (the local sandbox dir may be open for traversal: see SandboxDir.create).
-    try:
-        path.mkdir(parents=True)
-    except FileExistsError:
-        return
-    path.chmod(0o700)
-
-
 def _acquire(lock_file: Path, command: str, folder: Path) -> int:
-    _make_folder(lock_file.parent)
+    make_private_folder(lock_file.parent)
     while True:
         try:
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)

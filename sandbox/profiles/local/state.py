@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sandbox.errors import PortInUseError
-from sandbox.files import write_private
+from sandbox.files import make_private_folder, write_private
 from sandbox.net import port_is_free
 from sandbox.profiles import locking
 from sandbox.profiles.base import generate_token
@@ -69,11 +69,7 @@ class SandboxDir:
     def create(self) -> None:
         # Secrets and data live here: keep other users out. An existing dir keeps its mode: as root it
         # may be open for traversal to PostgreSQL's user (see Postgres.traverse_dirs); `up` tightens the rest.
-        try:
-            self.root.mkdir(parents=True)
-        except FileExistsError:
-            return
-        self.root.chmod(0o700)
+        make_private_folder(self.root)
 
 
 # --------------------------------------------------------------------------- permissions
