@@ -517,6 +517,35 @@ def test_split_makes_an_inference_service_per_variant_and_the_router_in_front(pr
     ]
 
 
+def test_re_applying_a_split_replaces_its_variants_pods_and_waits_for_their_rollout(prof, fakes):
+    # As a redeploy: the variants' model servers resolve their aliases when they start, so the same split
+    # applied again after an alias moved must replace their pods; a variant added by it is simply made.
+    serving = prof.serving()
+    first = [VariantSpec.parse("a=models:/m@champion:50"), VariantSpec.parse("b=models:/m@challenger:50")]
+    serving.split("ab", first)
+    assert all("annotations" not in obj(fakes, ISVC, f"ab-{v}")["spec"]["predictor"] for v in "ab")
+    serving.inference_endpoints()
+    fakes.clear_log()
+    serving.split("ab", [*first, VariantSpec.parse("c=models:/m/3:10")])
+    marks = {v: obj(fakes, ISVC, f"ab-{v}")["spec"]["predictor"].get("annotations") for v in "abc"}
+    assert marks["a"] == marks["b"] and marks["a"][kube_serving.RESTART_ANNOTATION] and marks["c"] is None
+    for v in "ab":
+        template = obj(fakes, "Deployment", f"ab-{v}-predictor")["spec"]["template"]["metadata"]
+        mark = marks[v][kube_serving.RESTART_ANNOTATION]
+        assert template["annotations"][kube_serving.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
+    lines = fakes.lines()
+    apply = next(i for i, line in enumerate(lines) if line.startswith("kubectl apply"))
+    rolled = [
+        lines.index(f"kubectl rollout status deployment/ab-{v}-predictor -n ml-sandbox --timeout=600s") for v in "ab"
+    ]
+    ready = lines.index("kubectl wait inferenceservice/ab-a --for=condition=Ready --timeout=600s -n ml-sandbox")
+    assert apply < rolled[0] < ready
+    assert not any("deployment/ab-c-predictor" in line and "rollout" in line for line in lines)
+    # The forwards to the replaced variants' pods are stopped; the router's stays.
+    names = {c[-2].split("/")[-1] for c in _forward_cmdlines(prof)}
+    assert "ab-router" in names and not {"ab-a-predictor", "ab-b-predictor"} & names
+
+
 def test_a_split_whose_variant_fails_leaves_nothing(prof, fakes):
     fakes.unready("fraud-ab-b")
     variants = [VariantSpec.parse("a=models:/m/1:50"), VariantSpec.parse("b=models:/m/2:50")]

@@ -416,6 +416,11 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
 # --------------------------------------------------------------------------- the backend
 
 
+def _restart_mark() -> str:
+    """A fresh value for RESTART_ANNOTATION: when it was made, and unique even within one second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{secrets.token_hex(4)}"
+
+
 def record_of(obj: dict[str, Any]) -> DeploymentSpec | None:
     text = obj.get("metadata", {}).get("annotations", {}).get(SPEC_ANNOTATION)
     try:
@@ -593,7 +598,7 @@ class KubeServing:
         else:  # the model server resolves it in the pod: a wrong name would show only at the Ready wait's end
             check_registered(model_uri, self.tracking_uri())
         # A redeploy replaces the predictor's pods (see RESTART_ANNOTATION) and waits for the new ones.
-        restart = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{secrets.token_hex(4)}" if existing else None
+        restart = _restart_mark() if existing else None
         objects.append(inference_service(self.spec, record, storage_uri=storage_uri, restart=restart))
         self._apply(objects)
         try:
@@ -673,13 +678,20 @@ class KubeServing:
             allow_nan=allow_nan,
         )
         router = DeploymentSpec(name=name, kind="split", variants=variants, sticky_header=sticky_header)
-        objects = [inference_service(self.spec, child) for child in children] + router_objects(self.spec, router)
+        # Re-applying a split replaces its variants' pods, as a redeploy does (their aliases may have moved).
+        kept = {variant_name(name, v.label) for v in existing.variants} if existing is not None else set()
+        restart = _restart_mark() if kept else None
+        objects = [
+            inference_service(self.spec, child, restart=restart if child.name in kept else None) for child in children
+        ] + router_objects(self.spec, router)
         validate.check_objects(objects)
         # The variants first, all at once (their models load in parallel), then the router in front of them.
         self._apply(objects[: len(children)])
         notes = []
         try:
             for child in children:
+                if restart and child.name in kept:
+                    self._wait_rollout(child.name, restart)
                 self._wait_ready(child.name)
                 notes.append(f"{child.name}: InferenceService Ready")
             self._apply(objects[len(children) :])
@@ -695,6 +707,8 @@ class KubeServing:
                 self._delete_split(name, [child.name for child in children])
             raise
         notes.append(f"{name} (router): Deployment {router_name(name)} ready")
+        if restart:  # forwards to replaced variant pods are gone with them: the next endpoints start new ones
+            self.forwards.stop_named([f"serve-{child}{suffix}" for child in sorted(kept) for suffix in ("", "-grpc")])
         return notes
 
     def _delete_split(self, name: str, children: list[str]) -> None:
