@@ -86,8 +86,13 @@ class Search:
 def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
     """Drive ``run_step(rate, why)`` (which returns a finalized summary) to the capacity; the search's record."""
 
+    stopped = None  # why the search ended early
+
     def step(rate: float, why: str) -> dict | None:
+        """One run at ``rate``, recorded; None when the search cannot go on (``stopped`` then says why)."""
+        nonlocal stopped
         if len(search.steps) >= MAX_STEPS:
+            stopped = "too many steps"
             return None
         summary = run_step(rate, why)
         if not summary.get("valid", True) and not summary.get("broke_on_service_time"):
@@ -109,21 +114,21 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
             "summary": summary,
         }
         search.steps.append(record)
+        if not valid:
+            stopped = f"the generator fell behind at {rate:g} req/s"
+            return None
         return record
 
     held: float | None = None
     broke: float | None = None
-    stopped = None  # why the search ended early
 
     def verdict(rate: float, why: str) -> bool | None:
         """Whether ``rate`` holds: a hold is taken at its word (the rate reported is confirmed later), a break
         is run again, and most of up to three runs decide. None: the search cannot go on (``stopped`` says why)."""
-        nonlocal stopped
         runs: list[bool] = []
         while runs.count(True) < 2 and runs.count(False) < 2 and runs != [True]:
             record = step(rate, why if not runs else f"{why}, again: does it break every time?")
-            if record is None or not record["valid"]:
-                stopped = "too many steps" if record is None else f"the generator fell behind at {rate:g} req/s"
+            if record is None:
                 return None
             runs.append(record["passed"])
         return runs.count(True) > runs.count(False)
@@ -161,9 +166,7 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
         if stopped is not None:
             break
         while _runs(search.steps, held, passed=True) < search.confirm_runs and _always(search.steps, held):
-            record = step(held, "confirm")
-            if record is None or not record["valid"]:
-                stopped = "too many steps" if record is None else f"the generator fell behind at {held:g} req/s"
+            if step(held, "confirm") is None:
                 break
         if stopped is not None:
             break
@@ -184,9 +187,7 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
             while _runs(search.steps, rate, passed=True) < search.confirm_runs and not _runs(
                 search.steps, rate, passed=False
             ):
-                record = step(rate, f"headroom {search.headroom:.0%}")
-                if record is None or not record["valid"]:
-                    stopped = "too many steps" if record is None else f"the generator fell behind at {rate:g} req/s"
+                if step(rate, f"headroom {search.headroom:.0%}") is None:
                     break
             if stopped is None and _always(search.steps, rate):
                 sustainable = rate
@@ -212,22 +213,27 @@ def find(search: Search, run_step: Callable[[float, str], dict]) -> dict:
 
 
 def _runs(steps: list[dict], rate: float, *, passed: bool) -> int:
-    return sum(1 for s in steps if s["rate"] == rate and s["valid"] and s["passed"] is passed)
+    return _outcomes(steps, rate).count(passed)
 
 
 def _rates(steps: list[dict]) -> set[float]:
     return {s["rate"] for s in steps}
 
 
+def _outcomes(steps: list[dict], rate: float) -> list[bool]:
+    """Whether each valid run at ``rate`` met the SLO."""
+    return [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
+
+
 def _always(steps: list[dict], rate: float) -> bool:
     """Every valid run at ``rate`` met the SLO."""
-    runs = [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
+    runs = _outcomes(steps, rate)
     return bool(runs) and all(runs)
 
 
 def _never(steps: list[dict], rate: float) -> bool:
     """Every valid run at ``rate`` broke the SLO."""
-    runs = [s["passed"] for s in steps if s["rate"] == rate and s["valid"]]
+    runs = _outcomes(steps, rate)
     return bool(runs) and not any(runs)
 
 

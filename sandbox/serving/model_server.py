@@ -67,6 +67,7 @@ from sandbox.serving.model_io import (
     v2_outputs_json,
 )
 from sandbox.serving.payloads import PayloadError
+from sandbox.serving.specs import registry_version
 
 logger = logging.getLogger("sandbox.model_server")
 
@@ -606,15 +607,11 @@ def resolve_logged_model(deployment: str, model_uri: str) -> LoggedModel:
 
     if not model_uri.startswith("models:/"):
         return LoggedModel(deployment, deployment, model_uri)
-    ref = model_uri.removeprefix("models:/")
     client = MlflowClient()
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return LoggedModel(deployment, name, str(client.get_model_version_by_alias(name, alias).version))
-    name, version_ = ref.split("/", 1)
-    if not version_.isdigit():  # a stage or "latest": the newest version
-        version_ = max((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
-    return LoggedModel(deployment, name, str(version_))
+    name, version = registry_version(client, model_uri)
+    if version is None:  # a stage or "latest": the newest version
+        version = max((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+    return LoggedModel(deployment, name, str(version))
 
 
 def _configure_logging() -> None:

@@ -209,6 +209,18 @@ def registry_errors(uri: str) -> Iterator[None]:
         raise SandboxError(f"cannot look {uri} up in the registry: {exc}", hint="is the sandbox up?") from None
 
 
+def registry_version(client, uri: str) -> tuple[str, str | None]:
+    """The registered model and version that `models:/NAME/VERSION` or `models:/NAME@ALIAS` names (the alias
+    looked up in the registry); the version is None for `models:/NAME/<stage or latest>`. Lookups raise
+    MlflowException: run it inside `registry_errors` where that is the user's bad input."""
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, version = ref.split("/", 1)
+    return name, version if version.isdigit() else None
+
+
 def check_registered(uri: str, tracking_uri: str) -> None:
     """A `models:/` URI names a model the registry has: fail early, in its own words, rather than in a server's
     log (locally) or at the end of a 10-minute Ready wait (on Kubernetes). Other URIs are the server's to read."""
@@ -217,14 +229,9 @@ def check_registered(uri: str, tracking_uri: str) -> None:
     if not uri.startswith("models:/"):
         return
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    ref = uri.removeprefix("models:/")
     with registry_errors(uri):
-        if "@" in ref:
-            model, alias = ref.split("@", 1)
-            client.get_model_version_by_alias(model, alias)
-        else:
-            model, version = ref.split("/", 1)
-            if version.isdigit():
-                client.get_model_version(model, version)
-            else:  # a stage or "latest": the model, at least
-                client.get_registered_model(model)
+        name, version = registry_version(client, uri)
+        if version is None:  # a stage or "latest": the model, at least
+            client.get_registered_model(name)
+        elif "@" not in uri:  # an alias's lookup found its version already
+            client.get_model_version(name, version)

@@ -310,18 +310,28 @@ class KubeProfile(Profile):
             manifests.NOTEBOOKS: f"http://{LOOPBACK}:{ports['notebooks']}/lab",
         }
 
-    def endpoints(self) -> Endpoints:
+    def _running_state(self) -> KubeState:
+        """The kept state of a stack `up` made, or NotRunningError saying how to start one."""
         state = self._read_state()
         if state is None:
             raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
-        return self._endpoints(state)
+        return state
 
-    def _endpoints(self, state: KubeState) -> Endpoints:
+    def _stack_secrets(self) -> manifests.StackSecrets:
+        """The stack's generated secrets, or NotRunningError when `up` has not written them."""
         stack_secrets = self._secrets(create=False)
         if stack_secrets is None:
             raise NotRunningError(
                 f"the {self.name} sandbox in {self.config.root} has no secrets file", hint="run `sandbox up`"
             )
+        return stack_secrets
+
+    def endpoints(self) -> Endpoints:
+        state = self._running_state()
+        return self._endpoints(state)
+
+    def _endpoints(self, state: KubeState) -> Endpoints:
+        stack_secrets = self._stack_secrets()
         ports = state.host_ports
         database = f"{LOOPBACK}:{ports['postgres']}"
         password = stack_secrets.postgres_password
@@ -348,17 +358,11 @@ class KubeProfile(Profile):
 
     def serving(self) -> kube_serving.KubeServing:
         """InferenceServices (KServe, Standard mode) in the stack's namespace."""
-        state = self._read_state()
-        if state is None:
-            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        state = self._running_state()
         return self._serving(state)
 
     def _serving(self, state: KubeState) -> kube_serving.KubeServing:
-        stack_secrets = self._secrets(create=False)
-        if stack_secrets is None:
-            raise NotRunningError(
-                f"the {self.name} sandbox in {self.config.root} has no secrets file", hint="run `sandbox up`"
-            )
+        stack_secrets = self._stack_secrets()
         return kube_serving.KubeServing(
             self._spec(state, stack_secrets),
             Tools(state.context),
@@ -376,22 +380,17 @@ class KubeProfile(Profile):
 
     def pipelines(self):
         """Pipelines on the cluster's KFP (`kube/pipelines.py`), reached on 127.0.0.1."""
-        state = self._read_state()
-        stack_secrets = self._secrets(create=False) if state is not None else None
-        if state is None or stack_secrets is None:
-            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        state = self._running_state()
         image = self.config.pipelines
         if "base_image" not in image.model_fields_set:  # the default: the image this profile built or was given
             image = image.model_copy(update={"base_image": self._image()})
-        spec, port = self._spec(state, stack_secrets), state.host_ports[manifests.KFP]
+        spec, port = self._spec(state, self._stack_secrets()), state.host_ports[manifests.KFP]
         endpoints = self._endpoints(state)
         return runner_for(state.context, port, spec, image, endpoints, forwards_folder=self.folder / "forwards")
 
     def scheduler(self):
         """Real Pods against the cluster's ResourceQuota admission and kube-scheduler (`kube.scheduler`)."""
-        state = self._read_state()
-        if state is None:
-            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        state = self._running_state()
         return KubeScheduler(Tools(state.context), instance=state.instance, namespace=state.namespace, lock=self.lock)
 
     def service_names(self) -> list[str]:
@@ -399,9 +398,7 @@ class KubeProfile(Profile):
         return names + ([manifests.NOTEBOOKS] if self.config.notebooks.enabled else [])
 
     def logs(self, service: str, *, lines: int = 50, follow: bool = False) -> Iterator[str]:
-        state = self._read_state()
-        if state is None:
-            raise NotRunningError(f"no {self.name} sandbox in {self.config.root}", hint="start it with `sandbox up`")
+        state = self._running_state()
         if service not in self.service_names() and not any(c in service for c in ",=/ "):
             serving = self._serving(state)
             if serving.log_selector(service) is not None:  # a deployment: its predictor's (or router's) pods

@@ -60,6 +60,7 @@ from sandbox.serving.specs import (
     VariantSpec,
     check_registered,
     registry_errors,
+    registry_version,
     validate_model_uri,
     validate_name,
     validate_runtime,
@@ -397,19 +398,14 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
             "the sandbox resolves it to the model's s3:// folder)",
         )
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    ref = model_uri.removeprefix("models:/")
     with registry_errors(model_uri):
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias).version
-        else:
-            name, version = ref.split("/", 1)
-            if not version.isdigit():
-                raise ConfigError(
-                    f"{model_uri}: name a version or an alias for --runtime kserve-mlserver",
-                    hint=f"e.g. models:/{name}/1 or models:/{name}@champion",
-                )
-        location = client.get_model_version_download_uri(name, str(version))
+        name, version = registry_version(client, model_uri)
+        if version is None:
+            raise ConfigError(
+                f"{model_uri}: name a version or an alias for --runtime kserve-mlserver",
+                hint=f"e.g. models:/{name}/1 or models:/{name}@champion",
+            )
+        location = client.get_model_version_download_uri(name, version)
     return artifact_s3_uri(location)
 
 

@@ -237,7 +237,7 @@ class LocalServing(DeploymentStore):
             raise ConfigError(
                 "batch size must be >= 1 and batch wait >= 0 ms", hint="e.g. --batch-size 32 --batch-wait-ms 5"
             )
-        self._check_model_exists(model_uri)
+        check_registered(model_uri, self.endpoints.mlflow_tracking_uri)
         records = self._load()
         existing = records.get(name)
         if existing is not None and existing.kind == "split":
@@ -283,7 +283,7 @@ class LocalServing(DeploymentStore):
     ) -> list[str]:
         validate_split(name, variants)
         for variant in variants:
-            self._check_model_exists(variant.model_uri)
+            check_registered(variant.model_uri, self.endpoints.mlflow_tracking_uri)
         records = self._load()
         if name in records and records[name].kind == "model":
             raise ConfigError(
@@ -381,9 +381,6 @@ class LocalServing(DeploymentStore):
                 )
             )
         return out
-
-    def _check_model_exists(self, uri: str) -> None:
-        check_registered(uri, self.endpoints.mlflow_tracking_uri)
 
 
 def _ready_probe(base: str, name: str):
