@@ -12,7 +12,7 @@ IMAGE   ?= ml-sandbox:$(VERSION)
 DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
+.PHONY: help install sandbox diagnose down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,8 +27,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)  ## create the virtualenv and install the project
 
+# On kind and cluster a failed `up` keeps what it made (--keep), so `make diagnose` can read it; `make down` removes it.
+KEEP_ON_FAILURE := $(if $(filter kind cluster,$(PROFILE)),--keep)
+
 sandbox: install  ## bring the platform up (PROFILE=local by default; PROFILE=kind: a kind cluster, docs/kind.md)
-	$(BIN)/sandbox up --profile $(PROFILE)
+	$(BIN)/sandbox up --profile $(PROFILE) $(KEEP_ON_FAILURE)
+
+diagnose: install  ## kind/cluster: one archive of events, pod descriptions and logs (after a failed `make sandbox`)
+	$(BIN)/sandbox diagnose --profile $(PROFILE)
 
 down: install  ## stop the sandbox, keep its data (PROFILE=kind deletes the cluster)
 	$(BIN)/sandbox down --profile $(PROFILE)

@@ -11,7 +11,7 @@ may also be written at the top level as before;
 ``remote:`` says where a platform the sandbox did not start is, and which
 environment variables hold its credentials (never the secrets themselves);
 ``kind:`` names the kind profile's cluster, namespace and host ports, ``cluster:``
-the context, namespace and allowances of the cluster profile.
+the context, namespace and allowances of the cluster profile, ``kube:`` what both share (``timeouts``).
 """
 
 from __future__ import annotations
@@ -302,6 +302,32 @@ class ClusterConfig(_Section):
     object_store: Literal["seaweedfs", "minio"] = "seaweedfs"
 
 
+Seconds = Annotated[int, Field(gt=0, le=86400)]
+
+
+class KubeTimeouts(_Section):
+    """Seconds each wait of the kind and cluster profiles may take. Image pulls on a slow line are what makes
+    a first `up` slow (KServe's, KFP's and the project's images are several GB): raise these there."""
+
+    cluster: Seconds = Field(300, description="`kind create cluster --wait`: the control plane Ready")
+    image_build: Seconds = Field(1800, description="`docker build` of the project's image")
+    image_load: Seconds = Field(600, description="`kind load docker-image` of the project's image")
+    rollout: Seconds = Field(600, description="each of the stack's workloads rolled out; the stack's pods Ready")
+    job: Seconds = Field(300, description="the bucket-creating Job Complete")
+    crd: Seconds = Field(60, description="a CRD Established (KFP's Application CRD)")
+    helm: Seconds = Field(600, description="each Helm release's --wait (cert-manager, KServe, the device plugin)")
+    kfp_apply: Seconds = Field(600, description="`kubectl apply -k` of KFP's manifests (fetched from GitHub)")
+    kfp_pods: Seconds = Field(900, description="every KFP pod Ready (KFP's own CI allows 900)")
+    gpu_setup: Seconds = Field(900, description="real GPUs: the NVIDIA toolkit in a node; the GPUs advertised")
+    inference_service: Seconds = Field(600, description="an InferenceService Ready after `serve deploy` (KServe's)")
+
+
+class KubeConfig(_Section):
+    """The `kube:` section: what the kind and cluster profiles share."""
+
+    timeouts: KubeTimeouts = Field(default_factory=KubeTimeouts)
+
+
 class SandboxConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -327,6 +353,7 @@ class SandboxConfig(BaseSettings):
     remote: RemoteConfig = Field(default_factory=RemoteConfig)
     kind: KindConfig = Field(default_factory=KindConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    kube: KubeConfig = Field(default_factory=KubeConfig)
 
     @model_validator(mode="after")
     def _mirror_local(self) -> SandboxConfig:

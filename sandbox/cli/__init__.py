@@ -44,6 +44,7 @@ for function in (
     loadtest.loadtest,
     loadtest.loadtest_worker,
     stack.doctor,
+    stack.diagnose,
 ):
     app.command()(function)
 app.add_typer(scenarios.app, name="scenario")

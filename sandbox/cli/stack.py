@@ -1,4 +1,4 @@
-"""The stack's life cycle and inspection: up, down, status, env, logs, doctor."""
+"""The stack's life cycle and inspection: up, down, status, env, logs, doctor, diagnose."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def up(
     """Start the stack (idempotent): PostgreSQL, S3 object store, MLflow, JupyterLab (kind: KServe, KFP too)."""
     overrides = up_overrides(postgres_port, s3_port, mlflow_port, notebooks, notebooks_port)
     prof = stack.open(**overrides, **{"cluster.context": context})
+    if dry_run and render_dir is not None:
+        raise ConfigError(
+            "--dry-run and --render are two ways to look at the plan without running it; give one",
+            hint="`sandbox up --dry-run` prints the actions and commands; `sandbox up --render DIR` writes the objects",
+        )
     if dry_run:
         render.plan(prof.name, prof.plan())
         return
@@ -142,3 +147,18 @@ def doctor(stack: Stack = Stack()) -> None:
         ui.err.print(f"[red]{len(failed)} problem(s)[/]: {', '.join(c.name for c in failed)}")
         raise typer.Exit(int(ExitCode.PREFLIGHT))
     ui.err.print(f"[green]All checks passed[/] for the {prof.name} profile.")
+
+
+@command()
+def diagnose(
+    stack: Stack = Stack(),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Where to write the archive [default: <dir>/kube/diagnostics-*.tar.gz]"
+        ),
+    ] = None,
+) -> None:
+    """kind, cluster: one archive of events, pod descriptions and logs from every namespace the stack touches."""
+    path = stack.open(lenient=True).diagnose(out)
+    ui.out.print(str(path), markup=False)

@@ -87,24 +87,32 @@ def quota_objects(config: GpuConfig) -> list[dict[str, Any]]:
                 "spec": {"hard": dict(quota.hard)},
             }
         )
-        # Defaults, so a Pod without requests is still admitted under a cpu/memory quota on a cluster.
         objects.append(
             {
                 "apiVersion": "v1",
                 "kind": "LimitRange",
                 "metadata": {"name": f"{quota.name}-defaults", "namespace": quota.namespace},
-                "spec": {
-                    "limits": [
-                        {
-                            "type": "Container",
-                            "defaultRequest": {"cpu": "250m", "memory": "256Mi"},
-                            "default": {"cpu": "1", "memory": "1Gi"},
-                        }
-                    ]
-                },
+                "spec": {"limits": [limit_range_defaults(quota.hard)]},
             }
         )
     return objects
+
+
+# What a container that sets nothing gets under a quota: a request, so a Pod without requests is still
+# admitted under a `requests.*` quota.
+DEFAULT_REQUEST = {"cpu": "250m", "memory": "256Mi"}
+DEFAULT_LIMIT = {"cpu": "1", "memory": "1Gi"}
+
+
+def limit_range_defaults(hard: dict[str, Any]) -> dict[str, Any]:
+    """The LimitRange entry for a quota: default requests always; a default *limit* only for a resource whose
+    limit the quota counts (`limits.cpu`, `limits.memory`), where a Pod without one would be refused. A default
+    limit elsewhere would silently cap every container that sets none (one core for the whole stack's)."""
+    entry: dict[str, Any] = {"type": "Container", "defaultRequest": dict(DEFAULT_REQUEST)}
+    limits = {resource: value for resource, value in DEFAULT_LIMIT.items() if f"limits.{resource}" in hard}
+    if limits:
+        entry["default"] = limits
+    return entry
 
 
 def render_all(config: GpuConfig) -> str:

@@ -150,6 +150,13 @@ class Profile(abc.ABC):
             hint="--render applies to the Kubernetes profiles (kind, cluster)",
         )
 
+    def diagnose(self, out: Path | None = None) -> Path:
+        """Write one archive with what explains a failed or sick stack (`sandbox diagnose`); returns its path."""
+        raise ConfigError(
+            f"the {self.name} profile has no cluster to collect diagnostics from",
+            hint="read a service's log with `sandbox logs SERVICE` and its state with `sandbox status`",
+        )
+
     def lock(self, command: str) -> contextlib.AbstractContextManager:
         """Serialise a command that changes the platform with the others that do (`monitor retrain`).
 

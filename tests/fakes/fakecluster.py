@@ -38,6 +38,7 @@ import yaml
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
 BUILTIN_NAMESPACES = {"default", "kube-system", "kube-public"}
 MLFLOW_NODE_PORT = 30500
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 VERSIONS = {"kind": "kind v0.32.0 go1.24.2 linux/amd64", "helm": "v3.17.3+ge4da497", "docker": "27.3.1"}
 KFP_CRDS = ["applications.app.k8s.io", "scheduledworkflows.kubeflow.org"]
 HELM_CRDS = {"cert-manager": ["certificates.cert-manager.io"], "kserve-crd": ["inferenceservices.serving.kserve.io"]}
@@ -151,10 +152,23 @@ def kind(argv: list[str], _objects: list[dict]) -> str:
             for node in config["nodes"]:
                 if node["role"] == "control-plane":
                     node_name = f"{name}-control-plane"
+                    # kind keeps kubeadm's control-plane taint unless the cluster has one node only
+                    # (kind pkg/cluster/internal/create/actions/kubeadminit/init.go).
+                    taints = [] if len(config["nodes"]) == 1 else [CONTROL_PLANE_TAINT]
                 else:
                     workers += 1
                     node_name = f"{name}-worker{workers if workers > 1 else ''}"
-                nodes[node_name] = {"metadata": {"name": node_name, "labels": node.get("labels", {})}, "status": {}}
+                    taints = [
+                        taint
+                        for patch in node.get("kubeadmConfigPatches", [])
+                        for taint in yaml.safe_load(patch).get("nodeRegistration", {}).get("taints", [])
+                    ]
+                nodes[node_name] = {
+                    "metadata": {"name": node_name, "labels": node.get("labels", {})},
+                    "spec": {"taints": taints} if taints else {},
+                    "status": {},
+                    "images": [],
+                }
             clusters[name] = {"nodes": nodes, "images": [], "image": option(argv, "--image")}
             mapped = [
                 m["hostPort"]
@@ -178,8 +192,17 @@ def kind(argv: list[str], _objects: list[dict]) -> str:
                 raise Fail(f'ERROR: image: "{image}" not present locally')
             if name not in clusters:
                 raise Fail(f'ERROR: no nodes found for cluster "{name}"')
-            clusters[name]["images"].append(image)
-            return f'Image: "{image}" with ID "sha256:0f3e" not yet present on node "{name}-control-plane", loading...'
+            wanted = (
+                (option(argv, "--nodes") or "").split(",") if option(argv, "--nodes") else list(clusters[name]["nodes"])
+            )
+            unknown = [node for node in wanted if node not in clusters[name]["nodes"]]
+            if unknown:
+                raise Fail(f"ERROR: unknown node: {unknown[0]}")
+            for node in wanted:
+                clusters[name]["nodes"][node].setdefault("images", []).append(image)
+            return "\n".join(
+                f'Image: "{image}" with ID "sha256:0f3e" not yet present on node "{n}", loading...' for n in wanted
+            )
     raise Fail(f'ERROR: unknown command {argv!r} for "kind"')
 
 
@@ -577,8 +600,10 @@ def docker(argv: list[str], _objects: list[dict]) -> str:
             node.setdefault("scripts", []).append(argv[4].splitlines()[1] if "\n" in argv[4] else argv[4])
             return "FAKE: script ran"
         if argv[:1] == ["exec"]:  # crictl inspecti IMAGE in a kind node
-            cluster = argv[1].rsplit("-control-plane", 1)[0]
-            if argv[-1] not in data["clusters"].get(cluster, {}).get("images", []):
+            node = next((c["nodes"][argv[1]] for c in data["clusters"].values() if argv[1] in c["nodes"]), None)
+            if node is None:
+                raise Fail(f"Error response from daemon: No such container: {argv[1]}")
+            if argv[-1] not in node.get("images", []):
                 raise Fail(f'FATA[0000] no such image "{argv[-1]}" present')
             return "{}"
     raise Fail(f"docker: '{argv[0]}' is not a docker command.")

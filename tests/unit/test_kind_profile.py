@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 KIND_ACTIONS = [
     ("kind cluster", r"^kind create cluster", r"^kind delete cluster"),
     ("Fake GPUs", r"patch node", None),
+    ("Project image", r"^docker build", None),
     ("Namespace, quota", r"<<Namespace/ml-sandbox", r"delete namespace ml-sandbox"),
     *STACK_ACTIONS,
     ("Helm: cert-manager", r"upgrade --install cert-manager", r"uninstall cert-manager"),
@@ -35,7 +36,6 @@ KIND_ACTIONS = [
     ("Helm: kserve ", r"upgrade --install kserve oci", r"uninstall kserve -n"),
     ("Helm: kserve-runtime-configs", r"upgrade --install kserve-runtime-configs", r"uninstall kserve-runtime"),
     ("Kubeflow Pipelines", r"cluster-scoped-resources", r"delete -k .*platform-agnostic"),
-    ("Project image", r"^docker build", None),
     ("Stack ready", r"wait pods .*-n ml-sandbox", None),
 ]
 

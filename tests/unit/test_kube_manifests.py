@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox.gpu.inventory import GpuConfig, NodeSpec, QuotaSpec, Taint
-from sandbox.profiles.kube import manifests, validate, versions
+from sandbox.profiles.kube import actions, manifests, upstream, validate, versions
 from sandbox.profiles.kube.manifests import NodePorts, StackSecrets, StackSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,7 +287,11 @@ def test_render_writes_the_real_gpu_objects(tmp_path):
 @pytest.mark.parametrize("name", SPECS)
 def test_every_object_and_pod_carries_the_labels(name):
     spec = SPECS[name]
+    theirs = set(upstream.all_objects())
     for obj in everything(spec):
+        if actions.ref_of(obj) in theirs:  # KFP's Secret: changed, never labelled (`down` would delete it)
+            assert "labels" not in obj["metadata"], validate.describe(obj)
+            continue
         got = obj["metadata"]["labels"]
         assert got["app.kubernetes.io/managed-by"] == manifests.MANAGED_BY, validate.describe(obj)
         assert got["app.kubernetes.io/instance"] == spec.instance, validate.describe(obj)
@@ -334,11 +338,7 @@ def test_no_default_or_well_known_credential_is_rendered(tmp_path, name):
                 assert not re.search(r"(?i)password|secret", scalar), path
     assert manifests.KFP_STOCK_ACCESS_KEY not in manifests.KFP_ROTATE_KEYS_SCRIPT.split()
     kfp_secret = next(o for o in manifests.kfp_objects(spec) if o["kind"] == "Secret")
-    assert kfp_secret["metadata"] == {
-        "name": "mlpipeline-minio-artifact",
-        "namespace": "kubeflow",
-        "labels": manifests.labels(spec, "kfp"),
-    }
+    assert kfp_secret["metadata"] == {"name": "mlpipeline-minio-artifact", "namespace": "kubeflow"}
     assert kfp_secret["stringData"] == {
         "accesskey": spec.secrets.kfp_s3_access_key,
         "secretkey": spec.secrets.kfp_s3_secret_key,
@@ -492,15 +492,17 @@ def test_quotas_go_to_the_stack_namespace_unless_they_name_another():
     assert {o["metadata"]["namespace"] for o in other if o["kind"] == "LimitRange"} == {"gpu-jobs"}
 
 
-def test_kfp_api_is_exposed_only_on_a_nodeport_and_admitted_from_outside_the_pod_network():
+def test_kfp_api_is_exposed_on_a_nodeport_and_no_network_policy_selects_kfp():
     spec = SPECS["default"]
     objects = {(o["kind"], o["metadata"]["name"]): o for o in manifests.kfp_objects(spec)}
     service = objects[("Service", manifests.KFP_NODEPORT_SERVICE)]
     assert service["metadata"]["namespace"] == "kubeflow"
     assert service["spec"]["ports"][0]["nodePort"] == spec.node_ports.kfp
-    policy = objects[("NetworkPolicy", manifests.KFP_NODEPORT_SERVICE)]
-    block = policy["spec"]["ingress"][0]["from"][0]["ipBlock"]
-    assert block["except"] == [kind_config(spec)["networking"]["podSubnet"]]
+    # kindnet enforces every NetworkPolicy and KFP ships none that admits its own namespace: a policy selecting
+    # `app: ml-pipeline` would drop the persistence agent's, the scheduled-workflow controller's and the run
+    # drivers' calls to 8888/8887 (issue 22, defect 2).
+    every_spec = [SPECS[name] for name in SPECS]
+    assert not [o for s in every_spec for o in everything(s) if o["kind"] == "NetworkPolicy"]
     assert [o["kind"] for o in manifests.kfp_objects(SPECS["cluster-ip"])] == ["Secret"]
     command = manifests.kfp_rotate_keys_command()
     assert command[:5] == ["kubectl", "-n", "kubeflow", "exec", "deploy/seaweedfs"]
@@ -514,7 +516,6 @@ def test_helm_releases_in_order_with_standard_mode():
     assert releases[2].chart.name == "kserve-resources"
     assert releases[2].values["kserve"]["controller"]["deploymentMode"] == "Standard"
     assert releases[3].values["kserve"]["servingruntime"]["enabled"] is True
-    assert all(r.wait_timeout_s > 0 for r in releases)
 
 
 # --------------------------------------------------------------------------- the spec

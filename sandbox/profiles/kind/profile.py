@@ -19,6 +19,7 @@ from sandbox import ui
 from sandbox.gpu import NodeSpec, inventory_nodes
 from sandbox.profiles.base import Check
 from sandbox.profiles.kube import actions, manifests, preflight
+from sandbox.profiles.kube.image import project_image
 from sandbox.profiles.kube.profile import KubeProfile, KubeState, refuse_taken
 from sandbox.profiles.kube.tools import Tools
 
@@ -39,6 +40,10 @@ class KindProfile(KubeProfile):
 
     def _object_store(self) -> str:
         return self.config.kind.object_store
+
+    def _image(self) -> str:
+        """The project's image, its tag carrying its build context's digest (`kube/image.py`)."""
+        return project_image(REPOSITORY)
 
     def _configured_ports(self) -> dict[str, int]:
         return self.config.kind.host_ports.model_dump()

@@ -2,14 +2,17 @@
 
 [kind: the cluster] → [kind: fake GPUs on the inventory's nodes] → [kind: real GPUs, nvkind's way, on the
 node carrying this machine's GPUs: the NVIDIA toolkit in it, the `nvidia` RuntimeClass, NVIDIA's device
-plugin] → [cluster: operators' CRDs present]
+plugin] → [cluster: operators' CRDs present] → the project's image (built and loaded before any pod names it)
 → the stack's objects, one action per component in `manifests.stack_objects` order (namespace with
 quota and limit range, secrets, PostgreSQL, the S3 store and its buckets, MLflow, JupyterLab) →
 [operators: cert-manager, KServe's three charts, Kubeflow Pipelines with its object-store keys
-replaced] → the project's image → readiness (every pod Ready, MLflow's /health from the host).
+replaced] → readiness (every pod Ready, MLflow's /health from the host).
 
 Each action's `done` reads the cluster (a second `up` changes nothing), its `undo` removes exactly
-what its `run` made, and its `commands` are the exact command lines `--dry-run` prints.
+what its `run` made, and its `commands` are the exact command lines `--dry-run` prints. Each also states
+its `Effects` (what it applies, builds, creates and waits for), which `invariants.check_plan` checks offline
+on every plan: images exist before pods use them, waits follow what they wait for, nothing upstream is
+labelled as the sandbox's, explicit resources, every timeout a setting.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ from typing import Any
 import yaml
 
 from sandbox.actions import Action
+from sandbox.config import KubeTimeouts
 from sandbox.errors import PreflightError, ServiceStartError
 from sandbox.files import write_private
 from sandbox.gpu.inventory import NodeSpec
 from sandbox.gpu.render import INVENTORY_LABEL, gpu_capacity_patch
-from sandbox.profiles.kube import manifests, versions
+from sandbox.profiles.kube import image as project_image_rules
+from sandbox.profiles.kube import manifests, upstream, versions
 from sandbox.profiles.kube.tools import Command, Tools, pod_ready
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKLOADS = ("Deployment", "StatefulSet")
-READY_TIMEOUT_S = 600
 HEALTH_TRIES = 30  # seconds MLflow's /health may take to answer through the host port once its pod is Ready
 # CRDs that must exist when the operators are not installed by the sandbox (cluster profile).
 OPERATOR_CRDS = {
@@ -43,6 +47,24 @@ OPERATOR_CRDS = {
     "certificates.cert-manager.io": "cert-manager",
     "scheduledworkflows.kubeflow.org": "Kubeflow Pipelines",
 }
+
+Ref = tuple[str, str, str]  # (kind, namespace, name): namespace "" for cluster-scoped, name "*" for "all of them"
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What an action does to the cluster, stated for the offline plan checks (`invariants.check_plan`)."""
+
+    applies: tuple[dict[str, Any], ...] = ()  # objects it applies: the sandbox's own, and its changes to upstream ones
+    images: tuple[str, ...] = ()  # images it builds and loads into the nodes
+    creates: tuple[Ref, ...] = ()  # what else it makes exist (an upstream install's objects, nodes)
+    waits: tuple[Ref, ...] = ()  # what it waits for
+    upstream: tuple[Ref, ...] = ()  # of `creates`, the objects that belong to an upstream install
+
+
+@dataclass(frozen=True)
+class KubeAction(Action):
+    effects: Effects = field(default_factory=Effects)
 
 
 @dataclass
@@ -67,13 +89,17 @@ class Target:
         return self.spec.namespace
 
     @property
+    def timeouts(self) -> KubeTimeouts:
+        return self.spec.timeouts
+
+    @property
     def selector(self) -> str:
         """The labels every object the sandbox makes carries: what `down` deletes by."""
         return f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={self.spec.instance}"
 
 
-def bring_up(target: Target) -> list[Action]:
-    actions: list[Action] = []
+def bring_up(target: Target) -> list[KubeAction]:
+    actions: list[KubeAction] = []
     if target.cluster:
         actions.append(kind_cluster(target))
         if target.gpu_nodes:
@@ -82,22 +108,34 @@ def bring_up(target: Target) -> list[Action]:
             actions.append(real_gpus(target))
     if not target.install_operators:
         actions.append(operator_crds(target))
+    # Before any object that names it: a pod whose image is missing pulls it from docker.io and never starts.
+    actions.append(project_image(target))
     actions += [component(target, name, objects) for name, objects in components(target.spec, target.host_ports)]
     if target.install_operators:
         actions += [helm_release(target, release) for release in manifests.helm_releases(target.spec)]
         actions.append(kubeflow_pipelines(target))
-    actions.append(project_image(target))
     actions.append(readiness(target))
     return actions
+
+
+def namespaces(target: Target) -> list[str]:
+    """Every namespace the plan puts something in: what a failure's report and `sandbox diagnose` cover."""
+    names = [target.namespace, *manifests.quota_namespaces(target.spec)]
+    if target.install_operators:
+        names += [release.chart.namespace for release in manifests.helm_releases(target.spec)]
+        names.append(versions.KFP_NAMESPACE)
+    if target.real_gpu_nodes:
+        names.append(versions.NVIDIA_DEVICE_PLUGIN.namespace)
+    return [name for index, name in enumerate(names) if name != "default" and name not in names[:index]]
 
 
 # --------------------------------------------------------------------------- the kind cluster
 
 
-def kind_cluster(target: Target) -> Action:
+def kind_cluster(target: Target) -> KubeAction:
     tools, name = target.tools, target.cluster
     config = target.workdir / "kind-config.yaml"
-    create = tools.kind_create(name, config, node_image=versions.KIND_NODE_IMAGE)
+    create = tools.kind_create(name, config, node_image=versions.KIND_NODE_IMAGE, wait_s=target.timeouts.cluster)
 
     def done() -> str | None:
         return f"cluster {name} exists" if name in tools.kind_clusters() else None
@@ -109,17 +147,18 @@ def kind_cluster(target: Target) -> Action:
         ports = ", ".join(f"{key} {port}" for key, port in target.host_ports.items())
         return f"{len(cluster_config['nodes'])} nodes; host ports on 127.0.0.1: {ports}"
 
-    return Action(
+    return KubeAction(
         f"kind cluster {name} ({versions.KIND_NODE_IMAGE.split('@')[0]})",
         run,
         lambda: tools.run(tools.kind_delete(name)),
         done,
         (create.line,),
         undo_on_failure=True,  # kind deletes a half-made cluster itself; deleting again is harmless
+        effects=Effects(creates=(("node", "", "*"), ("namespace", "", "default"))),
     )
 
 
-def fake_gpus(target: Target) -> Action:
+def fake_gpus(target: Target) -> KubeAction:
     """Advertise `nvidia.com/gpu` on each inventory GPU node's status (scheduling only: no device).
 
     A node's restart drops a patched status; the done-check reads it back, so the next `up` re-applies it.
@@ -158,10 +197,17 @@ def fake_gpus(target: Target) -> Action:
         for spec in target.gpu_nodes
     )
     # No undo: the patch lives on the node's status, which goes with the cluster.
-    return Action("Fake GPUs (nvidia.com/gpu on the nodes' status)", run, None, done, commands)
+    return KubeAction(
+        "Fake GPUs (nvidia.com/gpu on the nodes' status)",
+        run,
+        None,
+        done,
+        commands,
+        effects=Effects(waits=(("node", "", "*"),)),
+    )
 
 
-def real_gpus(target: Target) -> Action:
+def real_gpus(target: Target) -> KubeAction:
     """This machine's GPUs in the kind nodes that carry them, the way NVIDIA's nvkind does it.
 
     The kind config already mounts them (`gpu.render.real_gpu_mounts`); then, per node, `docker exec` runs
@@ -183,19 +229,21 @@ def real_gpus(target: Target) -> Action:
         version=chart.version,
         namespace=chart.namespace,
         values=values,
-        wait_s=release.wait_timeout_s,
+        wait_s=target.timeouts.helm,
     )
     apply = tools.apply(runtime_class)
 
     def node_scripts(node: str) -> list[Command]:
         return [
-            tools.docker("exec", node, "bash", "-c", script, timeout_s=900 if "apt-get" in script else 120)
+            tools.docker("exec", node, "bash", "-c", script, timeout_s=target.timeouts.gpu_setup)
             for _, script in manifests.NVIDIA_NODE_SCRIPTS
         ]
 
     def allocatable_wait(node: str, spec: NodeSpec) -> Command:
         return tools.wait(
-            f"node/{node}", f"jsonpath={{.status.allocatable.nvidia\\.com/gpu}}={spec.gpus}", timeout_s=300
+            f"node/{node}",
+            f"jsonpath={{.status.allocatable.nvidia\\.com/gpu}}={spec.gpus}",
+            timeout_s=target.timeouts.gpu_setup,
         )
 
     def nodes() -> list[tuple[NodeSpec, dict[str, Any]]]:
@@ -243,13 +291,19 @@ def real_gpus(target: Target) -> Action:
     commands = [c.line for node in shown for c in node_scripts(node)]
     commands += [apply.line, install.line]
     commands += [allocatable_wait(node, spec).line for node, spec in zip(shown, target.real_gpu_nodes, strict=True)]
-    return Action(
+    return KubeAction(
         "Real GPUs (NVIDIA toolkit in the GPU nodes, device plugin)",
         run,
         undo,
         done,
         tuple(commands),
         undo_on_failure=True,  # a failed --wait leaves the release "failed": uninstall it
+        effects=Effects(
+            applies=tuple(runtime_class),
+            creates=upstream.helm_creates(chart),
+            upstream=upstream.helm_creates(chart),
+            waits=(("node", "", "*"),),
+        ),
     )
 
 
@@ -257,7 +311,7 @@ def _gpu_note(nodes: list[NodeSpec]) -> str:
     return ", ".join(f"{node.name}: {node.gpus}" for node in nodes)
 
 
-def operator_crds(target: Target) -> Action:
+def operator_crds(target: Target) -> KubeAction:
     """The cluster profile without `install_operators`: the operators must be there already."""
     tools = target.tools
 
@@ -276,7 +330,16 @@ def operator_crds(target: Target) -> Action:
         )
 
     commands = tuple(tools.get("crd", crd).line for crd in OPERATOR_CRDS)
-    return Action("Operators' CRDs present (cert-manager, KServe, KFP)", run, None, done, commands)
+    # The operators' objects are there (or `run` refuses): the later actions may rely on them.
+    there = tuple(("crd", "", crd) for crd in OPERATOR_CRDS)
+    return KubeAction(
+        "Operators' CRDs present (cert-manager, KServe, KFP)",
+        run,
+        None,
+        done,
+        commands,
+        effects=Effects(creates=there, upstream=there),
+    )
 
 
 # --------------------------------------------------------------------------- the stack's own objects
@@ -321,7 +384,7 @@ def _by_namespace(objects: list[dict[str, Any]], default: str) -> dict[str, list
     return grouped
 
 
-def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Action:
+def component(target: Target, name: str, objects: list[dict[str, Any]]) -> KubeAction:
     tools, namespace = target.tools, target.namespace
     scoped = [o for o in objects if o["kind"] == "Namespace"]  # applied first: the rest lives in it
     namespaced = [o for o in objects if o["kind"] != "Namespace"]
@@ -336,12 +399,12 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Actio
         return commands
 
     waits = [
-        tools.rollout_status(_ref(o), namespace=o["metadata"]["namespace"], timeout_s=READY_TIMEOUT_S)
+        tools.rollout_status(_ref(o), namespace=o["metadata"]["namespace"], timeout_s=target.timeouts.rollout)
         for o in namespaced
         if o["kind"] in WORKLOADS
     ]
     waits += [
-        tools.wait(_ref(o), "condition=Complete", namespace=o["metadata"]["namespace"])
+        tools.wait(_ref(o), "condition=Complete", namespace=o["metadata"]["namespace"], timeout_s=target.timeouts.job)
         for o in namespaced
         if o["kind"] == "Job"
     ]
@@ -376,12 +439,20 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> Actio
         f" (image{'s' if len(images) > 1 else ''} {', '.join(images)})" if images else ""
     )
     commands = tuple(c.line for c in applies(scoped) + waits)
-    return Action(title, run, undo, done, commands, undo_on_failure=True)
+    waited = tuple(ref_of(o) for o in namespaced if o["kind"] in (*WORKLOADS, "Job"))
+    return KubeAction(
+        title, run, undo, done, commands, undo_on_failure=True, effects=Effects(applies=tuple(objects), waits=waited)
+    )
+
+
+def ref_of(obj: dict[str, Any]) -> Ref:
+    """An object's (kind, namespace, name), kind in lower case as `kubectl` names it."""
+    meta = obj["metadata"]
+    return (obj["kind"].lower(), meta.get("namespace", ""), meta["name"])
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    pod = obj.get("spec", {}).get("template", {}).get("spec", {})
-    return pod.get("initContainers", []) + pod.get("containers", [])
+    return manifests.containers(obj)
 
 
 def _existing(tools: Tools, namespace: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -405,7 +476,7 @@ def _workload_ready(obj: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- operators
 
 
-def helm_release(target: Target, release: Any) -> Action:
+def helm_release(target: Target, release: Any) -> KubeAction:
     tools, chart = target.tools, release.chart
     values = target.workdir / "values" / f"{release.name}.yaml"
     install = tools.helm_upgrade(
@@ -415,7 +486,7 @@ def helm_release(target: Target, release: Any) -> Action:
         version=chart.version,
         namespace=chart.namespace,
         values=values,
-        wait_s=release.wait_timeout_s,
+        wait_s=target.timeouts.helm,
     )
 
     def done() -> str | None:
@@ -432,42 +503,57 @@ def helm_release(target: Target, release: Any) -> Action:
         tools.run(install)
         return f"{chart.ref} {chart.version} in {chart.namespace}"
 
-    return Action(
+    made = upstream.helm_creates(chart)
+    return KubeAction(
         f"Helm: {release.name} {chart.version}",
         run,
         undo,
         done,
         (install.line,),
         undo_on_failure=True,  # a release that failed its --wait is left "failed": uninstall it
+        effects=Effects(creates=made, upstream=made, waits=tuple(ref for ref in made if ref[0] == "deployment")),
     )
 
 
-def kubeflow_pipelines(target: Target) -> Action:
-    """KFP standalone: cluster-scoped resources, its CRD Established, the env, then its keys replaced."""
-    tools = target.tools
+def kubeflow_pipelines(target: Target) -> KubeAction:
+    """KFP standalone: cluster-scoped resources, its CRD Established, the env, then its keys replaced.
+
+    The object-store Secret is KFP's own (upstream): the sandbox changes its keys but never labels it as its
+    own, so `down` leaves it. The done-check compares its keys with this sandbox's, so an `up` after a `down
+    --keep-cluster --purge` (new keys) rotates them again instead of finding KFP "done" with keys it lacks.
+    """
+    tools, timeouts = target.tools, target.timeouts
     scoped_url, env_url = versions.KFP_KUSTOMIZE
     kfp_objects = manifests.kfp_objects(target.spec)
     kfp = versions.KFP_NAMESPACE
     steps: list[Command] = [
-        tools.apply_kustomize(scoped_url),
-        tools.wait(f"crd/{versions.KFP_WAIT_CRD}", "condition=Established", timeout_s=60),
-        tools.apply_kustomize(env_url),
+        tools.apply_kustomize(scoped_url, timeout_s=timeouts.kfp_apply),
+        tools.wait(f"crd/{versions.KFP_WAIT_CRD}", "condition=Established", timeout_s=timeouts.crd),
+        tools.apply_kustomize(env_url, timeout_s=timeouts.kfp_apply),
         *([tools.apply(kfp_objects, dry_run=True)] if target.server_dry_run else []),
         tools.apply(kfp_objects),
         # The object store, the API server and the UI read the keys when they start: restart them on the new ones,
         tools.kubectl("rollout", "restart", *(f"deployment/{d}" for d in manifests.KFP_RESTART), "-n", kfp),
-        *(tools.rollout_status(f"deployment/{d}", namespace=kfp, timeout_s=600) for d in manifests.KFP_RESTART),
+        *(
+            tools.rollout_status(f"deployment/{d}", namespace=kfp, timeout_s=timeouts.kfp_pods)
+            for d in manifests.KFP_RESTART
+        ),
         # then drop the stock identity from SeaweedFS and make it again with the generated keys only.
-        tools.kubectl(*manifests.kfp_rotate_keys_command(kfp)[1:], timeout_s=120),
-        tools.wait("pods", "condition=Ready", namespace=kfp, timeout_s=900),
+        tools.kubectl(*manifests.kfp_rotate_keys_command(kfp)[1:], timeout_s=timeouts.rollout),
+        tools.wait("pods", "condition=Ready", namespace=kfp, timeout_s=timeouts.kfp_pods),
     ]
+
+    def keys_current() -> bool:
+        secret = tools.get_json("secret", manifests.KFP_SECRET, namespace=kfp)
+        keys = secret_values(secret or {})
+        wanted = target.spec.secrets
+        return keys.get("accesskey") == wanted.kfp_s3_access_key and keys.get("secretkey") == wanted.kfp_s3_secret_key
 
     def done() -> str | None:
         present = _existing(tools, versions.KFP_NAMESPACE, kfp_objects)
-        if (
-            len(present) < len(kfp_objects)
-            or tools.get_json("deployment", "ml-pipeline", namespace=versions.KFP_NAMESPACE) is None
-        ):
+        if len(present) < len(kfp_objects) or tools.get_json("deployment", "ml-pipeline", namespace=kfp) is None:
+            return None
+        if not keys_current():
             return None
         return f"KFP {versions.KFP_VERSION} with the sandbox's object-store keys"
 
@@ -477,31 +563,73 @@ def kubeflow_pipelines(target: Target) -> Action:
         return f"KFP {versions.KFP_VERSION} in {versions.KFP_NAMESPACE}; stock object-store keys replaced"
 
     def undo() -> None:
-        tools.run(tools.kubectl("delete", "-k", env_url, "--ignore-not-found", timeout_s=600))
-        tools.run(tools.kubectl("delete", "-k", scoped_url, "--ignore-not-found", timeout_s=600))
+        tools.run(tools.kubectl("delete", "-k", env_url, "--ignore-not-found", timeout_s=timeouts.kfp_apply))
+        tools.run(tools.kubectl("delete", "-k", scoped_url, "--ignore-not-found", timeout_s=timeouts.kfp_apply))
 
-    return Action(
+    made = (*upstream.KFP_CLUSTER_SCOPED, *upstream.KFP_ENV)
+    return KubeAction(
         f"Kubeflow Pipelines {versions.KFP_VERSION}",
         run,
         undo,
         done,
         tuple(s.line for s in steps),
         undo_on_failure=True,
+        effects=Effects(
+            applies=tuple(kfp_objects),
+            creates=made,
+            upstream=made,
+            waits=(
+                ("crd", "", versions.KFP_WAIT_CRD),
+                *(("deployment", kfp, d) for d in manifests.KFP_RESTART),
+                ("pod", kfp, "*"),
+            ),
+        ),
     )
+
+
+def secret_values(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's values as text: the API returns `data` base64-encoded (`stringData` is write-only)."""
+    import base64
+
+    values = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    return {**values, **(secret.get("stringData") or {})}
 
 
 # --------------------------------------------------------------------------- the project image and readiness
 
 
-def project_image(target: Target) -> Action:
-    tools, image = target.tools, target.spec.image
+def project_image(target: Target) -> KubeAction:
+    """The project's image, built (labelled with its context's digest, which its tag carries) and loaded into
+    the nodes its pods can be scheduled on (not the tainted control plane of a multi-node cluster). Done when
+    every such node holds the tag: a changed build context is a new tag, so it is built and loaded again."""
+    tools, image, timeouts = target.tools, target.spec.image, target.timeouts
     if not target.load_image:
         note = f"not built: the cluster pulls {image} (push it to your registry; `cluster.image` names it)"
-        return Action(f"Project image {image}", lambda: note, None, lambda: note)
+        return KubeAction(f"Project image {image}", lambda: note, None, lambda: note, effects=Effects(images=(image,)))
     context = target.build_context or Path(".")
-    build, load = tools.docker_build(image, context), tools.kind_load(image, target.cluster)
-    node = f"{target.cluster}-control-plane"
-    inspect = tools.docker("exec", node, "crictl", "inspecti", image, mutates=False, timeout_s=60)
+    labels = ()
+    if (context / "Dockerfile").is_file():
+        labels = (f"{project_image_rules.DIGEST_LABEL}={project_image_rules.context_digest(context)}",)
+    build = tools.docker_build(image, context, labels=labels, timeout_s=timeouts.image_build)
+
+    def load(nodes: list[str]) -> Command:
+        return tools.kind_load(image, target.cluster, nodes=nodes, timeout_s=timeouts.image_load)
+
+    def inspect(node: str) -> Command:
+        return tools.docker("exec", node, "crictl", "inspecti", image, mutates=False, timeout_s=60)
+
+    def nodes() -> list[str]:
+        listed = (tools.get_json("nodes") or {}).get("items", [])
+        # Where a pod of the stack, a predictor with GPUs included, may run.
+        from sandbox.profiles.kube.serving import gpu_tolerations
+
+        return project_image_rules.nodes_for(listed, gpu_tolerations(target.spec))
+
+    def done() -> str | None:
+        wanted = nodes()
+        if wanted and all(tools.succeeds(inspect(node)) for node in wanted):
+            return f"already in {', '.join(wanted)}"
+        return None
 
     def run() -> str:
         if not (context / "Dockerfile").is_file():
@@ -509,25 +637,27 @@ def project_image(target: Target) -> Action:
                 f"no Dockerfile in {context}: the project's image cannot be built",
                 hint="run `sandbox up` from a checkout of the repository (it holds the Dockerfile)",
             )
+        wanted = nodes()
         tools.run(build)
-        tools.run(load)
-        return f"built and loaded into {target.cluster}"
+        tools.run(load(wanted))
+        return f"built and loaded into {', '.join(wanted)}"
 
-    # No undo: the image in the host's Docker is a cache; the copy in the nodes goes with the cluster.
-    return Action(
+    # No undo: the image in the host's Docker is a cache; the copies in the nodes go with the cluster.
+    return KubeAction(
         f"Project image {image}",
         run,
         None,
-        lambda: "already in the cluster's nodes" if tools.succeeds(inspect) else None,
-        (build.line, load.line),
+        done,
+        (build.line, load(["<the nodes its pods can be scheduled on>"]).line),
+        effects=Effects(images=(image,), waits=(("node", "", "*"),)),
     )
 
 
-def readiness(target: Target) -> Action:
+def readiness(target: Target) -> KubeAction:
     """Every pod of the stack Ready, then MLflow's /health answered through the host's port."""
     tools, namespace = target.tools, target.namespace
     wait = tools.wait(
-        "pods", "condition=Ready", namespace=namespace, selector=target.selector, timeout_s=READY_TIMEOUT_S
+        "pods", "condition=Ready", namespace=namespace, selector=target.selector, timeout_s=target.timeouts.rollout
     )
 
     def health() -> str | None:
@@ -562,15 +692,24 @@ def readiness(target: Target) -> Action:
             )
         return note
 
-    return Action("Stack ready (pods Ready, MLflow /health from the host)", run, None, done, (wait.line,))
+    return KubeAction(
+        "Stack ready (pods Ready, MLflow /health from the host)",
+        run,
+        None,
+        done,
+        (wait.line,),
+        effects=Effects(waits=(("pod", namespace, "*"),)),
+    )
 
 
 def diagnose(target: Target) -> Callable[[], str]:
-    """For `run_actions`: the failing pods' events and last log lines, read before the undo removes them."""
+    """For `run_actions`: the failing pods' events and last log lines in every namespace the plan touches,
+    read before the undo removes them."""
 
     def report() -> str:
         if target.tools.context is None:
             return ""
-        return target.tools.failing_pods_report(target.namespace)
+        parts = [target.tools.failing_pods_report(namespace) for namespace in namespaces(target)]
+        return "\n".join(part for part in parts if part)
 
     return report

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
+from sandbox.config import KubeTimeouts
 from sandbox.files import write_private
 from sandbox.gpu import render as gpu_render
 from sandbox.gpu.inventory import GpuConfig, NodeSpec
@@ -160,6 +161,7 @@ class StackSpec:
     notebooks: bool = True
     buckets: tuple[str, ...] = ("mlflow-artifacts", "data")
     gpu: GpuConfig = field(default_factory=lambda: GpuConfig(real_gpus="off"))
+    timeouts: KubeTimeouts = field(default_factory=KubeTimeouts)  # `kube.timeouts`: every wait's limit
 
     def __post_init__(self) -> None:
         if not (_DNS_LABEL.match(self.namespace) and len(self.namespace) <= 63):
@@ -235,9 +237,10 @@ def _from_secret(env: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _resources(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
-    # Modest requests: the whole stack must fit a 4-CPU/16 GB CI runner beside KServe and KFP.
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
+def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    # Modest requests: the whole stack must fit a 4-CPU/16 GB CI runner beside KServe and KFP. Limits are set
+    # explicitly (a plan invariant), so no LimitRange default decides them.
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
 
 
 def _container_security(user: int | None = None) -> dict[str, Any]:
@@ -257,6 +260,15 @@ def _pod_spec(containers: list[dict], *, fs_group: int | None = None, **extra: A
         security["fsGroup"] = fs_group
     # No pod here talks to the Kubernetes API: no token is mounted.
     return {"automountServiceAccountToken": False, "securityContext": security, "containers": containers, **extra}
+
+
+def containers(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The containers (init containers first) of a Pod, or of the pod template of a workload or Job."""
+    if obj.get("kind") == "Pod":
+        pod = obj.get("spec", {})
+    else:
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
 def _template(spec: StackSpec, component: str, pod: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +374,7 @@ def _postgres(spec: StackSpec) -> list[dict[str, Any]]:
         "ports": [{"name": "postgres", "containerPort": PORTS[POSTGRES], "protocol": "TCP"}],
         "readinessProbe": probe,
         "livenessProbe": {**copy.deepcopy(probe), "initialDelaySeconds": 30, "periodSeconds": 10},
-        "resources": _resources("100m", "256Mi", "1Gi"),
+        "resources": _resources("100m", "256Mi", "2", "1Gi"),
         # The official image's `postgres` user (uid 999): the server refuses to run as root anyway.
         "securityContext": _container_security(999),
         "volumeMounts": [
@@ -453,7 +465,7 @@ def _s3_store(spec: StackSpec) -> list[dict[str, Any]]:
                 "periodSeconds": 5,
                 "failureThreshold": 24,
             },
-            "resources": _resources("50m", "128Mi", "1Gi"),
+            "resources": _resources("50m", "128Mi", "1", "1Gi"),
             "securityContext": _container_security(1001),
             "volumeMounts": [
                 {"name": "data", "mountPath": "/data"},
@@ -482,7 +494,7 @@ def _s3_store(spec: StackSpec) -> list[dict[str, Any]]:
             ],
             "ports": [{"name": "s3", "containerPort": port, "protocol": "TCP"}],
             "readinessProbe": {"httpGet": {"path": "/minio/health/ready", "port": port}, "periodSeconds": 5},
-            "resources": _resources("50m", "256Mi", "1Gi"),
+            "resources": _resources("50m", "256Mi", "1", "1Gi"),
             "securityContext": _container_security(1000),
             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
         }
@@ -518,10 +530,10 @@ for bucket in os.environ["BUCKETS"].split(","):
 
 
 def _buckets_job(spec: StackSpec) -> dict[str, Any]:
-    # MLflow's -full image carries boto3; the Job needs nothing else.
+    # The project's image carries boto3; the Job needs nothing else.
     container = {
         "name": "create-buckets",
-        "image": versions.IMAGES["mlflow"],
+        "image": spec.image,
         "command": ["python", "-c", _BUCKETS_SCRIPT],
         "env": [
             {"name": "S3_ENDPOINT", "value": spec.url(S3)},
@@ -531,7 +543,7 @@ def _buckets_job(spec: StackSpec) -> dict[str, Any]:
             _from_secret("AWS_ACCESS_KEY_ID", SECRET_S3, "access-key"),
             _from_secret("AWS_SECRET_ACCESS_KEY", SECRET_S3, "secret-key"),
         ],
-        "resources": _resources("10m", "64Mi", "256Mi"),
+        "resources": _resources("10m", "64Mi", "500m", "256Mi"),
         "securityContext": _container_security(1000),
     }
     return {
@@ -564,7 +576,9 @@ def _mlflow(spec: StackSpec, host_ports: Mapping[str, int] | None) -> list[dict[
     port = PORTS[MLFLOW]
     container = {
         "name": "mlflow",
-        "image": versions.IMAGES["mlflow"],
+        # The project's image: the MLflow (3.17.2) the local profile runs, with psycopg and boto3; built and
+        # loaded by the plan, so no third-party tag without a digest is pulled.
+        "image": spec.image,
         "command": ["mlflow", "server"],
         "args": [
             "--host",
@@ -599,7 +613,7 @@ def _mlflow(spec: StackSpec, host_ports: Mapping[str, int] | None) -> list[dict[
             "periodSeconds": 20,
             "failureThreshold": 6,
         },
-        "resources": _resources("100m", "512Mi", "1536Mi"),
+        "resources": _resources("100m", "512Mi", "2", "1536Mi"),
         "securityContext": _container_security(1000),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -668,7 +682,7 @@ def _notebooks(spec: StackSpec) -> list[dict[str, Any]]:
         "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": probe,
-        "resources": _resources("100m", "512Mi", "2Gi"),
+        "resources": _resources("100m", "512Mi", "2", "2Gi"),
         "securityContext": _container_security(1000),
         "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -758,12 +772,18 @@ def kfp_rotate_keys_command(namespace: str = versions.KFP_NAMESPACE) -> list[str
 
 def kfp_objects(spec: StackSpec) -> list[dict[str, Any]]:
     """Applied after KFP's own manifests (and again after any re-apply of them, which restores the
-    stock Secret): the object-store Secret with generated keys and, when exposed, a NodePort for
-    the API with the NetworkPolicy that admits it. Then: restart the Deployments in `KFP_RESTART`,
-    wait for them, and run `kfp_rotate_keys_command()`."""
+    stock Secret): KFP's object-store Secret with generated keys and, when exposed, a NodePort for
+    the API. Then: restart the Deployments in `KFP_RESTART`, wait for them, and run `kfp_rotate_keys_command()`.
+
+    The Secret is KFP's (its Deployments and Argo's artifact repository read it): it gets the sandbox's keys but
+    not its labels, so `down` never deletes it. No NetworkPolicy: KFP 2.17 ships none that admits its own
+    namespace, and kind's kindnet enforces every policy, so one that selected `app: ml-pipeline` would cut the
+    persistence agent, the scheduled-workflow controller and every run's driver off from the API."""
     ns = versions.KFP_NAMESPACE
     s = spec.secrets
-    objects = [_secret(spec, KFP, KFP_SECRET, {"accesskey": s.kfp_s3_access_key, "secretkey": s.kfp_s3_secret_key}, ns)]
+    secret = _secret(spec, KFP, KFP_SECRET, {"accesskey": s.kfp_s3_access_key, "secretkey": s.kfp_s3_secret_key}, ns)
+    del secret["metadata"]["labels"]
+    objects = [secret]
     if spec.expose != "NodePort":
         return objects
     port = {"name": "http", "port": KFP_API_PORT, "targetPort": KFP_API_PORT, "protocol": "TCP"}
@@ -779,29 +799,6 @@ def kfp_objects(spec: StackSpec) -> list[dict[str, Any]]:
             },
         }
     )
-    # KFP's `default-allow-same-namespace` NetworkPolicy admits only pods of its namespace, and kind's
-    # kindnet enforces NetworkPolicies (kind PR #3612, since v0.24). The NodePort's traffic comes from
-    # the host, not from a pod: admit the API port from outside the pod network (the pod subnet is
-    # pinned in the kind config, KIND_POD_SUBNET), so other pods still cannot reach it. Not tried on a
-    # real kind cluster (none runs here): if the NodePort is refused, the port-forward path
-    # (expose="ClusterIP") reaches the API without crossing a NetworkPolicy.
-    objects.append(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _meta(spec, KFP, KFP_NODEPORT_SERVICE, ns),
-            "spec": {
-                "podSelector": {"matchLabels": {"app": "ml-pipeline"}},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [KIND_POD_SUBNET]}}],
-                        "ports": [{"port": KFP_API_PORT, "protocol": "TCP"}],
-                    }
-                ],
-            },
-        }
-    )
     return objects
 
 
@@ -813,7 +810,6 @@ class HelmRelease:
     name: str
     chart: Chart
     values: dict[str, Any]
-    wait_timeout_s: int
 
     def values_yaml(self) -> str:
         return to_yaml(self.values)
@@ -827,10 +823,10 @@ def helm_releases(spec: StackSpec) -> list[HelmRelease]:
     # The ClusterServingRuntimes (kserve-mlserver for MLflow models among them); no LLM configs.
     runtimes = {"kserve": {"servingruntime": {"enabled": True}, "llmisvcConfigs": {"enabled": False}}}
     return [
-        HelmRelease("cert-manager", versions.CERT_MANAGER, {"crds": {"enabled": True}}, 300),
-        HelmRelease("kserve-crd", versions.KSERVE_CRD, {}, 120),
-        HelmRelease("kserve", versions.KSERVE_RESOURCES, resources, 300),
-        HelmRelease("kserve-runtime-configs", versions.KSERVE_RUNTIME_CONFIGS, runtimes, 120),
+        HelmRelease("cert-manager", versions.CERT_MANAGER, {"crds": {"enabled": True}}),
+        HelmRelease("kserve-crd", versions.KSERVE_CRD, {}),
+        HelmRelease("kserve", versions.KSERVE_RESOURCES, resources),
+        HelmRelease("kserve-runtime-configs", versions.KSERVE_RUNTIME_CONFIGS, runtimes),
     ]
 
 
@@ -918,7 +914,7 @@ def device_plugin_release(spec: StackSpec) -> HelmRelease | None:
         "nodeSelector": {gpu_render.GPU_PRESENT_LABEL: "true"},
         "tolerations": tolerations,
     }
-    return HelmRelease("nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN, values, 300)
+    return HelmRelease("nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN, values)
 
 
 # --------------------------------------------------------------------------- kind
@@ -1000,7 +996,7 @@ def render(
         header = (
             f"# helm upgrade --install {release.name} {release.chart.ref} --version {release.chart.version}"
             f"{'' if release.chart.oci else ' --repo ' + release.chart.repo}"
-            f" --namespace {release.chart.namespace} --create-namespace --wait --timeout {release.wait_timeout_s}s"
+            f" --namespace {release.chart.namespace} --create-namespace --wait --timeout {spec.timeouts.helm}s"
             f" -f THIS_FILE\n"
         )
         write(f"helm-values-{index:02d}-{release.name}.yaml", header + release.values_yaml())
@@ -1013,7 +1009,7 @@ def render(
         header = (
             f"# helm upgrade --install {plugin.name} {plugin.chart.ref} --version {plugin.chart.version}"
             f" --repo {plugin.chart.repo} --namespace {plugin.chart.namespace} --create-namespace --wait"
-            f" --timeout {plugin.wait_timeout_s}s -f THIS_FILE\n"
+            f" --timeout {spec.timeouts.helm}s -f THIS_FILE\n"
         )
         write(f"gpu-helm-values-{plugin.name}.yaml", header + plugin.values_yaml())
     return written

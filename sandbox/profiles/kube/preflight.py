@@ -9,6 +9,7 @@ machine may still bring it up, slowly or with pods evicted, and the fix needs ro
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,26 @@ def docker_daemon_checks() -> list[Check]:
             fix="kind's node images from Kubernetes 1.35 on need cgroup v2: "
             "boot with systemd.unified_cgroup_hierarchy=1",
         ),
+    ]
+
+
+# Kubeflow Pipelines publishes its images for linux/amd64 only (open upstream issues ask for arm64), and kind's
+# nodes run the host's architecture: on an arm64 host (Apple Silicon) KFP's pods fail with `exec format error`.
+AMD64 = ("x86_64", "amd64")
+
+
+def architecture_checks(machine: str | None = None) -> list[Check]:
+    """kind's nodes are the host's architecture; KFP's images exist for amd64 only."""
+    machine = machine or platform.machine()
+    ok = machine.lower() in AMD64
+    return [
+        Check(
+            "amd64 host",
+            ok,
+            f"this machine is {machine}" + ("" if ok else ": Kubeflow Pipelines' images are linux/amd64 only"),
+            fix="run the kind profile on an amd64 machine (a Linux x86-64 host or CI runner), or use the "
+            "cluster profile on an amd64 cluster; the local profile runs on arm64 (pipelines through kfp.local)",
+        )
     ]
 
 

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from sandbox.files import write_private
 from sandbox.net import LOOPBACK, free_port, port_is_free
 from sandbox.profiles import locking
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
-from sandbox.profiles.kube import actions, manifests, preflight, validate, versions
+from sandbox.profiles.kube import actions, diagnostics, invariants, manifests, preflight, validate, versions
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.pipelines import runner_for
 from sandbox.profiles.kube.portforward import PortForwards
@@ -50,6 +51,7 @@ class KubeState:
     namespace: str
     host_ports: dict[str, int]
     cluster: str | None = None  # the kind cluster this sandbox created
+    image: str | None = None  # the project's image `up` built or named: what later deploys and runs use
 
 
 class KubeProfile(Profile):
@@ -107,11 +109,14 @@ class KubeProfile(Profile):
         write_private(path, json.dumps(dataclasses.asdict(generated)))
         return generated
 
-    def _spec(self, state: KubeState, stack_secrets: Any) -> Any:
+    def _spec(self, state: KubeState, stack_secrets: Any, *, image: str | None = None) -> Any:
+        """The stack as rendered. Its image: the one given (a plan's, fresh), else the one `up` recorded, so
+        a deploy after a code change still names the image the nodes hold."""
         return manifests.StackSpec(
             instance=state.instance,
             secrets=stack_secrets,
-            image=self._image(),
+            image=image or state.image or self._image(),
+            timeouts=self.config.kube.timeouts,
             namespace=state.namespace,
             expose=self._expose(),
             object_store=self._object_store(),
@@ -145,6 +150,7 @@ class KubeProfile(Profile):
         checks = common_checks(self.config)
         checks += preflight.tool_checks(self.tool_names)
         if "docker" in self.tool_names:
+            checks += preflight.architecture_checks()
             checks += preflight.docker_daemon_checks()
             checks += preflight.resource_checks(self.config.root)
             checks += preflight.inotify_checks()
@@ -176,17 +182,30 @@ class KubeProfile(Profile):
     def up(self, *, keep: bool = False) -> Endpoints:
         self.require_preflight()  # first: a refused `up` leaves nothing behind, not even the lock file
         with self.lock("up"):
-            return self._up(keep=keep)
+            fresh = self._read_state() is None
+            try:
+                return self._up(keep=keep)
+            except BaseException:
+                # A first `up` that failed and was undone leaves no state for `serve`, `gpu` or `status` to act
+                # on; with --keep the half-made stack stays, and so does its state (`diagnose`, `down`).
+                if fresh and not keep:
+                    (self.folder / "state.json").unlink(missing_ok=True)
+                raise
 
     def _up(self, *, keep: bool) -> Endpoints:
         state = self._read_state() or self._fresh_state()
         state.host_ports = self._host_ports(state.host_ports)
+        state.image = self._image()  # this checkout's: a changed build context is a new image
         self._refuse_taken_ports(state)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._write_state(state)
         spec = self._spec(state, self._secrets(create=True))
         target = self._target(state, spec, Tools(state.context))
-        results = run_actions(actions.bring_up(target), keep=keep, diagnose=actions.diagnose(target))
+        plan = actions.bring_up(target)
+        invariants.check_plan(plan, spec.timeouts)
+        results = run_actions(plan, keep=keep, diagnose=actions.diagnose(target))
+        if keep:
+            ui.err.print(f"Diagnose it with `sandbox diagnose --profile {self.name}`.")
         self._write_timings(results)
         self._after_up(state, target)
         return self.endpoints()
@@ -202,17 +221,23 @@ class KubeProfile(Profile):
         write_private(self.folder / "timings.json", json.dumps(rows, indent=1))
 
     def plan(self) -> list[Action]:
-        """The actions `up` would run, each with its exact commands; reads and writes nothing."""
+        """The actions `up` would run, each with its exact commands, checked against the plan invariants
+        (`kube/invariants.py`); reads and writes nothing."""
         self._check_context()
         state = self._read_state() or self._fresh_state()
-        spec = self._spec(state, self._secrets(create=False) or manifests.StackSecrets.generate())
-        return actions.bring_up(self._target(state, spec, Tools(state.context)))
+        stack_secrets = self._secrets(create=False) or manifests.StackSecrets.generate()
+        spec = self._spec(state, stack_secrets, image=self._image())
+        plan = actions.bring_up(self._target(state, spec, Tools(state.context)))
+        invariants.check_plan(plan, spec.timeouts)
+        return list(plan)
 
     def render(self, out: Path) -> list[Path]:
         """Every manifest and values file `up` applies, into ``out``, validated first."""
         self._check_context()
         state = self._read_state() or self._fresh_state()
-        spec = self._spec(state, self._secrets(create=False) or manifests.StackSecrets.generate())
+        stack_secrets = self._secrets(create=False) or manifests.StackSecrets.generate()
+        spec = self._spec(state, stack_secrets, image=self._image())
+        invariants.check_plan(actions.bring_up(self._target(state, spec, Tools(state.context))), spec.timeouts)
         kind_config = self._kind_config(state, spec)
         problems = validate.validate_all(spec, kind_config=kind_config, host_ports=state.host_ports)
         if problems:
@@ -249,9 +274,12 @@ class KubeProfile(Profile):
     def _remove(self, state: KubeState, *, keep_cluster: bool) -> None: ...
 
     def remove_stack(self, state: KubeState) -> None:
-        """Delete only what carries this sandbox's labels, in its namespace: never CRDs or cluster-scoped objects."""
+        """Delete only what carries this sandbox's labels: never CRDs, cluster-scoped objects or an upstream
+        install's objects. In KFP's namespace that is the sandbox's own NodePort Service and pipeline Secret;
+        KFP's object-store Secret is KFP's and stays, with the sandbox's keys, which KFP's SeaweedFS now holds
+        (the stock well-known keys are not restored); a later `up` finds it and rotates again if its keys differ."""
         tools = Tools(state.context)
-        selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={state.instance}"
+        selector = self._selector(state)
         kinds = [
             "inferenceservices",  # first: KServe's own Deployments and Services under them go with them
             "deployments",
@@ -263,15 +291,58 @@ class KubeProfile(Profile):
             "persistentvolumeclaims",
             "resourcequotas",
             "limitranges",
+            "networkpolicies",
             "serviceaccounts",  # the kserve-mlserver runtime's S3 ServiceAccount
+        ]
+        quota_namespaces = [
+            q.namespace for q in self.config.gpu.quotas if q.namespace not in ("default", state.namespace)
         ]
         with ui.step(f"Delete the stack's objects in {state.namespace} ({selector})"):
             tools.run(tools.delete_labelled(kinds, namespace=state.namespace, selector=selector))
+            for namespace in dict.fromkeys(quota_namespaces):
+                tools.run(
+                    tools.delete_labelled(["resourcequotas", "limitranges"], namespace=namespace, selector=selector)
+                )
             tools.run(
                 tools.delete_labelled(
-                    ["secrets", "jobs", "services"], namespace=versions.KFP_NAMESPACE, selector=selector
+                    ["secrets", "jobs", "services", "networkpolicies"],
+                    namespace=versions.KFP_NAMESPACE,
+                    selector=selector,
                 )
             )
+
+    def diagnose(self, out: Path | None = None) -> Path:
+        """One archive (`kube/diagnostics.py`) of events, pod descriptions and logs from every namespace the
+        plan touches; NotRunningError when there is no stack or no cluster to read."""
+        state = self._read_state()
+        if state is None:
+            raise NotRunningError(
+                f"no {self.name} sandbox in {self.config.root}: nothing to diagnose",
+                hint="a failed `sandbox up` keeps its cluster for this only with --keep "
+                "(`make sandbox PROFILE=kind` passes it)",
+            )
+        self._require_cluster(state)
+        spec = self._spec(state, self._secrets(create=False) or manifests.StackSecrets.generate())
+        tools = Tools(state.context)
+        namespaces = actions.namespaces(self._target(state, spec, tools))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = out or self.folder / f"diagnostics-{stamp}.tar.gz"
+        with ui.step(f"Events, pod descriptions and logs of {', '.join(namespaces)}") as step:
+            files = diagnostics.collect(tools, namespaces)
+            diagnostics.write_archive(files, path, folder=f"{self.name}-diagnostics-{stamp}")
+            step.note = f"{len(files)} files"
+        return path
+
+    def _require_cluster(self, state: KubeState) -> None:
+        """The cluster the state names answers, or NotRunningError saying it is gone."""
+        try:
+            Tools(state.context).run(Tools(state.context).get("namespace", state.namespace))
+        except ToolError as exc:
+            detail = (exc.details or exc.message).strip().splitlines()[-1]
+            raise NotRunningError(
+                f"the {self.name} sandbox's cluster (context {state.context}) cannot be read: {detail}",
+                hint="it is gone or not reachable; `sandbox down` forgets it",
+            ) from None
 
     def status(self) -> ProfileStatus:
         result = ProfileStatus(profile=self.name, dir=str(self.config.root))
@@ -369,6 +440,7 @@ class KubeProfile(Profile):
             self.folder,
             tracking_uri=lambda: self.endpoints().mlflow_tracking_uri,
             lock=self.lock,
+            ready_timeout_s=self.config.kube.timeouts.inference_service,
         )
 
     def _inference(self, state: KubeState) -> dict:

