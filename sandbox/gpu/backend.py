@@ -35,10 +35,14 @@ class NodeUsage:
 class WorkloadState:
     namespace: str
     name: str
-    phase: Literal["Running", "Pending"]
+    # The Pod's phase (`status.phase`): Pending until its containers run, bound to a node or not; Unknown when
+    # its node stopped reporting. The local model has no kubelet: a placed workload is Running.
+    phase: Literal["Running", "Pending", "Unknown"]
     node: str | None
     devices: list[int] = field(default_factory=list)
-    reason: str = ""  # FailedScheduling message while pending
+    # While pending: unplaced, the FailedScheduling message; placed, why its containers do not run yet
+    # (a container's waiting reason and message, e.g. `ContainerCreating`, `ImagePullBackOff: ...`).
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 gpu:
   real_gpus: auto            # auto | on | off: add a node with the GPUs NVML finds
+  scoring: LeastAllocated    # NodeResourcesFit's strategy: LeastAllocated (spread) | MostAllocated (pack)
+  score_resources: {cpu: 1, memory: 1}   # what the score weighs (kube-scheduler's default); add nvidia.com/gpu: 1
   nodes:
     - {name: gpu-a, gpus: 4, gpu_product: NVIDIA-A100-SXM4-80GB, gpu_memory: 80Gi,
        taints: ["nvidia.com/gpu=present:NoSchedule"]}
@@ -13,7 +15,7 @@ gpu:
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -150,11 +152,29 @@ def default_quotas() -> list[QuotaSpec]:
     return [QuotaSpec(namespace="default", name="compute-quota", hard=hard)]
 
 
+ScoreResource = Literal["cpu", "memory", "nvidia.com/gpu"]
+# NodeResourcesFit's default scoring resources and weights (kube-scheduler's
+# pkg/scheduler/apis/config/v1/defaults.go, `defaultResourceSpec`): cpu and memory only.
+DEFAULT_SCORE_RESOURCES: dict[str, int] = {quantity.CPU: 1, quantity.MEMORY: 1}
+
+
 class GpuConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     real_gpus: Literal["auto", "on", "off"] = "auto"
-    scoring: Literal["LeastAllocated", "MostAllocated"] = "LeastAllocated"
+    scoring: Literal["LeastAllocated", "MostAllocated"] = Field(
+        "LeastAllocated",
+        description="NodeResourcesFit's scoring strategy: LeastAllocated (spread), MostAllocated (pack)",
+    )
+    score_resources: dict[ScoreResource, Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: dict(DEFAULT_SCORE_RESOURCES),
+        min_length=1,
+        description=(
+            "the resources the score weighs, with their weights, as NodeResourcesFit's scoringStrategy.resources:"
+            " cpu and memory (weight 1 each) by default, as kube-scheduler's default profile; a GPU request counts"
+            " for fit always, for the score only when nvidia.com/gpu is named here (a scheduler profile that names it)"
+        ),
+    )
     nodes: list[NodeSpec] = Field(default_factory=default_nodes)
     quotas: list[QuotaSpec] = Field(default_factory=default_quotas)
 

@@ -12,12 +12,29 @@ What it mirrors, rule by rule (each is a case in tests/unit/test_gpu_parity.py):
   if both are given they must be equal; no overcommit (the API server's
   validation messages: `must be equal to nvidia.com/gpu limit of N`,
   `Limit must be set for non overcommitable resources`).
-- Filters, in the scheduler's order: TaintToleration (NoSchedule/NoExecute
-  taints must be tolerated), NodeAffinity (nodeSelector labels, e.g. the GPU
-  product label), NodeResourcesFit (cpu, memory, nvidia.com/gpu, pods).
-- Scoring: NodeResourcesFit's LeastAllocated (spread) or MostAllocated (pack).
-- No fit: the workload stays Pending with the FailedScheduling message
-  `0/N nodes are available: ...`, and is retried, in order, when capacity frees.
+- Filters, in the scheduler's order, the first that fails a node giving its
+  reasons: TaintToleration (NoSchedule/NoExecute taints must be tolerated),
+  NodeAffinity (nodeSelector labels, e.g. the GPU product label),
+  NodeResourcesFit (pods, then cpu, memory, nvidia.com/gpu: every resource
+  short is a reason of its own).
+- Scoring: NodeResourcesFit's LeastAllocated (spread) or MostAllocated (pack),
+  over cpu and memory as kube-scheduler's default profile (an extended resource
+  such as nvidia.com/gpu counts for fit, not for the score, unless
+  `gpu.score_resources` names it, as a scheduler profile's
+  scoringStrategy.resources would). Ties go to the first node in the inventory
+  (kube-scheduler picks one of the tied nodes at random).
+- No fit: the workload stays Pending with kube-scheduler 1.36's FailedScheduling
+  message, and is retried, in order, when capacity frees:
+  `0/N nodes are available: <count reason, ...>. no new claims to deallocate,
+  preemption: 0/N nodes are available: <count reason, ...>.` The reasons are
+  counted across nodes and sorted as strings (FitError.Error); a taint is never
+  named (`node(s) had untolerated taint(s)`, since Kubernetes 1.34). After the
+  filters' reasons come the PostFilter plugins': DynamicResources' (a Pod
+  without ResourceClaims: `no new claims to deallocate`), then DefaultPreemption's.
+  Workloads here have no priority, so preemption never finds a victim: a node
+  rejected for a reason preemption could cure (a resource short that the node
+  has in all) says `No preemption victims found for incoming pod`, every other
+  node `Preemption is not helpful for scheduling`.
 - A placed GPU workload gets its own device ids in CUDA_VISIBLE_DEVICES and
   NVIDIA_VISIBLE_DEVICES, distinct from every other workload on that node.
 """
@@ -31,9 +48,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.gpu import quantity
-from sandbox.gpu.inventory import QUOTA_RESOURCES, NodeSpec, QuotaSpec, Taint
+from sandbox.gpu.inventory import DEFAULT_SCORE_RESOURCES, QUOTA_RESOURCES, NodeSpec, QuotaSpec, Taint
 
 FIT_RESOURCES = (quantity.CPU, quantity.MEMORY, quantity.GPU)
+# kube-scheduler 1.36's wording (pkg/scheduler/framework/types.go, FitError.Error; plugins tainttoleration,
+# nodeaffinity, noderesources, dynamicresources, defaultpreemption; framework/preemption).
+NO_NODES = "0/{} nodes are available"
+TAINT_REASON = "node(s) had untolerated taint(s)"
+AFFINITY_REASON = "node(s) didn't match Pod's node affinity/selector"
+NO_CLAIMS = "no new claims to deallocate"
+NO_VICTIMS = "No preemption victims found for incoming pod"
+NOT_HELPFUL = "Preemption is not helpful for scheduling"
 # A workload is a Pod with one container of this name (the Kubernetes backend creates it so);
 # the API server's messages name it.
 CONTAINER = "workload"
@@ -56,6 +81,39 @@ class Toleration(BaseModel):
         if self.key != taint.key:
             return False
         return self.operator == "Exists" or self.value == taint.value
+
+
+def untolerated(tolerations: list[Toleration], taints: list[Taint]) -> list[Taint]:
+    """The NoSchedule/NoExecute taints that no toleration tolerates (TaintToleration's filter)."""
+    return [
+        t
+        for t in taints
+        if t.effect in ("NoSchedule", "NoExecute") and not any(tol.tolerates(t) for tol in tolerations)
+    ]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a node failed the filters: the first failing filter's reasons, and whether preemption could cure it
+    (the status Unschedulable) or not (UnschedulableAndUnresolvable)."""
+
+    reasons: tuple[str, ...]
+    resolvable: bool
+
+
+def failed_scheduling(total: int, rejections: list[Rejection]) -> str:
+    """kube-scheduler's FailedScheduling message for a pod no node passed (without the `FailedScheduling: `)."""
+    if total == 0:
+        return "no nodes available to schedule pods"  # ErrNoNodesAvailable
+    filters = _histogram(reason for rejection in rejections for reason in rejection.reasons)
+    preemption = _histogram(NO_VICTIMS if rejection.resolvable else NOT_HELPFUL for rejection in rejections)
+    available = NO_NODES.format(total)
+    return f"{available}: {filters}. {NO_CLAIMS}, preemption: {available}: {preemption}."
+
+
+def _histogram(reasons) -> str:
+    """`N reason` per distinct reason, sorted as strings (as FitError.Error sorts them), comma-joined."""
+    return ", ".join(sorted(f"{n} {reason}" for reason, n in Counter(reasons).items()))
 
 
 class Workload(BaseModel):
@@ -122,10 +180,17 @@ class QuotaExceeded(Exception):
 class Cluster:
     """Nodes, quotas and the workloads admitted to them (scheduled or pending)."""
 
-    def __init__(self, nodes: list[NodeSpec], quotas: list[QuotaSpec], scoring: str = "LeastAllocated"):
+    def __init__(
+        self,
+        nodes: list[NodeSpec],
+        quotas: list[QuotaSpec],
+        scoring: str = "LeastAllocated",
+        score_resources: dict[str, int] | None = None,
+    ):
         self.nodes = {node.name: node for node in nodes}
         self.quotas = quotas
         self.scoring = scoring
+        self.score_resources = dict(score_resources or DEFAULT_SCORE_RESOURCES)
         self.placements: dict[str, Placement] = {}  # key: namespace/name, in admission order
 
     # ------------------------------------------------------------------ accounting
@@ -176,57 +241,64 @@ class Cluster:
 
     # ------------------------------------------------------------------ placement
 
-    def _filter(self, workload: Workload, node: NodeSpec) -> str | None:
-        """None if the node passes every filter, else the first failing filter's reason."""
-        untolerated = [
-            t
-            for t in node.taints
-            if t.effect in ("NoSchedule", "NoExecute") and not any(tol.tolerates(t) for tol in workload.tolerations)
-        ]
-        if untolerated:
-            t = untolerated[0]
-            return f"node(s) had untolerated taint {{{t.key}: {t.value}}}"
+    def _filter(self, workload: Workload, node: NodeSpec) -> Rejection | None:
+        """None if the node passes every filter, else the first failing filter's reasons."""
+        if untolerated(workload.tolerations, node.taints):
+            return Rejection((TAINT_REASON,), resolvable=False)
         labels = node.all_labels()
         if any(labels.get(k) != v for k, v in workload.node_selector.items()):
-            return "node(s) didn't match Pod's node affinity/selector"
+            return Rejection((AFFINITY_REASON,), resolvable=False)
+        # NodeResourcesFit (fitsRequest): pods first; a pod that requests nothing is checked for nothing else;
+        # then every resource short, each a reason; past the node's whole allocatable, preemption cannot help.
         requests, _ = workload.effective()
-        free = self._free(node)
+        free, allocatable = self._free(node), node.allocatable()
+        reasons, resolvable = [], True
         if free[quantity.PODS] < 1:
-            return "Too many pods"
-        for resource in FIT_RESOURCES:
-            if requests.get(resource, 0) > free[resource]:
-                return f"Insufficient {resource}"
-        return None
+            reasons.append("Too many pods")
+        if any(requests.get(r, 0) for r in FIT_RESOURCES):
+            for resource in FIT_RESOURCES:
+                wanted = requests.get(resource, 0)
+                if wanted and wanted > free[resource]:
+                    reasons.append(f"Insufficient {resource}")
+                    resolvable = resolvable and wanted <= allocatable[resource]
+        return Rejection(tuple(reasons), resolvable) if reasons else None
 
     def _free(self, node: NodeSpec) -> dict[str, int]:
         used = self.used_on(node.name)
         return {r: amount - used.get(r, 0) for r, amount in node.allocatable().items()}
 
     def _score(self, workload: Workload, node: NodeSpec) -> float:
+        """NodeResourcesFit's score: the weighted mean of each scored resource's fraction (requested after
+        placing the workload / allocatable); an extended resource the workload does not request, or one the
+        node has none of, is left out, as kube-scheduler leaves it out."""
         requests, _ = workload.effective()
         allocatable, used = node.allocatable(), self.used_on(node.name)
-        resources = [quantity.CPU, quantity.MEMORY] + ([quantity.GPU] if requests.get(quantity.GPU) else [])
-        fractions = []
-        for r in resources:
-            after = used.get(r, 0) + requests.get(r, 0)
-            fractions.append(after / allocatable[r] if allocatable[r] else 1.0)
-        mean = sum(fractions) / len(fractions)
+        total = weights = 0.0
+        for resource, weight in self.score_resources.items():
+            if resource not in (quantity.CPU, quantity.MEMORY) and not requests.get(resource):
+                continue
+            if not allocatable.get(resource):
+                continue
+            after = used.get(resource, 0) + requests.get(resource, 0)
+            total += weight * min(after / allocatable[resource], 1.0)
+            weights += weight
+        if not weights:
+            return 0.0
+        mean = total / weights
         return (1 - mean) if self.scoring == "LeastAllocated" else mean
 
     def _place(self, placement: Placement) -> bool:
         workload = placement.workload
-        reasons = {}
+        rejections = []
         feasible = []
         for node in self.nodes.values():
-            reason = self._filter(workload, node)
-            if reason is None:
+            rejection = self._filter(workload, node)
+            if rejection is None:
                 feasible.append(node)
             else:
-                reasons[node.name] = reason
+                rejections.append(rejection)
         if not feasible:
-            counts = Counter(reasons.values())
-            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: kv[0]))
-            placement.reason = f"0/{len(self.nodes)} nodes are available: {detail}."
+            placement.reason = failed_scheduling(len(self.nodes), rejections)
             return False
         best = max(feasible, key=lambda n: (self._score(workload, n), -list(self.nodes).index(n.name)))
         requests, _ = workload.effective()

@@ -12,6 +12,8 @@ against a copy of itself). A test scripts, per Pod (`namespace/name`), what the 
 - `unanswered`: created, and no PodScheduled condition ever comes;
 - `after_delete`: when this Pod is deleted, these other Pods get bound to these nodes.
 
+Labelled Pods and ResourceQuotas are also listed and deleted across namespaces (`-A -l ...`), as `down` does.
+
 Unscripted Pods are admitted and bound to the cluster's first node. A ResourceQuota read by name
 shows a status as the quota controller would fill it (hard from its spec, used zero unless stored).
 
@@ -65,6 +67,12 @@ def kubectl(data: dict, store: dict, nodes: dict, args: list[str], objects: list
         selector = _option(args, "-l")
         items = [o for o in store.values() if o.get("kind") == kind and _labelled(o, selector)]
         return json.dumps({"kind": "List", "items": items})
+    if verb == "delete" and "-A" in args and args[1] in ("pods", "resourcequotas"):
+        # Every labelled one, in every namespace (`kubectl delete pods -A -l ...`): what `down` removes.
+        kind = {"pods": "Pod", "resourcequotas": "ResourceQuota"}[args[1]]
+        selector = _option(args, "-l")
+        gone = [k for k, o in store.items() if o.get("kind") == kind and _labelled(o, selector)]
+        return "\n".join(f'{args[1][:-1]} "{store.pop(k)["metadata"]["name"]}" deleted' for k in gone)
     if verb == "delete" and len(args) > 2 and args[1] in ("pod", "resourcequota") and not args[2].startswith("-"):
         kind = {"pod": "Pod", "resourcequota": "ResourceQuota"}[args[1]]
         name, ns = args[2], namespace or "default"

@@ -67,6 +67,44 @@ def test_bad_inventory_names_the_key(tmp_path, body, key):
         load_config()
 
 
+def test_scoring_weighs_cpu_and_memory_unless_the_config_names_gpus(tmp_path):
+    """gpu.score_resources: kube-scheduler's default (NodeResourcesFit scores cpu and memory, weight 1 each);
+    naming nvidia.com/gpu makes the GPU fraction count, as a scheduler profile naming it would."""
+    from sandbox.gpu.scheduler import Workload
+    from sandbox.profiles.local.scheduler import LocalScheduler
+
+    assert GpuConfig().score_resources == {"cpu": 1, "memory": 1}
+    tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+    def second_lands_on(config: GpuConfig, root) -> str:
+        backend = LocalScheduler(config, root)
+        for name, gpus in (("first", "3"), ("second", "1")):
+            workload = Workload(
+                name=name, requests={"cpu": "1", "memory": "1Gi"}, limits={"nvidia.com/gpu": gpus}, tolerations=tolerate
+            )
+            decision = backend.submit(workload)
+        return decision.node
+
+    # After `first` (3 GPUs, only gpu-a100 has them): gpu-a100 has more cpu and memory free, gpu-l4 more GPUs.
+    assert second_lands_on(GpuConfig(real_gpus="off"), tmp_path / "default") == "gpu-a100"
+    (tmp_path / "sandbox.yaml").write_text(
+        "gpu:\n  real_gpus: off\n  score_resources: {cpu: 1, memory: 1, nvidia.com/gpu: 1}\n"
+    )
+    config = load_config(tmp_path / "sandbox.yaml").gpu
+    assert config.score_resources == {"cpu": 1, "memory": 1, "nvidia.com/gpu": 1}
+    assert second_lands_on(config, tmp_path / "gpus") == "gpu-l4"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["gpu:\n  score_resources: {tpu: 1}\n", "gpu:\n  score_resources: {cpu: 0}\n", "gpu:\n  score_resources: {}\n"],
+)
+def test_bad_score_resources_name_the_key(tmp_path, body):
+    (tmp_path / "sandbox.yaml").write_text(body)
+    with pytest.raises(ConfigError, match=r"gpu\.score_resources"):
+        load_config()
+
+
 def test_rendered_objects_validate_against_the_kubernetes_schemas():
     config = GpuConfig(real_gpus="off")
     for obj in render.quota_objects(config):

@@ -28,6 +28,7 @@ from sandbox.profiles.kube.scheduler import (
     namespace_object,
     pod_object,
     quota_object,
+    remove_workloads,
 )
 from sandbox.profiles.kube.tools import ToolError, Tools
 from sandbox.profiles.kube.validate import check_objects
@@ -42,9 +43,9 @@ A100 = NodeSpec(name="a100", gpus=4, gpu_product="NVIDIA-A100-SXM4-80GB", cpu="3
 CPU = NodeSpec(name="cpu", cpu="8", memory="32Gi")
 QUOTA = QuotaSpec(namespace="team", name="team-quota", hard={"requests.nvidia.com/gpu": "4", "count/pods": "5"})
 TOLERATE_GPU = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-PENDING = (
-    "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
-    "2 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+PENDING = (  # kube-scheduler 1.36's wording
+    "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient nvidia.com/gpu. no new claims to "
+    "deallocate, preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
 )
 
 
@@ -359,7 +360,9 @@ def test_snapshot_from_the_nodes_pods_and_quotas_the_api_returns(fakes):
     unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": PENDING}
     pods = [
         pod("train", "team", "t-worker", {"nvidia.com/gpu": "3"}, {"cpu": "1", "memory": "1Gi"}),
-        pod("waits", "team", None, {"nvidia.com/gpu": "2"}, {}, created="10:00:05", cond=unschedulable),
+        pod(
+            "waits", "team", None, {"nvidia.com/gpu": "2"}, {}, phase="Pending", created="10:00:05", cond=unschedulable
+        ),
         pod("coredns", "kube-system", "t-worker", {"memory": "170Mi"}, {"cpu": "100m", "memory": "70Mi"}, ours=False),
         pod("done", "team", "t-worker", {"nvidia.com/gpu": "1"}, {}, phase="Succeeded"),  # frees what it held
     ]
@@ -400,6 +403,96 @@ def test_snapshot_from_the_nodes_pods_and_quotas_the_api_returns(fakes):
         )
     ]
     json.dumps(snapshot.to_dict())  # what `sandbox gpu status --json` prints
+
+
+def _store(fakes, *items: dict) -> None:
+    data = fakes.state()
+    store = data["objects"]["kind-t"]
+    for item in items:
+        namespace = item["metadata"].get("namespace", "")
+        store[f"{item['kind']}/{namespace}/{item['metadata']['name']}"] = item
+    fakes.seed(data)
+
+
+def test_a_pod_bound_to_a_node_is_pending_until_its_containers_run(fakes):
+    """`gpu status` shows the Pod's own phase: bound (PodScheduled=True) is not Running while the kubelet still
+    pulls the image; then the waiting container's reason says why. The phase the kubelet reports, whatever it is."""
+    labels = {"app.kubernetes.io/instance": "sbx", "ml-sandbox/gpu-workload": "true"}
+    scheduled = {"type": "PodScheduled", "status": "True"}
+
+    def pod(name: str, status: dict, created: str) -> dict:
+        meta = {"name": name, "namespace": "team", "labels": labels, "creationTimestamp": created}
+        return {"kind": "Pod", "metadata": meta, "spec": {"nodeName": "t-worker", "containers": []}, "status": status}
+
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "pause"'}}
+    _store(
+        fakes,
+        pod(
+            "pulling",
+            {
+                "phase": "Pending",
+                "conditions": [scheduled],
+                "containerStatuses": [{"name": "workload", "state": waiting}],
+            },
+            "10:00:01",
+        ),
+        pod("creating", {"phase": "Pending", "conditions": [scheduled]}, "10:00:02"),
+        pod("runs", {"phase": "Running", "conditions": [scheduled]}, "10:00:03"),
+        pod("lost", {"phase": "Unknown", "conditions": [scheduled]}, "10:00:04"),
+    )
+    assert [(w.name, w.phase, w.node, w.reason) for w in scheduler().snapshot().workloads] == [
+        ("pulling", "Pending", "t-worker", 'ImagePullBackOff: Back-off pulling image "pause"'),
+        ("creating", "Pending", "t-worker", ""),
+        ("runs", "Running", "t-worker", ""),
+        ("lost", "Unknown", "t-worker", ""),
+    ]
+
+
+def test_remove_workloads_deletes_the_backends_pods_quotas_and_namespaces_only(fakes):
+    """What `down` calls: this instance's workload Pods in every namespace, its quotas, the namespaces it created;
+    never a namespace it did not create, another instance's Pods, or anyone else's."""
+    sched = scheduler()
+    foreign = {"name": "theirs", "namespace": "shared", "labels": {"app": "x"}}
+    _store(
+        fakes,
+        {"kind": "Namespace", "metadata": {"name": "shared", "labels": {}}},  # the user's, there before
+        {"kind": "Pod", "metadata": foreign, "spec": {}, "status": {"phase": "Running"}},
+    )
+    for workload in (gpu("train", 2), gpu("sweep", 1, namespace="team-x"), gpu("side", 1, namespace="shared")):
+        assert sched.submit(workload).status == "Scheduled"
+    assert sched.submit(Workload(name="plain", requests={"cpu": "100m"})).status == "Scheduled"  # the stack's ns
+    sched.apply_quota(QuotaSpec(namespace="shared", name="gpu-cap", hard={"requests.nvidia.com/gpu": "2"}))
+    other = scheduler(instance="another")  # another sandbox on the same cluster
+    assert other.submit(gpu("mine", 1, namespace="theirs-ns")).status == "Scheduled"
+    # Someone else's Pod in a namespace the backend made: that namespace stays.
+    _store(fakes, {"kind": "Pod", "metadata": {**foreign, "namespace": "team-x"}, "spec": {}, "status": {}})
+    made = {k for k in fakes.objects("kind-t") if k.startswith("Namespace//")}
+    assert {"Namespace//team", "Namespace//team-x", "Namespace//theirs-ns"} <= made
+
+    kept = remove_workloads(Tools("kind-t"), "sbx")
+
+    assert kept == ["team-x"]
+    objects = fakes.objects("kind-t")
+    ours = [
+        k
+        for k, o in objects.items()
+        if (o.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/instance") == "sbx"
+        and o["kind"] in ("Pod", "ResourceQuota")
+    ]
+    assert ours == []
+    assert "Namespace//team" not in objects  # made by the backend, empty now: gone
+    for stays in ("Namespace//team-x", "Namespace//shared", "Namespace//ml-sandbox", "Namespace//theirs-ns"):
+        assert stays in objects, stays
+    assert "Pod/shared/theirs" in objects and "Pod/team-x/theirs" in objects  # never anyone else's
+    assert "Pod/theirs-ns/mine" in objects  # nor another instance's
+    lines = fakes.lines()
+    assert (
+        "kubectl delete pods -A -l app.kubernetes.io/managed-by=ml-sandbox,app.kubernetes.io/instance=sbx,"
+        "ml-sandbox/gpu-workload=true --ignore-not-found "
+        "--wait=true --timeout=120s" in lines
+    )
+    assert not any(line.startswith("kubectl delete namespace") and " shared" in line for line in lines)
+    assert remove_workloads(Tools("kind-t"), "sbx") == ["team-x"]  # again: nothing more to do, no error
 
 
 # --------------------------------------------------------------------------- the profile

@@ -25,6 +25,10 @@ Quotas and workloads in the namespace `default` go to the stack's namespace, as 
 quotas do (`manifests.quota_namespaces`). Namespaces a workload or quota needs are created,
 labelled, when missing (then their `default` ServiceAccount is waited for: Pods are refused until it
 exists); one the scheduler created is deleted with its last quota once no Pod is left in it.
+
+`remove_workloads(tools, instance)` is `down`'s part: it deletes the workload Pods (in every namespace, by
+their labels), the quotas the backend applied, and the namespaces the backend created (by their label; never
+a namespace it did not create).
 """
 
 from __future__ import annotations
@@ -418,19 +422,7 @@ class KubeScheduler:
                     real=spec.real,
                 )
             )
-        workloads = []
-        for pod in sorted(filter(self._ours, pods), key=_created):
-            node = pod.get("spec", {}).get("nodeName")
-            condition = status_condition(pod, "PodScheduled") or {}
-            workloads.append(
-                WorkloadState(
-                    namespace=pod["metadata"].get("namespace", "default"),
-                    name=pod["metadata"]["name"],
-                    phase="Running" if node else "Pending",
-                    node=node,
-                    reason="" if node else condition.get("message", ""),
-                )
-            )
+        workloads = [workload_state(pod) for pod in sorted(filter(self._ours, pods), key=_created)]
         quotas = [
             QuotaUsage(
                 namespace=q["metadata"].get("namespace", "default"),
@@ -441,6 +433,56 @@ class KubeScheduler:
             for q in self._list("resourcequotas", selector=f"app.kubernetes.io/instance={self.instance}")
         ]
         return SchedulerSnapshot(node_rows, workloads, quotas)
+
+
+def workload_state(pod: dict[str, Any]) -> WorkloadState:
+    """A workload Pod as `gpu status` shows it: its own phase (a Pod bound to a node stays Pending until its
+    containers run: the image pulled, the sandbox made), and while Pending, why: unbound, the FailedScheduling
+    message; bound, its first waiting container's reason (and message)."""
+    node = pod.get("spec", {}).get("nodeName")
+    phase = pod.get("status", {}).get("phase") or "Pending"
+    reason = ""
+    if phase == "Pending" and not node:
+        reason = (status_condition(pod, "PodScheduled") or {}).get("message", "")
+    elif phase == "Pending":
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason"):
+                reason = ": ".join(part for part in (waiting["reason"], waiting.get("message", "")) if part)
+                break
+    return WorkloadState(
+        namespace=pod["metadata"].get("namespace", "default"),
+        name=pod["metadata"]["name"],
+        phase=phase,
+        node=node,
+        reason=reason,
+    )
+
+
+def remove_workloads(tools: Tools, instance: str) -> list[str]:
+    """Remove what `sandbox gpu` made on the cluster for ``instance`` (for `down`): every workload Pod the
+    scheduler backend created, in any namespace (by its labels: this instance's, `WORKLOAD_LABEL`), every
+    ResourceQuota it applied (this instance's, component `quota`), then the namespaces it created itself (labelled
+    `NAMESPACE_LABEL` and this instance's), never one it did not create. A namespace it created that still holds
+    Pods of others is left in place: its name is returned (nothing else is), for the caller to report."""
+    instance_selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={instance}"
+    pods = f"{instance_selector},{WORKLOAD_LABEL}=true"
+    quotas = f"{instance_selector},app.kubernetes.io/component=quota"
+    made = f"{instance_selector},{NAMESPACE_LABEL}=true"
+    tools.run(tools.kubectl("delete", "pods", "-A", "-l", pods, "--ignore-not-found", "--wait=true", "--timeout=120s",
+                            timeout_s=180))  # fmt: skip
+    tools.run(tools.kubectl("delete", "resourcequotas", "-A", "-l", quotas, "--ignore-not-found", "--wait=false"))
+    listed = tools.output(tools.kubectl("get", "namespace", "-l", made, "-o", "json", mutates=False, timeout_s=60))
+    kept = []
+    for namespace in (json.loads(listed or "{}") or {}).get("items", []):
+        name = namespace["metadata"]["name"]
+        left = (tools.get_json("pods", namespace=name) or {}).get("items", [])
+        others = [p for p in left if (p.get("metadata", {}).get("labels") or {}).get(WORKLOAD_LABEL) != "true"]
+        if others:
+            kept.append(name)
+            continue
+        tools.run(tools.delete_namespace(name))
+    return kept
 
 
 def _created(pod: dict[str, Any] | None) -> tuple[str, str]:

@@ -36,7 +36,7 @@ def local_cluster(config: GpuConfig, root: Path, *, save: bool = True) -> Iterat
     path = state_file(root)
     state = json.loads(path.read_text()) if path.exists() else {}
     applied = [QuotaSpec(**q) for q in state.get("applied_quotas", [])]
-    cluster = Cluster(inventory_nodes(config), [*config.quotas, *applied], config.scoring)
+    cluster = Cluster(inventory_nodes(config), [*config.quotas, *applied], config.scoring, config.score_resources)
     cluster.load(state)
     yield cluster
     if save:
