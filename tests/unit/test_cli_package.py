@@ -50,7 +50,7 @@ def test_every_command_on_a_sandbox_takes_the_same_profile_dir_and_config_option
         assert options["dir"] == (("--dir", "-d"), "Sandbox state directory [default: .sandbox]"), path
         assert options["config"][0] == ("--config", "-c"), path
         seen += 1
-    assert seen == 21
+    assert seen == 22
 
 
 def test_the_top_level_commands_keep_their_order():
@@ -64,6 +64,7 @@ def test_the_top_level_commands_keep_their_order():
         "loadtest",
         "loadtest-worker",
         "doctor",
+        "diagnose",
         "scenario",
         "gpu",
         "serve",

@@ -153,7 +153,8 @@ def test_down_deletes_only_objects_carrying_its_labels(tmp_path, fakes):
     deletes = [line for line in fakes.mutating() if line.startswith("kubectl delete")]
     selector = f"-l app.kubernetes.io/managed-by=ml-sandbox,app.kubernetes.io/instance={instance}"
     assert deletes and all(selector in line for line in deletes)
-    assert all(" -n " in line for line in deletes)  # namespaced: never a cluster-scoped object
+    # Namespaced, or across namespaces by the labels (what `sandbox gpu` made): never a cluster-scoped object.
+    assert all(" -n " in line or " -A " in line for line in deletes)
     assert not [line for line in deletes if re.search(r"namespace|crd|customresourcedefinition|cluster", line)]
     remaining = fakes.objects(CONTEXT)
     assert set(FOREIGN) | set(crds()) <= set(remaining)

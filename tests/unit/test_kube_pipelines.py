@@ -479,7 +479,8 @@ def test_the_kind_profile_runs_pipelines_on_kfp_through_its_mapped_port_in_its_i
 
     assert isinstance(pipelines, KfpPipelineRunner)
     assert pipelines._api() == f"http://127.0.0.1:{state['host_ports']['kfp']}"
-    assert pipelines.image.base_image == versions.project_image()  # the image `up` built and loaded
+    assert pipelines.image.base_image == state["image"]  # the image `up` built and loaded
+    assert state["image"].startswith(versions.project_image() + "-")  # tagged by its build context's digest
     assert pipelines.spec.namespace == "ml-sandbox" and pipelines.tools.context == "kind-ml-sandbox"
     assert pipelines.endpoints.mlflow_tracking_uri == f"http://127.0.0.1:{state['host_ports']['mlflow']}"
     configured = get_profile(

@@ -196,7 +196,10 @@ def test_deploy_applies_one_validated_inference_service_running_the_projects_mod
                             "periodSeconds": 5,
                             "failureThreshold": 120,
                         },
-                        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "512Mi"},
+                            "limits": {"cpu": "2", "memory": "2Gi"},
+                        },
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
                             "privileged": False,
@@ -369,7 +372,26 @@ def registry(tmp_path, monkeypatch):
         "fraud-detector", source=f"models:/{logged.model_id}", model_id=logged.model_id
     )
     client.set_registered_model_alias("fraud-detector", "champion", version.version)
+    # FAKE: the logged model has no files, so its MLmodel is this one (a cloudpickle model, which the kserve-mlserver
+    # runtime loads); test_kserve_mlserver_refuses_a_skops_model_from_the_registry reads a skops one.
+    monkeypatch.setattr(
+        kube_serving, "_mlmodel", lambda *_: {"flavors": {"sklearn": {"serialization_format": "cloudpickle"}}}
+    )
     return uri, f"s3://mlflow-artifacts/7/models/{logged.model_id}/artifacts"
+
+
+def test_kserve_mlserver_refuses_a_skops_model_from_the_registry(registry, monkeypatch):
+    uri, _ = registry
+    read = []
+
+    def skops(location, tracking_uri):
+        read.append((location, tracking_uri))
+        return {"flavors": {"sklearn": {"serialization_format": "skops"}}}
+
+    monkeypatch.setattr(kube_serving, "_mlmodel", skops)
+    with pytest.raises(ConfigError, match="serialized with 'skops'"):
+        kube_serving.resolve_storage_uri("models:/fraud-detector@champion", uri)
+    assert read == [(read[0][0], uri)] and read[0][0].startswith("mlflow-artifacts:/7/models/")
 
 
 def test_storage_uri_is_resolved_from_the_registry_by_version_and_by_alias(registry):
@@ -430,7 +452,7 @@ def test_the_kserve_mlserver_runtime_gets_storage_uri_and_an_s3_service_account(
                 "protocolVersion": "v2",
                 "runtime": "kserve-mlserver",
                 "storageUri": folder,
-                "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
             },
         }
     }

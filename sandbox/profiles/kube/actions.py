@@ -415,6 +415,10 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> KubeA
             return None
         if any(not _workload_ready(o) for o in found if o.get("kind") in WORKLOADS):
             return None
+        # A workload whose pods name another image (the project's, after a code change) is applied again: it rolls.
+        wanted = {ref_of(o): _images(o) for o in namespaced if o["kind"] in (*WORKLOADS, "Job")}
+        if any(ref_of(o) in wanted and _images(o) != wanted[ref_of(o)] for o in found):
+            return None
         return f"{len(objects)} objects present"
 
     created: list[dict[str, Any]] = []  # namespaces this run made: the only ones its undo may delete
@@ -453,6 +457,10 @@ def ref_of(obj: dict[str, Any]) -> Ref:
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return manifests.containers(obj)
+
+
+def _images(obj: dict[str, Any]) -> list[str]:
+    return [container.get("image", "") for container in _containers(obj)]
 
 
 def _existing(tools: Tools, namespace: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:

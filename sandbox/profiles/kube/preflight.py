@@ -84,8 +84,9 @@ def docker_daemon_checks() -> list[Check]:
     ]
 
 
-# Kubeflow Pipelines publishes its images for linux/amd64 only (open upstream issues ask for arm64), and kind's
-# nodes run the host's architecture: on an arm64 host (Apple Silicon) KFP's pods fail with `exec format error`.
+# Kubeflow Pipelines 2.17.0 does not publish every image for arm64 (`kfp-metadata-writer` is linux/amd64 only;
+# open upstream issues ask for arm64), and kind's nodes run the host's architecture: on an arm64 host (Apple
+# Silicon) that pod never starts and KFP never gets Ready.
 AMD64 = ("x86_64", "amd64")
 
 
@@ -97,7 +98,12 @@ def architecture_checks(machine: str | None = None) -> list[Check]:
         Check(
             "amd64 host",
             ok,
-            f"this machine is {machine}" + ("" if ok else ": Kubeflow Pipelines' images are linux/amd64 only"),
+            f"this machine is {machine}"
+            + (
+                ""
+                if ok
+                else ": Kubeflow Pipelines' images are not all built for it (kfp-metadata-writer is amd64 only)"
+            ),
             fix="run the kind profile on an amd64 machine (a Linux x86-64 host or CI runner), or use the "
             "cluster profile on an amd64 cluster; the local profile runs on arm64 (pipelines through kfp.local)",
         )

@@ -34,7 +34,7 @@ from sandbox.profiles.kube import actions, diagnostics, invariants, manifests, p
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.pipelines import runner_for
 from sandbox.profiles.kube.portforward import PortForwards
-from sandbox.profiles.kube.scheduler import KubeScheduler
+from sandbox.profiles.kube.scheduler import KubeScheduler, remove_workloads
 from sandbox.profiles.kube.status import component_statuses, pod_logs
 from sandbox.profiles.kube.tools import ToolError, Tools
 
@@ -268,7 +268,15 @@ class KubeProfile(Profile):
             if purge:
                 import shutil
 
-                shutil.rmtree(self.folder, ignore_errors=True)  # the lock file too: it is released on leaving
+                if keep_cluster:  # the cluster is still this sandbox's: keep what names it (and its host ports)
+                    for path in self.folder.iterdir():
+                        if path.name not in ("state.json", "sandbox.lock"):
+                            if path.is_dir():
+                                shutil.rmtree(path)
+                            else:
+                                path.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(self.folder, ignore_errors=True)  # the lock file too: it is released on leaving
 
     @abc.abstractmethod
     def _remove(self, state: KubeState, *, keep_cluster: bool) -> None: ...
@@ -297,12 +305,14 @@ class KubeProfile(Profile):
         quota_namespaces = [
             q.namespace for q in self.config.gpu.quotas if q.namespace not in ("default", state.namespace)
         ]
+        kept: list[str] = []
         with ui.step(f"Delete the stack's objects in {state.namespace} ({selector})"):
             tools.run(tools.delete_labelled(kinds, namespace=state.namespace, selector=selector))
             for namespace in dict.fromkeys(quota_namespaces):
                 tools.run(
                     tools.delete_labelled(["resourcequotas", "limitranges"], namespace=namespace, selector=selector)
                 )
+            kept = remove_workloads(tools, state.instance)  # what `sandbox gpu` made, in any namespace
             tools.run(
                 tools.delete_labelled(
                     ["secrets", "jobs", "services", "networkpolicies"],
@@ -310,6 +320,8 @@ class KubeProfile(Profile):
                     selector=selector,
                 )
             )
+        if kept:
+            ui.err.print(f"Kept namespace(s) {', '.join(kept)}: the sandbox made them, but they hold others' pods.")
 
     def diagnose(self, out: Path | None = None) -> Path:
         """One archive (`kube/diagnostics.py`) of events, pod descriptions and logs from every namespace the
@@ -455,7 +467,7 @@ class KubeProfile(Profile):
         state = self._running_state()
         image = self.config.pipelines
         if "base_image" not in image.model_fields_set:  # the default: the image this profile built or was given
-            image = image.model_copy(update={"base_image": self._image()})
+            image = image.model_copy(update={"base_image": state.image or self._image()})
         spec, port = self._spec(state, self._stack_secrets()), state.host_ports[manifests.KFP]
         endpoints = self._endpoints(state)
         return runner_for(state.context, port, spec, image, endpoints, forwards_folder=self.folder / "forwards")

@@ -122,10 +122,10 @@ NVIDIA_TOOLKIT_APT = "https://nvidia.github.io/libnvidia-container"
 # KFP standalone: `kubectl apply -k` of the cluster-scoped resources, a wait for the Application CRD,
 # then env/platform-agnostic (MySQL + SeaweedFS; kubeflow/pipelines manifests/kustomize/env/
 # platform-agnostic/kustomization.yaml). Not env/dev-kind (its API server has 0 replicas).
-# 2.17.2 is the newest patch of 2.17 found: public install scripts apply both paths with `?ref=2.17.2`
-# (found with `find_string`), and kubeflow/website#4471 releases 2.17.1 (Aug 2026). The tag itself
-# could not be opened here (no network): a user's first `up` is its real check.
-KFP_VERSION = "2.17.2"
+# 2.17.0: the tag every KFP fact the plan relies on was read at (kubeflow/pipelines snapshot, December 2026;
+# docs/kind.md "Upstream facts"): its Services, Secret, Deployments, NetworkPolicies and CRDs. 2.17.1 and 2.17.2
+# were released later (release PRs #14182, #14272) and were not read: move the pin only with the facts.
+KFP_VERSION = "2.17.0"
 KFP_NAMESPACE = "kubeflow"
 _KFP_KUSTOMIZE = "github.com/kubeflow/pipelines/manifests/kustomize"
 KFP_KUSTOMIZE: tuple[str, ...] = (
