@@ -6,7 +6,7 @@ stack's labelled objects.
 
 GPUs: the inventory's fake GPU nodes advertise `nvidia.com/gpu` on their status; when NVML finds
 this machine's GPUs (`gpu.real_gpus: auto|on`), their node is made the way NVIDIA's nvkind makes
-one (`actions.real_gpus`), provided the host is set up for it (`preflight.real_gpu_checks`). With
+one (`node_actions.real_gpus`), provided the host is set up for it (`preflight.real_gpu_checks`). With
 `auto` and a host that is not, that node falls back to fake GPUs, with a warning.
 """
 

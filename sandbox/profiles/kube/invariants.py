@@ -20,7 +20,7 @@ from typing import Any
 from sandbox.config import KubeTimeouts
 from sandbox.errors import ConfigError
 from sandbox.profiles.kube import manifests, upstream
-from sandbox.profiles.kube.actions import KubeAction, Ref, ref_of
+from sandbox.profiles.kube.plan import KubeAction, Ref, ref_of
 
 _PINNED = re.compile(r"^[^@\s]+:[^@\s/]+@sha256:[0-9a-f]{64}$")
 _TIMEOUT = re.compile(r"--(?:timeout|wait)[= ](\d+)s\b")
