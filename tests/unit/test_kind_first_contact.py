@@ -162,6 +162,22 @@ def test_a_failed_first_up_leaves_no_state_for_other_commands(tmp_path, fakes):
     assert result.exit_code == ExitCode.NOT_RUNNING, result.output
 
 
+def test_diagnose_reads_a_cluster_kept_before_the_stack_existed_and_says_when_it_is_gone(tmp_path, fakes):
+    fakes.fail(r"^kind load docker-image")  # before any namespace of the stack exists
+    with pytest.raises(SandboxError):
+        kind_profile(tmp_path).up(keep=True)
+    fakes.fail(None)
+    out = tmp_path / "early.tar.gz"
+    args = ["diagnose", "--profile", "kind", "--dir", str(tmp_path / "sb"), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with tarfile.open(out) as archive:
+        assert any(name.endswith("/cluster/nodes.txt") for name in archive.getnames())
+    subprocess.run(["kind", "delete", "cluster", "--name", "ml-sandbox"], check=True, capture_output=True)
+    gone = CliRunner().invoke(app, args)
+    assert gone.exit_code == ExitCode.NOT_RUNNING and "cannot be read" in gone.output
+
+
 def test_diagnose_without_a_sandbox_says_so_and_exits_non_zero(tmp_path):
     result = CliRunner().invoke(app, ["diagnose", "--profile", "kind", "--dir", str(tmp_path / "sb")])
     assert result.exit_code == ExitCode.NOT_RUNNING

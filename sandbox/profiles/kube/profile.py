@@ -348,7 +348,9 @@ class KubeProfile(Profile):
     def _require_cluster(self, state: KubeState) -> None:
         """The cluster the state names answers, or NotRunningError saying it is gone."""
         try:
-            Tools(state.context).run(Tools(state.context).get("namespace", state.namespace))
+            # /version answers any authenticated client, whether or not the stack's namespace exists yet.
+            tools = Tools(state.context)
+            tools.run(tools.kubectl("version", "-o", "json", mutates=False, timeout_s=30))
         except ToolError as exc:
             detail = (exc.details or exc.message).strip().splitlines()[-1]
             raise NotRunningError(
