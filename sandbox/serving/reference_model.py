@@ -51,28 +51,31 @@ def synthetic_data(
     return frame, labels
 
 
-def log_forest(model, features, *, registered_model_name: str, seed: int = 0):
+def log_forest(model, features, *, registered_model_name: str, seed: int = 0, serialization: str = "skops"):
     """Log a fitted tree ensemble to the active run and register it, with its drift reference.
 
-    Saved with skops (not pickle), the tree type trusted; a signature from the
-    features; the training reference (sandbox.serving.reference) beside it.
-    Returns MLflow's ModelInfo.
+    Saved with skops (not pickle) by default, the tree type trusted; `serialization="cloudpickle"` for a
+    runtime whose MLflow predates skops (KServe's kserve-mlserver: docs/kind.md); a signature from the
+    features; the training reference (sandbox.serving.reference) beside it. Returns MLflow's ModelInfo.
     """
     import mlflow
     from mlflow.models import infer_signature
 
     from sandbox.serving.reference import log_reference
 
+    if serialization not in ("skops", "cloudpickle"):
+        raise ValueError(f"serialization must be skops or cloudpickle, not {serialization!r}")
     predictions = model.predict(features)
     log_reference(features, predictions, seed=seed)
+    skops = {"skops_trusted_types": TRUSTED_SKOPS_TYPES} if serialization == "skops" else {}
     return mlflow.sklearn.log_model(
         model,
         name="model",
         registered_model_name=registered_model_name,
         signature=infer_signature(features, predictions),
-        serialization_format="skops",
-        skops_trusted_types=TRUSTED_SKOPS_TYPES,
-        pip_requirements=["scikit-learn", "skops"],  # skips MLflow's slow requirement inference
+        serialization_format=serialization,
+        pip_requirements=["scikit-learn", serialization],  # skips MLflow's slow requirement inference
+        **skops,
     )
 
 
@@ -84,6 +87,7 @@ def register_reference_model(
     features: int = 8,
     seed: int = 0,
     experiment: str = "reference-model",
+    serialization: str = "skops",
 ) -> ReferenceModel:
     import mlflow
     from sklearn.ensemble import RandomForestClassifier
@@ -96,7 +100,7 @@ def register_reference_model(
     with mlflow.start_run() as run:
         mlflow.log_params({"n_estimators": n_estimators, "features": features, "seed": seed})
         mlflow.log_metric("train_accuracy", accuracy)
-        info = log_forest(model, frame, registered_model_name=name, seed=seed)
+        info = log_forest(model, frame, registered_model_name=name, seed=seed, serialization=serialization)
     return ReferenceModel(
         name=name, version=str(info.registered_model_version), run_id=run.info.run_id, accuracy=accuracy
     )

@@ -246,3 +246,26 @@ def test_kserve_mlserver_refuses_a_skops_model_and_takes_a_cloudpickle_one():
     assert "cloudpickle" in info.value.hint
     refuse_unloadable_by_mlserver({"flavors": {"sklearn": {"serialization_format": "cloudpickle"}}}, "models:/f/1")
     refuse_unloadable_by_mlserver({"flavors": {"python_function": {}}}, "models:/f/1")
+
+
+def test_the_reference_forest_logged_with_cloudpickle_is_what_kserve_mlserver_accepts(tmp_path, monkeypatch):
+    import mlflow
+
+    from sandbox.serving.reference_model import register_reference_model
+
+    monkeypatch.chdir(tmp_path)  # the sqlite store keeps artifacts under ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_registry_uri(uri)
+    flavors = {}
+    try:
+        for serialization in ("skops", "cloudpickle"):
+            name = f"forest-{serialization}"
+            register_reference_model(uri, name, n_estimators=3, serialization=serialization)
+            flavors[serialization] = {"flavors": mlflow.models.get_model_info(f"models:/{name}/1").flavors}
+    finally:  # MLflow keeps both in globals: leave none for the next test
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    assert flavors["cloudpickle"]["flavors"]["sklearn"]["serialization_format"] == "cloudpickle"
+    refuse_unloadable_by_mlserver(flavors["cloudpickle"], "models:/forest-cloudpickle/1")
+    with pytest.raises(ConfigError, match="skops"):
+        refuse_unloadable_by_mlserver(flavors["skops"], "models:/forest-skops/1")
