@@ -14,7 +14,7 @@ so they are checked on every plan: by `up` before it runs anything, by `up --dry
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sandbox.config import KubeTimeouts
@@ -48,6 +48,13 @@ def _made_by(action: KubeAction) -> list[Ref]:
     # A workload's, a Job's or a namespace's pods: what a `wait pods` in that namespace waits for.
     made += [("pod", ref[1], "*") for ref in made if ref[0] in ("deployment", "statefulset", "job", "daemonset")]
     return made
+
+
+def _applied(actions: Sequence[KubeAction]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(how a problem names the action, object) for every object every action applies, in plan order."""
+    for number, action in enumerate(actions, 1):
+        for obj in action.effects.applies:
+            yield f"action {number} ({action.title})", obj
 
 
 def images(actions: Sequence[KubeAction]) -> list[str]:
@@ -88,50 +95,44 @@ def upstream_untouched(actions: Sequence[KubeAction]) -> list[str]:
     theirs = set(upstream.all_objects())
     for action in actions:
         theirs.update(action.effects.upstream)
-    for number, action in enumerate(actions, 1):
-        for obj in action.effects.applies:
-            labelled = _OWN in (obj.get("metadata", {}).get("labels") or {})
-            if labelled and ref_of(obj) in theirs:
-                problems.append(
-                    f"(c) action {number} ({action.title}): {_name(obj)} belongs to an upstream install but carries "
-                    f"the sandbox's labels, so `down` would delete it"
-                )
+    for where, obj in _applied(actions):
+        if _OWN in (obj.get("metadata", {}).get("labels") or {}) and ref_of(obj) in theirs:
+            problems.append(
+                f"(c) {where}: {_name(obj)} belongs to an upstream install but carries the sandbox's labels, "
+                "so `down` would delete it"
+            )
     return problems
 
 
 def network_policies(actions: Sequence[KubeAction]) -> list[str]:
     problems = []
-    for number, action in enumerate(actions, 1):
-        for obj in action.effects.applies:
-            if obj.get("kind") != "NetworkPolicy":
-                continue
-            selector = obj.get("spec", {}).get("podSelector") or {}
-            labels = selector.get("matchLabels") or {}
-            if labels.get(_OWN) != manifests.MANAGED_BY or "app.kubernetes.io/instance" not in labels:
-                problems.append(
-                    f"(d) action {number} ({action.title}): {_name(obj)} selects pods by {labels or 'nothing'}: "
-                    f"it may select pods the sandbox did not make (select on {_OWN} and the instance label)"
-                )
+    for where, obj in _applied(actions):
+        if obj.get("kind") != "NetworkPolicy":
+            continue
+        labels = (obj.get("spec", {}).get("podSelector") or {}).get("matchLabels") or {}
+        if labels.get(_OWN) != manifests.MANAGED_BY or "app.kubernetes.io/instance" not in labels:
+            problems.append(
+                f"(d) {where}: {_name(obj)} selects pods by {labels or 'nothing'}: it may select pods the sandbox "
+                f"did not make (select on {_OWN} and the instance label)"
+            )
     return problems
 
 
 def resources(actions: Sequence[KubeAction]) -> list[str]:
     problems = []
-    for number, action in enumerate(actions, 1):
-        for obj in action.effects.applies:
-            for container in manifests.containers(obj):
-                given = container.get("resources") or {}
-                missing = [
-                    f"{part}.{resource}"
-                    for part in ("requests", "limits")
-                    for resource in ("cpu", "memory")
-                    if resource not in (given.get(part) or {})
-                ]
-                if missing:
-                    problems.append(
-                        f"(e) action {number} ({action.title}): container {container.get('name')} of {_name(obj)} "
-                        f"sets no {', '.join(missing)}"
-                    )
+    for where, obj in _applied(actions):
+        for container in manifests.containers(obj):
+            given = container.get("resources") or {}
+            missing = [
+                f"{part}.{resource}"
+                for part in ("requests", "limits")
+                for resource in ("cpu", "memory")
+                if resource not in (given.get(part) or {})
+            ]
+            if missing:
+                problems.append(
+                    f"(e) {where}: container {container.get('name')} of {_name(obj)} sets no {', '.join(missing)}"
+                )
     return problems
 
 
