@@ -123,6 +123,29 @@ def test_kfp_is_left_working_by_down_keep_cluster_and_a_later_up_rotates_new_key
     assert any("exec deploy/seaweedfs" in line for line in fakes.mutating()), "the new keys were not rotated in"
 
 
+def test_down_keep_cluster_removes_what_sandbox_gpu_made_and_nothing_else(tmp_path, fakes):
+    from sandbox.profiles.kube.scheduler import NAMESPACE_LABEL, WORKLOAD_LABEL
+
+    prof = kind_profile(tmp_path)
+    prof.up()
+    instance = prof._read_state().instance
+    ours = {**manifests.instance_labels(instance, "gpu"), WORKLOAD_LABEL: "true"}
+    data = fakes.state()
+    store = data["objects"]["kind-ml-sandbox"]
+    made = {"name": "team-z", "labels": {**manifests.instance_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}}
+    store["Namespace//team-z"] = {"kind": "Namespace", "metadata": made}
+    store["Namespace//theirs"] = {"kind": "Namespace", "metadata": {"name": "theirs", "labels": {}}}
+    for namespace, name, labels in (("team-z", "train", ours), ("theirs", "job", ours), ("theirs", "app", {"a": "b"})):
+        pod = {"name": name, "namespace": namespace, "labels": labels}
+        store[f"Pod/{namespace}/{name}"] = {"kind": "Pod", "metadata": pod, "spec": {}, "status": {"phase": "Pending"}}
+    fakes.seed(data)
+    prof.down(keep_cluster=True)
+    left = fakes.objects("kind-ml-sandbox")
+    assert "Pod/team-z/train" not in left and "Pod/theirs/job" not in left  # the backend's, in any namespace
+    assert "Namespace//team-z" not in left  # the namespace it made
+    assert "Pod/theirs/app" in left and "Namespace//theirs" in left  # never anyone else's
+
+
 # --------------------------------------------------------------------------- 4. failure evidence
 
 
