@@ -12,7 +12,7 @@ IMAGE   ?= ml-sandbox:$(VERSION)
 DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox diagnose down purge status test unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
+.PHONY: help install sandbox diagnose down purge status test nightly unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,16 +48,27 @@ status: install  ## show the sandbox's services
 scenarios: install  ## run the production checklist on the running sandbox; JUnit + HTML into reports/
 	$(BIN)/sandbox checklist --junit reports/junit.xml --report reports/checklist
 
+# The long cases' sizes: `make test` (CI) runs them small, `make nightly` at full size.
+STORM_CYCLES  ?= 3
+FUZZ_EXAMPLES ?= 400
+# Each suite keeps its evidence: every test's duration in the log, a JUnit file under reports/.
+REPORTS := reports
+
 test: lint unit integration faults  ## everything CI runs
 
+nightly:  ## the long cases at full size: a 20-cycle restart storm, 5,000 fuzzed bodies per protocol and model
+	$(MAKE) test STORM_CYCLES=20 FUZZ_EXAMPLES=5000
+
 unit: install  ## fast tests, no services
-	$(PYTEST) tests/unit -q --durations=10
+	$(PYTEST) tests/unit -q --durations=0 --junitxml=$(REPORTS)/junit-unit.xml
 
 integration: install  ## tests against a real stack they start and stop themselves
-	$(PYTEST) tests/integration -q -m integration --durations=15
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) tests/integration -q -m integration --durations=0 \
+		--junitxml=$(REPORTS)/junit-integration.xml
 
 faults: install  ## kill -9, damaged state, racing commands, another user: prints what was acknowledged and lost
-	$(PYTEST) tests/faults -q -m integration --durations=15
+	FAULTS_STORM_CYCLES=$(STORM_CYCLES) $(PYTEST) tests/faults -q -m integration --durations=0 \
+		--junitxml=$(REPORTS)/junit-faults.xml
 
 lint: install  ## ruff lint and format check, the import contracts (layers, profile internals, no cycles), actionlint
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the model server over HTTP and gRPC: no generated body gets a 5xx.
 
 For the tensor model (a RandomForest logged from numpy) and the string-column
-model (a OneHotEncoder pipeline), hypothesis generates at least 5,000 bodies per
+model (a OneHotEncoder pipeline), hypothesis generates FUZZ_EXAMPLES bodies (400; 5,000 in `make nightly`) per
 protocol: JSON of every shape with non-finite and out-of-range numbers, wrong
 types and shapes, invalid text, deep nesting, bodies over the limit (sent with
 a Content-Length and chunked), wrong or missing Content-Type, V2 binary
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 
 import grpc
@@ -28,7 +29,9 @@ from sandbox.serving.payloads import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 5_000
+# Bodies per protocol and model: `make test` sends a few hundred (every class the strategies draw comes up many
+# times over), `make nightly` 5,000 (FUZZ_EXAMPLES).
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZED = ["forest_numpy", "pipeline_onehot"]
 CONTENT_TYPES = [None, "application/json", "text/plain", "application/octet-stream", "application/json; charset=x"]
 
