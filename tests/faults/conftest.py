@@ -1,6 +1,7 @@
 """Fault tests: kill -9 components of a real local stack under traffic and count what survived.
 
-They reuse the integration tests' `Stack` (tests/integration/conftest.py) and are marked `integration`.
+They use the `Stack` and the session stack of tests/stacks.py (as the integration tests do) and are marked
+`integration`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.ledger import Ledger
-from tests.integration.conftest import Stack, _session_stack, mlflow_env, stack  # noqa: F401 - shared fixtures
+from tests.stacks import Stack, _session_stack, mlflow_env, stack  # noqa: F401 - shared fixtures
 
 
 @pytest.fixture(scope="module")

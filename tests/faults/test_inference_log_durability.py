@@ -27,8 +27,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
 from sandbox.serving.inference_log import JOURNAL_DIR
 from sandbox.serving.journal import unshipped_rows
-from tests.faults.test_self_healing import _settled, _wait_for
-from tests.integration.conftest import Stack, local_pid
+from tests.faults import recovery
+from tests.stacks import Stack, local_pid
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,9 @@ def test_kill_9_under_traffic_loses_no_answered_row_and_writes_none_twice(stack,
             else:
                 time.sleep(1.0)  # clients keep sending, and are refused
         # No `sandbox up`: the supervisor brings back what was killed (PostgreSQL before the server needing it).
-        _wait_for(lambda: _settled(stack.status()), "the killed components back, by the supervisor", stack)
+        recovery.wait_for(
+            lambda: recovery.settled(stack.status()), "the killed components back, by the supervisor", stack
+        )
     assert len(traffic.answered) >= 200 + 200 * journaled_while_postgres_away
     assert traffic.failures > 0 or "server" not in kills  # the server was down while clients sent
 

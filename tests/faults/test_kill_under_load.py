@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from sandbox.serving.reference_model import synthetic_data
-from tests.faults.test_self_healing import _kill, _pids, _settled, _wait_for
-from tests.integration.conftest import Stack
+from tests.faults import recovery
+from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def stack(split: Stack, monkeypatch) -> Stack:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # one try per write: acknowledged or failed
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     split.running()
-    _wait_for(lambda: _settled(split.status()), "the stack running and its supervisor idle", split)
+    recovery.wait_for(lambda: recovery.settled(split.status()), "the stack running and its supervisor idle", split)
     return split
 
 
@@ -194,7 +194,7 @@ class RouterTraffic:
 def _component_pid(stack: Stack, component: str) -> int:
     status = stack.status()
     name = {"router": SPLIT, "model server": f"{SPLIT}-a"}.get(component, component)
-    return _pids(status)[name]
+    return recovery.pids(status)[name]
 
 
 @pytest.mark.parametrize("component", ["postgres", "s3", "mlflow", "model server", "router"])
@@ -203,20 +203,22 @@ def test_kill_9_under_write_load_loses_nothing_acknowledged_and_heals_itself(sta
     router_url = endpoints.inference[SPLIT].v1_predict
     prefix = f"kill-{component.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
     with MlflowWriter(endpoints.mlflow_tracking_uri, prefix) as writer, RouterTraffic(router_url, prefix) as traffic:
-        _wait_for(lambda: len(writer.runs) >= 5 and len(traffic.answered) >= 50, "writes before the kill", stack)
+        recovery.wait_for(
+            lambda: len(writer.runs) >= 5 and len(traffic.answered) >= 50, "writes before the kill", stack
+        )
         victim = _component_pid(stack, component)
         killed_at = time.monotonic()
-        _kill(victim)
+        recovery.kill(victim)
         # Healed by the supervisor, not by us: every component running again, the victim with a new pid.
-        _wait_for(
-            lambda: _settled(stack.status()) and _component_pid(stack, component) != victim,
+        recovery.wait_for(
+            lambda: recovery.settled(stack.status()) and _component_pid(stack, component) != victim,
             f"{component} back without `sandbox up`",
             stack,
         )
         recovery_s = time.monotonic() - killed_at
         acknowledged_before = writer.acknowledged + len(traffic.answered)
         # And the clients' URIs work again: writes and answers go on after the recovery.
-        _wait_for(
+        recovery.wait_for(
             lambda: writer.acknowledged + len(traffic.answered) >= acknowledged_before + 20,
             "writes acknowledged again after the recovery",
             stack,

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import time
-from collections.abc import Callable
 from urllib.parse import urlparse
 
 import httpx
@@ -22,12 +19,12 @@ import pytest
 
 from sandbox.endpoints import Endpoints
 from sandbox.serving.reference_model import synthetic_data
-from tests.integration.conftest import Stack, local_pid
+from tests.faults import recovery
+from tests.stacks import Stack, local_pid
 
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "healer"
-DEADLINE_S = 300  # generous: MLflow takes 10-20 s to start on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -41,50 +38,10 @@ def stack(deployed: Stack, monkeypatch) -> Stack:
     """The module's stack, running and supervised (a test before may have killed, crashed or stopped parts)."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # each client try fails fast; the test polls
     deployed.running()
-    _wait_for(lambda: _settled(deployed.status()), "the stack running and its supervisor idle", deployed)
+    recovery.wait_for(
+        lambda: recovery.settled(deployed.status()), "the stack running and its supervisor idle", deployed
+    )
     return deployed
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _settled(status: dict) -> bool:
-    states = {s["name"]: s["state"] for s in status["services"]} | {
-        d["name"]: d["state"] for d in status["deployments"]
-    }
-    detail = _entry(status, "supervisor")["detail"]  # e.g. "2 restarts (mlflow 1, healer 1)"
-    return set(states.values()) == {"running"} and not any(word in detail for word in ("restarting", "pending"))
-
-
-def _entry(status: dict, name: str) -> dict:
-    return next(e for e in status["services"] + status["deployments"] if e["name"] == name)
-
-
-def _pids(status: dict) -> dict[str, int]:
-    return {e["name"]: local_pid(e) for e in status["services"] + status["deployments"] if e["instance"]}
-
-
-def _wait_for(check: Callable[[], object], what: str, stack: Stack, deadline_s: float = DEADLINE_S):
-    """Poll ``check`` until it returns something true (exceptions count as not yet); fail with the supervisor's log."""
-    deadline = time.monotonic() + deadline_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as exc:  # noqa: BLE001 - not there yet
-            last = exc
-        time.sleep(0.5)
-    log = stack.cli("logs", "supervisor", "-n", "40", check=False).stdout
-    raise AssertionError(f"not within {deadline_s}s: {what} (last: {last!r})\nsupervisor log:\n{log}")
-
-
-def _kill(pid: int) -> None:
-    proc = psutil.Process(pid)
-    os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def _predict(url: str) -> list:
@@ -130,23 +87,23 @@ def _state_file(stack: Stack) -> dict:
 def test_a_killed_service_comes_back_on_its_port_and_only_it_restarts(stack, service):
     before = stack.status()
     endpoints = Endpoints(**before["endpoints"])
-    was = _entry(before, service)
-    pids = _pids(before)
+    was = recovery.entry(before, service)
+    pids = recovery.pids(before)
     predict_url = endpoints.inference[DEPLOYMENT].v1_predict
     expected = _predict(predict_url)
 
-    _kill(pids[service])
+    recovery.kill(pids[service])
 
     def back() -> dict | None:
-        entry = _entry(stack.status(), service)
+        entry = recovery.entry(stack.status(), service)
         return entry if entry["state"] == "running" and local_pid(entry) != pids[service] else None
 
-    now = _wait_for(back, f"{service} running again", stack)
+    now = recovery.wait_for(back, f"{service} running again", stack)
     assert (now["port"], now["url"]) == (was["port"], was["url"])
-    assert _wait_for(lambda: _client_works(service, endpoints), f"a client of the old {service} URI", stack)
+    assert recovery.wait_for(lambda: _client_works(service, endpoints), f"a client of the old {service} URI", stack)
     # The model server kept serving through it, at the URL it had, with the same answers.
-    assert _wait_for(lambda: _predict(predict_url) == expected, "a prediction at the old model URL", stack)
-    after = _pids(stack.status())
+    assert recovery.wait_for(lambda: _predict(predict_url) == expected, "a prediction at the old model URL", stack)
+    after = recovery.pids(stack.status())
     assert {name: pid for name, pid in after.items() if name != service} == {
         name: pid for name, pid in pids.items() if name != service
     }  # the others (and the supervisor) were left alone
@@ -155,23 +112,23 @@ def test_a_killed_service_comes_back_on_its_port_and_only_it_restarts(stack, ser
 
 def test_a_killed_model_server_comes_back_on_its_url(stack):
     before = stack.status()
-    was = _entry(before, DEPLOYMENT)
-    pids = _pids(before)
+    was = recovery.entry(before, DEPLOYMENT)
+    pids = recovery.pids(before)
     predict_url = Endpoints(**before["endpoints"]).inference[DEPLOYMENT].v1_predict
     expected = _predict(predict_url)
 
-    _kill(pids[DEPLOYMENT])
+    recovery.kill(pids[DEPLOYMENT])
 
     def back() -> dict | None:
-        entry = _entry(stack.status(), DEPLOYMENT)
+        entry = recovery.entry(stack.status(), DEPLOYMENT)
         return entry if entry["state"] == "running" and local_pid(entry) != pids[DEPLOYMENT] else None
 
-    now = _wait_for(back, f"deployment {DEPLOYMENT} running again", stack)
+    now = recovery.wait_for(back, f"deployment {DEPLOYMENT} running again", stack)
     assert now["url"] == was["url"]
-    assert _wait_for(lambda: _predict(predict_url) == expected, "a prediction at the old model URL", stack)
-    after = _pids(stack.status())
+    assert recovery.wait_for(lambda: _predict(predict_url) == expected, "a prediction at the old model URL", stack)
+    after = recovery.pids(stack.status())
     assert {n: p for n, p in after.items() if n != DEPLOYMENT} == {n: p for n, p in pids.items() if n != DEPLOYMENT}
-    detail = _entry(stack.status(), "supervisor")["detail"]
+    detail = recovery.entry(stack.status(), "supervisor")["detail"]
     assert f"{DEPLOYMENT} " in detail and "restart" in detail, detail
 
 
@@ -182,16 +139,16 @@ def test_a_deployment_that_cannot_come_back_ends_crash_looping_not_restarted_for
     stack.cli("serve", "deploy", name, "--model", "models:/fraud-detector/1")
     blocker = socket.socket()
     try:
-        entry = _entry(stack.status(), name)
+        entry = recovery.entry(stack.status(), name)
         port = urlparse(entry["url"]).port
         ports_before = json.loads((stack.dir / "ports.json").read_text())
         # Its server dies and another program takes its port at once: every restart fails.
-        _kill(local_pid(entry))
+        recovery.kill(local_pid(entry))
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
 
-        looping = _wait_for(
+        looping = recovery.wait_for(
             lambda: _state_file(stack)["components"].get(name, {}).get("crash_looping") and _state_file(stack),
             f"{name} marked crash-looping",
             stack,
@@ -199,21 +156,23 @@ def test_a_deployment_that_cannot_come_back_ends_crash_looping_not_restarted_for
         tried = looping["components"][name]["failures"]
         assert tried == 2  # max_restarts, then no more
         rounds = looping["rounds"]
-        later = _wait_for(
+        later = recovery.wait_for(
             lambda: _state_file(stack)["rounds"] >= rounds + 5 and _state_file(stack), "5 more rounds", stack
         )
         assert later["components"][name]["failures"] == tried  # left alone, round after round
         status = stack.status()
-        assert _entry(status, name)["state"] == "stopped"
-        assert f"{name} crash-looping" in _entry(status, "supervisor")["detail"]
+        assert recovery.entry(status, name)["state"] == "stopped"
+        assert f"{name} crash-looping" in recovery.entry(status, "supervisor")["detail"]
         assert f"{name} is crash-looping" in stack.cli("logs", "supervisor").stdout
         assert json.loads((stack.dir / "ports.json").read_text()) == ports_before  # no other port was taken
 
         blocker.close()
         stack.cli("up", env=limits)  # clears the mark and starts it again, on its port
         status = stack.status()
-        assert _entry(status, name)["state"] == "running" and _entry(status, name)["url"] == entry["url"]
-        assert "crash-looping" not in _entry(status, "supervisor")["detail"]
+        assert (
+            recovery.entry(status, name)["state"] == "running" and recovery.entry(status, name)["url"] == entry["url"]
+        )
+        assert "crash-looping" not in recovery.entry(status, "supervisor")["detail"]
     finally:
         blocker.close()
         stack.cli("serve", "undeploy", name, check=False)
@@ -226,11 +185,11 @@ def test_logs_rotate_at_the_configured_size(stack):
     try:
         stack.cli("up", env={"SANDBOX_LOGS__MAX_BYTES": "1024", "SANDBOX_LOGS__KEEP": "2"})
         copy = log.with_name("service.log.1")
-        _wait_for(copy.exists, "service.log.1 of mlflow", stack)
+        recovery.wait_for(copy.exists, "service.log.1 of mlflow", stack)
         assert oct(copy.stat().st_mode & 0o777) == oct(0o600)
         assert b"starting:" in copy.read_bytes()  # what the log held went to the copy
         assert "rotated" in stack.cli("logs", "supervisor").stdout
-        assert _wait_for(lambda: _search_experiments(stack.endpoints().mlflow_tracking_uri), "MLflow", stack)
+        assert recovery.wait_for(lambda: _search_experiments(stack.endpoints().mlflow_tracking_uri), "MLflow", stack)
     finally:
         stack.cli("up")
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from sandbox.profiles.local.process import sandbox_processes
-from tests.integration.conftest import Stack
+from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 

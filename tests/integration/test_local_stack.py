@@ -323,7 +323,7 @@ def test_logs_show_the_service_output(stack):
 
 
 def test_port_taken_fails_cleanly_on_a_new_dir(tmp_path):
-    from tests.integration.conftest import Stack
+    from tests.stacks import Stack
 
     fresh = Stack(tmp_path / "other")
     with socket.socket() as blocker:

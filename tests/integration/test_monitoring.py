@@ -29,7 +29,7 @@ from sandbox.net import port_is_free
 from sandbox.serving.inference_log import JOURNAL_DIR, InferenceLogStore, wait_for_rows
 from sandbox.serving.journal import unshipped_rows
 from sandbox.serving.reference_model import synthetic_data
-from tests.integration.conftest import Stack, local_pid
+from tests.stacks import Stack, local_pid
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,8 @@ from starlette.routing import Route
 from sandbox.errors import ExitCode
 from sandbox.scenarios import SCENARIO_PREFIX
 from sandbox.scenarios.engine import RUN_ID_TAG
-from tests.integration.conftest import Stack
-from tests.unit.test_remote_profile import ThreadedServer, free_port
+from tests.servers import ThreadedServer, free_port
+from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 

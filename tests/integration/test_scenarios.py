@@ -135,7 +135,7 @@ def _snapshot(stack) -> dict:
 
 @pytest.fixture(scope="module")
 def checklist_stack(tmp_path_factory):
-    from tests.integration.conftest import Stack
+    from tests.stacks import Stack
 
     stack = Stack(tmp_path_factory.mktemp("checklist") / "sandbox")
     stack.cli("up")

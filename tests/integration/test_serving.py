@@ -19,7 +19,7 @@ import pytest
 
 from sandbox.errors import ExitCode
 from sandbox.serving.reference_model import synthetic_data
-from tests.integration.conftest import local_pid
+from tests.stacks import local_pid
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,9 @@ real second sandbox.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -26,39 +22,12 @@ from sandbox.loadtest import resolve_target
 from sandbox.profiles import get_profile
 from sandbox.profiles.remote import checks
 from sandbox.profiles.remote.profile import RemoteProfile
+from tests.servers import ThreadedServer, free_port
 
 TOKEN = "s3cr3t-token"
 ACCESS_KEY, SECRET_KEY = "GOODKEY", "good-secret"
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ThreadedServer:
-    """A Starlette app served by uvicorn on a thread, on 127.0.0.1 (the integration tests use it too)."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the test server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def _mlflow_app(*, basic: tuple[str, str] | None = None) -> Starlette:
