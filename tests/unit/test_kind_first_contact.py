@@ -15,7 +15,7 @@ from sandbox.errors import ConfigError, ExitCode, SandboxError
 from sandbox.gpu.render import limit_range_defaults
 from sandbox.profiles import get_profile
 from sandbox.profiles.kube import actions, image, manifests, preflight, versions
-from sandbox.profiles.kube.serving import refuse_unloadable_by_mlserver
+from sandbox.profiles.kube.mlserver import refuse_unloadable_by_mlserver
 from tests.fakes import FakeTools
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from sandbox.cli import app
 from sandbox.config import load_config
 from sandbox.errors import ConfigError, ExitCode, LockedError, NotRunningError, ServiceStartError
 from sandbox.profiles import get_profile
-from sandbox.profiles.kube import manifests, validate
+from sandbox.profiles.kube import manifests, mlserver, validate
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.profile import KubeState
 from sandbox.serving import specs
@@ -375,7 +375,7 @@ def registry(tmp_path, monkeypatch):
     # FAKE: the logged model has no files, so its MLmodel is this one (a cloudpickle model, which the kserve-mlserver
     # runtime loads); test_kserve_mlserver_refuses_a_skops_model_from_the_registry reads a skops one.
     monkeypatch.setattr(
-        kube_serving, "_mlmodel", lambda *_: {"flavors": {"sklearn": {"serialization_format": "cloudpickle"}}}
+        mlserver, "_mlmodel", lambda *_: {"flavors": {"sklearn": {"serialization_format": "cloudpickle"}}}
     )
     return uri, f"s3://mlflow-artifacts/7/models/{logged.model_id}/artifacts"
 
@@ -388,27 +388,27 @@ def test_kserve_mlserver_refuses_a_skops_model_from_the_registry(registry, monke
         read.append((location, tracking_uri))
         return {"flavors": {"sklearn": {"serialization_format": "skops"}}}
 
-    monkeypatch.setattr(kube_serving, "_mlmodel", skops)
+    monkeypatch.setattr(mlserver, "_mlmodel", skops)
     with pytest.raises(ConfigError, match="serialized with 'skops'"):
-        kube_serving.resolve_storage_uri("models:/fraud-detector@champion", uri)
+        mlserver.resolve_storage_uri("models:/fraud-detector@champion", uri)
     assert read == [(read[0][0], uri)] and read[0][0].startswith("mlflow-artifacts:/7/models/")
 
 
 def test_storage_uri_is_resolved_from_the_registry_by_version_and_by_alias(registry):
     uri, folder = registry
-    assert kube_serving.resolve_storage_uri("models:/fraud-detector/1", uri) == folder
-    assert kube_serving.resolve_storage_uri("models:/fraud-detector@champion", uri) == folder
-    assert kube_serving.resolve_storage_uri(folder + "/", uri) == folder
+    assert mlserver.resolve_storage_uri("models:/fraud-detector/1", uri) == folder
+    assert mlserver.resolve_storage_uri("models:/fraud-detector@champion", uri) == folder
+    assert mlserver.resolve_storage_uri(folder + "/", uri) == folder
     with pytest.raises(ConfigError, match="is not in the registry"):
-        kube_serving.resolve_storage_uri("models:/fraud-detector/9", uri)
+        mlserver.resolve_storage_uri("models:/fraud-detector/9", uri)
     with pytest.raises(ConfigError, match="is not in the registry"):
-        kube_serving.resolve_storage_uri("models:/fraud-detector@nope", uri)
+        mlserver.resolve_storage_uri("models:/fraud-detector@nope", uri)
     with pytest.raises(ConfigError, match="name a version or an alias"):
-        kube_serving.resolve_storage_uri("models:/fraud-detector/latest", uri)
+        mlserver.resolve_storage_uri("models:/fraud-detector/latest", uri)
     with pytest.raises(ConfigError, match="needs a registry URI"):
-        kube_serving.resolve_storage_uri("runs:/abc/model", uri)
+        mlserver.resolve_storage_uri("runs:/abc/model", uri)
     with pytest.raises(ConfigError, match="not in the stack's S3"):
-        kube_serving.artifact_s3_uri("file:///tmp/mlruns/1/models/m-1/artifacts")
+        mlserver.artifact_s3_uri("file:///tmp/mlruns/1/models/m-1/artifacts")
 
 
 def test_a_model_the_registry_lacks_is_refused_before_anything_is_applied(prof, fakes, registry, monkeypatch):
