@@ -166,6 +166,15 @@ def delete(endpoints: Endpoints, found: RunArtifacts) -> None:
                 raise RuntimeError(f"S3 refused to delete {len(errors)} object(s) in {bucket}: {errors[0]}")
 
 
+def settle(endpoints: Endpoints, run_id: str, *, keep: bool = False) -> RunArtifacts:
+    """A run's clean-up in one call: ``find`` what it made, ``tag`` it, and unless ``keep``, ``delete`` it."""
+    found = find(endpoints, run_id)
+    tag(endpoints, found)
+    if not keep:
+        delete(endpoints, found)
+    return found
+
+
 def _inference_rows(dsn: str, models: list[str], *, delete: bool) -> int:
     import psycopg
 

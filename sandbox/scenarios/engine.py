@@ -110,6 +110,11 @@ class ScenarioResult:
     output: str = ""  # what the scenario printed, kept for the JUnit report
     attachments: dict[str, bytes] = field(default_factory=dict)  # file name -> content, written beside the report
 
+    @property
+    def error(self) -> str:
+        """Why it failed (the failing step and its error); empty unless it failed."""
+        return self.reason if self.outcome == Outcome.FAILED else ""
+
     def attachment_path(self, name: str) -> str:
         """Where the report folder keeps an attachment (relative to it)."""
         return f"attachments/{self.name}/{name}"
@@ -454,7 +459,7 @@ def run_scenario(
                 contextlib.redirect_stdout(captured),
                 contextlib.redirect_stderr(captured),
                 _quiet_loggers(),
-                _client_environment(endpoints, run),
+                client_environment(endpoints, run),
             ):
                 item.func(context)
         except Exception as exc:  # noqa: BLE001 - a broken stack fails the scenario, not the runner
@@ -493,13 +498,10 @@ def _settle(context: ScenarioContext, result: ScenarioResult, endpoints: Endpoin
             contextlib.redirect_stdout(captured),
             contextlib.redirect_stderr(captured),
             _quiet_loggers(),
-            _client_environment(endpoints, run),
+            client_environment(endpoints, run),
             context.step(title),
         ):
-            found = artifacts.find(endpoints, run.run_id)
-            artifacts.tag(endpoints, found)
-            if not run.keep_artifacts:
-                artifacts.delete(endpoints, found)
+            found = artifacts.settle(endpoints, run.run_id, keep=run.keep_artifacts)
     except Exception as exc:  # noqa: BLE001 - what was left behind is a failure of this scenario
         problem = f"{title}: {_describe(exc)}"
         if result.outcome == Outcome.FAILED:
@@ -512,7 +514,7 @@ def _settle(context: ScenarioContext, result: ScenarioResult, endpoints: Endpoin
 
 
 @contextlib.contextmanager
-def _client_environment(endpoints: Endpoints, run: ChecklistRun) -> Iterator[None]:
+def client_environment(endpoints: Endpoints, run: ChecklistRun) -> Iterator[None]:
     """MLflow's client settings for a scenario, in this process and the processes it starts (kfp.local).
 
     Runs started with MLflow's fluent API get the run's tag (``MLFLOW_RUN_CONTEXT``), and the
