@@ -1,21 +1,34 @@
-"""FAKE kind, kubectl, helm and docker executables (`bin/`) for the Kubernetes profiles' unit tests.
+"""FAKE kind, kubectl, helm and docker for the Kubernetes profiles' unit tests (tests/fakes/fakecluster.py).
 
-`FakeTools` puts them first on PATH for a test and reads back what they recorded: every call, and
-the fake cluster state the calls left. Nothing here talks to Docker or Kubernetes.
+`FakeTools` hands them to the code under test and reads back what they recorded: every call, and the
+fake cluster state the calls left. By default the FAKE tools run in the test's own process
+(`InProcessRunner`, swapped in as `tools.DEFAULT_RUNNER`): a kind `up` is some fifty calls, and an
+interpreter for each made these tests slow. With ``executables=True`` every call runs the FAKE
+executables in `bin/` as subprocesses through the real `SubprocessRunner`, so that path stays tested
+(tests/unit/test_kind_profile.py's smoke test). Either way the executables are first on PATH: preflight
+looks the tools up there, and a `kubectl port-forward` runs until it is stopped, so it is always the
+FAKE executable's own process. Nothing here talks to Docker or Kubernetes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+
+from sandbox.profiles.kube import tools
+from sandbox.profiles.kube.tools import Command, SubprocessRunner
+from tests.fakes import fakecluster
+from tests.fakes.fake_state import FileState, MemoryState
 
 BIN = Path(__file__).parent / "bin"
 # Calls that change something (a dry-run, a read or a wait never does).
@@ -36,16 +49,63 @@ STACK_ACTIONS = [
 ]
 
 
+class InProcessRunner:
+    """A `tools.Runner` that answers the FAKE tools' calls in this process (`fakecluster.call`): the same
+    answers, calls log and state semantics as the executables, without an interpreter per call.
+
+    Only a tool that PATH resolves to `bin/` is answered here: any other runs as it is (a subprocess), and
+    one PATH lacks is not found, as with the real runner."""
+
+    def __init__(self, saved: MemoryState):
+        self.saved = saved
+        self.subprocess = SubprocessRunner()
+
+    def _fake(self, command: Command) -> bool:
+        found = shutil.which(command.argv[0])
+        if found is None:
+            raise FileNotFoundError(command.argv[0])
+        return Path(found).parent == BIN
+
+    def run(self, command: Command) -> subprocess.CompletedProcess[str]:
+        if not self._fake(command):
+            return self.subprocess.run(command)
+        code, out, err = fakecluster.call(self.saved, command.argv[0], list(command.argv[1:]), command.stdin)
+        return subprocess.CompletedProcess(list(command.argv), code, out, err)
+
+    def stream(self, command: Command) -> Iterator[str]:
+        if not self._fake(command):
+            yield from self.subprocess.stream(command)
+            return
+        result = self.run(command)  # the FAKE `kubectl logs -f` ends after its lines
+        yield from (result.stdout + result.stderr).splitlines(keepends=True)
+
+    def start(self, command: Command, log: Path) -> int:
+        # A port-forward runs until it is stopped, and the code checks and signals its pid: the FAKE executable.
+        return self.subprocess.start(command, log)
+
+
 class FakeTools:
-    def __init__(self, folder: Path, monkeypatch):
+    """The FAKE tools for one test, their files in ``folder``; ``executables``: see the module docstring."""
+
+    def __init__(self, folder: Path, monkeypatch, *, executables: bool = False):
         self.log = folder / "fake-calls.jsonl"
         self.state_file = folder / "fake-state.json"
         self.monkeypatch = monkeypatch
         # The fakes' `#!/usr/bin/env python3` must find this interpreter (it has PyYAML).
         path = os.pathsep.join([str(BIN), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         monkeypatch.setenv("PATH", path)
-        monkeypatch.setenv("FAKE_TOOLS_LOG", str(self.log))
+        # Names this test's FAKE processes too (servers, port-forwards): `stop_servers` finds strays by it.
         monkeypatch.setenv("FAKE_TOOLS_STATE", str(self.state_file))
+        self.saved: FileState | MemoryState
+        if executables:
+            self.saved = FileState(self.state_file, self.log)
+            monkeypatch.setenv("FAKE_TOOLS_LOG", str(self.log))
+        else:
+            self.saved = MemoryState()
+            monkeypatch.setattr(tools, "DEFAULT_RUNNER", InProcessRunner(self.saved))
+            # No log for the executables: one run by a child process (not through the runner) fails loudly
+            # rather than recording where no test reads.
+            monkeypatch.delenv("FAKE_TOOLS_LOG", raising=False)
         monkeypatch.delenv("FAKE_TOOLS_FAIL", raising=False)
         monkeypatch.delenv("FAKE_TOOLS_UNREADY", raising=False)
         monkeypatch.delenv("FAKE_DOCKER_RUNTIME", raising=False)
@@ -65,9 +125,7 @@ class FakeTools:
         self.monkeypatch.setenv("FAKE_TOOLS_UNREADY", pattern)
 
     def calls(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+        return self.saved.calls()
 
     def lines(self) -> list[str]:
         """Each call as `tool argv...`, with the context flags left out, plus ` <<Kind/name,...` for stdin."""
@@ -84,13 +142,13 @@ class FakeTools:
         return [line for line in self.lines() if MUTATING.match(line)]
 
     def clear_log(self) -> None:
-        self.log.unlink(missing_ok=True)
+        self.saved.clear_calls()
 
     def state(self) -> dict:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        return self.saved.read()
 
     def seed(self, data: dict) -> None:
-        self.state_file.write_text(json.dumps(data))
+        self.saved.write(data)
 
     def objects(self, context: str) -> dict:
         return self.state().get("objects", {}).get(context, {})

@@ -17,7 +17,7 @@ Labelled Pods and ResourceQuotas are also listed and deleted across namespaces (
 Unscripted Pods are admitted and bound to the cluster's first node. A ResourceQuota read by name
 shows a status as the quota controller would fill it (hard from its spec, used zero unless stored).
 
-`Script` writes these into the FAKE state (`$FAKE_TOOLS_STATE`, key `scheduling`); `node_object`
+`Script` writes these into the FAKE state (`FakeTools.seed`, key `scheduling`); `node_object`
 builds a Node as the kind profile leaves it (inventory label, taints, the fake GPU status patch).
 """
 
@@ -30,8 +30,12 @@ SCRIPT_KEYS = ("refuse", "verdicts", "after_delete")
 
 
 def _fail(message: str):
-    from fakecluster import Fail  # the FAKE kubectl's own error (imported late: it imports this module)
-
+    # The FAKE kubectl's own error, from the same module object that catches it (imported late: it imports this
+    # module; as a sibling in-process, top-level in the executables: see fakecluster's imports).
+    if __package__:
+        from .fakecluster import Fail
+    else:
+        from fakecluster import Fail
     return Fail(message)
 
 

@@ -1,10 +1,12 @@
 """FAKE kind, kubectl, helm and docker for the unit tests: nothing here is Kubernetes.
 
-The executables in `tests/fakes/bin/` call `main(tool, argv)`. Each call is appended to the
-JSONL file `$FAKE_TOOLS_LOG` ({"tool", "argv", "stdin_objects", "ok"}); a small JSON state in
-`$FAKE_TOOLS_STATE` (kind clusters with their nodes, applied objects per context by
-kind/namespace/name with their labels, Helm releases, built and loaded images) lets the real
-code's done-checks work. `$FAKE_TOOLS_FAIL` is a regular expression: a call whose line
+`call(saved, tool, argv, stdin)` answers one call as the tool would (exit code, stdout, stderr). The
+unit tests run it in their own process (`tests.fakes.FakeTools`' runner, state in memory); the
+executables in `tests/fakes/bin/` run it through `main(tool, argv)`, state in files
+(tests/fakes/fake_state.py). Each call is appended to the calls log ({"tool", "argv",
+"stdin_objects", "ok"}); a small JSON state (kind clusters with their nodes, applied objects per
+context by kind/namespace/name with their labels, Helm releases, built and loaded images) lets the
+real code's done-checks work. `$FAKE_TOOLS_FAIL` is a regular expression: a call whose line
 (`tool argv...`, plus ` <<Kind/name,...` for the objects on stdin) matches it fails with an error
 message like the real tool's. A FAKE device plugin: installing the `nvidia-device-plugin` chart sets
 `nvidia.com/gpu` capacity and allocatable on the nodes labelled `nvidia.com/gpu.present=true` (their
@@ -17,7 +19,7 @@ MLflow's NodePort is mapped to (or forwarded to), standing in for MLflow through
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 import re
@@ -25,15 +27,23 @@ import shlex
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
-# FAKE API answers, one module each: Pods' admission and scheduling (fake_scheduling); InferenceServices' status,
-# predictor pods, events and logs (fake_kserve). They sit beside this file, whoever imports it.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_kserve
-import fake_scheduling
 import yaml
+
+# FAKE API answers, one module each: Pods' admission and scheduling (fake_scheduling); InferenceServices' status,
+# predictor pods, events and logs (fake_kserve); where the state is kept (fake_state). They sit beside this file:
+# siblings in the tests.fakes package in-process, top-level modules in the executables (bin/ puts this folder first
+# on sys.path). Never both in one process: fake_scheduling raises this module's `Fail`.
+if __package__:
+    from . import fake_kserve, fake_scheduling
+    from .fake_state import FileState, MemoryState
+else:
+    import fake_kserve
+    import fake_scheduling
+    from fake_state import FileState, MemoryState
+
+State = FileState | MemoryState
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "Node", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
 BUILTIN_NAMESPACES = {"default", "kube-system", "kube-public"}
@@ -64,22 +74,8 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 # --------------------------------------------------------------------------- state
 
 
-@contextmanager
-def state():
-    path = Path(os.environ["FAKE_TOOLS_STATE"])
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        for key in ("clusters", "objects", "helm", "built", "contexts"):
-            data.setdefault(key, [] if key in ("built", "contexts") else {})
-        yield data
-        path.write_text(json.dumps(data, indent=1, sort_keys=True))
-
-
-def record(tool: str, argv: list[str], objects: list[dict], ok: bool) -> None:
-    line = {"tool": tool, "argv": argv, "stdin_objects": [ref(o) for o in objects], "ok": ok}
-    with open(os.environ["FAKE_TOOLS_LOG"], "a") as log:
-        log.write(json.dumps(line) + "\n")
+def record(saved: State, tool: str, argv: list[str], objects: list[dict], ok: bool) -> None:
+    saved.record({"tool": tool, "argv": argv, "stdin_objects": [ref(o) for o in objects], "ok": ok})
 
 
 def ref(obj: dict) -> str:
@@ -96,29 +92,40 @@ class Fail(Exception):
         self.code = code
 
 
-# --------------------------------------------------------------------------- entry point
+# --------------------------------------------------------------------------- entry points
 
 
 def main(tool: str, argv: list[str]) -> int:
-    stdin_text = sys.stdin.read() if "-f" in argv and "-" in argv else ""
+    """The FAKE executable `tool`: state in the files its environment names, answers on stdout and stderr."""
+    if tool == "kubectl" and argv[:1] == ["--context"] and argv[2:3] == ["port-forward"]:
+        # Runs until it is stopped, as its own process (`Runner.start`): it serves /health here, so the
+        # process keeps kubectl's command line.
+        sys.argv = ["health", argv[-1].split(":")[0]]
+        exec(HEALTH_SERVER, {"__name__": "health"})
+    stdin = sys.stdin.read() if "-f" in argv and "-" in argv else ""
+    code, out, err = call(FileState.from_env(), tool, argv, stdin)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return code
+
+
+def call(saved: State, tool: str, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
+    """One call of the FAKE ``tool``: its exit code, stdout and stderr (what the executable prints)."""
+    stdin_text = (stdin or "") if "-f" in argv and "-" in argv else ""  # only `-f -` reads its stdin
     objects = [doc for doc in yaml.safe_load_all(stdin_text) if doc] if stdin_text else []
     line = shlex.join([tool, *argv]) + (" <<" + ",".join(ref(o) for o in objects) if objects else "")
     pattern = os.environ.get("FAKE_TOOLS_FAIL")
     if pattern and re.search(pattern, line):
-        record(tool, argv, objects, ok=False)
-        print(FAILURES[tool], file=sys.stderr)
-        return 1
+        record(saved, tool, argv, objects, ok=False)
+        return 1, "", FAILURES[tool] + "\n"
     try:
         handler = {"kind": kind, "kubectl": kubectl, "helm": helm, "docker": docker}[tool]
-        output = handler(argv, objects)
+        output = handler(saved, argv, objects)
     except Fail as failure:
-        record(tool, argv, objects, ok=False)
-        print(str(failure), file=sys.stderr)
-        return failure.code
-    record(tool, argv, objects, ok=True)
-    if output:
-        print(output)
-    return 0
+        record(saved, tool, argv, objects, ok=False)
+        return failure.code, "", f"{failure}\n"
+    record(saved, tool, argv, objects, ok=True)
+    return 0, f"{output}\n" if output else "", ""
 
 
 def option(argv: list[str], *names: str, default: str | None = None) -> str | None:
@@ -134,10 +141,10 @@ def option(argv: list[str], *names: str, default: str | None = None) -> str | No
 # --------------------------------------------------------------------------- kind
 
 
-def kind(argv: list[str], _objects: list[dict]) -> str:
+def kind(saved: State, argv: list[str], _objects: list[dict]) -> str:
     if argv[:1] == ["version"]:
         return VERSIONS["kind"]
-    with state() as data:
+    with saved.edit() as data:
         clusters = data["clusters"]
         if argv[:2] == ["get", "clusters"]:
             return "\n".join(sorted(clusters))
@@ -222,13 +229,15 @@ def stop(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
-        pass
+        return
+    with contextlib.suppress(ChildProcessError):  # in-process the server is this process's child: reap it
+        os.waitpid(pid, 0)
 
 
 # --------------------------------------------------------------------------- kubectl
 
 
-def kubectl(argv: list[str], objects: list[dict]) -> str:
+def kubectl(saved: State, argv: list[str], objects: list[dict]) -> str:
     if "version" in argv[:1]:
         return json.dumps({"clientVersion": {"gitVersion": "v1.36.1", "major": "1", "minor": "36"}})
     context = option(argv, "--context")
@@ -237,11 +246,9 @@ def kubectl(argv: list[str], objects: list[dict]) -> str:
     args = argv[2:] if argv[:1] == ["--context"] else argv
     if args[:1] in (["-n"], ["--namespace"]):  # `kubectl -n NS exec ...`
         args = [args[2], *args[:2], *args[3:]]
-    if args[:1] == ["port-forward"]:
-        local = int(args[-1].split(":")[0])
-        sys.argv = ["health", str(local)]
-        exec(HEALTH_SERVER, {"__name__": "health"})  # serves here: the process keeps kubectl's command line
-    with state() as data:
+    if args[:1] == ["port-forward"]:  # `main` serves it, in its own process: never run to completion
+        raise Fail("FAKE kubectl: a port-forward runs until it is stopped: start it (Runner.start), do not run it")
+    with saved.edit() as data:
         if context.startswith("kind-"):
             if context[len("kind-") :] not in data["clusters"]:
                 raise Fail(f'error: context "{context}" does not exist')
@@ -528,7 +535,7 @@ def fake_device_plugin(nodes: dict, *, installed: bool) -> None:
 # --------------------------------------------------------------------------- helm
 
 
-def helm(argv: list[str], _objects: list[dict]) -> str:
+def helm(saved: State, argv: list[str], _objects: list[dict]) -> str:
     if argv[:1] == ["version"]:
         return VERSIONS["helm"]
     context = option(argv, "--kube-context")
@@ -536,7 +543,7 @@ def helm(argv: list[str], _objects: list[dict]) -> str:
         raise Fail("FAKE helm: called without --kube-context (the sandbox must always name it)", 2)
     args = argv[2:]
     namespace = option(args, "-n", default="default")
-    with state() as data:
+    with saved.edit() as data:
         releases = data["helm"].setdefault(context, {})
         store = data["objects"].setdefault(context, {})
         nodes = data["clusters"].get(context[len("kind-") :], {}).get("nodes", {})
@@ -580,14 +587,14 @@ def helm(argv: list[str], _objects: list[dict]) -> str:
 # --------------------------------------------------------------------------- docker
 
 
-def docker(argv: list[str], _objects: list[dict]) -> str:
+def docker(saved: State, argv: list[str], _objects: list[dict]) -> str:
     if argv[:1] == ["--version"]:
         return f"Docker version {VERSIONS['docker']}, build fake"
     if argv[:1] == ["info"]:
         if "{{.DefaultRuntime}}" in argv:
             return os.environ.get("FAKE_DOCKER_RUNTIME", "runc")
         return f"{VERSIONS['docker']} 2"
-    with state() as data:
+    with saved.edit() as data:
         if argv[:1] == ["build"]:
             data["built"].append(option(argv, "-t"))
             return "Successfully built 0f3e"

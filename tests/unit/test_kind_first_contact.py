@@ -16,6 +16,7 @@ from sandbox.gpu.render import limit_range_defaults
 from sandbox.profiles import get_profile
 from sandbox.profiles.kube import actions, image, manifests, preflight, versions
 from sandbox.profiles.kube.mlserver import refuse_unloadable_by_mlserver
+from sandbox.profiles.kube.tools import Tools
 from tests.fakes import FakeTools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +197,8 @@ def test_diagnose_reads_a_cluster_kept_before_the_stack_existed_and_says_when_it
     assert result.exit_code == 0, result.output
     with tarfile.open(out) as archive:
         assert any(name.endswith("/cluster/nodes.txt") for name in archive.getnames())
-    subprocess.run(["kind", "delete", "cluster", "--name", "ml-sandbox"], check=True, capture_output=True)
+    kind = Tools()  # `kind delete cluster` behind the sandbox's back, on the FAKE tools
+    kind.run(kind.kind_delete("ml-sandbox"))
     gone = CliRunner().invoke(app, args)
     assert gone.exit_code == ExitCode.NOT_RUNNING and "cannot be read" in gone.output
 
@@ -271,13 +273,13 @@ def test_kserve_mlserver_refuses_a_skops_model_and_takes_a_cloudpickle_one():
     refuse_unloadable_by_mlserver({"flavors": {"python_function": {}}}, "models:/f/1")
 
 
-def test_the_reference_forest_logged_with_cloudpickle_is_what_kserve_mlserver_accepts(tmp_path, monkeypatch):
+def test_the_reference_forest_logged_with_cloudpickle_is_what_kserve_mlserver_accepts(tmp_path, monkeypatch, mlflow_db):
     import mlflow
 
     from sandbox.serving.reference_model import register_reference_model
 
     monkeypatch.chdir(tmp_path)  # the sqlite store keeps artifacts under ./mlruns
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db  # a new sqlite store in tmp_path (tests/unit/conftest.py)
     mlflow.set_registry_uri(uri)
     flavors = {}
     try:

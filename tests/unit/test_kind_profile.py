@@ -85,6 +85,73 @@ def test_dry_run_on_the_command_line_makes_no_call_and_writes_nothing(tmp_path, 
     assert fakes.calls() == [] and not (tmp_path / "sb").exists()
 
 
+def test_smoke_the_fake_executables_through_the_subprocess_runner_answer_as_the_in_process_fakes(tmp_path, monkeypatch):
+    """The one test of the subprocess path: the FAKE executables on PATH, run by the real `SubprocessRunner`
+    (every other test answers the same calls in-process), give the same answers, calls and state."""
+    from sandbox.net import LOOPBACK, free_port, wait_listening
+    from sandbox.profiles.kube.portforward import Forward, PortForwards
+    from sandbox.profiles.kube.tools import Command, SubprocessRunner, ToolError, Tools, tool_version
+    from tests.fakes import InProcessRunner
+
+    config = tmp_path / "kind-config.yaml"
+    mapping = {"containerPort": 30500, "hostPort": free_port(), "listenAddress": LOOPBACK}
+    config.write_text(yaml.safe_dump({"nodes": [{"role": "control-plane", "extraPortMappings": [mapping]}]}))
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+    deployment = {"kind": "Deployment", "metadata": {"name": "web", "namespace": "team"},
+                  "spec": {"template": {"metadata": {"labels": {"app": "web"}}}}}  # fmt: skip
+
+    def session(folder: Path, *, executables: bool):
+        folder.mkdir()
+        with monkeypatch.context() as patch:
+            fakes = FakeTools(folder, patch, executables=executables)
+            tools = Tools("kind-smoke")
+            assert type(tools.runner) is (SubprocessRunner if executables else InProcessRunner)
+            answers = []
+
+            def ask(command: Command):
+                result = tools.run(command, check=False)
+                answers.append((result.returncode, result.stdout, result.stderr))
+
+            ask(tools.kind_create("smoke", config, node_image="kindest/node:v1.36.1", wait_s=60))
+            assert wait_listening(mapping["hostPort"], 10)  # the FAKE MLflow /health behind kind's mapping
+            ask(tools.apply([namespace, deployment]))
+            ask(tools.get("deployment", "web", namespace="team"))
+            ask(tools.get("pods", namespace="team", selector="app=web"))
+            ask(tools.get("deployment", "gone", namespace="team"))  # NotFound, exit 1
+            fakes.fail(r"rollout status deployment/web")
+            with pytest.raises(ToolError) as failed:
+                tools.run(tools.rollout_status("deployment/web", namespace="team"))
+            answers.append((failed.value.returncode, failed.value.output))
+            fakes.fail(None)
+            answers.append(list(tools.stream(tools.logs("web-0", namespace="team", lines=5, follow=True))))
+            answers.append(tool_version("kubectl"))
+            with pytest.raises(ToolError) as missing:
+                tools.run(Command(("no-such-tool", "version")))
+            answers.append((missing.value.returncode, missing.value.output))
+            forwards = PortForwards(tools, "team", folder / "forwards")
+            forward = Forward("web", "web", 80, free_port())
+            assert forwards.ensure([forward]) == ["web"] and forwards.running(forward) is not None
+            forwards.stop([forward])
+            ask(tools.kind_delete("smoke"))
+            fakes.stop_servers(folder / "forwards")
+            return answers, fakes.calls(), fakes.state()
+
+    through_subprocesses = session(tmp_path / "executables", executables=True)
+    in_process = session(tmp_path / "in-process", executables=False)
+    assert through_subprocesses == in_process
+    answers, calls, state = through_subprocesses
+    assert answers[0][0] == 0 and 'Set kubectl context to "kind-smoke"' in answers[0][1]
+    assert "deployment/web serverside-applied" in answers[1][1] and answers[4][0] == 1
+    assert json.loads(answers[2][1])["status"]["readyReplicas"] == 1
+    assert answers[5][0] == 1 and "Error from server" in answers[5][1]
+    assert answers[6] and answers[7] == (1, 36, 1) and answers[8] == (127, "no-such-tool: command not found")
+    assert [call["tool"] for call in calls][:2] == ["kind", "kubectl"] and calls[1]["stdin_objects"] == [
+        "Namespace/team",
+        "Deployment/web",
+    ]
+    assert state["clusters"] == {} and state["objects"] == {}
+
+
 def test_up_then_a_second_up_finds_every_action_done_and_changes_nothing(tmp_path, fakes):
     prof = kind_profile(tmp_path)
     endpoints = prof.up()

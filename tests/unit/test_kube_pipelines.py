@@ -77,10 +77,10 @@ def spec() -> manifests.StackSpec:
 
 
 @pytest.fixture
-def endpoints(tmp_path, spec) -> Endpoints:
+def endpoints(mlflow_db, spec) -> Endpoints:
     return Endpoints(
         profile="kind",
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        mlflow_tracking_uri=mlflow_db,  # a new sqlite store in tmp_path (tests/unit/conftest.py)
         s3_endpoint_url="http://127.0.0.1:1",
         s3_access_key=spec.secrets.s3_access_key,
         s3_secret_key=spec.secrets.s3_secret_key,

@@ -357,12 +357,12 @@ def test_a_failed_redeploy_keeps_the_deployment_and_status_shows_why(prof, fakes
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
+def registry(mlflow_db, monkeypatch):
     """A real MLflow registry (sqlite) holding one MLflow 3 logged model, registered as version 1 with the
     alias champion; its experiment's artifacts are where the stack's MLflow keeps them (mlflow-artifacts:/)."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db  # a new sqlite store in tmp_path (tests/unit/conftest.py)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the registry store looks the logged model up there
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("fraud", artifact_location="mlflow-artifacts:/7")

@@ -55,10 +55,6 @@ def _endpoints(tracking_uri: str, **extra) -> Endpoints:
     )
 
 
-def _sqlite(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
 # --------------------------------------------------------------------------- compiling for a cluster
 
 
@@ -200,10 +196,10 @@ def tiny_fails(number: int) -> int:
     return _fail(number=doubled.output, message="boom-marker").output
 
 
-def test_a_pipeline_that_succeeds_gives_its_outputs_and_the_mlflow_runs_it_made(tmp_path):
+def test_a_pipeline_that_succeeds_gives_its_outputs_and_the_mlflow_runs_it_made(tmp_path, mlflow_db):
     from mlflow import MlflowClient
 
-    uri = _sqlite(tmp_path)
+    uri = mlflow_db  # a new sqlite store in tmp_path (tests/unit/conftest.py)
     runner = LocalPipelineRunner(_endpoints(uri), tmp_path / "runs")
     assert isinstance(runner, PipelineRunner) and runner.image == LOCAL
     environment = dict(os.environ)
@@ -222,8 +218,8 @@ def test_a_pipeline_that_succeeds_gives_its_outputs_and_the_mlflow_runs_it_made(
     assert outcome.raise_for_state() is outcome
 
 
-def test_a_failing_step_fails_the_outcome_with_the_log_tail_and_keeps_the_log(tmp_path):
-    runner = LocalPipelineRunner(_endpoints(_sqlite(tmp_path)), root=None)
+def test_a_failing_step_fails_the_outcome_with_the_log_tail_and_keeps_the_log(mlflow_db):
+    runner = LocalPipelineRunner(_endpoints(mlflow_db), root=None)
 
     outcome = runner.run(tiny_fails, {"number": 2})
 
@@ -263,14 +259,14 @@ def test_a_compiled_package_runs_and_anything_else_is_refused(tmp_path):
 # --------------------------------------------------------------------------- the training pipeline, for real
 
 
-def test_the_training_pipeline_compiled_for_the_cluster_reads_a_uri_and_logs_a_loadable_reference(tmp_path):
+def test_the_training_pipeline_compiled_for_the_cluster_reads_a_uri_and_logs_a_loadable_reference(tmp_path, mlflow_db):
     import numpy as np
     import pandas as pd
     from mlflow import MlflowClient
 
     from sandbox.serving.reference import load_reference
 
-    uri = _sqlite(tmp_path)
+    uri = mlflow_db
     client = MlflowClient(uri)
     experiment = client.create_experiment("checklist-unit", artifact_location=str(tmp_path / "artifacts"))
     rng = np.random.default_rng(3)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,12 +86,9 @@ class PortForwards:
     def start(self, forward: Forward) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._kill(forward.name, forward.service)  # never overwrite a running forward's pid file: it would be orphaned
-        with open(self.folder / f"{forward.name}.log", "ab") as log:
-            process = subprocess.Popen(
-                list(self.command(forward).argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self._pid_file(forward).write_text(str(process.pid))
-        return process.pid
+        pid = self.tools.start(self.command(forward), self.folder / f"{forward.name}.log")
+        self._pid_file(forward).write_text(str(pid))
+        return pid
 
     def ensure(self, forwards: list[Forward], *, wait_s: float = LISTEN_WAIT_S) -> list[str]:
         """Start every forward that is not running (first start or restart), then wait up to ``wait_s`` for

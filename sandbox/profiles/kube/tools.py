@@ -5,6 +5,10 @@ executes with captured output and a timeout; the same `Command` is what `--dry-r
 and helm always get the context explicitly (`--context`, `--kube-context`): the user's current
 context is never used implicitly. A failing command raises `ToolError` with its command line and
 its own output.
+
+What executes a `Command` is a `Runner`: `SubprocessRunner` (the real tools, as subprocesses) unless a
+`Tools` is handed another. `DEFAULT_RUNNER` is the one every `Tools` built without one uses: the unit tests
+swap the FAKE tools in there (tests/fakes), in one place.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -77,25 +81,73 @@ def version_text(version: Sequence[int]) -> str:
     return ".".join(map(str, version))
 
 
-class Tools:
-    """The four tools against one kube context (None before a kind cluster exists)."""
+class Runner(Protocol):
+    """What executes a `Command`; errors as `subprocess` raises them, `Tools` turns them into `ToolError`."""
 
-    def __init__(self, context: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def run(self, command: Command) -> subprocess.CompletedProcess[str]:
+        """Run to the end, output captured; FileNotFoundError when the tool is not installed, and
+        subprocess.TimeoutExpired past ``command.timeout_s``."""
+        ...
+
+    def stream(self, command: Command) -> Iterator[str]:
+        """stdout and stderr together, line by line as they come; ended with the caller's iteration."""
+        ...
+
+    def start(self, command: Command, log: Path) -> int:
+        """Start a command that runs until it is stopped (`kubectl port-forward`) in its own session, its output
+        appended to ``log``; its pid."""
+        ...
+
+
+class SubprocessRunner:
+    """The real tools, each call a subprocess."""
+
+    def run(self, command: Command) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(command.argv),
+            input=command.stdin,
+            capture_output=True,
+            text=True,
+            timeout=command.timeout_s,
+            check=False,
+        )
+
+    def stream(self, command: Command) -> Iterator[str]:
+        with subprocess.Popen(
+            list(command.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process:
+            assert process.stdout is not None
+            yield from process.stdout
+
+    def start(self, command: Command, log: Path) -> int:
+        # Its own session: stopping it (killpg) ends it alone, and it outlives the command that started it.
+        with open(log, "ab") as handle:
+            process = subprocess.Popen(
+                list(command.argv), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return process.pid
+
+
+# Every `Tools` built without a runner uses this one: the unit tests swap in the FAKE tools here (tests/fakes).
+DEFAULT_RUNNER: Runner = SubprocessRunner()
+
+
+class Tools:
+    """The four tools against one kube context (None before a kind cluster exists), run by ``runner``
+    (`DEFAULT_RUNNER` unless given)."""
+
+    def __init__(
+        self, context: str | None = None, *, runner: Runner | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ):
         self.context = context
+        self.runner = runner if runner is not None else DEFAULT_RUNNER  # read now: a swapped default applies
         self.timeout_s = timeout_s
 
     # ------------------------------------------------------------------ running
 
     def run(self, command: Command, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         try:
-            result = subprocess.run(
-                list(command.argv),
-                input=command.stdin,
-                capture_output=True,
-                text=True,
-                timeout=command.timeout_s,
-                check=False,
-            )
+            result = self.runner.run(command)
         except FileNotFoundError:
             raise ToolError(command, 127, f"{command.argv[0]}: command not found") from None
         except subprocess.TimeoutExpired as exc:
@@ -107,11 +159,11 @@ class Tools:
     def stream(self, command: Command) -> Iterator[str]:
         """The command's output (stdout and stderr), line by line as it comes (`kubectl logs -f`); ended with
         the caller's iteration."""
-        with subprocess.Popen(
-            list(command.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as process:
-            assert process.stdout is not None
-            yield from process.stdout
+        return self.runner.stream(command)
+
+    def start(self, command: Command, log: Path) -> int:
+        """Start a command that runs until it is stopped (`kubectl port-forward`): see `Runner.start`."""
+        return self.runner.start(command, log)
 
     def output(self, command: Command) -> str:
         return self.run(command).stdout
