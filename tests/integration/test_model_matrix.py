@@ -1,142 +1,70 @@
-"""Every kind of model MLflow loads, served to every KServe client, answers as the model does in-process."""
+"""A real deploy for the protocols test_serving.py does not already call: V2 REST binary and V2 gRPC.
+
+The model matrix (six kinds of model, every KServe client, the 80/20 split) and the fuzzers run in-process in
+tests/unit/serving. What only a real deploy shows is here and in test_serving.py, which calls V1 REST and V2 REST
+JSON on its `fraud` deployment: the model server started by `serve deploy`, loading a registered model, answering
+the KServe clients over real sockets, V2 binary on REST and gRPC on its own loopback port.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
-import httpx
-import numpy as np
+import mlflow
 import pytest
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from sandbox.serving.model_io import V2_DTYPES
-from tests.integration.model_matrix import MatrixModel
+from sandbox.serving.reference_model import synthetic_data
 
 pytestmark = pytest.mark.integration
 
-KEYS = ["forest_numpy", "pipeline_onehot", "pyfunc_proba", "pyfunc_frame", "no_signature", "digits"]
+DEPLOYMENT = "mm-fraud"
 
 
-def infer_request(model_name: str, model: MatrixModel, *, binary: bool) -> InferRequest:
-    inputs = []
-    for tensor in model.v2_inputs:
-        array = np.array(tensor["data"], dtype=V2_DTYPES[tensor["datatype"]]).reshape(tensor["shape"])
-        infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
-        infer_input.set_data_from_numpy(array, binary_data=binary)
-        inputs.append(infer_input)
-    return InferRequest(model_name=model_name, infer_inputs=inputs)
+def _request(frame, *, binary: bool) -> InferRequest:
+    rows = frame.to_numpy()
+    infer_input = InferInput("input-0", list(rows.shape), "FP64")
+    infer_input.set_data_from_numpy(rows, binary_data=binary)
+    return InferRequest(model_name=DEPLOYMENT, infer_inputs=[infer_input])
 
 
-def as_text(array: np.ndarray) -> list:
-    if array.dtype == object:
-        return [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]
-    return array.reshape(-1).tolist()
-
-
-def assert_outputs_match(outputs: dict[str, np.ndarray], model: MatrixModel) -> None:
-    expected = model.expected_outputs()
-    assert set(outputs) == set(expected), f"outputs {sorted(outputs)} != {sorted(expected)}"
-    for name, want in expected.items():
-        got = outputs[name]
-        assert list(got.shape) == list(want.shape), f"{name}: shape {got.shape} != {want.shape}"
-        assert as_text(got) == as_text(np.asarray(want)), f"{name}: {as_text(got)} != {as_text(want)}"
-
-
-def v2_json_outputs(response: httpx.Response) -> dict[str, np.ndarray]:
-    assert response.status_code == 200, response.text
-    return {
-        o["name"]: np.array(o["data"], dtype=object if o["datatype"] == "BYTES" else None).reshape(o["shape"])
-        for o in response.json()["outputs"]
-    }
-
-
-async def kserve_rest(base_url: str, name: str, model: MatrixModel, *, binary: bool) -> dict[str, np.ndarray]:
-    async with InferenceRESTClient(RESTConfig(protocol="v2")) as client:
-        response = await client.infer(base_url, infer_request(name, model, binary=binary), model_name=name)
-    return {output.name: output.as_numpy() for output in response.outputs}
-
-
-async def kserve_grpc(address: str, name: str, model: MatrixModel) -> dict[str, np.ndarray]:
-    client = InferenceGRPCClient(address)
+@pytest.fixture
+def deployed(platform, monkeypatch) -> Iterator[dict]:
+    """`serve deploy mm-fraud` of fraud-detector v1; its inference endpoint, undeployed after."""
+    endpoints = platform.endpoints()
+    for key, value in endpoints.env().items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(endpoints.mlflow_tracking_uri)
+    platform.cli("serve", "deploy", DEPLOYMENT, "--model", "models:/fraud-detector/1")
     try:
-        response = await client.infer(infer_request(name, model, binary=True))
+        yield platform.status()["endpoints"]["inference"][DEPLOYMENT]
     finally:
-        await client.close()
-    return {output.name: output.as_numpy() for output in response.outputs}
+        platform.cli("serve", "undeploy", DEPLOYMENT)
 
 
-@pytest.mark.parametrize("key", KEYS)
-def test_v1_and_v2_json_answers_equal_the_models_own_predictions(matrix_stack, key):
-    model = matrix_stack.models[key]
-    endpoint = matrix_stack.endpoint(key)
-    v1 = httpx.post(endpoint["v1_predict"], json=model.v1_body, timeout=30)
-    assert v1.status_code == 200, v1.text
-    assert v1.json()["predictions"] == model.expected_v1()
-    # No Content-Type at all: several real clients send none; a body that parses as JSON is JSON.
-    raw = httpx.post(endpoint["v2_infer"], content=httpx.Request("POST", "/", json={"inputs": model.v2_inputs}).content)
-    assert_outputs_match(v2_json_outputs(raw), model)
+def _expected(frame) -> list:
+    return mlflow.pyfunc.load_model("models:/fraud-detector/1").predict(frame).tolist()
 
 
-@pytest.mark.parametrize("key", KEYS)
-def test_kserve_clients_rest_json_rest_binary_and_grpc(matrix_stack, key):
-    model, name = matrix_stack.models[key], matrix_stack.deployment_name(key)
-    endpoint = matrix_stack.endpoint(key)
-    assert endpoint["grpc"].startswith("127.0.0.1:")
-    assert_outputs_match(asyncio.run(kserve_rest(endpoint["url"], name, model, binary=False)), model)
-    assert_outputs_match(asyncio.run(kserve_rest(endpoint["url"], name, model, binary=True)), model)
-    assert_outputs_match(asyncio.run(kserve_grpc(endpoint["grpc"], name, model)), model)
+def test_v2_rest_binary_and_grpc_on_a_real_deploy_answer_as_the_model_does(deployed):
+    # One deploy for both (a deploy costs ~20 s; the answers, milliseconds): each protocol's rows are its own.
+    binary_rows, _ = synthetic_data(rows=20, seed=11)
+    grpc_rows, _ = synthetic_data(rows=20, seed=12)
+    assert deployed["grpc"].startswith("127.0.0.1:"), deployed
 
+    async def rest_binary():
+        async with InferenceRESTClient(RESTConfig(protocol="v2")) as client:
+            return await client.infer(deployed["url"], _request(binary_rows, binary=True), model_name=DEPLOYMENT)
 
-def test_v2_metadata_describes_inputs_and_outputs_from_the_signature(matrix_stack):
-    pipeline = httpx.get(f"{matrix_stack.endpoint('pipeline_onehot')['url']}/v2/models/m-pipeline-onehot").json()
-    assert [(i["name"], i["datatype"]) for i in pipeline["inputs"]] == [
-        ("city", "BYTES"),
-        ("amount", "FP64"),
-        ("count", "INT64"),
-    ]
-    frame = httpx.get(f"{matrix_stack.endpoint('pyfunc_frame')['url']}/v2/models/m-pyfunc-frame").json()
-    assert [(o["name"], o["datatype"]) for o in frame["outputs"]] == [("label", "BYTES"), ("score", "FP64")]
-    digits = httpx.get(f"{matrix_stack.endpoint('digits')['url']}/v2/models/m-digits").json()
-    assert digits["inputs"][0]["shape"] == [-1, 8, 8]
-    unknown = httpx.get(f"{matrix_stack.endpoint('no_signature')['url']}/v2/models/m-no-signature").json()
-    assert unknown["inputs"] == [] and unknown["parameters"]["signature"] == "none"
-    server = httpx.get(f"{matrix_stack.endpoint('digits')['url']}/v2").json()
-    assert "binary_tensor_data" in server["extensions"]
-
-
-def test_the_matrix_through_an_80_20_split(matrix_stack):
-    stack = matrix_stack.stack
-    for key in KEYS:
-        model = matrix_stack.models[key]
-        split = f"s-{key.replace('_', '-')}"
-        stack.cli("serve", "split", split, "--variant", f"a={model.uri}:80", "--variant", f"b={model.uri}:20")
+    async def grpc():
+        client = InferenceGRPCClient(deployed["grpc"])
         try:
-            endpoint = stack.status()["endpoints"]["inference"][split]
-            v1 = httpx.post(endpoint["v1_predict"], json=model.v1_body, timeout=30)
-            assert v1.status_code == 200, v1.text
-            assert v1.headers["x-model-variant"] in ("a", "b")
-            assert v1.json()["predictions"] == model.expected_v1(), key
-            raw = httpx.post(endpoint["v2_infer"], json={"inputs": model.v2_inputs}, timeout=30)
-            assert_outputs_match(v2_json_outputs(raw), model)
-            assert_outputs_match(asyncio.run(kserve_rest(endpoint["url"], split, model, binary=False)), model)
-            assert_outputs_match(asyncio.run(kserve_rest(endpoint["url"], split, model, binary=True)), model)
-            assert httpx.get(f"{endpoint['url']}/v2").status_code == 200
-            metadata = httpx.get(f"{endpoint['url']}/v2/models/{split}").json()
-            assert metadata["name"] == split and metadata["parameters"]["variants"] == ["a", "b"]
+            return await client.infer(_request(grpc_rows, binary=True))
         finally:
-            stack.cli("serve", "undeploy", split)
+            await client.close()
 
-
-def test_a_failure_inside_the_model_is_a_500_with_its_error_and_the_server_goes_on(matrix_stack):
-    # No signature: nothing to check the width against, so the model itself refuses 3 features.
-    endpoint = matrix_stack.endpoint("no_signature")
-    logged_before = matrix_stack.stack.cli("logs", "m-no-signature").stdout.count("the model failed on this input")
-    failed = httpx.post(endpoint["v1_predict"], json={"instances": [[1.0, 2.0, 3.0]]}, timeout=30)
-    assert failed.status_code == 500
-    assert "the model failed on this input: ValueError" in failed.json()["error"]
-    model = matrix_stack.models["no_signature"]
-    assert httpx.post(endpoint["v1_predict"], json=model.v1_body, timeout=30).json()["predictions"] == (
-        model.expected_v1()
-    )
-    log = matrix_stack.stack.cli("logs", "m-no-signature").stdout
-    assert log.count("the model failed on this input") == logged_before + 1, log  # logged once, whatever came before
+    for protocol, call, rows in (("V2 REST binary", rest_binary, binary_rows), ("V2 gRPC", grpc, grpc_rows)):
+        response = asyncio.run(call())
+        assert [output.name for output in response.outputs] == ["predict"], protocol
+        assert response.outputs[0].as_numpy().reshape(-1).tolist() == _expected(rows), protocol

@@ -1,14 +1,16 @@
-"""Six models logged the ways users log them, with requests and the model's own in-process answers.
+"""Six models saved the ways users log them, with requests and the model's own in-process answers.
 
-Each `MatrixModel` knows its registered URI, a V1 body, V2 inputs (JSON tensors)
-and what `mlflow.pyfunc.load_model(uri).predict(...)` returns for the same
-rows in-process, so a served answer can be compared exactly.
+Each `MatrixModel` knows the folder it was saved to (what the model server loads, as it would load
+`models:/NAME/N`), a V1 body, V2 inputs (JSON tensors) and what `mlflow.pyfunc.load_model(folder).predict(...)`
+returns for the same rows, so a served answer can be compared exactly. No tracking server: `save_model` writes
+the same MLmodel folder `log_model` uploads.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -16,8 +18,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-# PythonModels defined here must load in the model server's process, which cannot import tests/.
+# The PythonModels below are pickled by value, so a saved model loads in a process that cannot import tests/.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+KEYS = ["forest_numpy", "pipeline_onehot", "pyfunc_proba", "pyfunc_frame", "no_signature", "digits"]
 
 
 class ProbabilityModel(mlflow.pyfunc.PythonModel):
@@ -51,10 +55,15 @@ class DigitsModel(mlflow.pyfunc.PythonModel):
 @dataclass
 class MatrixModel:
     key: str
-    uri: str
+    uri: str  # the saved model's folder: what `mlflow.pyfunc.load_model` (and so the model server) loads
     v1_body: dict[str, Any]
     v2_inputs: list[dict[str, Any]]
     expected: Any  # the in-process predict's result for those rows
+
+    @property
+    def name(self) -> str:
+        """The name it is served under (as `serve deploy m-...` named it on the real stack)."""
+        return "m-" + self.key.replace("_", "-")
 
     def expected_outputs(self) -> dict[str, np.ndarray]:
         """Expected answers by V2 output name."""
@@ -68,15 +77,8 @@ class MatrixModel:
         return np.asarray(self.expected).tolist()
 
 
-def _register(name: str, log) -> str:
-    with mlflow.start_run():
-        info = log()
-    version = mlflow.MlflowClient().search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])[0]
-    assert info.model_uri
-    return f"models:/{name}/{version.version}"
-
-
-def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixModel]:
+def build_matrix(folder: Path) -> dict[str, MatrixModel]:
+    """Train and save the six models under `folder`, one sub-folder each."""
     from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer
     from sklearn.datasets import load_digits
@@ -85,23 +87,25 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(f"{prefix}-models")
     rng = np.random.default_rng(7)
     models: dict[str, MatrixModel] = {}
+
+    def saved(key: str, save) -> str:
+        path = str(folder / key)
+        save(path)
+        return path
 
     def predict_in_process(uri: str, data: Any) -> Any:
         return mlflow.pyfunc.load_model(uri).predict(data)
 
-    # 1. A RandomForest logged from numpy: a tensor signature (-1, 8) float64, as KServe's sklearn examples do.
+    # 1. A RandomForest saved from numpy: a tensor signature (-1, 8) float64, as KServe's sklearn examples do.
     x = rng.normal(size=(300, 8))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
     forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
-    name = f"{prefix}-forest-numpy"
-    uri = _register(
-        name,
-        lambda: mlflow.sklearn.log_model(
-            forest, name="model", input_example=x[:3], registered_model_name=name, serialization_format="cloudpickle"
+    uri = saved(
+        "forest_numpy",
+        lambda path: mlflow.sklearn.save_model(
+            forest, path, input_example=x[:3], serialization_format="cloudpickle", pip_requirements=["scikit-learn"]
         ),
     )
     rows = x[:4]
@@ -113,7 +117,7 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
         predict_in_process(uri, rows),
     )
 
-    # 2. An sklearn Pipeline, OneHotEncoder on a string column plus numeric columns, logged from pandas.
+    # 2. An sklearn Pipeline, OneHotEncoder on a string column plus numeric columns, saved from pandas.
     frame = pd.DataFrame(
         {
             "city": rng.choice(["paris", "lyon", "nice"], size=300),
@@ -133,15 +137,14 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
             ("classify", LogisticRegression(max_iter=500)),
         ]
     ).fit(frame, labels)
-    name = f"{prefix}-pipeline-onehot"
-    uri = _register(
-        name,
-        lambda: mlflow.sklearn.log_model(
+    uri = saved(
+        "pipeline_onehot",
+        lambda path: mlflow.sklearn.save_model(
             pipeline,
-            name="model",
+            path,
             input_example=frame.head(3),
-            registered_model_name=name,
             serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
         ),
     )
     sample = frame.head(4)
@@ -162,14 +165,12 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
     classifier = LogisticRegression(max_iter=500).fit(features.to_numpy(), rng.integers(0, 3, size=300))
     proba_model = ProbabilityModel(classifier)
     sample = features.head(4)
-    name = f"{prefix}-pyfunc-proba"
-    uri = _register(
-        name,
-        lambda: mlflow.pyfunc.log_model(
-            name="model",
+    uri = saved(
+        "pyfunc_proba",
+        lambda path: mlflow.pyfunc.save_model(
+            path,
             python_model=proba_model,
             signature=infer_signature(sample, proba_model.predict(None, sample)),
-            registered_model_name=name,
             pip_requirements=["scikit-learn"],
         ),
     )
@@ -184,14 +185,12 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
     # 4. A PythonModel returning a DataFrame with a string label and a float score.
     label_frame = frame[["amount", "count"]].head(4)
     label_model = LabelScoreModel()
-    name = f"{prefix}-pyfunc-frame"
-    uri = _register(
-        name,
-        lambda: mlflow.pyfunc.log_model(
-            name="model",
+    uri = saved(
+        "pyfunc_frame",
+        lambda path: mlflow.pyfunc.save_model(
+            path,
             python_model=label_model,
             signature=infer_signature(label_frame, label_model.predict(None, label_frame)),
-            registered_model_name=name,
             pip_requirements=["pandas"],
         ),
     )
@@ -208,11 +207,10 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
 
     # 5. Neither signature nor input example.
     plain = LogisticRegression(max_iter=500).fit(x[:, :4], y)
-    name = f"{prefix}-no-signature"
-    uri = _register(
-        name,
-        lambda: mlflow.sklearn.log_model(
-            plain, name="model", registered_model_name=name, serialization_format="cloudpickle"
+    uri = saved(
+        "no_signature",
+        lambda path: mlflow.sklearn.save_model(
+            plain, path, serialization_format="cloudpickle", pip_requirements=["scikit-learn"]
         ),
     )
     rows = x[:4, :4]
@@ -230,14 +228,12 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
     digit_classifier = LogisticRegression(max_iter=2000).fit(images.reshape(len(images), -1), digits.target)
     digits_model = DigitsModel(digit_classifier)
     sample = images[:3]
-    name = f"{prefix}-digits"
-    uri = _register(
-        name,
-        lambda: mlflow.pyfunc.log_model(
-            name="model",
+    uri = saved(
+        "digits",
+        lambda path: mlflow.pyfunc.save_model(
+            path,
             python_model=digits_model,
             signature=infer_signature(sample, digits_model.predict(None, sample)),
-            registered_model_name=name,
             pip_requirements=["scikit-learn"],
         ),
     )
@@ -248,4 +244,5 @@ def build_matrix(tracking_uri: str, prefix: str = "matrix") -> dict[str, MatrixM
         [{"name": "input-0", "shape": [3, 8, 8], "datatype": "FP64", "data": sample.reshape(-1).tolist()}],
         predict_in_process(uri, sample),
     )
+    assert list(models) == KEYS
     return models

@@ -1,20 +1,20 @@
-"""Property-based fuzzing of the model server over HTTP and gRPC: no generated body gets a 5xx.
+"""Property-based fuzzing of the model server over REST and gRPC, in-process: no generated body gets a 5xx.
 
-For the tensor model (a RandomForest logged from numpy) and the string-column
-model (a OneHotEncoder pipeline), hypothesis generates FUZZ_EXAMPLES bodies (400; 5,000 in `make nightly`) per
-protocol: JSON of every shape with non-finite and out-of-range numbers, wrong
-types and shapes, invalid text, deep nesting, bodies over the limit (sent with
-a Content-Length and chunked), wrong or missing Content-Type, V2 binary
-extension bodies whose headers lie, and gRPC requests with lying raw contents.
-Every answer is below 500, every refusal is JSON naming the problem, and the
-server answers a valid request after.
+For the tensor model (a RandomForest saved from numpy) and the string-column
+model (a OneHotEncoder pipeline), hypothesis generates a profile's worth of bodies per protocol (`ci`, the
+default: 400; `nightly`: 5,000; tests/conftest.py, HYPOTHESIS_PROFILE): JSON of every shape with non-finite and
+out-of-range numbers, wrong types and shapes, invalid text, deep nesting, bodies over the limit (sent with a
+Content-Length and chunked), wrong or missing Content-Type, V2 binary extension bodies whose headers lie, and
+gRPC requests with lying raw contents. Every answer is below 500, every refusal is JSON naming the problem, and
+the server answers a valid request after.
+
+The REST app goes through httpx's ASGI transport and gRPC through a grpc.aio server on a loopback port, both in
+the session's event loop (tests/unit/serving/conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import struct
 
 import grpc
@@ -27,12 +27,9 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
 from sandbox.serving.payloads import MAX_BODY_BYTES
 
-pytestmark = pytest.mark.integration
-
-# Bodies per protocol and model: `make test` sends a few hundred (every class the strategies draw comes up many
-# times over), `make nightly` 5,000 (FUZZ_EXAMPLES).
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 FUZZED = ["forest_numpy", "pipeline_onehot"]
+# How many bodies each test sends is the hypothesis profile's (max_examples), not this module's.
+FUZZ = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 CONTENT_TYPES = [None, "application/json", "text/plain", "application/octet-stream", "application/json; charset=x"]
 
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([3.5e38, -3.5e38, 1e308, 5e-324, 2.0**63])
@@ -117,58 +114,53 @@ def assert_refusal_or_answer(response: httpx.Response) -> None:
         assert isinstance(payload.get("error"), str) and payload["error"], response.text[:300]
 
 
-def assert_healthy(matrix_stack, key: str) -> None:
-    model, endpoint = matrix_stack.models[key], matrix_stack.endpoint(key)
-    response = httpx.post(endpoint["v1_predict"], json=model.v1_body, timeout=30)
-    assert response.status_code == 200 and response.json()["predictions"] == model.expected_v1()
-
-
-def chunks(body: bytes, size: int = 65536):
+async def chunks(body: bytes, size: int = 65536):
+    """The body with no Content-Length: httpx sends it chunked, and the server counts what it reads."""
     for start in range(0, len(body), size):
         yield body[start : start + size]
 
 
 @pytest.mark.parametrize("key", FUZZED)
-def test_v1_fuzz_gets_no_5xx(matrix_stack, key):
-    url = matrix_stack.endpoint(key)["v1_predict"]
-    with httpx.Client(timeout=30) as client:
+def test_v1_fuzz_gets_no_5xx(served, key):
+    server = served[key]
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(case=v1_bodies())
-        def send(case):
-            body, content_type = case
-            headers = {"content-type": content_type} if content_type else {}
-            assert_refusal_or_answer(client.post(url, content=body, headers=headers))
+    @FUZZ
+    @given(case=v1_bodies())
+    def send(case):
+        body, content_type = case
+        headers = {"content-type": content_type} if content_type else {}
+        assert_refusal_or_answer(server.post(server.v1_predict, content=body, headers=headers))
 
-        send()
-    assert_healthy(matrix_stack, key)
-
-
-@pytest.mark.parametrize("key", FUZZED)
-def test_v2_fuzz_gets_no_5xx(matrix_stack, key):
-    url = matrix_stack.endpoint(key)["v2_infer"]
-    with httpx.Client(timeout=30) as client:
-
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(case=v2_bodies())
-        def send(case):
-            body, headers = case
-            assert_refusal_or_answer(client.post(url, content=body, headers=headers))
-
-        send()
-    assert_healthy(matrix_stack, key)
+    send()
+    server.assert_healthy()
 
 
 @pytest.mark.parametrize("key", FUZZED)
-def test_oversized_bodies_are_413_with_a_length_and_chunked(matrix_stack, key):
-    endpoint = matrix_stack.endpoint(key)
+def test_v2_fuzz_gets_no_5xx(served, key):
+    server = served[key]
+
+    @FUZZ
+    @given(case=v2_bodies())
+    def send(case):
+        body, headers = case
+        assert_refusal_or_answer(server.post(server.v2_infer, content=body, headers=headers))
+
+    send()
+    server.assert_healthy()
+
+
+@pytest.mark.parametrize("key", FUZZED)
+def test_oversized_bodies_are_413_with_a_length_and_chunked(served, key):
+    server = served[key]
     big = b'{"instances": [' + b"[0.5, 0.5]," * (MAX_BODY_BYTES // 10) + b"[0.5]]}"
-    for url in (endpoint["v1_predict"], endpoint["v2_infer"]):
-        sized = httpx.post(url, content=big, headers={"content-type": "application/json"}, timeout=60)
+    for url in (server.v1_predict, server.v2_infer):
+        sized = server.post(url, content=big, headers={"content-type": "application/json"})
+        assert "content-length" in sized.request.headers
         assert sized.status_code == 413 and "over" in sized.json()["error"]
-        chunked = httpx.post(url, content=chunks(big), headers={"content-type": "application/json"}, timeout=60)
+        chunked = server.post(url, content=chunks(big), headers={"content-type": "application/json"})
+        assert "content-length" not in chunked.request.headers
         assert chunked.status_code == 413 and "over" in chunked.json()["error"]
-    assert_healthy(matrix_stack, key)
+    server.assert_healthy()
 
 
 def _utf8(text: str) -> bool:
@@ -207,24 +199,35 @@ def grpc_requests(draw) -> pb.ModelInferRequest:
 
 
 @pytest.mark.parametrize("key", FUZZED)
-def test_grpc_fuzz_gets_no_internal_errors(matrix_stack, key):
-    endpoint = matrix_stack.endpoint(key)
-    name = matrix_stack.deployment_name(key)
+def test_grpc_fuzz_gets_no_internal_errors(served, key):
+    server = served[key]
     refusals = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
-    with grpc.insecure_channel(endpoint["grpc"]) as channel:
-        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(request=grpc_requests())
-        def send(request):
-            if request.model_name == "MODEL":
-                request.model_name = name
-            try:
-                stub.ModelInfer(request, timeout=30)
-            except grpc.RpcError as exc:
-                assert exc.code() in refusals, f"{exc.code()}: {exc.details()}"
-                assert exc.details()
+    async def open_channel() -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(server.grpc_address)
 
+    channel = server.run(open_channel())  # made in the servers' loop, which it must share
+    stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    async def infer(request: pb.ModelInferRequest) -> grpc.RpcError | None:
+        try:
+            await stub.ModelInfer(request, timeout=30)
+        except grpc.RpcError as exc:
+            return exc
+        return None
+
+    @FUZZ
+    @given(request=grpc_requests())
+    def send(request):
+        if request.model_name == "MODEL":
+            request.model_name = server.name
+        exc = server.run(infer(request))
+        if exc is not None:
+            assert exc.code() in refusals, f"{exc.code()}: {exc.details()}"
+            assert exc.details()
+
+    try:
         send()
-    asyncio.run(asyncio.sleep(0))
-    assert_healthy(matrix_stack, key)
+    finally:
+        server.run(channel.close())
+    server.assert_healthy()
