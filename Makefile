@@ -12,7 +12,7 @@ IMAGE   ?= ml-sandbox:$(VERSION)
 DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox diagnose down purge status test nightly unit integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
+.PHONY: help install sandbox diagnose down purge status test nightly unit stacks integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,26 +49,33 @@ scenarios: install  ## run the production checklist on the running sandbox; JUni
 	$(BIN)/sandbox checklist --junit reports/junit.xml --report reports/checklist
 
 # The long cases' sizes: `make test` (CI) runs them small, `make nightly` at full size.
-STORM_CYCLES  ?= 3
-FUZZ_EXAMPLES ?= 400
+STORM_CYCLES       ?= 3
+HYPOTHESIS_PROFILE ?= ci
+REMOTE_CHECKLIST   ?= short
+SIZES := FAULTS_STORM_CYCLES=$(STORM_CYCLES) HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) REMOTE_CHECKLIST=$(REMOTE_CHECKLIST)
 # Each suite keeps its evidence: every test's duration in the log, a JUnit file under reports/.
 REPORTS := reports
 
-test: lint unit integration faults  ## everything CI runs
+test: lint unit stacks  ## everything CI runs (about 20 minutes on 2 cores)
 
-nightly:  ## the long cases at full size: a 20-cycle restart storm, 5,000 fuzzed bodies per protocol and model
-	$(MAKE) test STORM_CYCLES=20 FUZZ_EXAMPLES=5000
+nightly:  ## the long cases at full size (storm 20 cycles, 5,000 fuzzed bodies, the remote checklist), then the capacity benchmark
+	$(MAKE) test STORM_CYCLES=20 HYPOTHESIS_PROFILE=nightly REMOTE_CHECKLIST=full
+	$(BIN)/python -m benchmarks.loadtest --only capacity
 
-unit: install  ## fast tests, no services
-	$(PYTEST) tests/unit -q --durations=0 --junitxml=$(REPORTS)/junit-unit.xml
+unit: install  ## fast tests, no services (the kind and cluster profiles against an in-process fake cluster)
+	$(SIZES) $(PYTEST) tests/unit -q --durations=0 --junitxml=$(REPORTS)/junit-unit.xml
 
-integration: install  ## tests against a real stack they start and stop themselves
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) tests/integration -q -m integration --durations=0 \
-		--junitxml=$(REPORTS)/junit-integration.xml
+# The integration and fault suites share two session stacks (tests/stacks.py): `platform` for read-mostly tests,
+# `scratch` for destructive ones. `make stacks` runs both suites at once, one worker per stack.
+stacks: install  ## the integration and fault suites side by side: prints what faults were injected and lost
+	$(SIZES) $(PYTEST) tests/integration tests/faults -q -m integration -n 2 --dist loadscope --durations=0 \
+		--junitxml=$(REPORTS)/junit-stacks.xml
+
+integration: install  ## tests against real stacks they start and stop themselves
+	$(SIZES) $(PYTEST) tests/integration -q -m integration --durations=0 --junitxml=$(REPORTS)/junit-integration.xml
 
 faults: install  ## kill -9, damaged state, racing commands, another user: prints what was acknowledged and lost
-	FAULTS_STORM_CYCLES=$(STORM_CYCLES) $(PYTEST) tests/faults -q -m integration --durations=0 \
-		--junitxml=$(REPORTS)/junit-faults.xml
+	$(SIZES) $(PYTEST) tests/faults -q -m integration --durations=0 --junitxml=$(REPORTS)/junit-faults.xml
 
 lint: install  ## ruff lint and format check, the import contracts (layers, profile internals, no cycles), actionlint
 	$(BIN)/ruff check sandbox tests benchmarks scenarios loadtests

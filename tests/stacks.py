@@ -1,10 +1,21 @@
-"""Real local stacks driven through the CLI as a user would: the `Stack` handle and the session stack fixtures the
-integration and fault suites share (their conftests import them; no test file imports another's)."""
+"""The real local stacks the integration and fault suites share: the `Stack` handle and two session stacks.
+
+- `platform`: read-mostly tests (serving, monitoring, the checklist, the remote target, notebooks). Tests may
+  deploy, restart or stop a service, but leave it as they found it; the fixture repairs it with `up` if not.
+- `scratch`: destructive tests (down, purge, crash, the fault modules). Every test gets it running again and
+  with the reference model registered, whatever the test before did to it.
+
+Both carry `fraud-detector` (the reference model, 8 float features): version 1 on both, version 2 on `platform`.
+Under `pytest -n 2` (`make stacks`) each stack's tests run on one worker, the two side by side.
+
+Commands under test go through the CLI (`Stack.cli`, a fresh interpreter, as a user runs them); state is read
+in-process (`Stack.status`, what `sandbox status --json` prints), since reading it is not what these tests test.
+Their conftests import the fixtures from here; no test file imports another's.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +26,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sandbox.config import fallback_config, load_config
 from sandbox.endpoints import Endpoints
+from sandbox.errors import ConfigError
+from sandbox.profiles import get_profile
+
+REFERENCE_MODEL = "fraud-detector"
 
 
 @dataclass
@@ -39,7 +55,13 @@ class Stack:
         return result
 
     def status(self) -> dict:
-        return json.loads(self.cli("status", "--json").stdout)
+        """What `sandbox status --json` prints, read in this process (a broken configuration read leniently, as
+        `status` does)."""
+        try:
+            config = load_config(None, profile="local", dir=self.dir)
+        except ConfigError:
+            config = fallback_config(None, profile="local", dir=self.dir)
+        return get_profile(config).status().as_dict()
 
     def endpoints(self) -> Endpoints:
         return Endpoints(**self.status()["endpoints"])
@@ -67,6 +89,22 @@ class Stack:
             self.cli("up")
         return self
 
+    def with_reference_model(self, versions: int) -> Stack:
+        """`fraud-detector` registered with at least ``versions`` versions (seeds 0, 1, ...): a purge loses them."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from sandbox.serving.reference_model import register_reference_model
+
+        uri = self.endpoints().mlflow_tracking_uri
+        try:
+            have = len(MlflowClient(uri).search_model_versions(f"name='{REFERENCE_MODEL}'"))
+        except MlflowException:
+            have = 0
+        for seed in range(have, versions):
+            register_reference_model(uri, REFERENCE_MODEL, n_estimators=20, seed=seed)
+        return self
+
 
 def local_pid(entry: dict) -> int:
     """The process id in a service's or deployment's `status --json` entry (the local profile says "pid N")."""
@@ -75,17 +113,34 @@ def local_pid(entry: dict) -> int:
     return int(number)
 
 
+def _session_stack(tmp_path_factory, name: str, versions: int) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp(name) / "sandbox")
+    try:
+        yield stack.running().with_reference_model(versions)
+    finally:
+        stack.cli("down", "--purge", check=False)
+
+
 @pytest.fixture(scope="session")
-def _session_stack(tmp_path_factory) -> Stack:
-    stack = Stack(tmp_path_factory.mktemp("stack") / "sandbox")
-    yield stack
-    stack.cli("down", "--purge", check=False)
+def _platform(tmp_path_factory) -> Iterator[Stack]:
+    yield from _session_stack(tmp_path_factory, "platform", versions=2)
+
+
+@pytest.fixture(scope="session")
+def _scratch(tmp_path_factory) -> Iterator[Stack]:
+    yield from _session_stack(tmp_path_factory, "scratch", versions=1)
 
 
 @pytest.fixture
-def stack(_session_stack) -> Stack:
-    """The session's stack, running: tests may stop, crash or purge it; the next one gets it back up."""
-    return _session_stack.running()
+def platform(_platform) -> Stack:
+    """The read-mostly session stack, running, `fraud-detector` versions 1 and 2 registered."""
+    return _platform.running().with_reference_model(2)
+
+
+@pytest.fixture
+def stack(_scratch) -> Stack:
+    """The destructive session stack, running: tests may stop, crash or purge it; the next one gets it back up."""
+    return _scratch.running().with_reference_model(1)
 
 
 @pytest.fixture
@@ -97,3 +152,33 @@ def mlflow_env(stack, monkeypatch):
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     return stack
+
+
+# ---------------------------------------------------------------------------- one xdist worker per stack
+
+# The modules of each session stack. Under `pytest -n 2` (`make stacks`) each stack's modules run on one worker, in
+# order, so each worker starts one stack; modules of neither go to whichever worker is free.
+PLATFORM_MODULES = tuple(
+    f"tests/integration/test_{name}.py"
+    for name in ("serving", "model_matrix", "monitoring", "scenarios", "remote", "notebooks")
+)
+SCRATCH_MODULES = ("tests/integration/test_local_stack.py", "tests/faults/")
+
+
+def stack_of(nodeid: str) -> str | None:
+    module = nodeid.split("::", 1)[0]
+    if module in PLATFORM_MODULES:
+        return "platform"
+    return "scratch" if module.startswith(SCRATCH_MODULES) else None
+
+
+def make_scheduler(config, log):
+    """xdist's `loadscope` with a stack as one scope (its `xdist_group` marks are lost on pytest 9: it renames
+    `item._nodeid`, which pytest 9 no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StackScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return stack_of(nodeid) or super()._split_scope(nodeid)
+
+    return StackScheduling(config, log)

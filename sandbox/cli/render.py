@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,16 +69,7 @@ def rendered(paths: list[Path]) -> None:
 
 
 def status_json(st) -> None:
-    payload = {
-        "profile": st.profile,
-        "dir": st.dir,
-        "state": st.overall,
-        "services": [{**asdict(s), "state": s.state.value} for s in st.services],
-        "endpoints": st.endpoints.model_dump() if st.endpoints else None,
-        "deployments": [asdict(d) for d in st.deployments],
-        "warnings": st.warnings,
-    }
-    ui.out.print_json(json.dumps(payload))
+    ui.out.print_json(json.dumps(st.as_dict()))
 
 
 def status_table(st) -> None:

@@ -10,7 +10,7 @@ import shutil
 import string
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -86,6 +86,18 @@ class ProfileStatus:
         if not self.services or states == {"stopped"}:
             return "stopped"
         return "running" if states == {"running"} else "degraded"
+
+    def as_dict(self) -> dict:
+        """What `sandbox status --json` prints (and what tests and the pytest plugin read in-process)."""
+        return {
+            "profile": self.profile,
+            "dir": self.dir,
+            "state": self.overall,
+            "services": [{**asdict(s), "state": s.state.value} for s in self.services],
+            "endpoints": self.endpoints.model_dump() if self.endpoints else None,
+            "deployments": [asdict(d) for d in self.deployments],
+            "warnings": self.warnings,
+        }
 
 
 class Profile(abc.ABC):

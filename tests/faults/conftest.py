@@ -1,32 +1,28 @@
 """Fault tests: kill -9 components of a real local stack under traffic and count what survived.
 
-They use the `Stack` and the session stack of tests/stacks.py (as the integration tests do) and are marked
-`integration`.
+They run on the `scratch` session stack of tests/stacks.py (marked `integration`); each module deploys what it
+needs once and removes it at its end, and each test gets the stack running again, whatever the test before did.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from tests.faults.ledger import Ledger
-from tests.stacks import Stack, _session_stack, mlflow_env, stack  # noqa: F401 - shared fixtures
+from tests.faults.ledger import FaultCase, Ledger
+from tests.stacks import _platform, _scratch, make_scheduler, mlflow_env, platform, stack  # noqa: F401 - shared
 
 
 @pytest.fixture(scope="module")
-def faults_stack(tmp_path_factory):
-    """A stack of the module's own with the reference model (RandomForest, 8 features) registered once."""
-    from sandbox.serving.reference_model import register_reference_model
+def faults_stack(_scratch):  # noqa: F811 - the shared session stack
+    """The scratch stack, running, with the reference model (RandomForest, 8 features) registered.
 
-    module_stack = Stack(tmp_path_factory.mktemp("faults") / "sandbox")
-    module_stack.cli("up")
-    try:
-        tracking_uri = module_stack.endpoints().mlflow_tracking_uri
-        register_reference_model(tracking_uri, "fraud-detector", n_estimators=20, seed=0)
-        yield module_stack
-    finally:
-        module_stack.cli("down", "--purge", check=False)
+    `up` even when it runs: it also starts the supervisor's restart history over (backoffs, the crash-loop
+    budget of 5 restarts in 300 s), so each module's kills count as on a stack of its own."""
+    _scratch.cli("up")
+    return _scratch.with_reference_model(1)
 
 
 # ---------------------------------------------------------------------------- the ledger table
@@ -44,6 +40,19 @@ def ledger(request) -> Ledger:
     return request.config.stash[_LEDGER]
 
 
+def pytest_sessionfinish(session):
+    """On an xdist worker: hand the ledger's lines to the controller, which prints the one table."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_cases"] = [asdict(case) for case in session.config.stash[_LEDGER].cases]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    cases = getattr(node, "workeroutput", {}).get("fault_cases", [])
+    node.config.stash[_LEDGER].cases.extend(FaultCase(**case) for case in cases)
+
+
 def pytest_terminal_summary(terminalreporter, config):
     recorded = config.stash.get(_LEDGER, None)
     if not recorded or not recorded.cases:
@@ -53,3 +62,8 @@ def pytest_terminal_summary(terminalreporter, config):
     out = Path(config.rootpath) / "reports" / "faults.json"
     recorded.write(out)
     terminalreporter.write_line(f"(also in {out})")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return make_scheduler(config, log)

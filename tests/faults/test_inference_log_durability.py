@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -37,7 +38,7 @@ PROTOCOLS = ("v1", "v2", "grpc")
 
 
 @pytest.fixture(scope="module")
-def deployed(faults_stack: Stack) -> Stack:
+def deployed(faults_stack: Stack) -> Iterator[Stack]:
     faults_stack.cli(
         "serve",
         "deploy",
@@ -49,7 +50,8 @@ def deployed(faults_stack: Stack) -> Stack:
         "--batch-wait-ms",
         "3",
     )
-    return faults_stack
+    yield faults_stack
+    faults_stack.running().cli("serve", "undeploy", DEPLOYMENT, check=False)  # the scratch stack goes on
 
 
 @pytest.fixture

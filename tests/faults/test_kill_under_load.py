@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -30,11 +31,12 @@ MODEL = "fraud-detector"
 
 
 @pytest.fixture(scope="module")
-def split(faults_stack: Stack) -> Stack:
+def split(faults_stack: Stack) -> Iterator[Stack]:
     faults_stack.cli(
         "serve", "split", SPLIT, "--variant", f"a=models:/{MODEL}/1:50", "--variant", f"b=models:/{MODEL}/1:50"
     )
-    return faults_stack
+    yield faults_stack
+    faults_stack.running().cli("serve", "undeploy", SPLIT, check=False)  # the scratch stack goes on
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import httpx
@@ -28,9 +29,10 @@ DEPLOYMENT = "healer"
 
 
 @pytest.fixture(scope="module")
-def deployed(faults_stack: Stack) -> Stack:
+def deployed(faults_stack: Stack) -> Iterator[Stack]:
     faults_stack.cli("serve", "deploy", DEPLOYMENT, "--model", "models:/fraud-detector/1")
-    return faults_stack
+    yield faults_stack
+    faults_stack.running().cli("serve", "undeploy", DEPLOYMENT, check=False)  # the scratch stack goes on
 
 
 @pytest.fixture

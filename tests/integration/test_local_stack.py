@@ -11,6 +11,7 @@ import signal
 import socket
 import stat
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -139,12 +140,13 @@ def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
-    run, model, features = _tracked_run(tmp_path, experiment="integration", model_name="fraud-detector")
+    name = f"tracked-{uuid.uuid4().hex[:8]}"  # the scratch stack lives on: a model of this test's own
+    run, model, features = _tracked_run(tmp_path, experiment="integration", model_name=name)
     client = MlflowClient()
     got = client.get_run(run.info.run_id)
     assert got.data.params == {"C": "1.0", "penalty": "l2"}
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.9, 0.5, 0.3]
-    versions = client.search_model_versions("name='fraud-detector'")
+    versions = client.search_model_versions(f"name='{name}'")
     assert [v.run_id for v in versions] == [run.info.run_id]
 
     # The artifact's bytes are in the bucket, read with the generated keys through the minio SDK.
@@ -153,7 +155,7 @@ def test_tracking_registry_and_artifacts_land_in_s3(mlflow_env, tmp_path):
     key = f"{got.info.experiment_id}/{run.info.run_id}/artifacts/importances.txt"
     assert s3.get_object("mlflow-artifacts", key).read() == ARTIFACT_TEXT
     # And the registered model loads back and predicts.
-    loaded = mlflow.pyfunc.load_model("models:/fraud-detector/1")
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/1")
     assert list(loaded.predict(features[:5])) == list(model.predict(features[:5]))
 
 

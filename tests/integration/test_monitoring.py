@@ -1,6 +1,6 @@
 """The inference log, drift checks, retraining and their CLI on a real stack; restarts lose no logged inference.
 
-One stack for the file. Tests of the log share `fraud-detector` served as `fd`;
+The `platform` session stack. Tests of the log share `fraud-detector` served as `fd`;
 tests of drift and retraining each get a model of their own (`own_model`), so
 no test sees another's traffic, versions or aliases, and drift windows are
 either the whole life of that model or start at an absolute time.
@@ -40,18 +40,17 @@ NEW_WORLD = {"shifts": {"f0": 1.0}, "boundary": 1.0}
 
 
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory):
-    """A stack with the reference model (v1, with its training reference) served as `fd`."""
-    from sandbox.serving.reference_model import register_reference_model
+def _fd(_platform):
+    """The platform stack with the reference model (v1, with its training reference) served as `fd`."""
+    _platform.running().with_reference_model(1).cli("serve", "deploy", "fd", "--model", f"models:/{MODEL}/1")
+    yield _platform
+    _platform.running().cli("serve", "undeploy", "fd", check=False)  # the platform stack goes on
 
-    stack = Stack(tmp_path_factory.mktemp("monitoring") / "sandbox")
-    stack.cli("up")
-    try:
-        register_reference_model(stack.endpoints().mlflow_tracking_uri, MODEL, n_estimators=20, seed=0)
-        stack.cli("serve", "deploy", "fd", "--model", f"models:/{MODEL}/1")
-        yield stack
-    finally:
-        stack.cli("down", "--purge", check=False)
+
+@pytest.fixture
+def monitored(_fd, platform):
+    """The stack serving `fd` (deployed again by `up` if a test before stopped it)."""
+    return platform
 
 
 def _store(stack) -> InferenceLogStore:
@@ -182,9 +181,6 @@ def test_every_answered_row_is_logged_with_its_model_version(monitored):
 
 
 def test_a_split_logs_the_variant_and_version_that_answered(monitored):
-    from sandbox.serving.reference_model import register_reference_model
-
-    register_reference_model(monitored.endpoints().mlflow_tracking_uri, MODEL, n_estimators=20, seed=1)
     monitored.cli(
         "serve", "split", "ab", "--variant", f"a=models:/{MODEL}/1:50", "--variant", f"b=models:/{MODEL}/2:50"
     )
@@ -211,23 +207,23 @@ def test_a_split_logs_the_variant_and_version_that_answered(monitored):
 def test_restarting_any_service_loses_no_logged_inference(monitored):
     """Acceptance 4: count before a restart equals count after, for every service of the stack."""
     store = _store(monitored)
-    before = store.count()
+    before = store.count(deployment="fd")
     sent = _send(monitored, _rows(100, seed=3))
-    total = wait_for_rows(store, before + sent, timeout=30)  # all written before the restarts
+    total = wait_for_rows(store, before + sent, timeout=30, deployment="fd")  # all written before the restarts
     assert total == before + sent
     for service in ("postgres", "s3", "mlflow"):
         _terminate(monitored.pids()[service], postgres=service == "postgres")
         monitored.cli("up")
-        assert _store(monitored).count() == total, f"after restarting {service}"
+        assert _store(monitored).count(deployment="fd") == total, f"after restarting {service}"
     _terminate(_deployment_pid(monitored, "fd"))
     monitored.cli("up")
-    assert _store(monitored).count() == total, "after restarting the model server"
+    assert _store(monitored).count(deployment="fd") == total, "after restarting the model server"
 
 
 def test_rows_logged_while_postgres_is_down_arrive_after_it_returns(monitored):
     """Rows wait in the server's journal on disk, whether or not the server stops too; none is lost or doubled."""
     store = _store(monitored)
-    before = store.count()
+    before = store.count(deployment="fd")
     _terminate(monitored.pids()["postgres"], postgres=True)
     journal = monitored.dir / "deployments" / "fd" / JOURNAL_DIR
     try:
@@ -240,13 +236,13 @@ def test_rows_logged_while_postgres_is_down_arrive_after_it_returns(monitored):
         monitored.cli("up")  # PostgreSQL back, the server restarted: it ships its journal
     assert on_disk + in_table >= sent  # with the server stopped, every row was on its disk or in the table
     sent += _send(monitored, _rows(20, seed=5))  # and rows sent after the restart
-    assert wait_for_rows(store, before + sent, timeout=30) == before + sent
+    assert wait_for_rows(store, before + sent, timeout=30, deployment="fd") == before + sent
     deadline = time.monotonic() + 30  # the shipped position is saved just after the rows are committed
     while unshipped_rows(journal) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert unshipped_rows(journal) == 0
     assert len(list(journal.glob("*.journal"))) <= 2  # shipped segments deleted
-    assert store.count() == before + sent  # and nothing written twice
+    assert store.count(deployment="fd") == before + sent  # and nothing written twice
 
 
 def _count_if_up(store: InferenceLogStore, *, otherwise: int) -> int:
@@ -254,7 +250,7 @@ def _count_if_up(store: InferenceLogStore, *, otherwise: int) -> int:
     import psycopg
 
     try:
-        return store.count()
+        return store.count(deployment="fd")
     except psycopg.OperationalError:
         return otherwise
 

@@ -18,6 +18,12 @@ import websocket
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def stack(platform):
+    """JupyterLab of the `platform` session stack (read-mostly: a crashed server is brought back by its supervisor)."""
+    return platform
+
+
 def _notebooks(stack) -> dict:
     return next(s for s in stack.status()["services"] if s["name"] == "notebooks")
 
@@ -117,7 +123,6 @@ def test_a_kernel_over_rest_and_websocket_sees_the_stack_and_everything_listens_
 
 
 def test_logs_and_a_crashed_server_comes_back_on_its_port(stack):
-    assert "Jupyter Server" in stack.cli("logs", "notebooks", "--lines", "200").stdout
     before = _notebooks(stack)
     psutil.Process(int(before["instance"].split()[1])).kill()
     deadline = time.monotonic() + 120
@@ -128,3 +133,4 @@ def test_logs_and_a_crashed_server_comes_back_on_its_port(stack):
         assert time.monotonic() < deadline, f"not restarted: {now}"
         time.sleep(1)
     assert now["port"] == before["port"] and now["url"] == before["url"]  # same port, same token
+    assert "Jupyter Server" in stack.cli("logs", "notebooks", "--lines", "200").stdout  # the restart's banner

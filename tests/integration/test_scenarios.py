@@ -133,34 +133,29 @@ def _snapshot(stack) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def checklist_stack(tmp_path_factory):
-    from tests.stacks import Stack
-
-    stack = Stack(tmp_path_factory.mktemp("checklist") / "sandbox")
-    stack.cli("up")
-    yield stack
-    stack.cli("down", "--purge", check=False)
+@pytest.fixture
+def checklist_stack(platform):
+    return platform
 
 
 @pytest.fixture(scope="module")
-def checklist_run(checklist_stack, tmp_path_factory):
+def checklist_run(_platform, tmp_path_factory):
     """The user's things, the checklist run once beside them, and a snapshot before and after."""
     from mlflow import MlflowClient
 
-    from sandbox.serving.reference_model import register_reference_model
-
+    checklist_stack = _platform.running().with_reference_model(2)  # USER_MODEL: versions 1 and 2
     endpoints = checklist_stack.endpoints()
     uri = endpoints.mlflow_tracking_uri
-    register_reference_model(uri, USER_MODEL, n_estimators=20, seed=0)
-    register_reference_model(uri, USER_MODEL, n_estimators=20, seed=1)
     client = MlflowClient(uri)
     client.set_registered_model_alias(USER_MODEL, "champion", "1")
     client.set_registered_model_tag(USER_MODEL, "owner", "a-user")
     client.set_model_version_tag(USER_MODEL, "1", "validation", "approved")
     client.update_registered_model(USER_MODEL, description="the user's own model")
-    for name in USER_EXPERIMENTS:
-        run = client.create_run(client.create_experiment(name), tags={"mine": "yes"})
+    for name in USER_EXPERIMENTS:  # another module of the platform stack may have made one (`sandbox monitor`)
+        experiment = client.get_experiment_by_name(name)
+        run = client.create_run(
+            experiment.experiment_id if experiment else client.create_experiment(name), tags={"mine": "yes"}
+        )
         client.set_terminated(run.info.run_id)
     content = b"f0,label\n1,0\n"
     endpoints.minio_client().put_object(DATA_BUCKET, USER_KEY, io.BytesIO(content), len(content))

@@ -46,24 +46,26 @@ DEPLOY_FRAUD = "serve deploy fraud --model models:/fraud-detector/1 --batch-size
 
 
 @pytest.fixture(scope="module")
-def _fraud_deploy(serving_stack):
+def _fraud_deploy(_platform):
     """`serve deploy fraud`, once per module: what the command printed."""
-    return serving_stack.cli(*DEPLOY_FRAUD)
+    return _platform.running().with_reference_model(2).cli(*DEPLOY_FRAUD)
 
 
 @pytest.fixture
-def fraud(serving_stack, _fraud_deploy):
+def fraud(platform, _fraud_deploy):
     """`fraud` serves v1 of the reference model (micro-batched); deployed again if a test removed it."""
-    if not _running(serving_stack, "fraud"):
-        serving_stack.cli(*DEPLOY_FRAUD)
+    fraud = _deployments(platform).get("fraud")
+    # Other modules on the platform stack deploy a `fraud` of their own (a user's, by alias): this one is v1.
+    if not fraud or fraud["state"] != "running" or fraud["model_uri"] != "models:/fraud-detector/1":
+        platform.cli(*DEPLOY_FRAUD)
     return _fraud_deploy
 
 
 @pytest.fixture
-def fraud_ab(serving_stack):
+def fraud_ab(platform):
     """`fraud-ab`: an 80/20 split of v1 and v2, sticky on x-user-id; split again if a test removed it."""
-    if not _running(serving_stack, "fraud-ab", "fraud-ab-a", "fraud-ab-b"):
-        serving_stack.cli(
+    if not _running(platform, "fraud-ab", "fraud-ab-a", "fraud-ab-b"):
+        platform.cli(
             "serve",
             "split",
             "fraud-ab",
@@ -122,16 +124,16 @@ MALFORMED = [
 ]
 
 
-def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack, fraud):
+def test_deploy_serves_the_registered_model_on_both_protocols(platform, fraud):
     assert "V2: POST" in fraud.stderr  # what `serve deploy` printed
-    deployment = _deployments(serving_stack)["fraud"]
+    deployment = _deployments(platform)["fraud"]
     assert deployment["state"] == "running"
-    endpoint = _inference(serving_stack, "fraud")
+    endpoint = _inference(platform, "fraud")
     base = endpoint["url"]
 
     import mlflow
 
-    mlflow.set_tracking_uri(serving_stack.endpoints().mlflow_tracking_uri)
+    mlflow.set_tracking_uri(platform.endpoints().mlflow_tracking_uri)
     frame, _ = synthetic_data(rows=20, seed=7)
     expected = mlflow.pyfunc.load_model("models:/fraud-detector/1").predict(frame).tolist()
 
@@ -158,8 +160,8 @@ def test_deploy_serves_the_registered_model_on_both_protocols(serving_stack, fra
     assert all(_loopback(c.laddr.ip) for c in listening), [c.laddr for c in listening]
 
 
-def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(serving_stack, fraud):
-    endpoint = _inference(serving_stack, "fraud")
+def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(platform, fraud):
+    endpoint = _inference(platform, "fraud")
     statuses = Counter()
     cases = itertools.islice(itertools.cycle(MALFORMED), 1000)
     with httpx.Client(timeout=30) as client:
@@ -176,8 +178,8 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(serv
     assert httpx.get(f"{endpoint['url']}/v2/health/ready").status_code == 200
 
 
-def test_an_80_20_split_routes_by_weight_and_names_the_variant(serving_stack, fraud_ab):
-    endpoint = _inference(serving_stack, fraud_ab)
+def test_an_80_20_split_routes_by_weight_and_names_the_variant(platform, fraud_ab):
+    endpoint = _inference(platform, fraud_ab)
     assert endpoint["kind"] == "split" and endpoint["variants"] == ["a", "b"]
     rows = np.random.default_rng(3).normal(size=(2000, 8)).round(3).tolist()
 
@@ -204,9 +206,9 @@ def test_an_80_20_split_routes_by_weight_and_names_the_variant(serving_stack, fr
     assert 'ab_router_request_duration_seconds_count{variant="b"}' in metrics
 
 
-def test_loadtest_with_an_impossible_slo_fails_and_says_which(serving_stack, fraud, tmp_path):
+def test_loadtest_with_an_impossible_slo_fails_and_says_which(platform, fraud, tmp_path):
     report = tmp_path / "impossible"
-    result = serving_stack.cli(
+    result = platform.cli(
         "loadtest",
         "fraud",
         "--users",
@@ -230,9 +232,9 @@ def test_loadtest_with_an_impossible_slo_fails_and_says_which(serving_stack, fra
     assert "FAILED" in (report / "summary.html").read_text()
 
 
-def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, fraud, tmp_path):
+def test_loadtest_with_a_satisfiable_slo_passes(platform, fraud, tmp_path):
     report = tmp_path / "fine"
-    result = serving_stack.cli(
+    result = platform.cli(
         "loadtest",
         "fraud",
         "--users",
@@ -258,7 +260,7 @@ def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, fraud, tmp_path):
         "rps": summary["rps"] * 10,
     }
     (tmp_path / "fast.json").write_text(json.dumps(faster))
-    regressed = serving_stack.cli(
+    regressed = platform.cli(
         "loadtest",
         "fraud",
         "--users",
@@ -275,20 +277,20 @@ def test_loadtest_with_a_satisfiable_slo_passes(serving_stack, fraud, tmp_path):
     assert "vs baseline" in regressed.stdout
 
 
-def test_loadtest_through_the_ab_router_counts_each_variant(serving_stack, fraud_ab, tmp_path):
-    serving_stack.cli("loadtest", fraud_ab, "--users", "4", "--duration", "4s", "--report", str(tmp_path / "ab"))
+def test_loadtest_through_the_ab_router_counts_each_variant(platform, fraud_ab, tmp_path):
+    platform.cli("loadtest", fraud_ab, "--users", "4", "--duration", "4s", "--report", str(tmp_path / "ab"))
     summary = json.loads((tmp_path / "ab" / "summary.json").read_text())
     assert {"variant a", "variant b"} <= set(summary["by_name"])
     assert summary["failures"] == 0
 
 
-def test_find_capacity_brackets_the_rate_the_slo_allows_and_charts_the_curve(serving_stack, fraud, tmp_path):
+def test_find_capacity_brackets_the_rate_the_slo_allows_and_charts_the_curve(platform, fraud, tmp_path):
     # The search's mechanics on the real server: steps, bisection, repeats, the report. Whether the rate found
     # holds on yet another run and breaks 20% higher is a timing figure: benchmarks/loadtest.py prints it.
     # A latency limit well above the unloaded p99 puts the knee where the server saturates.
     slo = "p99<300ms,error_rate<0.1%"
     report = tmp_path / "capacity"
-    search = serving_stack.cli(
+    search = platform.cli(
         "loadtest",
         "fraud",
         "--find-capacity",
@@ -297,9 +299,9 @@ def test_find_capacity_brackets_the_rate_the_slo_allows_and_charts_the_curve(ser
         "--start-rate",
         "200",
         "--duration",
-        "4s",
+        "3s",
         "--precision",
-        "10",
+        "20",
         "--confirm-runs",
         "3",
         "--report",
@@ -314,7 +316,7 @@ def test_find_capacity_brackets_the_rate_the_slo_allows_and_charts_the_curve(ser
     assert capacity["confirmed"] and capacity["stopped"] is None
     runs = {rate: [s["passed"] for s in capacity["steps"] if s["rate"] == rate] for rate in (held, broke)}
     assert len(runs[held]) >= 3 and all(runs[held]) and not all(runs[broke])  # held every time, 3 times at least
-    assert held > 0 and held < broke <= held * 1.1 + 0.01
+    assert held > 0 and held < broke <= held * 1.2 + 0.01
     for step in capacity["steps"]:  # every verdict is the SLO's, applied to that step's own figures
         assert step["passed"] == (step["valid"] and step["p99_ms"] < 300 and step["error_rate"] < 0.1), step
     assert [p["rate"] for p in capacity["curve"]] == sorted({s["rate"] for s in capacity["steps"]})
@@ -326,41 +328,41 @@ def test_find_capacity_brackets_the_rate_the_slo_allows_and_charts_the_curve(ser
     assert f"{held:g} req/s" in search.stdout
 
 
-def test_deployments_survive_down_and_up(serving_stack, fraud):
-    before = _inference(serving_stack, "fraud")
-    pids = [local_pid(d) for d in _deployments(serving_stack).values() if d["instance"]]
-    serving_stack.cli("down")
+def test_deployments_survive_down_and_up(platform, fraud):
+    before = _inference(platform, "fraud")
+    pids = [local_pid(d) for d in _deployments(platform).values() if d["instance"]]
+    platform.cli("down")
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
-    assert {d["state"] for d in _deployments(serving_stack).values()} == {"stopped"}
+    assert {d["state"] for d in _deployments(platform).values()} == {"stopped"}
 
-    result = serving_stack.cli("up")
+    result = platform.cli("up")
     assert "Model deployments" in result.stderr
-    assert {d["state"] for d in _deployments(serving_stack).values()} == {"running"}
-    after = _inference(serving_stack, "fraud")
+    assert {d["state"] for d in _deployments(platform).values()} == {"running"}
+    after = _inference(platform, "fraud")
     assert after["v1_predict"] == before["v1_predict"]  # same URL after a restart
     assert httpx.post(after["v1_predict"], json={"instances": [[0.1] * 8]}).status_code == 200
 
 
-def test_bad_deploys_are_refused_clearly(serving_stack):
-    missing = serving_stack.cli("serve", "deploy", "ghost", "--model", "models:/no-such-model/1", check=False)
+def test_bad_deploys_are_refused_clearly(platform):
+    missing = platform.cli("serve", "deploy", "ghost", "--model", "models:/no-such-model/1", check=False)
     assert missing.returncode == ExitCode.USAGE and "not in the registry" in missing.stderr
-    missing_version = serving_stack.cli("serve", "deploy", "ghost", "--model", "models:/fraud-detector/99", check=False)
+    missing_version = platform.cli("serve", "deploy", "ghost", "--model", "models:/fraud-detector/99", check=False)
     assert missing_version.returncode == ExitCode.USAGE and "not in the registry" in missing_version.stderr
-    bad_name = serving_stack.cli("serve", "deploy", "Bad_Name", "--model", "models:/fraud-detector/1", check=False)
+    bad_name = platform.cli("serve", "deploy", "Bad_Name", "--model", "models:/fraud-detector/1", check=False)
     assert bad_name.returncode == ExitCode.USAGE and "DNS label" in bad_name.stderr
-    bad_variant = serving_stack.cli("serve", "split", "x", "--variant", "a=models:/fraud-detector/1", check=False)
+    bad_variant = platform.cli("serve", "split", "x", "--variant", "a=models:/fraud-detector/1", check=False)
     assert bad_variant.returncode == ExitCode.USAGE and "LABEL=MODEL_URI:WEIGHT" in bad_variant.stderr
-    assert "ghost" not in _deployments(serving_stack)
+    assert "ghost" not in _deployments(platform)
 
 
-def test_gpu_deployments_are_placed_and_limited_by_quota(serving_stack):
-    placed = serving_stack.cli("serve", "deploy", "fraud-gpu", "--model", "models:/fraud-detector/1", "--gpus", "2")
+def test_gpu_deployments_are_placed_and_limited_by_quota(platform):
+    placed = platform.cli("serve", "deploy", "fraud-gpu", "--model", "models:/fraud-detector/1", "--gpus", "2")
     try:
         assert "GPUs 0,1 on gpu-a100" in placed.stderr
-        pid = local_pid(_deployments(serving_stack)["fraud-gpu"])
+        pid = local_pid(_deployments(platform)["fraud-gpu"])
         assert psutil.Process(pid).environ()["CUDA_VISIBLE_DEVICES"] == "0,1"
-        snapshot = json.loads(serving_stack.cli("gpu", "status", "--json").stdout)
+        snapshot = json.loads(platform.cli("gpu", "status", "--json").stdout)
         assert [(w["name"], w["phase"], w["node"], w["devices"]) for w in snapshot["workloads"]] == [
             ("serve-fraud-gpu", "Running", "gpu-a100", [0, 1])
         ]
@@ -368,22 +370,22 @@ def test_gpu_deployments_are_placed_and_limited_by_quota(serving_stack):
         assert a100["gpus_used"] == 2
         quota = next(q for q in snapshot["quotas"] if q["name"] == "compute-quota")
         assert quota["used"]["requests.nvidia.com/gpu"] == "2"
-        refused = serving_stack.cli(
+        refused = platform.cli(
             "serve", "deploy", "fraud-gpus", "--model", "models:/fraud-detector/1", "--gpus", "3", check=False
         )
         assert refused.returncode != 0
         assert "exceeded quota: compute-quota, requested: requests.nvidia.com/gpu=3" in refused.stderr
-        assert "fraud-gpus" not in _deployments(serving_stack)
+        assert "fraud-gpus" not in _deployments(platform)
     finally:
-        serving_stack.cli("serve", "undeploy", "fraud-gpu")
-    assert json.loads(serving_stack.cli("gpu", "status", "--json").stdout)["workloads"] == []
+        platform.cli("serve", "undeploy", "fraud-gpu")
+    assert json.loads(platform.cli("gpu", "status", "--json").stdout)["workloads"] == []
 
 
-def test_undeploy_stops_the_split_and_its_variants(serving_stack, fraud_ab):
-    before = _deployments(serving_stack)
+def test_undeploy_stops_the_split_and_its_variants(platform, fraud_ab):
+    before = _deployments(platform)
     pids = {n: local_pid(d) for n, d in before.items() if n.startswith(fraud_ab)}
     assert set(pids) == {"fraud-ab", "fraud-ab-a", "fraud-ab-b"}
-    serving_stack.cli("serve", "undeploy", fraud_ab)
-    assert set(_deployments(serving_stack)) == set(before) - set(pids)  # the split and its variants, nothing else
+    platform.cli("serve", "undeploy", fraud_ab)
+    assert set(_deployments(platform)) == set(before) - set(pids)  # the split and its variants, nothing else
     _, alive = psutil.wait_procs([psutil.Process(p) for p in pids.values() if psutil.pid_exists(p)], timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
