@@ -49,6 +49,8 @@ def ml_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     directory = config.getoption("--sandbox-dir")
     profile = config.getoption("--sandbox-profile")
     config_file = config.getoption("--sandbox-config")
+    umask = os.umask(0o077)  # start/attach make it private (as the CLI does); the session's end restores it
+    os.umask(umask)
     try:
         if directory:
             handle = attach_sandbox(directory, profile, config_file=config_file)
@@ -56,6 +58,7 @@ def ml_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             folder = tmp_path_factory.mktemp("ml-sandbox") / "sandbox"
             handle = start_sandbox(folder, profile, config_file=config_file)
     except SandboxError as exc:
+        os.umask(umask)
         _fail("the sandbox", exc)
     config.stash[HANDLE] = handle
     try:
@@ -67,6 +70,7 @@ def ml_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         del config.stash[HANDLE]
         if not handle.attached:
             handle.down(purge=True)
+        os.umask(umask)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 from sandbox.config import load_config
 from sandbox.endpoints import Endpoints
 from sandbox.errors import NotRunningError, SandboxError
+from sandbox.files import use_private_umask
 from sandbox.profiles import Profile, ProfileStatus, get_profile
 from sandbox.profiles.base import ServiceState
 from sandbox.scenarios import artifacts
@@ -238,6 +239,7 @@ def start_sandbox(
     A failure raises `SandboxUnavailableError` naming the failing part, its error and the fix; what this
     call started is undone unless ``keep``.
     """
+    use_private_umask()  # as the CLI at its start: what the sandbox writes (here or in what it starts) is private
     prof = open_profile(dir, profile, config_file, **config_overrides)
     try:
         endpoints = prof.up(keep=keep)
@@ -255,6 +257,7 @@ def attach_sandbox(
 
     A sandbox that is not running raises `SandboxUnavailableError` naming what is stopped.
     """
+    use_private_umask()  # deployments and checklist runs write into the sandbox from this process
     prof = open_profile(dir, profile, config_file)
     try:
         endpoints = prof.endpoints()

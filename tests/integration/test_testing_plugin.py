@@ -91,7 +91,10 @@ def running(tmp_path_factory) -> SandboxHandle:
         patch.chdir(folder)  # no sandbox.yaml, no SANDBOX_* but the ones given
         for key in [key for key in os.environ if key.startswith("SANDBOX_")]:
             patch.delenv(key)
+        umask = os.umask(0o022)
+        os.umask(umask)
         handle = start_sandbox(folder / "sandbox", supervisor__enabled=False, notebooks__enabled=False)
+        os.umask(umask)  # start_sandbox made it private, as the CLI does: not for the tests after this module
     try:
         yield handle
     finally:
@@ -135,6 +138,7 @@ def test_against_a_running_sandbox_the_session_leaves_it_running_and_clean(runni
     attached_run.assert_outcomes(passed=2, failed=1)
     status = running.status()
     assert status.overall == "running", status
+    assert status.warnings == []  # what the session's deployments wrote into the sandbox is private
     assert running.serving.statuses() == []  # every deployment undeployed after its test
     leftovers = _leftovers(running)
     assert leftovers == [], leftovers
