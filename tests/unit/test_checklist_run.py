@@ -13,7 +13,7 @@ from sandbox.scenarios import Outcome, Scenario, run_scenario
 from sandbox.scenarios import artifacts as run_artifacts
 from sandbox.scenarios.engine import RUN_ID_TAG, ChecklistRun, ScenarioContext, ScenarioResult, current_run
 from tests.factories import make_endpoints
-from tests.unit.test_scenario_names import name_problems
+from tests.scenario_names import name_problems
 
 
 def _endpoints(*, owned: bool, **extra) -> Endpoints:

@@ -30,7 +30,7 @@ from sandbox.scenarios.engine import Outcome, ScenarioResult
 from sandbox.scenarios.notebooks import INJECTED_TAG, describe_failure, inject_parameters, write_kernelspec
 from sandbox.scenarios.reports import write_attachments, write_markdown
 from tests.factories import make_endpoints
-from tests.unit.test_scenario_names import name_problems
+from tests.scenario_names import name_problems
 
 STARTERS = sorted(starter_notebooks_dir().glob("*.ipynb"))
 
