@@ -1,4 +1,4 @@
-"""Load shapes for Locust: users over time from a profile (`sandbox.loadtest.shapes`).
+"""Load shapes for plain Locust: users over time (they live in `sandbox.loadtest.locust_shapes`).
 
 `sandbox loadtest --shape ...` uses `ProfileShape` through Locust's library API.
 With plain Locust, add this file to the locustfiles and name the shape in the
@@ -13,42 +13,6 @@ Levels are users here (Locust is closed loop); the open-loop generator reads the
 same shapes as requests per second (`sandbox loadtest --shape ... --open`).
 """
 
-from __future__ import annotations
+from sandbox.loadtest.locust_shapes import EnvShape, ProfileShape
 
-import os
-
-from locust import LoadTestShape
-
-from sandbox.loadtest.shapes import Profile, parse_shape
-
-
-class ProfileShape(LoadTestShape):
-    """Users over time from (seconds, users) points; stops at the profile's end."""
-
-    abstract = True
-
-    def __init__(self, points: list[list[float]] | tuple | None = None) -> None:
-        super().__init__()
-        if points is not None:
-            self.profile = Profile(tuple((float(t), float(level)) for t, level in points))
-        # Fast enough to follow a spike within a tick (Locust calls tick() every second).
-        self.spawn_rate = max(1.0, self.profile.peak)
-
-    def tick(self):
-        run_time = self.get_run_time()
-        if run_time >= self.profile.duration_s:
-            return None
-        return round(self.profile.level_at(run_time)), self.spawn_rate
-
-
-class EnvShape(ProfileShape):
-    """The shape LOADTEST_SHAPE names, for plain `locust -f loadtests/users.py,loadtests/shapes.py`."""
-
-    abstract = False
-
-    def __init__(self) -> None:
-        text = os.environ.get("LOADTEST_SHAPE")
-        if not text:
-            raise SystemExit("set LOADTEST_SHAPE, e.g. LOADTEST_SHAPE='ramp:from=0,to=50,over=60s'")
-        self.profile = parse_shape(text)
-        super().__init__()
+__all__ = ["EnvShape", "ProfileShape"]

@@ -4,7 +4,7 @@
     python -m sandbox.loadtest.engine --connect HOST:PORT        # a worker (--processes N, `sandbox loadtest-worker`)
 
 A worker needs nothing but the master's address: once it is ready the master
-sends it the run's spec (target, protocol, payload rows) in a custom message,
+sends it the run's settings (target, protocol, payload rows) in a custom message,
 ahead of the spawn message, and the worker builds the same user class from it.
 So `--processes N` (workers started here, on 127.0.0.1) and `--master` (workers
 started by hand or as pods, anywhere that reaches the master) are one code path.
@@ -38,59 +38,59 @@ from locust.html import get_html_report  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history  # noqa: E402
 
-from loadtests.shapes import ProfileShape  # noqa: E402
-from loadtests.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
+from sandbox.loadtest.locust_shapes import ProfileShape  # noqa: E402
+from sandbox.loadtest.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
 from sandbox.net import free_port  # noqa: E402
 
 USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser, "mlflow": MLflowServeUser}
 REPORTED_PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 
 
-def _user_class(spec: dict) -> type:
-    base = USER_CLASSES[spec["protocol"]]
+def _user_class(settings: dict) -> type:
+    base = USER_CLASSES[settings["protocol"]]
     return type(
-        f"{base.__name__}For{spec['model_name'].title().replace('-', '')}",
+        f"{base.__name__}For{settings['model_name'].title().replace('-', '')}",
         (base,),
         {
             "abstract": False,
-            "host": spec["host"],
-            "model_name": spec["model_name"],
-            "rows": spec["rows"],
-            "rows_per_request": spec.get("rows_per_request", 1),
-            "columns": spec.get("columns") or [],
+            "host": settings["host"],
+            "model_name": settings["model_name"],
+            "rows": settings["rows"],
+            "rows_per_request": settings.get("rows_per_request", 1),
+            "columns": settings.get("columns") or [],
         },
     )
 
 
-def _environment(spec: dict) -> Environment:
-    shape = ProfileShape(spec["users_profile"]) if spec.get("users_profile") else None
-    return Environment(user_classes=[_user_class(spec)], events=events, host=spec["host"], shape_class=shape)
+def _environment(settings: dict) -> Environment:
+    shape = ProfileShape(settings["users_profile"]) if settings.get("users_profile") else None
+    return Environment(user_classes=[_user_class(settings)], events=events, host=settings["host"], shape_class=shape)
 
 
-SPEC_MESSAGE = "sandbox_spec"
+SETTINGS_MESSAGE = "sandbox_settings"
 
 
 def run_worker(master_host: str, master_port: int) -> None:
-    """A Locust worker that learns its user class from the master's spec message."""
+    """A Locust worker that learns its user class from the master's settings message."""
     env = Environment(user_classes=[], events=events)
     runner = env.create_worker_runner(master_host, master_port)
 
-    def on_spec(environment, msg, **_kwargs) -> None:
+    def on_settings(environment, msg, **_kwargs) -> None:
         environment.user_classes = [_user_class(msg.data)]
         environment.host = msg.data["host"]
 
-    runner.register_message(SPEC_MESSAGE, on_spec)
+    runner.register_message(SETTINGS_MESSAGE, on_settings)
     runner.greenlet.join()
 
 
-def _await_workers(runner: MasterRunner, spec: dict, expected: int, wait_s: float | None) -> None:
-    """Wait until ``expected`` workers are ready, handing each its spec as it arrives."""
+def _await_workers(runner: MasterRunner, settings: dict, expected: int, wait_s: float | None) -> None:
+    """Wait until ``expected`` workers are ready, handing each its settings as it arrives."""
     briefed: set[str] = set()
     deadline = time.monotonic() + wait_s if wait_s else None
     while True:
         for client_id in [c.id for c in runner.clients.ready] + [c.id for c in runner.clients.running]:
             if client_id not in briefed:
-                runner.send_message(SPEC_MESSAGE, _worker_spec(spec), client_id)
+                runner.send_message(SETTINGS_MESSAGE, _worker_settings(settings), client_id)
                 briefed.add(client_id)
         if len(runner.clients.ready) >= expected:
             print(f"{len(runner.clients.ready)} worker(s) connected", flush=True)
@@ -100,17 +100,17 @@ def _await_workers(runner: MasterRunner, spec: dict, expected: int, wait_s: floa
         gevent.sleep(0.1)
 
 
-def _worker_spec(spec: dict) -> dict:
+def _worker_settings(settings: dict) -> dict:
     keys = ("host", "model_name", "protocol", "rows", "rows_per_request", "columns")
-    return {key: spec.get(key) for key in keys}
+    return {key: settings.get(key) for key in keys}
 
 
-def run(spec: dict) -> dict:
-    report = Path(spec["report_dir"])
+def run(settings: dict) -> dict:
+    report = Path(settings["report_dir"])
     report.mkdir(parents=True, exist_ok=True)
-    env = _environment(spec)
-    processes = max(1, int(spec.get("processes", 1)))
-    master = spec.get("master")
+    env = _environment(settings)
+    processes = max(1, int(settings.get("processes", 1)))
+    master = settings.get("master")
     workers: list[subprocess.Popen] = []
     cpu_samples: list[float] = []
     generator = psutil.Process()
@@ -132,7 +132,7 @@ def run(spec: dict) -> dict:
                 )
             )
         print(f"master listening on {bind}:{port}, waiting for {expected} worker(s)", flush=True)
-        _await_workers(runner, spec, expected, wait_s)
+        _await_workers(runner, settings, expected, wait_s)
     else:
         runner = env.create_local_runner()
 
@@ -169,8 +169,8 @@ def run(spec: dict) -> dict:
         runner.start_shape()
         duration = env.shape_class.profile.duration_s + 1  # the shape stops the users; then quit
     else:
-        runner.start(spec["users"], spawn_rate=spec["spawn_rate"])
-        duration = spec["duration_s"]
+        runner.start(settings["users"], spawn_rate=settings["spawn_rate"])
+        duration = settings["duration_s"]
     gevent.spawn_later(duration, runner.quit)
     runner.greenlet.join()
     ended = time.time()
@@ -216,7 +216,7 @@ def run(spec: dict) -> dict:
         },
         "generator_saturated": bool(runner.cpu_warning_emitted or getattr(runner, "worker_cpu_warning_emitted", False)),
         "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 0,
-        "users_profile": spec.get("users_profile"),
+        "users_profile": settings.get("users_profile"),
     }
     (report / "raw.json").write_text(json.dumps(raw, indent=2, default=str))
     return raw
@@ -224,14 +224,14 @@ def run(spec: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("spec", type=Path, nargs="?")
+    parser.add_argument("settings", type=Path, nargs="?", help="the run's settings (JSON), as the CLI writes them")
     parser.add_argument("--connect", metavar="HOST:PORT", help="run as a worker of the master there")
     args = parser.parse_args()
     if args.connect:
         host, _, port = args.connect.rpartition(":")
         run_worker(host, int(port))
     else:
-        run(json.loads(args.spec.read_text()))
+        run(json.loads(args.settings.read_text()))
 
 
 if __name__ == "__main__":

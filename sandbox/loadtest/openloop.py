@@ -174,13 +174,13 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    def __init__(self, spec: dict, stats: _Stats, loop: asyncio.AbstractEventLoop) -> None:
-        parts = urlsplit(spec["host"])
+    def __init__(self, settings: dict, stats: _Stats, loop: asyncio.AbstractEventLoop) -> None:
+        parts = urlsplit(settings["host"])
         self.address = (parts.hostname, parts.port or 80)
-        self.requests = build_requests(spec["host"], spec["path"], [b.encode() for b in spec["bodies"]])
-        self.expect = b'"' + spec["expect"].encode() + b'"'
-        self.max_connections = int(spec.get("connections", 1000))
-        self.timeout = float(spec.get("timeout_s", 10))
+        self.requests = build_requests(settings["host"], settings["path"], [b.encode() for b in settings["bodies"]])
+        self.expect = b'"' + settings["expect"].encode() + b'"'
+        self.max_connections = int(settings.get("connections", 1000))
+        self.timeout = float(settings.get("timeout_s", 10))
         self.stats = stats
         self.loop = loop
         self.idle: list[_Connection] = []
@@ -273,10 +273,10 @@ class _Pool:
                 connection.transport.close()
 
 
-async def _generate(spec: dict, profile: Profile, part: int, parts: int, get_start: Callable[[], float]) -> _Stats:
+async def _generate(settings: dict, profile: Profile, part: int, parts: int, get_start: Callable[[], float]) -> _Stats:
     loop = asyncio.get_running_loop()
     stats = _Stats(0.0)
-    pool = _Pool(spec, stats, loop)
+    pool = _Pool(settings, stats, loop)
     # A few connections open before the start, so the first second does not measure connection set-up.
     warm = min(pool.max_connections, 2 + int(profile.peak / parts / 1000))
     for _ in range(warm):
@@ -284,7 +284,7 @@ async def _generate(spec: dict, profile: Profile, part: int, parts: int, get_sta
         await pool._open()
     start_wall = await loop.run_in_executor(None, get_start)
     start = stats.start = _now() + (start_wall - time.time())
-    late_s = float(spec.get("late_ms", LATE_MS)) / 1000
+    late_s = float(settings.get("late_ms", LATE_MS)) / 1000
     next_expiry = start + 0.1
     arrivals = profile.arrivals(part, parts)
     due = next(arrivals, None)
@@ -319,14 +319,14 @@ async def _generate(spec: dict, profile: Profile, part: int, parts: int, get_sta
     return stats
 
 
-def generate(spec: dict, part: int, parts: int, get_start: Callable[[], float]) -> dict:
+def generate(settings: dict, part: int, parts: int, get_start: Callable[[], float]) -> dict:
     """One process's share of the run; its figures as a JSON-ready dict.
 
     ``get_start`` is called (in a thread) once the process is ready to send; it returns the wall-clock
     start time that every process of the run shares.
     """
-    profile = Profile(tuple(tuple(p) for p in spec["profile"]))
-    use_uvloop = spec.get("loop", "uvloop") == "uvloop"
+    profile = Profile(tuple(tuple(p) for p in settings["profile"]))
+    use_uvloop = settings.get("loop", "uvloop") == "uvloop"
     runner_factory = None
     if use_uvloop:
         try:
@@ -338,7 +338,7 @@ def generate(spec: dict, part: int, parts: int, get_start: Callable[[], float]) 
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     wall_before = time.monotonic()
     with asyncio.Runner(loop_factory=runner_factory) if sys.version_info >= (3, 11) else _Runner() as runner:
-        stats = runner.run(_generate(spec, profile, part, parts, get_start))
+        stats = runner.run(_generate(settings, profile, part, parts, get_start))
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
     return {
@@ -373,11 +373,11 @@ class _Runner:  # Python 3.10 has no asyncio.Runner
 # --------------------------------------------------------------------------- the runner
 
 
-def run(spec: dict, report_dir: Path, *, processes: int = 1, start_timeout_s: float = 60) -> list[dict]:
+def run(settings: dict, report_dir: Path, *, processes: int = 1, start_timeout_s: float = 60) -> list[dict]:
     """Start ``processes`` generator processes, start them together, return each one's figures."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    spec_file = report_dir / "openloop-spec.json"
-    spec_file.write_text(json.dumps(spec))
+    settings_file = report_dir / "openloop-settings.json"
+    settings_file.write_text(json.dumps(settings))
     log = (report_dir / "generator.log").open("ab")
     procs = []
     try:
@@ -385,7 +385,7 @@ def run(spec: dict, report_dir: Path, *, processes: int = 1, start_timeout_s: fl
             procs.append(
                 subprocess.Popen(
                     [
-                        *(sys.executable, "-m", "sandbox.loadtest.openloop", str(spec_file)),
+                        *(sys.executable, "-m", "sandbox.loadtest.openloop", str(settings_file)),
                         *("--part", str(part), "--parts", str(processes)),
                         *("--out", str(report_dir / f"openloop-part{part}.json")),
                     ],
@@ -404,8 +404,8 @@ def run(spec: dict, report_dir: Path, *, processes: int = 1, start_timeout_s: fl
         for proc in procs:
             proc.stdin.write(f"{start}\n".encode())
             proc.stdin.close()
-        duration = spec["profile"][-1][0]
-        limit = duration + float(spec.get("timeout_s", 10)) + 60
+        duration = settings["profile"][-1][0]
+        limit = duration + float(settings.get("timeout_s", 10)) + 60
         codes = [proc.wait(timeout=limit) for proc in procs]
         if any(codes):
             raise RuntimeError(f"a generator process failed (exit codes {codes}); see {log.name}")
@@ -433,18 +433,18 @@ def _readline(proc: subprocess.Popen, deadline: float) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("spec", type=Path)
+    parser.add_argument("settings", type=Path)
     parser.add_argument("--part", type=int, default=0)
     parser.add_argument("--parts", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    spec = json.loads(args.spec.read_text())
+    settings = json.loads(args.settings.read_text())
 
     def get_start() -> float:
         print("ready", flush=True)
         return float(sys.stdin.readline())
 
-    args.out.write_text(json.dumps(generate(spec, args.part, args.parts, get_start)))
+    args.out.write_text(json.dumps(generate(settings, args.part, args.parts, get_start)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""ASGI pieces the model server and the A/B router share: the body limit and JSON answers."""
+"""ASGI pieces the model server and the A/B router share: the body limit, JSON answers and the headers the router
+sets on what it forwards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from sandbox.serving.payloads import MAX_BODY_BYTES, PayloadError
+from sandbox.wire import MAX_BODY_BYTES, PayloadError
+
+# Set by the A/B router on the requests it forwards and on its answers; the model server logs each inference with
+# them (the inference log).
+VARIANT_HEADER = "x-model-variant"
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class BodyLimit:

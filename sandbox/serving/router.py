@@ -4,6 +4,8 @@
         --variant a=http://127.0.0.1:PA/NAME-a:80 --variant b=http://127.0.0.1:PB/NAME-b:20 \\
         [--sticky-header x-user-id]
 
+The arguments are sandbox.serving.launch's `RouterArgs`, which whoever starts the router writes (`to_argv()`).
+
 Requests to `/v1/models/NAME:predict` and `/v2/models/NAME/infer` go to one
 variant, chosen at random by weight, or by a hash of the sticky header's value
 so one user always sees the same variant, with their headers and body intact
@@ -18,18 +20,15 @@ per-variant accuracy for an A/B comparison.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import bisect
 import contextlib
 import hashlib
 import json
-import os
 import random
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import httpx
 import uvicorn
@@ -39,11 +38,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.net import LOOPBACK
-from sandbox.serving.asgi import BodyLimit, error, json_response
+from sandbox.serving.asgi import REQUEST_ID_HEADER, VARIANT_HEADER, BodyLimit, error, json_response
+from sandbox.serving.launch import RouterArgs, RouteVariant
 
-VARIANT_HEADER = "x-model-variant"
-REQUEST_ID_HEADER = "x-request-id"
 # Predictions kept for the feedback path: enough for a long A/B test, bounded so memory is too.
 MAX_REMEMBERED = 200_000
 # Headers that belong to one hop (RFC 9110 7.6.1) or that httpx sets from the body it sends.
@@ -53,28 +50,10 @@ HOP_HEADERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    base_url: str  # http://127.0.0.1:PORT
-    model_name: str  # the name the variant's server knows the model by
-    weight: float
-
-    @classmethod
-    def parse(cls, spec: str) -> Variant:
-        """`a=http://127.0.0.1:8001/model-a:80`"""
-        label, _, rest = spec.partition("=")
-        target, _, weight = rest.rpartition(":")
-        base_url, _, model_name = target.rpartition("/")
-        if not (label and base_url and model_name and weight):
-            raise ValueError(f"bad variant {spec!r}; expected LABEL=http://HOST:PORT/MODEL:WEIGHT")
-        return cls(label, base_url, model_name, float(weight))
-
-
 class VariantPicker:
     """Weighted choice; with a key, the same key always gets the same variant."""
 
-    def __init__(self, variants: list[Variant], *, rng: random.Random | None = None):
+    def __init__(self, variants: list[RouteVariant], *, rng: random.Random | None = None):
         if not variants:
             raise ValueError("at least one variant is needed")
         if any(v.weight < 0 for v in variants) or sum(v.weight for v in variants) <= 0:
@@ -88,7 +67,7 @@ class VariantPicker:
             self._bounds.append(running)
         self._rng = rng or random.Random()
 
-    def pick(self, key: str | None = None) -> Variant:
+    def pick(self, key: str | None = None) -> RouteVariant:
         if key is None:
             point = self._rng.random()
         else:
@@ -98,7 +77,7 @@ class VariantPicker:
         return self.variants[index]
 
 
-def create_app(name: str, variants: list[Variant], sticky_header: str | None = None) -> Starlette:
+def create_app(name: str, variants: list[RouteVariant], sticky_header: str | None = None) -> Starlette:
     picker = VariantPicker(variants)
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -223,7 +202,7 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
         return await forward(request, model, lambda m: f"/v2/models/{m}/versions/{version}/infer")
 
     async def variants_ready() -> bool:
-        async def one(variant: Variant) -> bool:
+        async def one(variant: RouteVariant) -> bool:
             try:
                 response = await client.get(f"{variant.base_url}/v2/models/{variant.model_name}/ready")
                 return response.status_code == 200
@@ -308,14 +287,13 @@ def create_app(name: str, variants: list[Variant], sticky_header: str | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--host", default=os.environ.get("ML_SANDBOX_BIND_HOST", LOOPBACK))
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--variant", action="append", required=True, type=Variant.parse)
-    parser.add_argument("--sticky-header")
-    args = parser.parse_args(argv)
-    app = create_app(args.name, args.variant, args.sticky_header.lower() if args.sticky_header else None)
+    run(RouterArgs.parse(argv))
+
+
+def run(args: RouterArgs) -> None:
+    """Serve the split until SIGINT or SIGTERM."""
+    sticky_header = args.sticky_header.lower() if args.sticky_header else None
+    app = create_app(args.name, list(args.variants), sticky_header)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.models import infer_signature
 
-from sandbox.serving.model_io import ModelInput, ModelIO, model_outputs, v1_predictions, v2_outputs_json
-from sandbox.serving.payloads import MAX_ROWS, PayloadError, v1_body, v2_body
+from sandbox.serving.model_io import ModelInput, ModelIO, V2Tensor, model_outputs, v1_predictions, v2_outputs_json
+from sandbox.wire import MAX_ROWS, PayloadError, v1_body, v2_body
 
 MIXED = pd.DataFrame(
     {
@@ -55,11 +55,11 @@ def test_v1_rows_in_column_order_and_v2_per_column_inputs_agree():
         io,
         io.from_v2(
             [
-                ("city", [1], "BYTES", ["nice"]),
-                ("amount", [1], "FP64", [1.0]),
-                ("count", [1], "INT64", [4]),
-                ("small", [1, 1], "FP32", [[0.5]]),
-                ("flag", [1], "BOOL", [True]),
+                V2Tensor("city", "BYTES", [1], ["nice"]),
+                V2Tensor("amount", "FP64", [1], [1.0]),
+                V2Tensor("count", "INT64", [1], [4]),
+                V2Tensor("small", "FP32", [1, 1], [[0.5]]),
+                V2Tensor("flag", "BOOL", [1], [True]),
             ]
         ),
     )
@@ -68,11 +68,11 @@ def test_v1_rows_in_column_order_and_v2_per_column_inputs_agree():
 
 def test_one_rows_by_columns_tensor_for_numeric_columns():
     io = numeric_io()
-    item = io.from_v2([("input-0", [2, 3], "FP64", [1, 2, 3, 4, 5, 6])])
+    item = io.from_v2([V2Tensor("input-0", "FP64", [2, 3], [1, 2, 3, 4, 5, 6])])
     assert frame(io, item).to_numpy().tolist() == [[1, 2, 3], [4, 5, 6]]
     assert frame(io, io.from_v1(v1_body([[1, 2, 3]]))).to_numpy().tolist() == [[1, 2, 3]]
     tensor = v2_body([[7, 8, 9]])["inputs"][0]
-    item = io.from_v2([(tensor["name"], tensor["shape"], tensor["datatype"], tensor["data"])])
+    item = io.from_v2([V2Tensor.from_json(tensor)])
     assert frame(io, item).to_numpy().tolist() == [[7, 8, 9]]
 
 
@@ -104,16 +104,19 @@ def test_v1_errors_name_the_problem(body, message):
     "tensors, message",
     [
         ([], "is empty"),
-        ([("x", [1, 3], "BYTES", ["a", "b", "c"])], "column a \\(double\\) takes FP64"),
-        ([("x", [1, 3], "FP64", [1, 2])], "has 2 values but shape"),
-        ([("x", [1, 2], "FP64", [1, 2])], r"expected \[rows, 3\]"),
-        ([("x", [-1, 3], "FP64", [1, 2, 3])], "invalid shape"),
-        ([("x", [1, 3], "FP64", ["a", 2, 3])], "holds 'a'"),
-        ([("x", [1, 3], "INT8", [1000, 2, 3])], "beyond what INT8 holds"),
-        ([("x", [1, 3], "FP64", "abc")], "must be a list"),
-        ([("x", [1, 3], "NOPE", [1, 2, 3])], "datatype 'NOPE'"),
-        ([("a", [1], "FP64", [1])], "missing input"),
-        ([("a", [1], "FP64", [math.nan]), ("b", [1], "FP64", [1]), ("c", [1], "FP64", [1])], r"inputs\[a\]\[0\]"),
+        ([V2Tensor("x", "BYTES", [1, 3], ["a", "b", "c"])], "column a \\(double\\) takes FP64"),
+        ([V2Tensor("x", "FP64", [1, 3], [1, 2])], "has 2 values but shape"),
+        ([V2Tensor("x", "FP64", [1, 2], [1, 2])], r"expected \[rows, 3\]"),
+        ([V2Tensor("x", "FP64", [-1, 3], [1, 2, 3])], "invalid shape"),
+        ([V2Tensor("x", "FP64", [1, 3], ["a", 2, 3])], "holds 'a'"),
+        ([V2Tensor("x", "INT8", [1, 3], [1000, 2, 3])], "beyond what INT8 holds"),
+        ([V2Tensor("x", "FP64", [1, 3], "abc")], "must be a list"),
+        ([V2Tensor("x", "NOPE", [1, 3], [1, 2, 3])], "datatype 'NOPE'"),
+        ([V2Tensor("a", "FP64", [1], [1])], "missing input"),
+        (
+            [V2Tensor("a", "FP64", [1], [math.nan]), V2Tensor("b", "FP64", [1], [1]), V2Tensor("c", "FP64", [1], [1])],
+            r"inputs\[a\]\[0\]",
+        ),
     ],
 )
 def test_v2_errors_name_the_problem(tensors, message):
@@ -134,7 +137,7 @@ def test_values_beyond_the_models_float32_are_refused_once_learnt():
     with pytest.raises(PayloadError, match=r"\(a\) is 3.5e\+38, beyond what the model's input can hold"):
         io.from_v1({"instances": [[3.5e38, 0, 0]]})
     with pytest.raises(PayloadError, match="beyond"):
-        io.from_v2([("x", [1, 3], "FP64", [0, -3.5e38, 0])])
+        io.from_v2([V2Tensor("x", "FP64", [1, 3], [0, -3.5e38, 0])])
 
 
 def test_float_columns_refuse_values_float32_cannot_hold():
@@ -162,7 +165,7 @@ def test_tensor_models_get_the_declared_shape_and_dtype():
     image = np.arange(64, dtype=float).reshape(8, 8)
     item = io.from_v1({"instances": [image.tolist()]})
     assert item.value.shape == (1, 8, 8) and item.value.dtype == np.float64
-    item = io.from_v2([("input-0", [1, 8, 8], "FP32", image.reshape(-1).tolist())])
+    item = io.from_v2([V2Tensor("input-0", "FP32", [1, 8, 8], image.reshape(-1).tolist())])
     assert item.value.tolist() == [image.tolist()]
     with pytest.raises(PayloadError, match=r"has shape \[1, 8\]; the model takes \[-1, 8, 8\]"):
         io.from_v1({"instances": [[1.0] * 8]})
@@ -176,7 +179,7 @@ def test_integer_tensors_refuse_values_their_dtype_cannot_hold():
     with pytest.raises(PayloadError, match="beyond what int32 holds"):
         io.from_v1({"instances": [[1, 2, 2**40]]})
     with pytest.raises(PayloadError, match="not an integer"):
-        io.from_v2([("x", [1, 3], "FP64", [1, 2, 3.5])])
+        io.from_v2([V2Tensor("x", "FP64", [1, 3], [1, 2, 3.5])])
 
 
 def test_models_without_a_signature_take_records_or_arrays():
@@ -221,11 +224,12 @@ json_values = st.recursive(
     max_leaves=30,
 )
 datatypes = st.sampled_from(["FP64", "FP32", "INT64", "INT8", "UINT8", "BOOL", "BYTES", "FP16", "x", ""])
-tensors = st.tuples(
-    st.one_of(st.text(max_size=8), st.sampled_from(["input-0", "a", "city", "amount"]), st.none()),
-    st.one_of(st.lists(st.integers(-2, 9), max_size=3), json_values),
-    st.one_of(datatypes, json_values),
-    json_values,
+tensors = st.builds(
+    V2Tensor,
+    name=st.one_of(st.text(max_size=8), st.sampled_from(["input-0", "a", "city", "amount"]), st.none()),
+    datatype=st.one_of(datatypes, json_values),
+    shape=st.one_of(st.lists(st.integers(-2, 9), max_size=3), json_values),
+    data=json_values,
 )
 IOS = {"numeric": numeric_io(), "columns": columns_io(), "tensor": tensor_io(), "unknown": ModelIO.from_signature(None)}
 

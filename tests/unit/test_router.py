@@ -4,12 +4,13 @@ from collections import Counter
 import pytest
 
 from sandbox.errors import ConfigError
-from sandbox.serving.router import Variant, VariantPicker
+from sandbox.serving.launch import RouteVariant
+from sandbox.serving.router import VariantPicker
 from sandbox.serving.specs import VariantSpec, validate_model_uri, validate_name
 
 
 def _variants(*weights):
-    return [Variant(chr(ord("a") + i), "http://127.0.0.1:1", f"m{i}", w) for i, w in enumerate(weights)]
+    return [RouteVariant(chr(ord("a") + i), "http://127.0.0.1:1", f"m{i}", w) for i, w in enumerate(weights)]
 
 
 def test_weighted_split_is_close_to_the_weights():
@@ -38,7 +39,7 @@ def test_bad_weights_are_refused():
 
 
 def test_router_variant_spec():
-    variant = Variant.parse("a=http://127.0.0.1:8001/fraud-a:80")
+    variant = RouteVariant.parse("a=http://127.0.0.1:8001/fraud-a:80")
     assert (variant.label, variant.base_url, variant.model_name, variant.weight) == (
         "a",
         "http://127.0.0.1:8001",

@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from sandbox.net import LOOPBACK, free_port
-from sandbox.serving.model_server import MLflowModel, create_app, start_grpc
+from sandbox.serving.grpc_app import start_grpc
+from sandbox.serving.mlflow_model import MLflowModel
+from sandbox.serving.rest_app import ModelApp
 from tests.unit.serving.models import MatrixModel, build_matrix
 
 T = TypeVar("T")
@@ -24,7 +26,7 @@ BATCH_SIZE, BATCH_WAIT_MS = 16, 5.0
 
 @dataclass
 class Served:
-    """One model behind `create_app` and `start_grpc`, as `python -m sandbox.serving.model_server` serves it."""
+    """One model behind `ModelApp` and `start_grpc`, as `python -m sandbox.serving.model_server` serves it."""
 
     model: MatrixModel
     server: MLflowModel
@@ -72,7 +74,7 @@ def serve(model: MatrixModel, runner: asyncio.Runner, name: str | None = None) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow's advice on PythonModels without type hints, at each load
         server.load()
-    transport = httpx.ASGITransport(app=create_app(server))
+    transport = httpx.ASGITransport(app=ModelApp(server).asgi())
     client = httpx.AsyncClient(transport=transport, base_url=f"http://{server.name}", timeout=30)
     port = free_port()
     grpc = runner.run(start_grpc(server, LOOPBACK, port))

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
-from sandbox.serving.payloads import MAX_BODY_BYTES
+from sandbox.wire import MAX_BODY_BYTES
 
 FUZZED = ["forest_numpy", "pipeline_onehot"]
 # How many bodies each test sends is the hypothesis profile's (max_examples), not this module's.

@@ -1,6 +1,6 @@
 """Every kind of model MLflow loads, served to every KServe client, answers as the model does in-process.
 
-The model server runs in this process (sandbox.serving.model_server's `create_app` through httpx's ASGI
+The model server runs in this process (sandbox.serving.rest_app's `ModelApp` through httpx's ASGI
 transport, `start_grpc` on a loopback port); the real deploy of each protocol is tests/integration.
 """
 
@@ -15,6 +15,7 @@ import pytest
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from sandbox.serving import router
+from sandbox.serving.launch import RouteVariant
 from sandbox.serving.model_io import V2_DTYPES
 from tests.unit.serving.conftest import Served, serve, stop
 from tests.unit.serving.models import KEYS, MatrixModel
@@ -124,7 +125,7 @@ def _split(name: str, variants: dict[str, tuple[Served, float]]) -> httpx.ASGITr
         app = router.create_app(
             name,
             [
-                router.Variant(label, f"http://{server.name}", server.name, weight)
+                RouteVariant(label, f"http://{server.name}", server.name, weight)
                 for label, (server, weight) in variants.items()
             ],
         )

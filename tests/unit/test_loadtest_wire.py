@@ -1,0 +1,67 @@
+"""What the load tests send: the open-loop generator's prepared requests are `sandbox.wire`'s, to the letter, and
+the Locust users load only where Locust may (its import patches the standard library with gevent)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox import wire
+from sandbox.loadtest import LoadTestOptions, Target, request_template
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = [[1.0, 2.0], [3.0, 4.5], [5.0, 6.0]]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "path", "expect", "first"),
+    [
+        ("v1", "/v1/models/m:predict", "predictions", {"instances": [[1.0, 2.0], [3.0, 4.5]]}),
+        ("ab", "/v1/models/m:predict", "predictions", {"instances": [[1.0, 2.0], [3.0, 4.5]]}),
+        (
+            "v2",
+            "/v2/models/m/infer",
+            "outputs",
+            {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [1.0, 2.0, 3.0, 4.5]}]},
+        ),
+        (
+            "mlflow",
+            "/invocations",
+            "predictions",
+            {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0], [3.0, 4.5]]}},
+        ),
+    ],
+)
+def test_open_loop_requests_are_the_wire_formats(protocol, path, expect, first):
+    options = LoadTestOptions(rows_per_request=2, columns=["a", "b"])
+    template = request_template(Target("http://h:1", "m", protocol, "m"), ROWS, options)
+    assert (template["host"], template["path"], template["expect"]) == ("http://h:1", path, expect)
+    assert [json.loads(body) for body in template["bodies"]] == [first]
+    call = wire.predict_call(Target("http://h:1", "m", protocol, "m").wire_protocol, "m", ["a", "b"])
+    assert (call.path, call.expect, call.body(ROWS[:2])) == (path, expect, first)
+
+
+def test_an_unknown_protocol_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown protocol 'v3'"):
+        wire.predict_call("v3", "m")
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_the_loadtest_api_does_not_import_locust():
+    result = _python("import sys, sandbox.loadtest; print(sorted({'locust', 'gevent'} & set(sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_plain_locust_files_are_the_packaged_users_and_shapes():
+    result = _python(
+        "import loadtests.users as u, loadtests.shapes as s, sandbox.loadtest.users as lu\n"
+        "print(u.InferenceUser is lu.InferenceUser, u.InferenceUser.abstract, u.V1User.abstract, s.EnvShape.abstract)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "True", "False"]
