@@ -19,7 +19,7 @@ from sandbox.loadtest import LoadTestOptions, Target
 from sandbox.loadtest import run as run_loadtest
 from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 from sandbox.serving.abtest import ABVerdict, compare_proportions
-from sandbox.serving.specs import VariantSpec
+from sandbox.serving.specs import DeploymentSpec, VariantSpec
 
 MODEL = scenario_name("ab-testing")
 EXPERIMENT = scenario_name("ab-testing")
@@ -62,7 +62,7 @@ def _register(ctx: ScenarioContext, *, strong: bool) -> str:
 
 def _split_evenly(ctx: ScenarioContext, name: str, uri_a: str, uri_b: str) -> None:
     variants = [VariantSpec(label="a", model_uri=uri_a, weight=50), VariantSpec(label="b", model_uri=uri_b, weight=50)]
-    ctx.serving.split(name, variants, sticky_header="x-user-id")
+    ctx.serving.deploy(DeploymentSpec.split(name, variants, sticky_header="x-user-id"))
 
 
 def _labelled_traffic(ctx: ScenarioContext, split: str, seed: int) -> ABVerdict:

@@ -21,6 +21,7 @@ from sandbox.monitoring.config import MonitoringConfig
 from sandbox.monitoring.traffic import replay, wait_logged
 from sandbox.scenarios import ScenarioContext, scenario
 from sandbox.serving.reference_model import register_reference_model, synthetic_data
+from sandbox.serving.specs import DeploymentSpec
 
 SHIFTED = {"f2": 1.0, "f5": 1.0}  # in standard deviations; the label does not depend on these
 SECONDS = 5
@@ -99,7 +100,7 @@ def drift(ctx: ScenarioContext) -> None:
             ctx.endpoints.mlflow_tracking_uri, model_name, n_estimators=30, experiment=experiment
         )
         if served:
-            ctx.serving.deploy(model_name, model.uri)
+            ctx.serving.deploy(DeploymentSpec.model(model_name, model.uri))
     try:
         with ctx.step(f"{traffic} from the training distribution: no alarm"):
             quiet_how, quiet_rows, quiet = _phase(

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 
 from sandbox.scenarios import ScenarioContext, scenario
+from sandbox.serving.specs import DeploymentSpec
 
 
 def _train_and_register(
@@ -112,11 +113,11 @@ def registry(ctx: ScenarioContext) -> None:
 
     try:
         with ctx.step(f"deploy models:/{model_name}@champion and predict"):
-            ctx.serving.deploy(deployment, f"models:/{model_name}@champion")
+            ctx.serving.deploy(DeploymentSpec.model(deployment, f"models:/{model_name}@champion"))
             ctx.check(served() == expected_a, f"the deployment does not answer like the champion (v{version_a})")
         with ctx.step("move champion to the other version, redeploy: the deployment follows the alias"):
             client.set_registered_model_alias(model_name, "champion", version_b)
-            ctx.serving.deploy(deployment, f"models:/{model_name}@champion")
+            ctx.serving.deploy(DeploymentSpec.model(deployment, f"models:/{model_name}@champion"))
             ctx.check(served() == expected_b, f"after the move the deployment does not answer like v{version_b}")
     finally:
         ctx.remove_deployments(deployment)

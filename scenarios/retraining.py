@@ -29,6 +29,7 @@ from sandbox.monitoring.watch import Watcher
 from sandbox.scenarios import ScenarioContext, scenario, scenario_name
 from sandbox.serving.inference_log import InferenceLogStore
 from sandbox.serving.reference_model import synthetic_data
+from sandbox.serving.specs import DeploymentSpec
 
 MODEL = scenario_name("retraining")  # the registered model, and the deployment that serves it
 EXPERIMENT = scenario_name("retraining")  # training pipeline runs and decisions
@@ -95,7 +96,7 @@ def retraining(ctx: ScenarioContext) -> None:
             policy.model_copy(update={"training_data": old_train, "eval_data": old_eval}),
         )
         ctx.check(first.promoted, f"the first version was not made champion: {first.reason}")
-        ctx.serving.deploy(MODEL, f"models:/{MODEL}@{CHAMPION}")
+        ctx.serving.deploy(DeploymentSpec.model(MODEL, f"models:/{MODEL}@{CHAMPION}"))
     # What `sandbox monitor watch --retrain` runs, here one step at a time; the new data is now the training data.
     watcher = Watcher(
         ctx.endpoints,

@@ -61,7 +61,11 @@ KEYWORD_SINKS = {
 }
 # MlflowClient's registry writes: the first argument is the model's name.
 REGISTRY_WRITE = re.compile(r"^(create|set|delete|update|rename|transition)_(registered_model|model_version)")
-SERVING_WRITES = {"deploy", "split", "undeploy", "expect"}  # on ctx.serving (or anything called `serving`)
+SERVING_WRITES = {"deploy", "undeploy", "expect"}  # on ctx.serving (or anything called `serving`)
+SPEC_BUILDERS = {
+    "model",
+    "split",
+}  # DeploymentSpec.model(NAME, ...), DeploymentSpec.split(NAME, ...): deploy's argument
 
 
 def callee_of(call: ast.Call) -> str:
@@ -205,7 +209,10 @@ def name_problems(source: str, filename: str = "<scenario>") -> list[str]:
         if REGISTRY_WRITE.match(callee):
             found.append((_argument(call, Sink(0, "name", "registered model")), "registered model", True))
         if callee in SERVING_WRITES and _on_serving(call):
-            found.append((_argument(call, Sink(0, "name", "deployment")), "deployment", True))
+            named = _argument(call, Sink(0, "name", "deployment"))
+            if isinstance(named, ast.Call) and callee_of(named) in SPEC_BUILDERS:  # the spec names it
+                named = _argument(named, Sink(0, "name", "deployment"))
+            found.append((named, "deployment", True))
         if callee == "remove_deployments":
             found += [(arg, "deployment", True) for arg in call.args]
         for keyword in call.keywords:

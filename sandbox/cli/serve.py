@@ -36,21 +36,14 @@ def serve_deploy(
     stack: Stack = Stack(),
 ) -> None:
     """Serve any MLflow model on KServe's V1, V2 REST and V2 gRPC protocols (redeploys if NAME exists)."""
-    from sandbox.serving.specs import validate_runtime
+    from sandbox.serving.specs import DeploymentSpec, validate_runtime
 
     validate_runtime(runtime)
     serving = stack.open().serving()
     with ui.step(f"Deploying {name} from {model}") as step:
-        step.note = serving.deploy(
-            name,
-            model,
-            batch_size=batch_size,
-            batch_wait_ms=batch_wait_ms,
-            gpus=gpus,
-            inference_log=inference_log,
-            allow_nan=allow_nan,
-            runtime=runtime,
-        )
+        options = _server_options(batch_size, batch_wait_ms, inference_log, allow_nan)
+        spec = DeploymentSpec.model(name, model, gpus=gpus, runtime=runtime, **options)
+        step.note = "; ".join(serving.deploy(spec))
     endpoint = serving.inference_endpoints()[name]
     if endpoint.protocol != "v2":
         ui.err.print(f"  V1: POST {endpoint.v1_predict}")
@@ -73,20 +66,13 @@ def serve_split(
     stack: Stack = Stack(),
 ) -> None:
     """Put one URL in front of several model versions, split by weight."""
-    from sandbox.serving.specs import VariantSpec
+    from sandbox.serving.specs import DeploymentSpec, VariantSpec
 
     specs = [VariantSpec.parse(v) for v in variant]
     serving = stack.open().serving()
     with ui.step(f"Deploying A/B split {name} ({', '.join(f'{v.label}:{v.weight:g}' for v in specs)})") as step:
-        notes = serving.split(
-            name,
-            specs,
-            sticky_header=sticky_header,
-            batch_size=batch_size,
-            batch_wait_ms=batch_wait_ms,
-            inference_log=inference_log,
-            allow_nan=allow_nan,
-        )
+        options = _server_options(batch_size, batch_wait_ms, inference_log, allow_nan)
+        notes = serving.deploy(DeploymentSpec.split(name, specs, sticky_header=sticky_header, **options))
         step.note = "; ".join(notes)
     endpoint = serving.inference_endpoints()[name]
     ui.err.print(
@@ -151,3 +137,13 @@ def serve_undeploy(name: DeploymentNameOpt, stack: Stack = Stack()) -> None:
     serving = stack.open().serving()
     with ui.step(f"Undeploying {name}") as step:
         step.note = f"removed {', '.join(serving.undeploy(name))}"
+
+
+def _server_options(batch_size: int, batch_wait_ms: float, inference_log: bool, allow_nan: bool) -> dict:
+    """What `serve deploy` and `serve split` give every model server they start."""
+    return {
+        "batch_size": batch_size,
+        "batch_wait_ms": batch_wait_ms,
+        "inference_log": inference_log,
+        "allow_nan": allow_nan,
+    }

@@ -66,7 +66,9 @@ def decide(
 
 
 @dataclass
-class Decision:
+class PromotionDecision:
+    """What one retraining run decided: whether the challenger replaces the champion, on what evidence, and why."""
+
     model_name: str
     trigger: str
     trigger_detail: str
@@ -200,7 +202,7 @@ class Retrainer:
 
     # ---------------------------------------------------------------- the cycle
 
-    def run(self, model_name: str, trigger: Trigger, policy: RetrainingConfig, *, seed: int = 7) -> Decision:
+    def run(self, model_name: str, trigger: Trigger, policy: RetrainingConfig, *, seed: int = 7) -> PromotionDecision:
         import pandas as pd
         from mlflow.exceptions import MlflowException
 
@@ -230,10 +232,10 @@ class Retrainer:
         version_of_data = training.data_version(data)
 
         logger.info("retraining %s (%s): training pipeline on %s", model_name, trigger.kind, version_of_data)
-        spec = self.workdir / "pipeline.yaml"
-        spec_sha256 = training.compile_spec(spec, self.pipelines.image)
+        pipeline_file = self.workdir / "pipeline.yaml"
+        spec_sha256 = training.compile_spec(pipeline_file, self.pipelines.image)
         outcome = self.pipelines.run(
-            spec,
+            pipeline_file,
             training.pipeline_arguments(
                 data_uri=self.stage(policy.training_data, data, model_name),
                 model_name=model_name,
@@ -275,7 +277,7 @@ class Retrainer:
                 f"{champion_accuracy:.3f} on {len(labels)} fresh labelled rows: "
                 f"{'+' if gain >= 0 else ''}{gain:.3f} {'≥' if promoted else '<'} margin {policy.margin:g}"
             )
-        decision = Decision(
+        decision = PromotionDecision(
             model_name=model_name,
             trigger=trigger.kind,
             trigger_detail=trigger.detail,
@@ -314,17 +316,10 @@ class Retrainer:
                 hint="point monitoring.retraining.deployment at the deployment that serves the champion",
             )
         uri = f"models:/{model_name}@{CHAMPION}"
-        self.serving.deploy(
-            deployment,
-            uri,
-            batch_size=record.batch_size,
-            batch_wait_ms=record.batch_wait_ms,
-            gpus=record.gpus,
-            inference_log=record.inference_log,
-        )
+        self.serving.deploy(record.model_copy(update={"model_uri": uri}))  # every other option as it was
         return f"{deployment} ← {uri}"
 
-    def _record(self, decision: Decision, training_run_id: str) -> None:
+    def _record(self, decision: PromotionDecision, training_run_id: str) -> None:
         """The audit trail: an MLflow run with the decision as tags, and a JSON line."""
         run = self.client.create_run(
             experiment_id(self.client, self.experiment),

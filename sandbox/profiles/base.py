@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from sandbox.actions import Action
     from sandbox.gpu.backend import SchedulerBackend
     from sandbox.pipelines.runner import PipelineRunner
+    from sandbox.serving.deployments import Deployments
+    from sandbox.serving.runtime import ServingRuntime
     from sandbox.serving.specs import ServingBackend
 
 MIN_PYTHON = (3, 11, 5)  # the locked dependency set needs it (soupsieve: >=3.11.5; most: >=3.11)
@@ -100,6 +102,15 @@ class ProfileStatus:
         }
 
 
+def serving_planner(config: SandboxConfig, runtime: ServingRuntime) -> Deployments:
+    """The serving control plane over a profile's runtime, knowing the inventory's largest GPU node."""
+    from sandbox.gpu import inventory_nodes
+    from sandbox.serving.deployments import Deployments
+
+    most = max((node.gpus for node in inventory_nodes(config.gpu)), default=0)
+    return Deployments(runtime, most_gpus_on_a_node=most)
+
+
 class Profile(abc.ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -116,8 +127,10 @@ class Profile(abc.ABC):
         """Bring the stack up (idempotent); on failure tear down what it started unless ``keep``."""
 
     @abc.abstractmethod
-    def down(self, *, purge: bool = False) -> None:
-        """Stop everything this profile started (idempotent); ``purge`` deletes its data."""
+    def down(self, *, purge: bool = False, keep_cluster: bool = False) -> None:
+        """Stop everything this profile started (idempotent); ``purge`` deletes its data. ``keep_cluster``: keep the
+        cluster the profile created and remove only the stack's objects (kind; the cluster profile, on a cluster it
+        never deletes, removes its objects either way); a profile with no cluster refuses it (ConfigError, exit 2)."""
 
     @abc.abstractmethod
     def status(self) -> ProfileStatus:
@@ -129,7 +142,8 @@ class Profile(abc.ABC):
 
     @abc.abstractmethod
     def serving(self) -> ServingBackend:
-        """The model-serving backend (sandbox.serving.specs): deploy, split, undeploy, get, list, URLs."""
+        """The serving control plane (sandbox.serving.deployments.Deployments over this profile's runtime): deploy a
+        model or a split from its spec, undeploy, get, statuses, inference endpoints."""
 
     @abc.abstractmethod
     def pipelines(self) -> PipelineRunner:

@@ -75,6 +75,17 @@ class DeploymentSpec(BaseModel):
     parent: str | None = None  # a variant's model server belongs to its split
     runtime: str = SANDBOX_RUNTIME  # one of RUNTIMES
 
+    @classmethod
+    def model(cls, name: str, model_uri: str, **options) -> DeploymentSpec:
+        """One model served under ``name`` (``options``: batching, gpus, the inference log, NaN policy, runtime)."""
+        return cls(name=name, kind="model", model_uri=model_uri, **options)
+
+    @classmethod
+    def split(cls, name: str, variants: list[VariantSpec], **options) -> DeploymentSpec:
+        """An A/B split: one URL in front of ``variants`` (``options``: sticky_header, and the batching, inference
+        log and NaN policy every variant's server gets)."""
+        return cls(name=name, kind="split", variants=variants, **options)
+
 
 @dataclass
 class DeploymentStatus:
@@ -151,34 +162,11 @@ def validate_split(name: str, variants: list[VariantSpec]) -> None:
 class ServingBackend(Protocol):
     """A profile's serving backend: the one interface workloads use to deploy and find models.
 
-    The local profile runs model servers and routers as processes; the remote profile only
-    lists what the platform already serves (and refuses to deploy, naming what to configure).
+    Every profile's is `sandbox.serving.deployments.Deployments` over the profile's runtime: processes (local),
+    KServe (kind, cluster), or the listed endpoints of a platform the sandbox did not start (remote, read-only).
     """
 
-    def deploy(
-        self,
-        name: str,
-        model_uri: str,
-        *,
-        batch_size: int = 1,
-        batch_wait_ms: float = 5.0,
-        gpus: int = 0,
-        inference_log: bool = True,
-        allow_nan: bool = False,
-        runtime: str = SANDBOX_RUNTIME,
-    ) -> str: ...
-
-    def split(
-        self,
-        name: str,
-        variants: list[VariantSpec],
-        *,
-        sticky_header: str | None = None,
-        batch_size: int = 1,
-        batch_wait_ms: float = 5.0,
-        inference_log: bool = True,
-        allow_nan: bool = False,
-    ) -> list[str]: ...
+    def deploy(self, spec: DeploymentSpec) -> list[str]: ...
 
     def undeploy(self, name: str) -> list[str]: ...
 

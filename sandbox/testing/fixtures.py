@@ -18,7 +18,9 @@ import pytest
 
 from sandbox.endpoints import InferenceEndpoint, patched_environ
 from sandbox.errors import SandboxError
-from sandbox.scenarios.engine import ScenarioResult, client_environment, skip_reason
+from sandbox.scenarios.results import ScenarioResult
+from sandbox.scenarios.runner import client_environment, skip_reason
+from sandbox.serving.specs import DeploymentSpec
 from sandbox.testing.handle import RunNames, SandboxHandle, SandboxUnavailableError, attach_sandbox, start_sandbox
 from sandbox.testing.options import pytest_addoption  # noqa: F401 - a hook: the options under `-p sandbox.testing` alone
 
@@ -136,7 +138,7 @@ def _mlflow_experiment_kept() -> Iterator[None]:
 def deploy(ml_sandbox: SandboxHandle) -> Iterator[Callable[..., InferenceEndpoint]]:
     """``deploy(model_uri, name=None, **options)`` serves a model through the profile's serving backend under
     a name this session owns, and returns its `InferenceEndpoint` (``url``, ``v1_predict``, ``v2_infer``,
-    ``grpc``, ``name``); ``options`` are `ServingBackend.deploy`'s (batch_size, inference_log, ...).
+    ``grpc``, ``name``); ``options`` are `DeploymentSpec`'s (batch_size, inference_log, ...).
     Undeployed after the test."""
     _require(ml_sandbox, "serving")
     deployed: list[str] = []
@@ -145,7 +147,7 @@ def deploy(ml_sandbox: SandboxHandle) -> Iterator[Callable[..., InferenceEndpoin
         full_name = ml_sandbox.names(name or f"model-{next(_deployment_numbers)}")
         deployed.append(full_name)  # before the call: a half-made deployment is removed too
         try:
-            ml_sandbox.serving.deploy(full_name, model_uri, **options)
+            ml_sandbox.serving.deploy(DeploymentSpec.model(full_name, model_uri, **options))
         except SandboxError as exc:
             _fail(f"deploying {model_uri} as {full_name}", exc)
         return ml_sandbox.refresh().inference[full_name]

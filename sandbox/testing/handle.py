@@ -19,8 +19,9 @@ from sandbox.files import use_private_umask
 from sandbox.profiles import Profile, ProfileStatus, get_profile
 from sandbox.profiles.base import ServiceState
 from sandbox.scenarios import artifacts
-from sandbox.scenarios.engine import ChecklistRun, ScenarioResult, run_scenario
+from sandbox.scenarios.context import ChecklistRun
 from sandbox.scenarios.names import RUN_ID_TAG, scenario_name
+from sandbox.scenarios.results import ScenarioResult
 
 LOG_LINES = 8  # of each component that is not running, in a failed test's report
 
@@ -145,14 +146,7 @@ class SandboxHandle:
             endpoints = self.profile.status().endpoints  # as the CLI: a degraded stack still gets its results
             if endpoints is None:
                 raise NotRunningError(f"no sandbox in {self.dir}", hint="start one with `sandbox up`")
-            run = ChecklistRun()
-            profile = self.profile
-            return [
-                run_scenario(
-                    item, endpoints, profile.serving, profile.scheduler, run=run, pipelines_factory=profile.pipelines
-                )
-                for item in selected
-            ]
+            return runner.run_checklist(selected, endpoints, self.profile, run=ChecklistRun(), progress=False)
         finally:
             for key in set(os.environ) - set(before):
                 del os.environ[key]

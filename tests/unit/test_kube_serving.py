@@ -21,12 +21,15 @@ from typer.testing import CliRunner
 
 from sandbox.cli import app
 from sandbox.config import load_config
-from sandbox.errors import ConfigError, ExitCode, LockedError, NotRunningError, ServiceStartError
+from sandbox.errors import ConfigError, ExitCode, LockedError, ServiceStartError
 from sandbox.profiles import get_profile
-from sandbox.profiles.kube import manifests, mlserver, validate
+from sandbox.profiles.kube import mlserver, validate
 from sandbox.profiles.kube import serving as kube_serving
-from sandbox.profiles.kube.profile import KubeState
-from sandbox.serving import specs
+from sandbox.profiles.kube.manifests import serving as serving_objects
+from sandbox.profiles.kube.manifests import spec as m
+from sandbox.profiles.kube.state import KubeState
+from sandbox.serving import deployments, specs
+from sandbox.serving.deployments import Deployments
 from sandbox.serving.specs import DeploymentSpec, VariantSpec
 from tests.factories import lock_held_elsewhere, make_endpoints
 from tests.fakes import FakeTools
@@ -40,9 +43,9 @@ ISVC = "InferenceService"
 def _seed_stack(fakes: FakeTools, context: str, *, kind_cluster: str | None = None) -> None:
     """What `up` leaves in the fake cluster that serving reads: the namespace and one stack pod (MLflow)."""
     labels = {
-        "app.kubernetes.io/managed-by": manifests.MANAGED_BY,
+        "app.kubernetes.io/managed-by": m.MANAGED_BY,
         "app.kubernetes.io/instance": INSTANCE,
-        "app.kubernetes.io/component": manifests.MLFLOW,
+        "app.kubernetes.io/component": m.MLFLOW,
     }
     pod = {
         "kind": "Pod",
@@ -69,9 +72,23 @@ def fakes(tmp_path, monkeypatch):
     # takes every name and records it. test_a_model_the_registry_lacks_is_refused_before_anything_is_applied
     # runs the real one against a real registry.
     tools.registry_lookups = []
-    monkeypatch.setattr(kube_serving, "check_registered", lambda uri, _tracking: tools.registry_lookups.append(uri))
+    monkeypatch.setattr(deployments, "check_registered", lambda uri, _tracking: tools.registry_lookups.append(uri))
     yield tools
     tools.stop_servers(tmp_path / "sb" / "kube" / "forwards")
+
+
+def model(name: str, uri: str, **options) -> DeploymentSpec:
+    return DeploymentSpec.model(name, uri, **options)
+
+
+def split(name: str, variants: list[VariantSpec], **options) -> DeploymentSpec:
+    return DeploymentSpec.split(name, variants, **options)
+
+
+def with_registry(serving, uri: str):
+    """``serving`` with its runtime's registry lookups going to ``uri`` (a test's sqlite registry)."""
+    serving.runtime._tracking_uri = lambda: uri
+    return serving
 
 
 def cluster_profile(tmp_path):
@@ -100,7 +117,7 @@ def obj(fakes: FakeTools, kind: str, name: str) -> dict:
 
 def stored_spec(fakes: FakeTools, kind: str, name: str) -> DeploymentSpec:
     return DeploymentSpec.model_validate_json(
-        obj(fakes, kind, name)["metadata"]["annotations"][kube_serving.SPEC_ANNOTATION]
+        obj(fakes, kind, name)["metadata"]["annotations"][serving_objects.SPEC_ANNOTATION]
     )
 
 
@@ -142,8 +159,8 @@ def without_status(item: dict) -> dict:
 
 
 def test_deploy_applies_one_validated_inference_service_running_the_projects_model_server(prof, fakes):
-    note = prof.serving().deploy("fraud", "models:/fraud-detector@champion", batch_size=8, batch_wait_ms=3)
-    assert note == "InferenceService fraud Ready"
+    notes = prof.serving().deploy(model("fraud", "models:/fraud-detector@champion", batch_size=8, batch_wait_ms=3))
+    assert notes == ["InferenceService Ready"]
     spec = DeploymentSpec(
         name="fraud", kind="model", model_uri="models:/fraud-detector@champion", batch_size=8, batch_wait_ms=3
     )
@@ -168,7 +185,7 @@ def test_deploy_applies_one_validated_inference_service_running_the_projects_mod
                 "containers": [
                     {
                         "name": "kserve-container",
-                        "image": prof._image(),
+                        "image": prof.source.image(),
                         "command": ["python", "-m", "sandbox.serving.model_server"],
                         "args": [
                             "--name",
@@ -225,20 +242,20 @@ def test_deploy_applies_one_validated_inference_service_running_the_projects_mod
 
 
 def test_the_inference_log_flag_and_nan_reach_the_server_and_its_environment(prof, fakes):
-    prof.serving().deploy("plain", "models:/m/2", inference_log=False, allow_nan=True)
+    prof.serving().deploy(model("plain", "models:/m/2", inference_log=False, allow_nan=True))
     container = obj(fakes, ISVC, "plain")["spec"]["predictor"]["containers"][0]
     assert container["args"][-2:] == ["--no-inference-log", "--allow-nan"]
     assert container["env"] == expected_server_env(inference_log=False)
 
 
 def test_gpus_become_nvidia_requests_and_limits_with_the_gpu_nodes_tolerations(prof, fakes):
-    prof.serving().deploy("big", "models:/m/1", gpus=2)
+    prof.serving().deploy(model("big", "models:/m/1", gpus=2))
     predictor = obj(fakes, ISVC, "big")["spec"]["predictor"]
     resources = predictor["containers"][0]["resources"]
     assert resources["requests"]["nvidia.com/gpu"] == "2" and resources["limits"]["nvidia.com/gpu"] == "2"
     # The default inventory's GPU nodes are tainted nvidia.com/gpu=present:NoSchedule.
     assert predictor["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    prof.serving().deploy("small", "models:/m/1")
+    prof.serving().deploy(model("small", "models:/m/1"))
     assert "tolerations" not in obj(fakes, ISVC, "small")["spec"]["predictor"]
     assert "nvidia.com/gpu" not in json.dumps(obj(fakes, ISVC, "small")["spec"])
 
@@ -255,24 +272,24 @@ def test_an_object_that_fails_offline_validation_is_never_applied(prof, fakes, m
     with pytest.raises(
         validate.InvalidObject, match=r"InferenceService ml-sandbox/fraud: spec.predictor.replicaz: unknown field"
     ):
-        prof.serving().deploy("fraud", "models:/m/1")
+        prof.serving().deploy(model("fraud", "models:/m/1"))
     assert not [line for line in fakes.lines() if line.startswith("kubectl apply")]
 
 
 def test_bad_arguments_are_refused_before_any_call(prof, fakes):
     serving = prof.serving()
     for call, match in [
-        (lambda: serving.deploy("Fraud_1", "models:/m/1"), "bad deployment name"),
-        (lambda: serving.deploy("fraud", "fraud-detector"), "bad model URI"),
-        (lambda: serving.deploy("fraud", "models:/m/1", gpus=-1), "--gpus"),
-        (lambda: serving.deploy("fraud", "models:/m/1", runtime="triton"), "unknown runtime"),
-        (lambda: serving.split("ab", [VariantSpec.parse("a=models:/m/1:1")]), "at least two"),
+        (lambda: serving.deploy(model("Fraud_1", "models:/m/1")), "bad deployment name"),
+        (lambda: serving.deploy(model("fraud", "fraud-detector")), "bad model URI"),
+        (lambda: serving.deploy(model("fraud", "models:/m/1", gpus=-1)), "--gpus"),
+        (lambda: serving.deploy(model("fraud", "models:/m/1", runtime="triton")), "unknown runtime"),
+        (lambda: serving.deploy(split("ab", [VariantSpec.parse("a=models:/m/1:1")])), "at least two"),
         # KServe copies the InferenceService's labels onto its pods: named like a stack component, they would
         # be selected by that component's Service (app.kubernetes.io/name + instance).
-        (lambda: serving.deploy("mlflow", "models:/m/1"), "stack's own services"),
+        (lambda: serving.deploy(model("mlflow", "models:/m/1")), "stack's own services"),
         (
-            lambda: serving.split(
-                "create", [VariantSpec.parse("buckets=models:/m/1:1"), VariantSpec.parse("b=models:/m/1:1")]
+            lambda: serving.deploy(
+                split("create", [VariantSpec.parse("buckets=models:/m/1:1"), VariantSpec.parse("b=models:/m/1:1")])
             ),
             "'create-buckets' is the name of one of the stack's own services",
         ),
@@ -288,7 +305,7 @@ def test_bad_arguments_are_refused_before_any_call(prof, fakes):
 def test_a_deployment_that_never_gets_ready_fails_with_its_pods_events_and_log_and_is_removed(prof, fakes):
     fakes.unready("fraud")
     with pytest.raises(ServiceStartError) as info:
-        prof.serving().deploy("fraud", "models:/m/1")
+        prof.serving().deploy(model("fraud", "models:/m/1"))
     error = info.value
     assert error.exit_code == ExitCode.FAILED
     assert "deployment fraud is not Ready after 600s" in error.message
@@ -315,15 +332,15 @@ def test_a_redeploy_replaces_the_predictor_pods_and_waits_for_their_rollout(prof
     # alias moved must replace the pods, and the InferenceService's Ready (True from before, and through a
     # rolling update) cannot tell when that is done; the predictor Deployment's rollout can.
     serving = prof.serving()
-    serving.deploy("fraud", "models:/m@champion")
+    serving.deploy(model("fraud", "models:/m@champion"))
     assert "annotations" not in obj(fakes, ISVC, "fraud")["spec"]["predictor"]  # a first deploy: nothing to replace
     serving.inference_endpoints()
     before = [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c]
     fakes.clear_log()
-    serving.deploy("fraud", "models:/m@champion")
-    mark = obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][kube_serving.RESTART_ANNOTATION]
+    serving.deploy(model("fraud", "models:/m@champion"))
+    mark = obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][serving_objects.RESTART_ANNOTATION]
     template = obj(fakes, "Deployment", "fraud-predictor")["spec"]["template"]["metadata"]
-    assert template["annotations"][kube_serving.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
+    assert template["annotations"][serving_objects.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
     assert validate.validate_objects([without_status(obj(fakes, ISVC, "fraud"))]) == []
     lines = fakes.lines()
     apply = next(i for i, line in enumerate(lines) if line.startswith("kubectl apply"))
@@ -336,19 +353,19 @@ def test_a_redeploy_replaces_the_predictor_pods_and_waits_for_their_rollout(prof
     assert sorted(" ".join(c[-2:]) for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c) == sorted(
         " ".join(c[-2:]) for c in before
     )
-    serving.deploy("fraud", "models:/m@champion")  # each redeploy replaces them again
-    assert obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][kube_serving.RESTART_ANNOTATION] != mark
+    serving.deploy(model("fraud", "models:/m@champion"))  # each redeploy replaces them again
+    assert obj(fakes, ISVC, "fraud")["spec"]["predictor"]["annotations"][serving_objects.RESTART_ANNOTATION] != mark
 
 
 def test_a_failed_redeploy_keeps_the_deployment_and_status_shows_why(prof, fakes):
-    prof.serving().deploy("fraud", "models:/m/1")
+    prof.serving().deploy(model("fraud", "models:/m/1"))
     fakes.unready("fraud")
     with pytest.raises(ServiceStartError):
-        prof.serving().deploy("fraud", "models:/m/2")
+        prof.serving().deploy(model("fraud", "models:/m/2"))
     (status,) = prof.serving().statuses()
     assert (status.name, status.state, status.model_uri) == ("fraud", "unhealthy", "models:/m/2")
     assert status.detail == (
-        "runtime sandbox; FAKE predictor pod is not ready: containers with unready status: [kserve-container]"
+        "no batching; FAKE predictor pod is not ready: containers with unready status: [kserve-container]"
     )
     assert status.instance == "fraud-predictor-7d9c5b-x2x4q"
 
@@ -414,33 +431,36 @@ def test_storage_uri_is_resolved_from_the_registry_by_version_and_by_alias(regis
 def test_a_model_the_registry_lacks_is_refused_before_anything_is_applied(prof, fakes, registry, monkeypatch):
     # The default runtime resolves the model in the pod: without this check a wrong name shows only when the
     # 10-minute Ready wait ends. The real lookup, against a real registry.
-    monkeypatch.setattr(kube_serving, "check_registered", specs.check_registered)
+    monkeypatch.setattr(deployments, "check_registered", specs.check_registered)
     uri, _ = registry
     serving = prof.serving()
-    serving.tracking_uri = lambda: uri
+    with_registry(serving, uri)
     before = set(store(fakes))
     with pytest.raises(ConfigError, match=r"models:/fraud-detector/9 is not in the registry"):
-        serving.deploy("fraud", "models:/fraud-detector/9")
+        serving.deploy(model("fraud", "models:/fraud-detector/9"))
     with pytest.raises(ConfigError, match=r"models:/nope@champion is not in the registry"):
-        serving.split(
-            "ab", [VariantSpec.parse("a=models:/fraud-detector/1:1"), VariantSpec.parse("b=models:/nope@champion:1")]
+        serving.deploy(
+            split(
+                "ab",
+                [VariantSpec.parse("a=models:/fraud-detector/1:1"), VariantSpec.parse("b=models:/nope@champion:1")],
+            )
         )
     assert set(store(fakes)) == before  # nothing applied
-    assert serving.deploy("fraud", "models:/fraud-detector@champion") == "InferenceService fraud Ready"
+    assert serving.deploy(model("fraud", "models:/fraud-detector@champion")) == ["InferenceService Ready"]
 
 
 def test_every_model_is_looked_up_before_a_deploy_or_a_split(prof, fakes):
-    prof.serving().deploy("fraud", "models:/m/1")
-    prof.serving().split("ab", [VariantSpec.parse("a=models:/m/2:1"), VariantSpec.parse("b=models:/m@c:1")])
+    prof.serving().deploy(model("fraud", "models:/m/1"))
+    prof.serving().deploy(split("ab", [VariantSpec.parse("a=models:/m/2:1"), VariantSpec.parse("b=models:/m@c:1")]))
     assert fakes.registry_lookups == ["models:/m/1", "models:/m/2", "models:/m@c"]
 
 
 def test_the_kserve_mlserver_runtime_gets_storage_uri_and_an_s3_service_account(prof, fakes, registry):
     uri, folder = registry
     serving = prof.serving()
-    serving.tracking_uri = lambda: uri
-    note = serving.deploy("fraud-ml", "models:/fraud-detector@champion", runtime="kserve-mlserver")
-    assert note == f"InferenceService fraud-ml Ready (model {folder})"
+    with_registry(serving, uri)
+    notes = serving.deploy(model("fraud-ml", "models:/fraud-detector@champion", runtime="kserve-mlserver"))
+    assert notes == [f"InferenceService Ready (model {folder})"]
     isvc = obj(fakes, ISVC, "fraud-ml")
     assert isvc["spec"] == {
         "predictor": {
@@ -482,7 +502,7 @@ def test_the_kserve_mlserver_runtime_gets_storage_uri_and_an_s3_service_account(
 
 def test_split_makes_an_inference_service_per_variant_and_the_router_in_front(prof, fakes):
     variants = [VariantSpec.parse("a=models:/fraud-detector/1:80"), VariantSpec.parse("b=models:/fraud-detector/2:20")]
-    notes = prof.serving().split("fraud-ab", variants, sticky_header="x-user-id", batch_size=4)
+    notes = prof.serving().deploy(split("fraud-ab", variants, sticky_header="x-user-id", batch_size=4))
     assert notes == [
         "fraud-ab-a: InferenceService Ready",
         "fraud-ab-b: InferenceService Ready",
@@ -500,7 +520,7 @@ def test_split_makes_an_inference_service_per_variant_and_the_router_in_front(pr
     pod = router["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "sandbox.serving.router"]
-    assert container["image"] == prof._image()
+    assert container["image"] == prof.source.image()
     assert container["args"] == [
         "--name",
         "fraud-ab",
@@ -544,17 +564,17 @@ def test_re_applying_a_split_replaces_its_variants_pods_and_waits_for_their_roll
     # applied again after an alias moved must replace their pods; a variant added by it is simply made.
     serving = prof.serving()
     first = [VariantSpec.parse("a=models:/m@champion:50"), VariantSpec.parse("b=models:/m@challenger:50")]
-    serving.split("ab", first)
+    serving.deploy(split("ab", first))
     assert all("annotations" not in obj(fakes, ISVC, f"ab-{v}")["spec"]["predictor"] for v in "ab")
     serving.inference_endpoints()
     fakes.clear_log()
-    serving.split("ab", [*first, VariantSpec.parse("c=models:/m/3:10")])
+    serving.deploy(split("ab", [*first, VariantSpec.parse("c=models:/m/3:10")]))
     marks = {v: obj(fakes, ISVC, f"ab-{v}")["spec"]["predictor"].get("annotations") for v in "abc"}
-    assert marks["a"] == marks["b"] and marks["a"][kube_serving.RESTART_ANNOTATION] and marks["c"] is None
+    assert marks["a"] == marks["b"] and marks["a"][serving_objects.RESTART_ANNOTATION] and marks["c"] is None
     for v in "ab":
         template = obj(fakes, "Deployment", f"ab-{v}-predictor")["spec"]["template"]["metadata"]
-        mark = marks[v][kube_serving.RESTART_ANNOTATION]
-        assert template["annotations"][kube_serving.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
+        mark = marks[v][serving_objects.RESTART_ANNOTATION]
+        assert template["annotations"][serving_objects.RESTART_ANNOTATION] == mark  # KServe puts it on the pods
     lines = fakes.lines()
     apply = next(i for i, line in enumerate(lines) if line.startswith("kubectl apply"))
     rolled = [
@@ -572,7 +592,7 @@ def test_a_split_whose_variant_fails_leaves_nothing(prof, fakes):
     fakes.unready("fraud-ab-b")
     variants = [VariantSpec.parse("a=models:/m/1:50"), VariantSpec.parse("b=models:/m/2:50")]
     with pytest.raises(ServiceStartError, match="deployment fraud-ab-b is not Ready"):
-        prof.serving().split("fraud-ab", variants)
+        prof.serving().deploy(split("fraud-ab", variants))
     assert not [key for key in store(fakes) if "fraud-ab" in key]
     assert not [line for line in fakes.lines() if "Deployment/fraud-ab-router" in line]  # the router never applied
 
@@ -582,8 +602,8 @@ def test_a_split_whose_variant_fails_leaves_nothing(prof, fakes):
 
 def test_get_and_statuses_read_the_deployments_back_from_the_api(tmp_path, prof, fakes):
     serving = prof.serving()
-    serving.deploy("fraud", "models:/m/1", batch_size=8)
-    serving.split("ab", [VariantSpec.parse("a=models:/m/1:80"), VariantSpec.parse("b=models:/m/2:20")])
+    serving.deploy(model("fraud", "models:/m/1", batch_size=8))
+    serving.deploy(split("ab", [VariantSpec.parse("a=models:/m/1:80"), VariantSpec.parse("b=models:/m/2:20")]))
     again = cluster_profile(tmp_path).serving()  # a fresh backend: nothing is remembered but the API's objects
     assert again.get("fraud") == DeploymentSpec(name="fraud", kind="model", model_uri="models:/m/1", batch_size=8)
     assert again.get("ab").kind == "split" and [v.label for v in again.get("ab").variants] == ["a", "b"]
@@ -596,7 +616,7 @@ def test_get_and_statuses_read_the_deployments_back_from_the_api(tmp_path, prof,
         "running",
         "fraud-predictor-7d9c5b-x2x4q",
     )
-    assert rows["fraud"].detail == "runtime sandbox, batch 8/5ms"
+    assert rows["fraud"].detail == "batch 8/5ms"
     assert (rows["ab"].kind, rows["ab"].state, rows["ab"].instance) == ("split", "running", "ab-router-0")
     assert rows["ab"].detail == "a=models:/m/1 (80), b=models:/m/2 (20)"
     assert rows["ab-a"].kind == "variant of ab"
@@ -604,13 +624,14 @@ def test_get_and_statuses_read_the_deployments_back_from_the_api(tmp_path, prof,
 
 def test_undeploy_deletes_exactly_its_objects(prof, fakes):
     serving = prof.serving()
-    serving.deploy("fraud", "models:/m/1")
-    serving.deploy("other", "models:/m/1")
-    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    serving.deploy(model("fraud", "models:/m/1"))
+    serving.deploy(model("other", "models:/m/1"))
+    serving.deploy(split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")]))
     with pytest.raises(ConfigError, match="variant of 'ab'"):
         serving.undeploy("ab-a")
-    with pytest.raises(NotRunningError):
+    with pytest.raises(ConfigError, match="no deployment named 'nope'") as info:  # a usage error, exit 2
         serving.undeploy("nope")
+    assert info.value.exit_code == ExitCode.USAGE
     before = set(store(fakes))
     fakes.clear_log()
     assert serving.undeploy("ab") == ["ab", "ab-a", "ab-b"]
@@ -628,23 +649,23 @@ def test_undeploy_deletes_exactly_its_objects(prof, fakes):
 
 def test_a_name_taken_by_the_other_kind_is_refused(prof, fakes):
     serving = prof.serving()
-    serving.deploy("fraud", "models:/m/1")
-    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    serving.deploy(model("fraud", "models:/m/1"))
+    serving.deploy(split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")]))
     with pytest.raises(ConfigError, match="is an A/B split"):
-        serving.deploy("ab", "models:/m/1")
+        serving.deploy(model("ab", "models:/m/1"))
     with pytest.raises(ConfigError, match="single-model deployment"):
-        serving.split("fraud", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+        serving.deploy(split("fraud", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")]))
     with pytest.raises(ConfigError, match="variant of 'ab'"):
-        serving.deploy("ab-a", "models:/m/1")
+        serving.deploy(model("ab-a", "models:/m/1"))
 
 
 def test_no_secret_value_is_in_any_object_but_a_secret_nor_on_any_command_line(prof, fakes, registry):
     uri, _ = registry
     serving = prof.serving()
-    serving.tracking_uri = lambda: uri
-    serving.deploy("fraud", "models:/m/1", gpus=1)
-    serving.deploy("ml", "models:/fraud-detector/1", runtime="kserve-mlserver")
-    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    with_registry(serving, uri)
+    serving.deploy(model("fraud", "models:/m/1", gpus=1))
+    serving.deploy(model("ml", "models:/fraud-detector/1", runtime="kserve-mlserver"))
+    serving.deploy(split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")]))
     keys = prof._secrets(create=False)
     values = [keys.postgres_password, keys.s3_access_key, keys.s3_secret_key, keys.jupyter_token]
     made = [o for o in store(fakes).values() if o["kind"] != "Secret"]
@@ -669,47 +690,50 @@ def _forward_cmdlines(prof) -> list[list[str]]:
     return out
 
 
+def kept_ports(prof) -> dict[str, int]:
+    """The deployments' loopback ports, as the profile keeps them with its others (state.json)."""
+    ports = json.loads((prof.folder / "state.json").read_text())["host_ports"]
+    return {key: port for key, port in ports.items() if key.startswith("serve-")}
+
+
 def test_each_deployment_is_reached_on_loopback_through_a_kept_port_forward(prof, fakes):
     serving = prof.serving()
-    serving.deploy("fraud", "models:/m/1")
-    serving.split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+    serving.deploy(model("fraud", "models:/m/1"))
+    serving.deploy(split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")]))
     endpoints = serving.inference_endpoints()
-    ports = json.loads((prof.folder / "serving-ports.json").read_text())
+    ports = kept_ports(prof)
     # Each forward started here already listens when the endpoints are handed out: a kubectl port-forward
     # binds only after it found a pod, and the caller's first request must not be refused.
-    for key in ("fraud", "fraud.grpc", "ab"):
+    for key in ("serve-fraud", "serve-fraud-grpc", "serve-ab"):
         socket.create_connection(("127.0.0.1", ports[key]), timeout=1).close()
     fraud = endpoints["fraud"]
-    base = f"http://127.0.0.1:{ports['fraud']}"
+    base = f"http://127.0.0.1:{ports['serve-fraud']}"
     assert (fraud.url, fraud.v1_predict, fraud.v2_infer) == (
         base,
         f"{base}/v1/models/fraud:predict",
         f"{base}/v2/models/fraud/infer",
     )
-    assert fraud.grpc == f"127.0.0.1:{ports['fraud.grpc']}" and fraud.kind == "model"
+    assert fraud.grpc == f"127.0.0.1:{ports['serve-fraud-grpc']}" and fraud.kind == "model"
     assert endpoints["ab"].kind == "split" and endpoints["ab"].variants == ["a", "b"] and endpoints["ab"].grpc is None
-    assert endpoints["ab"].v1_predict == f"http://127.0.0.1:{ports['ab']}/v1/models/ab:predict"
+    assert endpoints["ab"].v1_predict == f"http://127.0.0.1:{ports['serve-ab']}/v1/models/ab:predict"
     commands = [" ".join(line[-7:]) for line in _forward_cmdlines(prof)]
-    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/ab-router {ports['ab']}:80" in commands
-    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/fraud-predictor {ports['fraud']}:80" in commands
-    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/fraud-predictor {ports['fraud.grpc']}:8081" in commands
+    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/ab-router {ports['serve-ab']}:80" in commands
+    assert f"port-forward --address 127.0.0.1 -n ml-sandbox svc/fraud-predictor {ports['serve-fraud']}:80" in commands
+    assert (
+        f"port-forward --address 127.0.0.1 -n ml-sandbox svc/fraud-predictor {ports['serve-fraud-grpc']}:8081"
+        in commands
+    )
     # The profile's endpoints carry them (serve url, loadtest), on the same kept ports.
     assert prof.endpoints().inference["fraud"].url == base
     assert serving.inference_endpoints()["fraud"].url == base
     # Undeploying stops its forwards and forgets its ports.
     serving.undeploy("fraud")
-    assert set(json.loads((prof.folder / "serving-ports.json").read_text())) == {
-        "ab",
-        "ab-a",
-        "ab-a.grpc",
-        "ab-b",
-        "ab-b.grpc",
-    }
+    assert set(kept_ports(prof)) == {"serve-ab", "serve-ab-a", "serve-ab-a-grpc", "serve-ab-b", "serve-ab-b-grpc"}
     assert [c for c in _forward_cmdlines(prof) if "svc/fraud-predictor" in c] == []
 
 
 def test_logs_of_a_deployment_are_its_predictor_pods(prof, fakes):
-    prof.serving().deploy("fraud", "models:/m/1")
+    prof.serving().deploy(model("fraud", "models:/m/1"))
     assert "".join(prof.logs("fraud", lines=20)) == "FAKE log line 1\nFAKE log line 2: Back-off pulling image\n"
     assert (
         "kubectl logs -n ml-sandbox --tail=20 --all-containers --prefix -l serving.kserve.io/inferenceservice=fraud"
@@ -724,16 +748,23 @@ def test_logs_of_a_deployment_are_its_predictor_pods(prof, fakes):
 
 
 def test_status_lists_deployments_and_keeps_their_pods_out_of_the_services(prof, fakes):
-    prof.serving().deploy("fraud", "models:/m/1")
+    prof.serving().deploy(model("fraud", "models:/m/1"))
     status = prof.status()
     assert [s.name for s in status.services] == ["mlflow"]  # the predictor's pod is not a stack service
     assert [(d.name, d.state) for d in status.deployments] == [("fraud", "running")]
     assert "fraud" in status.endpoints.inference
+    # A read starts nothing: the deployment's URL is its kept port, its forward starts with a command that needs it.
+    ports = kept_ports(prof)
+    assert status.deployments[0].url == f"http://127.0.0.1:{ports['serve-fraud']}"
+    assert _forward_cmdlines(prof) == [] and [d.name for d in prof.serving().statuses()] == ["fraud"]
+    assert _forward_cmdlines(prof) == []
+    assert prof.endpoints().inference["fraud"].url == status.deployments[0].url
+    assert len(_forward_cmdlines(prof)) == 2  # REST and gRPC
 
 
 def test_down_deletes_the_inference_services_and_stops_their_forwards(prof, fakes):
     serving = prof.serving()
-    serving.deploy("fraud", "models:/m/1")
+    serving.deploy(model("fraud", "models:/m/1"))
     serving.inference_endpoints()
     assert _forward_cmdlines(prof)
     prof.down()
@@ -752,8 +783,8 @@ def test_the_kind_profile_serves_through_the_same_backend(tmp_path, fakes):
     prof._write_state(KubeState(INSTANCE, "kind-ml-sandbox", NS, ports, cluster="ml-sandbox"))
     prof._secrets(create=True)
     serving = prof.serving()
-    assert isinstance(serving, kube_serving.KubeServing)
-    serving.deploy("fraud", "models:/m/1")
+    assert isinstance(serving, Deployments) and isinstance(serving.runtime, kube_serving.KServeRuntime)
+    serving.deploy(model("fraud", "models:/m/1"))
     assert f"{ISVC}/{NS}/fraud" in fakes.objects("kind-ml-sandbox")
     assert all(
         call["argv"][:2] == ["--context", "kind-ml-sandbox"] for call in fakes.calls() if call["tool"] == "kubectl"
@@ -769,8 +800,10 @@ def test_deploy_is_refused_while_another_command_holds_the_lock_and_applies_noth
     fakes.clear_log()
     with lock_held_elsewhere(lock_file, "serve undeploy other") as pid:
         for change in (
-            lambda: prof.serving().deploy("fraud", "models:/m/1"),
-            lambda: prof.serving().split("ab", [VariantSpec(label="a", model_uri="models:/m/1", weight=100)]),
+            lambda: prof.serving().deploy(model("fraud", "models:/m/1")),
+            lambda: prof.serving().deploy(
+                split("ab", [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")])
+            ),
             lambda: prof.serving().undeploy("fraud"),
         ):
             with pytest.raises(LockedError) as info:
@@ -779,7 +812,7 @@ def test_deploy_is_refused_while_another_command_holds_the_lock_and_applies_noth
             assert f"pid {pid}: sandbox serve undeploy other" in info.value.message
         assert prof.serving().statuses() == []  # a read takes no lock
     assert store(fakes) == before and fakes.mutating() == [] and fakes.registry_lookups == []
-    prof.serving().deploy("fraud", "models:/m/1")  # the holder is gone: its lock went with it
+    prof.serving().deploy(model("fraud", "models:/m/1"))  # the holder is gone: its lock went with it
     assert f"{ISVC}/{NS}/fraud" in store(fakes)
     assert "sandbox serve deploy fraud" in lock_file.read_text()
     assert stat.S_IMODE(os.stat(lock_file).st_mode) == 0o600
@@ -787,7 +820,7 @@ def test_deploy_is_refused_while_another_command_holds_the_lock_and_applies_noth
 
 def test_a_command_holding_the_lock_may_deploy_under_it(prof, fakes):
     with prof.lock("monitor retrain fraud"):  # re-entrant within one process
-        prof.serving().deploy("fraud", "models:/m/1")
+        prof.serving().deploy(model("fraud", "models:/m/1"))
     assert f"{ISVC}/{NS}/fraud" in store(fakes)
 
 
@@ -804,17 +837,17 @@ def test_cli_serve_deploy_exits_3_naming_the_holder_while_the_lock_is_held(tmp_p
 
 
 def test_the_local_and_remote_profiles_refuse_the_kserve_runtime_naming_the_kind_profile(tmp_path):
-    from sandbox.profiles.local.serving import LocalServing
+    from sandbox.profiles.local.serving import LocalProcessRuntime
     from sandbox.profiles.local.state import PortMap, SandboxDir
-    from sandbox.profiles.remote.serving import RemoteServing
+    from sandbox.profiles.remote.serving import RemoteRuntime
 
     sandbox = SandboxDir(tmp_path / "sb")
-    local = LocalServing(sandbox, PortMap(sandbox), make_endpoints(), startup_timeout=1)
+    local = Deployments(LocalProcessRuntime(sandbox, PortMap(sandbox), make_endpoints(), startup_timeout=1))
     with pytest.raises(ConfigError, match="local profile has no KServe") as info:
-        local.deploy("fraud", "models:/m/1", runtime="kserve-mlserver")
+        local.deploy(model("fraud", "models:/m/1", runtime="kserve-mlserver"))
     assert "--profile kind" in info.value.hint
     with pytest.raises(ConfigError, match="remote profile has no KServe") as info:
-        RemoteServing({}).deploy("fraud", "models:/m/1", runtime="kserve-mlserver")
+        Deployments(RemoteRuntime({})).deploy(model("fraud", "models:/m/1", runtime="kserve-mlserver"))
     assert "--profile kind" in info.value.hint
 
 

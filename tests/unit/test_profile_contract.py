@@ -25,22 +25,36 @@ def test_every_profile_implements_the_whole_protocol(name):
         assert implemented[: len(declared)] == declared, f"{name}.{method}{implemented} vs {declared}"
 
 
-def test_the_local_serving_backend_is_a_serving_backend():
-    from sandbox.profiles.local.serving import LocalServing
+def test_every_serving_runtime_is_a_serving_runtime_and_the_planner_a_serving_backend(tmp_path):
+    from sandbox.profiles.local.serving import LocalProcessRuntime
+    from sandbox.profiles.local.state import PortMap, SandboxDir
+    from sandbox.profiles.remote.serving import RemoteRuntime
+    from sandbox.serving.deployments import Deployments
+    from sandbox.serving.runtime import ServingRuntime
 
-    for method in [m for m in vars(ServingBackend) if not m.startswith("_")]:
-        assert callable(getattr(LocalServing, method, None)), f"LocalServing lacks {method}"
+    sandbox = SandboxDir(tmp_path / "sb")
+    for runtime in (LocalProcessRuntime(sandbox, PortMap(sandbox)), RemoteRuntime({})):
+        assert isinstance(runtime, ServingRuntime), type(runtime).__name__
+        assert isinstance(Deployments(runtime), ServingBackend)
 
 
-def test_the_remote_serving_backend_lists_and_refuses_to_deploy():
+def test_the_remote_serving_runtime_lists_and_refuses_every_change():
     from sandbox.errors import ConfigError
-    from sandbox.profiles.remote.serving import RemoteServing
+    from sandbox.profiles.remote.serving import RemoteRuntime
+    from sandbox.serving.deployments import Deployments
+    from sandbox.serving.specs import DeploymentSpec, VariantSpec
 
-    serving = RemoteServing({})
-    assert isinstance(serving, ServingBackend)
-    assert serving.get("anything") is None
-    with pytest.raises(ConfigError):
-        serving.deploy("x", "models:/m/1")
+    serving = Deployments(RemoteRuntime({}))
+    assert serving.get("anything") is None and serving.statuses() == []
+    variants = [VariantSpec.parse("a=models:/m/1:1"), VariantSpec.parse("b=models:/m/2:1")]
+    for change in (
+        lambda: serving.deploy(DeploymentSpec.model("x", "models:/m/1")),
+        lambda: serving.deploy(DeploymentSpec.split("x", variants)),
+        lambda: serving.undeploy("x"),
+    ):
+        with pytest.raises(ConfigError, match="deploys nothing") as info:
+            change()
+        assert "remote.inference" in info.value.hint
 
 
 def test_the_kfp_local_runner_is_a_pipeline_runner():

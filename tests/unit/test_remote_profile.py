@@ -22,6 +22,7 @@ from sandbox.loadtest import resolve_target
 from sandbox.profiles import get_profile
 from sandbox.profiles.remote import checks
 from sandbox.profiles.remote.profile import RemoteProfile
+from sandbox.serving.specs import DeploymentSpec
 from tests.servers import ThreadedServer, free_port
 
 TOKEN = "s3cr3t-token"
@@ -230,40 +231,6 @@ def test_a_secret_where_a_variable_name_belongs_is_refused_and_not_echoed(tmp_pa
     assert "ghp_AbC123-secret" not in f"{info.value.message} {info.value.details} {info.value.hint}"
 
 
-def test_the_local_section_holds_the_local_services_and_the_old_keys_still_work(tmp_path, monkeypatch):
-    _write(tmp_path, "local:\n  mlflow: {port: 5001, workers: 2}\n  postgres: {source: system}\ns3: {port: 9001}\n")
-    cfg = load_config()
-    assert (cfg.mlflow.port, cfg.mlflow.workers, cfg.postgres.source, cfg.s3.port) == (5001, 2, "system", 9001)
-    assert cfg.local.mlflow is cfg.mlflow and cfg.local.s3.port == 9001  # one set of values, two spellings
-    assert load_config(**{"mlflow.port": 5003}).mlflow.port == 5003  # a flag beats the file, in either spelling
-    monkeypatch.setenv("SANDBOX_LOCAL__MLFLOW__PORT", "5002")
-    assert load_config().mlflow.port == 5002  # the environment beats the file
-    monkeypatch.setenv("SANDBOX_MLFLOW__PORT", "5004")
-    with pytest.raises(ConfigError, match=r"'local\.mlflow\.port' .* and 'mlflow\.port' .* are both set"):
-        load_config()
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("local:\n  postgrse: {port: 1}\n", "unknown config key 'local.postgrse'"),
-        ("local:\n  postgres: {port: 99999}\n", "config key 'local.postgres.port'"),
-        ("local:\n  s3: {prot: 1}\n", "unknown config key 'local.s3.prot'"),
-        ("local:\n  mlflow: {port: 5001}\nmlflow: {port: 5002}\n", "are both set"),
-    ],
-)
-def test_bad_local_sections_name_their_key(tmp_path, text, message):
-    _write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config()
-    assert message in info.value.message, info.value.message
-
-
-def test_the_same_value_in_both_spellings_is_fine(tmp_path):
-    _write(tmp_path, "local:\n  mlflow: {port: 5001}\nmlflow: {port: 5001, workers: 2}\n")
-    assert (load_config().mlflow.port, load_config().mlflow.workers) == (5001, 2)
-
-
 # --------------------------------------------------------------------------- endpoint checks
 
 
@@ -444,9 +411,10 @@ def test_down_stops_nothing_and_serving_and_gpu_are_refused(tmp_path, credential
     profile.down(purge=True)
     assert "stops nothing" in capsys.readouterr().err and not (tmp_path / "state").exists()
     serving = profile.serving()
-    assert serving.get("fraud") is None and set(serving.inference_endpoints()) == {"fraud"}
+    # A listed endpoint is a record the sandbox knows no model of: it serves it, it did not deploy it.
+    assert serving.get("fraud").model_uri is None and set(serving.inference_endpoints()) == {"fraud"}
     with pytest.raises(ConfigError, match="deploys nothing") as info:
-        serving.deploy("x", "models:/m/1")
+        serving.deploy(DeploymentSpec.model("x", "models:/m/1"))
     assert "remote.inference" in info.value.hint
     with pytest.raises(ConfigError, match="no GPU scheduler"):
         profile.scheduler()

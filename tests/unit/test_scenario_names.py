@@ -29,7 +29,10 @@ from sandbox.scenarios import (
     run_scenario,
     scenario_name,
 )
-from sandbox.scenarios.engine import ScenarioContext, ScenarioResult, default_scenarios_dir
+from sandbox.scenarios.context import ScenarioContext
+from sandbox.scenarios.registry import default_scenarios_dir
+from sandbox.scenarios.results import ScenarioResult
+from sandbox.serving.specs import DeploymentSpec
 from tests.factories import make_endpoints
 from tests.scenario_names import callee_of, name_problems
 
@@ -76,7 +79,7 @@ def scenario_body(ctx):
     _upload(ctx, f"retraining/{ctx.unique('x')}/train.csv")
     run = "scenario-1"
     remote = f"s3://data/{run}"
-    ctx.serving.deploy("fraud", f"models:/{MODEL}/1")
+    ctx.serving.deploy(DeploymentSpec.model("fraud", f"models:/{MODEL}/1"))
     ctx.remove_deployments("fraud")
     ctx.mlflow_client().set_registered_model_alias("fraud-detector", "champion", "1")
     check_drift(ctx.endpoints, "checklist-ok", None)
@@ -166,13 +169,9 @@ class FakeServing:
     def get(self, name):
         return self.records_.get(name)
 
-    def deploy(self, name, uri, **kwargs):
-        self.calls.append(("deploy", name))
-        self.records_[name] = "record"
-
-    def split(self, name, variants, **kwargs):
-        self.calls.append(("split", name))
-        self.records_[name] = "record"
+    def deploy(self, spec):
+        self.calls.append(("deploy", spec.name))
+        self.records_[spec.name] = "record"
 
     def undeploy(self, name):
         self.calls.append(("undeploy", name))
@@ -197,7 +196,7 @@ def test_a_scenario_cannot_deploy_over_a_users_deployment(endpoints):
     backend = FakeServing(["fraud"])
 
     def deploys_a_users_name(ctx):
-        ctx.serving.deploy("fraud", "models:/checklist-x/1")
+        ctx.serving.deploy(DeploymentSpec.model("fraud", "models:/checklist-x/1"))
 
     result = _run(deploys_a_users_name, endpoints, lambda: backend)
     assert result.outcome == Outcome.FAILED and "'checklist-'" in result.reason and "'fraud'" in result.reason
@@ -208,8 +207,8 @@ def test_clean_up_removes_only_what_the_scenario_deployed(endpoints):
     backend = FakeServing(["fraud", "checklist-leftover"])
 
     def deploys_and_cleans_up(ctx):
-        ctx.serving.deploy("checklist-mine", "models:/checklist-x/1")
-        ctx.serving.split("checklist-split", [])
+        ctx.serving.deploy(DeploymentSpec.model("checklist-mine", "models:/checklist-x/1"))
+        ctx.serving.deploy(DeploymentSpec.split("checklist-split", []))
         assert ctx.serving.inference_endpoints() == {"passed": "through"}
         ctx.remove_deployments("checklist-mine", "checklist-split", "checklist-leftover", "fraud", "checklist-gone")
         with pytest.raises(ScenarioFailed):
@@ -223,15 +222,15 @@ def test_clean_up_removes_only_what_the_scenario_deployed(endpoints):
 
 def test_clean_up_after_a_failed_deploy_and_with_nothing_deployed(endpoints):
     class Failing(FakeServing):
-        def deploy(self, name, uri, **kwargs):
-            self.records_[name] = "half-made"
+        def deploy(self, spec):
+            self.records_[spec.name] = "half-made"
             raise RuntimeError("the model server did not start")
 
     backend = Failing(["fraud"])
 
     def fails_half_way(ctx):
         try:
-            ctx.serving.deploy("checklist-mine", "models:/checklist-x/1")
+            ctx.serving.deploy(DeploymentSpec.model("checklist-mine", "models:/checklist-x/1"))
         finally:
             ctx.remove_deployments("checklist-mine")
 

@@ -15,7 +15,8 @@ from sandbox.errors import ConfigError, PreflightError
 from sandbox.pipelines.runner import LocalPipelineRunner
 from sandbox.profiles.base import Check, Profile, ProfileStatus, ServiceState, ServiceStatus, common_checks
 from sandbox.profiles.remote.checks import EndpointCheck, MissingVariable, run_checks, variable
-from sandbox.profiles.remote.serving import RemoteServing
+from sandbox.profiles.remote.serving import RemoteRuntime
+from sandbox.serving.deployments import Deployments
 
 # What the remote profile never offers, and what to configure instead (scenarios that need it are skipped with this).
 NEVER = {
@@ -126,7 +127,7 @@ class RemoteProfile(Profile):
             raise ConfigError(
                 "the remote profile has nothing to point at: the `remote:` section is empty",
                 hint="set at least remote.mlflow.tracking_uri (and remote.s3, remote.monitoring, remote.kfp, "
-                "remote.inference as the platform has them) in sandbox.yaml; see the README's remote profile section",
+                "remote.inference as the platform has them) in sandbox.yaml; see docs/remote.md",
             )
 
     def checks(self) -> list[EndpointCheck]:
@@ -173,7 +174,12 @@ class RemoteProfile(Profile):
         ui.err.print("Nothing was deployed or started: the remote profile only points at the platform.")
         return endpoints
 
-    def down(self, *, purge: bool = False) -> None:
+    def down(self, *, purge: bool = False, keep_cluster: bool = False) -> None:
+        if keep_cluster:
+            raise ConfigError(
+                f"--keep-cluster applies to a profile that creates a cluster, not to {self.name}",
+                hint="drop --keep-cluster",
+            )
         extra = " and deletes nothing (--purge has nothing of its own to delete)" if purge else ""
         ui.err.print(
             f"The remote profile stops nothing{extra}: the platform runs on its own. Nothing changed."
@@ -187,16 +193,16 @@ class RemoteProfile(Profile):
             return result
         result.services = [_service_status(check) for check in self.checks()]
         result.endpoints = build_endpoints(self.remote, os.environ, strict=False)
-        result.deployments = RemoteServing(result.endpoints.inference, result.services).statuses()
+        result.deployments = Deployments(RemoteRuntime(result.endpoints.inference, result.services)).statuses()
         return result
 
     def endpoints(self) -> Endpoints:
         self._require_configured()
         return build_endpoints(self.remote, os.environ)
 
-    def serving(self) -> RemoteServing:
+    def serving(self) -> Deployments:
         """Read-only: the listed inference endpoints; deploying is refused with what to configure instead."""
-        return RemoteServing(inference_endpoints(self.remote))
+        return Deployments(RemoteRuntime(inference_endpoints(self.remote)))
 
     def pipelines(self) -> LocalPipelineRunner:
         """kfp.local here, its steps logging to the platform's MLflow and reading its S3.

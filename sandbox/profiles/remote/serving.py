@@ -1,66 +1,65 @@
-"""The remote profile's serving backend: read-only. It lists the endpoints the config names and deploys nothing."""
+"""The remote profile's serving runtime: read-only. It lists the endpoints the config names and deploys nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sandbox.endpoints import InferenceEndpoint
 from sandbox.errors import ConfigError
+from sandbox.profiles.locking import unlocked
+from sandbox.serving.runtime import Address, Observed
+from sandbox.serving.specs import SANDBOX_RUNTIME, DeploymentSpec
 
-_NO_DEPLOY_HINT = (
+NO_DEPLOY_HINT = (
     "deploy on the platform itself and list the model's URL under remote.inference (NAME: its V1 or V2 URL), "
     "or deploy on a profile the sandbox runs (`--profile local`)"
 )
 
 
-class RemoteServing:
-    """``inference_endpoints``, ``records`` and ``statuses`` of the listed endpoints; deploying is refused."""
+class RemoteRuntime:
+    """`ServingRuntime` of the remote profile: each listed endpoint is a record with no model URI (the sandbox
+    does not know what the platform serves there); every change is refused with `NO_DEPLOY_HINT`."""
+
+    profile = "remote"
+    model_runtimes = (SANDBOX_RUNTIME,)  # what `--runtime` it accepts before refusing: the same message as local
+    reserved_names: frozenset[str] = frozenset()
+    read_only = NO_DEPLOY_HINT
+    lock = staticmethod(unlocked)
 
     def __init__(self, endpoints: dict[str, InferenceEndpoint], services=None):
         self._endpoints = endpoints
         self._services = {s.name: s for s in services or []}  # checks already made (status), by name
 
-    def inference_endpoints(self) -> dict[str, InferenceEndpoint]:
-        return dict(self._endpoints)
+    def tracking_uri(self) -> str:
+        raise ConfigError("the remote profile deploys nothing", hint=NO_DEPLOY_HINT)
 
-    def get(self, name: str) -> None:
-        return None  # the sandbox deployed nothing here: listed endpoints are the platform's own
+    def records(self) -> dict[str, DeploymentSpec]:
+        return {name: DeploymentSpec(name=name, kind="model") for name in self._endpoints}
 
-    def statuses(self) -> list:
+    def start(self, records: list[DeploymentSpec], *, replacing: Collection[str] = ()) -> list[str]:
+        raise ConfigError("the remote profile deploys nothing", hint=NO_DEPLOY_HINT)
+
+    def stop(self, names: list[str]) -> None:
+        raise ConfigError("the remote profile undeploys nothing", hint=NO_DEPLOY_HINT)
+
+    def observe(self, records: list[DeploymentSpec]) -> dict[str, Observed]:
         from sandbox.profiles.remote.checks import check_inference
-        from sandbox.serving.specs import DeploymentStatus
 
-        out = []
-        for name, endpoint in self._endpoints.items():
-            url = endpoint.v2_infer if endpoint.protocol == "v2" else endpoint.v1_predict
-            service = self._services.get(f"inference {name}")
+        out = {}
+        for record in records:
+            endpoint = self._endpoints[record.name]
+            service = self._services.get(f"inference {record.name}")
             if service is not None:
                 ok, detail = service.state.value == "running", service.detail
             else:
-                check = check_inference(name, url)
+                url = endpoint.v2_infer if endpoint.protocol == "v2" else endpoint.v1_predict
+                check = check_inference(record.name, url)
                 ok, detail = check.ok, check.detail
-            out.append(
-                DeploymentStatus(
-                    name=name,
-                    kind="model",
-                    state="running" if ok else "unhealthy",
-                    instance=None,
-                    url=url,
-                    model_uri=None,
-                    detail=f"listed in remote.inference; {detail}",
-                )
-            )
+            out[record.name] = Observed("running" if ok else "unhealthy", why=f"listed in remote.inference; {detail}")
         return out
 
-    def _refuse(self, what: str, name: str):
-        raise ConfigError(f"the remote profile cannot {what} {name!r}: it deploys nothing", hint=_NO_DEPLOY_HINT)
-
-    def deploy(self, name: str, *args, **kwargs):
-        from sandbox.serving.specs import SANDBOX_RUNTIME, validate_runtime
-
-        validate_runtime(kwargs.get("runtime", SANDBOX_RUNTIME), profile="remote")
-        self._refuse("deploy", name)
-
-    def split(self, name: str, *args, **kwargs):
-        self._refuse("deploy the split", name)
-
-    def undeploy(self, name: str):
-        self._refuse("undeploy", name)
+    def address(self, record: DeploymentSpec, *, reach: bool) -> Address | None:
+        endpoint = self._endpoints.get(record.name)
+        if endpoint is None:
+            return None
+        return Address(url=endpoint.url, grpc=endpoint.grpc, model_name=endpoint.model_name, protocol=endpoint.protocol)
