@@ -52,8 +52,8 @@ def plan(profile: str, actions) -> None:
     """`up --dry-run`: the ordered actions with their exact commands, on stdout."""
     if not actions:
         ui.err.print(
-            f"The {profile} profile has no commands to plan: `sandbox up` starts its services itself "
-            "(`sandbox doctor` checks what it needs). Nothing was changed."
+            f"The {profile} profile has no commands to plan: `sandbox up` starts nothing there, it checks the "
+            "platform's endpoints (`sandbox doctor` shows what it needs). Nothing was changed."
         )
         return
     ui.out.print(f"`sandbox up --profile {profile}` would run {len(actions)} actions, in order:", markup=False)

@@ -191,8 +191,8 @@ def test_a_forward_recorded_on_another_port_is_stopped_not_orphaned(tmp_path, fa
     prof = cluster(tmp_path)
     prof.up()
     state = prof._read_state()
-    forwards = prof._port_forwards(state)
-    mlflow = next(f for f in prof._forwards(state) if f.name == "mlflow")
+    forwards = prof.reach.forwards(state)
+    mlflow = next(f for f in prof.reach._stack_forwards(state) if f.name == "mlflow")
     old = forwards.running(mlflow)
     assert old is not None
     moved = dataclasses.replace(mlflow, local_port=mlflow.local_port + 1)  # the kept port changed under it
@@ -224,7 +224,7 @@ def test_port_forwards_are_started_watched_and_stopped(tmp_path, fakes):
     assert endpoints.mlflow_tracking_uri.startswith("http://127.0.0.1:")
     os.killpg(pids["mlflow"], signal.SIGTERM)  # a forward dies (its pod restarted)
     for _ in range(50):  # until it is gone
-        if prof._port_forwards(prof._read_state()).running(prof._forwards(prof._read_state())[2]) is None:
+        if prof.reach.forwards(prof._read_state()).running(prof.reach._stack_forwards(prof._read_state())[2]) is None:
             break
         time.sleep(0.1)
     prof.endpoints()  # the next command brings it back

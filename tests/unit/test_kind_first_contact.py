@@ -14,13 +14,15 @@ from sandbox.config import load_config
 from sandbox.errors import ConfigError, ExitCode, SandboxError
 from sandbox.gpu.render import limit_range_defaults
 from sandbox.profiles import get_profile
-from sandbox.profiles.kube import actions, image, manifests, preflight, versions
+from sandbox.profiles.kube import actions, image, preflight, versions
+from sandbox.profiles.kube.manifests import bundle, kind, operators
+from sandbox.profiles.kube.manifests import spec as m
 from sandbox.profiles.kube.mlserver import refuse_unloadable_by_mlserver
 from sandbox.profiles.kube.tools import Tools
 from tests.fakes import FakeTools
 
 REPO = Path(__file__).resolve().parents[2]
-KFP_SECRET = f"Secret/{versions.KFP_NAMESPACE}/{manifests.KFP_SECRET}"
+KFP_SECRET = f"Secret/{versions.KFP_NAMESPACE}/{operators.KFP_SECRET}"
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ def test_kfp_is_left_working_by_down_keep_cluster_and_a_later_up_rotates_new_key
     kind_profile(tmp_path).down(purge=True, keep_cluster=True)  # purge: the next up has new keys
     left = fakes.objects("kind-ml-sandbox")
     assert KFP_SECRET in left, "down deleted KFP's own Secret"
-    assert f"Service/kubeflow/{manifests.KFP_NODEPORT_SERVICE}" not in left  # the sandbox's own Service went
+    assert f"Service/kubeflow/{kind.KFP_NODEPORT_SERVICE}" not in left  # the sandbox's own Service went
     fakes.clear_log()
     prof = kind_profile(tmp_path)
     prof.up()
@@ -130,10 +132,10 @@ def test_down_keep_cluster_removes_what_sandbox_gpu_made_and_nothing_else(tmp_pa
     prof = kind_profile(tmp_path)
     prof.up()
     instance = prof._read_state().instance
-    ours = {**manifests.instance_labels(instance, "gpu"), WORKLOAD_LABEL: "true"}
+    ours = {**m.instance_labels(instance, "gpu"), WORKLOAD_LABEL: "true"}
     data = fakes.state()
     store = data["objects"]["kind-ml-sandbox"]
-    made = {"name": "team-z", "labels": {**manifests.instance_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}}
+    made = {"name": "team-z", "labels": {**m.instance_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}}
     store["Namespace//team-z"] = {"kind": "Namespace", "metadata": made}
     store["Namespace//theirs"] = {"kind": "Namespace", "metadata": {"name": "theirs", "labels": {}}}
     for namespace, name, labels in (("team-z", "train", ours), ("theirs", "job", ours), ("theirs", "app", {"a": "b"})):
@@ -157,10 +159,15 @@ def test_the_failure_report_covers_every_namespace_the_plan_touches(tmp_path, fa
         kind_profile(tmp_path).up(keep=True)
     assert "--- pod ml-pipeline-0 (Pending)" in info.value.details
     prof = kind_profile(tmp_path)
-    target = actions.Target(
-        tools=None, spec=prof._spec(prof._read_state(), manifests.StackSecrets.generate()), workdir=tmp_path
-    )
-    assert actions.namespaces(target) == ["ml-sandbox", "cert-manager", "kserve", "kubeflow"]
+    state = prof._read_state()
+    spec = prof._spec(state, m.StackSecrets.generate())
+    site = prof._site(state, spec)
+    assert actions.namespaces(site, prof.bundle(state, spec), prof.source) == [
+        "ml-sandbox",
+        "cert-manager",
+        "kserve",
+        "kubeflow",
+    ]
     # --keep left the cluster and the state for `sandbox diagnose`.
     assert "ml-sandbox" in fakes.state()["clusters"] and (tmp_path / "sb" / "kube" / "state.json").exists()
     out = tmp_path / "diag.tar.gz"
@@ -248,8 +255,8 @@ def test_a_limit_range_caps_nothing_unless_the_quota_counts_limits():
 
 
 def test_every_stack_container_sets_cpu_and_memory_requests_and_limits():
-    spec = manifests.StackSpec(instance="t1", secrets=manifests.StackSecrets.generate(), image="ml-sandbox:0.1.0")
-    containers = [c for o in manifests.stack_objects(spec) for c in manifests.containers(o)]
+    spec = m.StackSpec(instance="t1", secrets=m.StackSecrets.generate(), image="ml-sandbox:0.1.0")
+    containers = [c for o in bundle.stack_objects(spec) for c in m.containers(o)]
     assert containers
     for container in containers:
         for part in ("requests", "limits"):

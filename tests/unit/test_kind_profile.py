@@ -264,7 +264,7 @@ def test_render_writes_validated_files_and_refuses_an_invalid_object(tmp_path, f
     from typer.testing import CliRunner
 
     from sandbox.cli import app
-    from sandbox.profiles.kube import manifests
+    from sandbox.profiles.kube.manifests import mlflow
 
     out = tmp_path / "rendered"
     result = CliRunner().invoke(app, ["up", "--profile", "kind", "--dir", str(tmp_path / "sb"), "--render", str(out)])
@@ -273,20 +273,67 @@ def test_render_writes_validated_files_and_refuses_an_invalid_object(tmp_path, f
     assert "00-kind-config.yaml" in names and any(n.startswith("helm-values-") for n in names)
     assert fakes.calls() == []
 
-    real = manifests.stack_objects
+    real = mlflow.objects
 
-    def broken(spec, **kwargs):
-        objects = real(spec, **kwargs)
-        mlflow = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
-        mlflow["spec"]["replicas"] = "two"  # not an integer: the schema refuses it
+    def broken(spec):
+        objects = real(spec)
+        deployment = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+        deployment["spec"]["replicas"] = "two"  # not an integer: the schema refuses it
         return objects
 
-    monkeypatch.setattr(manifests, "stack_objects", broken)
+    monkeypatch.setattr(mlflow, "objects", broken)
     bad = tmp_path / "bad"
     result = CliRunner().invoke(app, ["up", "--profile", "kind", "--dir", str(tmp_path / "sb"), "--render", str(bad)])
     assert result.exit_code == ExitCode.USAGE
     assert "mlflow" in result.output and "replicas" in result.output
     assert not bad.exists()
+
+
+@pytest.mark.parametrize("profile", ["kind", "cluster"])
+def test_a_component_added_in_one_place_is_planned_rendered_and_validated(tmp_path, fakes, monkeypatch, profile):
+    """`manifests.bundle.COMPONENTS` is the one list of what `up` applies: a component added there is an action
+    of the plan (`--dry-run`), files of `--render`, and checked by the offline validation."""
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+    from sandbox.profiles.kube.manifests import bundle
+    from sandbox.profiles.kube.manifests.spec import meta
+
+    broken = [True]
+
+    def redis(spec):
+        service = {"selector": {"app.kubernetes.io/name": "redis"}, "ports": [{"port": 6379}]}
+        if broken[0]:
+            service["replicas"] = 1  # a Service has none: the offline validation refuses it
+        objects = [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "redis", "redis-config")},
+            {"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "redis", "redis"), "spec": service},
+        ]
+        return bundle.stack_part("redis", "Redis (a dummy component)", objects)
+
+    at = bundle.COMPONENTS.index(bundle._operators)  # the last of the stack's own, before the operators
+    monkeypatch.setattr(bundle, "COMPONENTS", [*bundle.COMPONENTS[:at], redis, *bundle.COMPONENTS[at:]])
+    flags = ["--profile", profile, "--dir", str(tmp_path / "sb")]
+    flags += ["--context", "kind-x"] if profile == "cluster" else []
+
+    result = CliRunner().invoke(app, ["up", *flags, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    planned = re.search(r"\d+\. Redis \(a dummy component\)\n(.*)\n", result.output)
+    assert planned and planned.group(1).endswith("<<EOF (ConfigMap/redis-config, Service/redis)"), result.output
+
+    result = CliRunner().invoke(app, ["up", *flags, "--render", str(tmp_path / "out")])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "Service ml-sandbox/redis: spec" in result.output and "replicas" in result.output
+    assert not (tmp_path / "out").exists()
+
+    broken[0] = False
+    result = CliRunner().invoke(app, ["up", *flags, "--render", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    ours = [name for name in written if "redis" in name]
+    assert [name.split("-", 1)[1] for name in ours] == ["configmap-redis-config.yaml", "service-redis.yaml"]
+    assert written.index(ours[0]) == written.index("28-deployment-jupyterlab.yaml") + 2  # after the stack's own
+    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
 
 
 def test_up_on_a_machine_without_the_tools_exits_5_naming_each_with_its_fix(tmp_path):
@@ -376,6 +423,7 @@ def test_the_plan_with_real_gpus_shows_nvkinds_commands_and_the_pinned_device_pl
     from sandbox.profiles.kube import versions
 
     two_gpus(monkeypatch)
+    nvidia_host(tmp_path, monkeypatch, fakes)
     actions = kind_profile(tmp_path, **{"gpu.real_gpus": "auto"}).plan()
     titles = [action.title for action in actions]
     for title, (prefix, _, _) in zip(titles, REAL_ACTIONS, strict=True):
@@ -400,7 +448,27 @@ def test_the_plan_with_real_gpus_shows_nvkinds_commands_and_the_pinned_device_pl
     # The fake nodes keep their patched capacity; the real one is not patched.
     fake = next(a for a in actions if a.title.startswith("Fake GPUs"))
     assert fake.commands and not any("local-gpu" in c for c in fake.commands)
-    assert fakes.calls() == [] and not (tmp_path / "sb").exists()
+    # The plan asked the host whether it can hand its GPUs to kind (`docker info`), and changed nothing.
+    assert fakes.mutating() == [] and not (tmp_path / "sb").exists()
+
+
+@pytest.mark.parametrize("command", ["plan", "up"])
+def test_with_auto_a_host_that_cannot_hand_its_gpus_to_kind_gets_fake_ones_in_the_plan_as_in_up(
+    tmp_path, fakes, monkeypatch, command
+):
+    """The plan does not depend on an earlier preflight: `--dry-run` shows what `up` then makes."""
+    two_gpus(monkeypatch)
+    nvidia_host(tmp_path, monkeypatch, fakes, runtime="runc")
+    prof = kind_profile(tmp_path, **{"gpu.real_gpus": "auto"})
+    if command == "up":
+        prof.up()
+        titles = [row["title"] for row in timings(tmp_path)]
+    else:
+        titles = [action.title for action in prof.plan()]
+    assert not any(title.startswith("Real GPUs") for title in titles)
+    assert any(title.startswith("Fake GPUs") for title in titles)
+    fake = next(a for a in kind_profile(tmp_path, **{"gpu.real_gpus": "auto"}).plan() if a.title.startswith("Fake"))
+    assert any("inventory-node=local-gpu" in line for line in fake.commands)  # its GPUs advertised, not real
 
 
 def test_up_with_real_gpus_mounts_them_runs_nvkinds_steps_and_a_second_up_is_done(tmp_path, fakes, monkeypatch):

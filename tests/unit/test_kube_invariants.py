@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from sandbox.config import KubeTimeouts, load_config
 from sandbox.errors import ExitCode
 from sandbox.profiles import get_profile
-from sandbox.profiles.kube import actions, invariants, manifests
+from sandbox.profiles.kube import actions, invariants
 from sandbox.profiles.kube.actions import Effects, KubeAction
+from sandbox.profiles.kube.manifests import spec as m
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,13 +65,7 @@ def test_every_plan_keeps_every_invariant(tmp_path, profile, overrides):
 def test_the_project_image_is_built_and_loaded_before_anything_uses_it(tmp_path):
     steps = plan(tmp_path)
     image = next(a for a in steps if a.title.startswith("Project image")).effects.images[0]
-    users = [
-        i
-        for i, a in enumerate(steps)
-        for o in a.effects.applies
-        for c in manifests.containers(o)
-        if c["image"] == image
-    ]
+    users = [i for i, a in enumerate(steps) for o in a.effects.applies for c in m.containers(o) if c["image"] == image]
     assert users and index_of(steps, "Project image") < min(users)
     assert index_of(steps, "JupyterLab") > index_of(steps, "Project image")
 
@@ -119,15 +114,15 @@ def test_c_catches_an_upstream_object_labelled_as_the_sandboxs(tmp_path):
     index = index_of(steps, "Kubeflow Pipelines")
     objects = copy.deepcopy(list(steps[index].effects.applies))
     secret = next(o for o in objects if o["kind"] == "Secret")
-    secret["metadata"]["labels"] = manifests.labels(_spec(tmp_path), "kfp")
+    secret["metadata"]["labels"] = m.labels(_spec(tmp_path), "kfp")
     found = invariants.upstream_untouched(
         replaced(steps, index, effects=dataclasses.replace(steps[index].effects, applies=tuple(objects)))
     )
     assert len(found) == 1 and "Secret kubeflow/mlpipeline-minio-artifact belongs to an upstream install" in found[0]
 
 
-def _spec(tmp_path) -> manifests.StackSpec:
-    return manifests.StackSpec(instance="t1", secrets=manifests.StackSecrets.generate(), image="ml-sandbox:0.1.0")
+def _spec(tmp_path) -> m.StackSpec:
+    return m.StackSpec(instance="t1", secrets=m.StackSecrets.generate(), image="ml-sandbox:0.1.0")
 
 
 # --------------------------------------------------------------------------- (d) network policies
@@ -142,7 +137,7 @@ def test_d_catches_a_policy_that_selects_pods_the_sandbox_did_not_make(tmp_path)
         "metadata": {
             "name": "ml-pipeline-host",
             "namespace": "kubeflow",
-            "labels": manifests.labels(_spec(tmp_path), "kfp"),
+            "labels": m.labels(_spec(tmp_path), "kfp"),
         },
         "spec": {"podSelector": {"matchLabels": {"app": "ml-pipeline"}}, "policyTypes": ["Ingress"]},
     }
@@ -152,8 +147,8 @@ def test_d_catches_a_policy_that_selects_pods_the_sandbox_did_not_make(tmp_path)
     )
     assert len(found) == 1 and found[0].startswith("(d)") and "{'app': 'ml-pipeline'}" in found[0]
     own = copy.deepcopy(policy)
-    own["spec"]["podSelector"]["matchLabels"] = manifests.selector(_spec(tmp_path), "mlflow") | {
-        "app.kubernetes.io/managed-by": manifests.MANAGED_BY
+    own["spec"]["podSelector"]["matchLabels"] = m.selector(_spec(tmp_path), "mlflow") | {
+        "app.kubernetes.io/managed-by": m.MANAGED_BY
     }
     applies = (*steps[index].effects.applies, own)
     assert (
@@ -211,8 +206,8 @@ def test_up_and_dry_run_refuse_a_plan_that_breaks_an_invariant(tmp_path, monkeyp
 
     original = actions.bring_up
 
-    def broken(target):
-        steps = original(target)
+    def broken(*args):
+        steps = original(*args)
         built = steps.pop(next(i for i, a in enumerate(steps) if a.title.startswith("Project image")))
         return [*steps, built]
 

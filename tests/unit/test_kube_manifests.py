@@ -6,6 +6,7 @@ ports, file modes and pins are held to their rules. No cluster, no network."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import stat
 from pathlib import Path
@@ -16,8 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox.gpu.inventory import GpuConfig, NodeSpec, QuotaSpec, Taint
-from sandbox.profiles.kube import actions, manifests, upstream, validate, versions
-from sandbox.profiles.kube.manifests import NodePorts, StackSecrets, StackSpec
+from sandbox.profiles.kube import actions, upstream, validate, versions
+from sandbox.profiles.kube.manifests import bundle as stack_bundle
+from sandbox.profiles.kube.manifests import gpu, kind, mlflow, operators
+from sandbox.profiles.kube.manifests import spec as m
+from sandbox.profiles.kube.manifests.bundle import Bundle, Part
+from sandbox.profiles.kube.manifests.kind import NodePorts
+from sandbox.profiles.kube.manifests.spec import StackSecrets, StackSpec
+from sandbox.profiles.kube.reach import NodePortReach
+from sandbox.profiles.kube.state import KubeState
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_PORTS = {"postgres": 15432, "s3": 18333, "mlflow": 15000, "notebooks": 18888, "kfp": 18880}
@@ -42,7 +50,7 @@ SPECS = {
     "default": StackSpec(instance="test", secrets=SECRETS, image=IMAGE),
     "minio": StackSpec(instance="test", secrets=SECRETS, image=IMAGE, object_store="minio"),
     "no-notebooks": StackSpec(instance="test", secrets=SECRETS, image=IMAGE, notebooks=False),
-    "cluster-ip": StackSpec(instance="test", secrets=SECRETS, image=IMAGE, expose="ClusterIP"),
+    "cluster-ip": StackSpec(instance="test", secrets=SECRETS, image=IMAGE),
     "example-gpu": StackSpec(instance="example", secrets=SECRETS, image=IMAGE, gpu=example_gpu()),
     "real-gpu": StackSpec(instance="real", secrets=SECRETS, image=IMAGE, gpu=real_gpu()),
     "other-namespace": StackSpec(
@@ -56,15 +64,29 @@ SPECS = {
 }
 
 
-def kind_config(spec: StackSpec) -> dict | None:
-    if spec.expose != "NodePort":
-        return None
-    return manifests.kind_cluster_config(spec, name="ml-sandbox", host_ports=HOST_PORTS)
+ON_A_GIVEN_CLUSTER = {"cluster-ip"}  # reached through port-forwards: no kind config, no NodePort
 
 
-def everything(spec: StackSpec) -> list[dict]:
-    objects = manifests.stack_objects(spec, host_ports=HOST_PORTS) + manifests.kfp_objects(spec)
-    return objects + manifests.real_gpu_objects(spec)
+def kind_bundle(spec: StackSpec, host_ports: dict[str, int] = HOST_PORTS) -> Bundle:
+    """What the kind profile applies for ``spec``: the stack's parts, kind's cluster config first, the Services
+    opened on NodePorts mapped to ``host_ports`` (what `KindCluster.complete` and `NodePortReach.expose` do)."""
+    config = kind.cluster_config(spec.gpu, name="ml-sandbox")
+    made = stack_bundle.bundle(spec).with_part(Part("kind-config", "kind", "cluster", config=config), first=True)
+    state = KubeState(spec.instance, "kind-ml-sandbox", spec.namespace, dict(host_ports), cluster="ml-sandbox")
+    return NodePortReach(Path("/nonexistent"), notebooks=spec.notebooks).expose(made, state)
+
+
+def applied(name: str) -> Bundle:
+    spec = SPECS[name]
+    return stack_bundle.bundle(spec) if name in ON_A_GIVEN_CLUSTER else kind_bundle(spec)
+
+
+def kind_config(spec: StackSpec) -> dict:
+    return kind_bundle(spec).kind_config
+
+
+def everything(name: str) -> list[dict]:
+    return applied(name).objects()
 
 
 def walk(value, path=()):
@@ -91,8 +113,7 @@ def pod_templates(obj: dict) -> list[dict]:
 
 @pytest.mark.parametrize("name", SPECS)
 def test_every_rendered_object_validates(name):
-    spec = SPECS[name]
-    assert validate.validate_all(spec, kind_config=kind_config(spec), host_ports=HOST_PORTS) == []
+    assert validate.validate_bundle(applied(name)) == []
 
 
 def test_the_kind_config_validates_and_maps_every_nodeport_on_loopback():
@@ -105,7 +126,7 @@ def test_the_kind_config_validates_and_maps_every_nodeport_on_loopback():
     assert {m["listenAddress"] for m in mappings} == {"127.0.0.1"}
     assert {m["protocol"] for m in mappings} == {"TCP"}
     assert {m["containerPort"]: m["hostPort"] for m in mappings} == {
-        spec.node_ports.as_dict()[key]: port for key, port in HOST_PORTS.items()
+        NodePorts().as_dict()[key]: port for key, port in HOST_PORTS.items()
     }
     assert all(n["image"] == versions.KIND_NODE_IMAGE for n in config["nodes"])
     # One worker per (fake) inventory node, with its taints registered through kubeadm.
@@ -116,24 +137,24 @@ def test_the_kind_config_validates_and_maps_every_nodeport_on_loopback():
 
 
 def test_every_service_nodeport_is_in_range_and_mapped_by_kind():
-    for name, spec in SPECS.items():
-        config = kind_config(spec)
-        mapped = {m["containerPort"] for n in (config or {}).get("nodes", []) for m in n.get("extraPortMappings", [])}
+    for name in SPECS:
+        config = applied(name).kind_config
+        mapped = {p["containerPort"] for n in (config or {}).get("nodes", []) for p in n.get("extraPortMappings", [])}
         node_ports = [
             port["nodePort"]
-            for obj in everything(spec)
+            for obj in everything(name)
             if obj["kind"] == "Service"
             for port in obj["spec"]["ports"]
             if "nodePort" in port
         ]
         assert all(30000 <= p <= 32767 for p in node_ports), name
         assert set(node_ports) == mapped, name
-        if spec.expose == "ClusterIP":
+        if name in ON_A_GIVEN_CLUSTER:
             assert node_ports == [] and config is None, name
 
 
 def _broken_deployment() -> dict:
-    deployment = next(o for o in manifests.stack_objects(SPECS["default"]) if o["kind"] == "Deployment")
+    deployment = next(o for o in stack_bundle.stack_objects(SPECS["default"]) if o["kind"] == "Deployment")
     return copy.deepcopy(deployment)
 
 
@@ -154,20 +175,20 @@ def test_a_wrong_type_is_named_with_its_object():
     assert "'one'" in problems[0]
 
 
-def test_a_broken_object_fails_validate_all(monkeypatch):
+def test_a_broken_object_fails_the_bundles_validation(monkeypatch):
     """The whole path `render` relies on: one bad field in one object, and the check says which."""
-    original = manifests._mlflow
+    original = mlflow.objects
 
-    def broken_mlflow(spec, host_ports):
-        objects = original(spec, host_ports)
+    def broken_mlflow(spec):
+        objects = original(spec)
         objects[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "5000"
         return objects
 
-    monkeypatch.setattr(manifests, "_mlflow", broken_mlflow)
-    problems = validate.validate_all(SPECS["default"])
+    monkeypatch.setattr(mlflow, "objects", broken_mlflow)
+    problems = validate.validate_bundle(stack_bundle.bundle(SPECS["default"]))
     assert len(problems) == 1 and problems[0].startswith("Deployment ml-sandbox/mlflow: spec.template.spec")
     with pytest.raises(validate.InvalidObject, match="Deployment ml-sandbox/mlflow"):
-        validate.check_objects(manifests.stack_objects(SPECS["default"]))
+        validate.check_objects(stack_bundle.stack_objects(SPECS["default"]))
 
 
 def test_a_kind_without_a_schema_is_reported_not_passed():
@@ -177,7 +198,7 @@ def test_a_kind_without_a_schema_is_reported_not_passed():
 
 
 def test_duplicate_objects_are_reported():
-    namespace = manifests.stack_objects(SPECS["default"])[0]
+    namespace = stack_bundle.stack_objects(SPECS["default"])[0]
     assert validate.validate_objects([namespace, namespace]) == ["Namespace ml-sandbox: appears twice"]
 
 
@@ -240,7 +261,7 @@ def test_a_real_gpu_node_gets_nvkinds_mount_its_labels_and_taints_and_validates(
     spec = SPECS["real-gpu"]
     config = kind_config(spec)
     assert validate.validate_kind_config(config) == []
-    assert validate.validate_all(spec, kind_config=config, host_ports=HOST_PORTS) == []
+    assert validate.validate_bundle(applied("real-gpu")) == []
     workers = {n["labels"]["ml-sandbox/inventory-node"]: n for n in config["nodes"] if n["role"] == "worker"}
     real = workers["local-gpu"]
     assert real["extraMounts"] == [{"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"}]
@@ -258,22 +279,22 @@ def test_a_real_gpu_node_gets_nvkinds_mount_its_labels_and_taints_and_validates(
 
 def test_real_gpus_bring_the_runtime_class_and_the_pinned_device_plugin_and_nothing_without_them():
     spec = SPECS["real-gpu"]
-    (runtime_class,) = manifests.real_gpu_objects(spec)
+    (runtime_class,) = gpu.real_gpu_objects(spec)
     assert runtime_class["kind"] == "RuntimeClass" and runtime_class["handler"] == "nvidia"
     assert validate.validate_objects([runtime_class]) == []
     broken = copy.deepcopy(runtime_class)
     broken["handler"] = ["nvidia"]  # not a string: the schema refuses it
     assert any("RuntimeClass nvidia" in p and "handler" in p for p in validate.validate_objects([broken]))
-    release = manifests.device_plugin_release(spec)
+    release = gpu.device_plugin_release(spec)
     assert (release.chart.name, release.chart.version) == ("nvidia-device-plugin", "0.19.3")
     assert release.values["runtimeClassName"] == "nvidia"
     assert release.values["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     for name in ("default", "example-gpu"):
-        assert manifests.real_gpu_objects(SPECS[name]) == [] and manifests.device_plugin_release(SPECS[name]) is None
+        assert gpu.real_gpu_objects(SPECS[name]) == [] and gpu.device_plugin_release(SPECS[name]) is None
 
 
 def test_render_writes_the_real_gpu_objects(tmp_path):
-    written = manifests.render(SPECS["real-gpu"], tmp_path, kind_config=kind_config(SPECS["real-gpu"]))
+    written = stack_bundle.render(applied("real-gpu"), tmp_path)
     names = [p.name for p in written]
     assert "gpu-01-runtimeclass-nvidia.yaml" in names and "gpu-helm-values-nvidia-device-plugin.yaml" in names
     values = (tmp_path / "gpu-helm-values-nvidia-device-plugin.yaml").read_text()
@@ -288,18 +309,18 @@ def test_render_writes_the_real_gpu_objects(tmp_path):
 def test_every_object_and_pod_carries_the_labels(name):
     spec = SPECS[name]
     theirs = set(upstream.all_objects())
-    for obj in everything(spec):
+    for obj in everything(name):
         if actions.ref_of(obj) in theirs:  # KFP's Secret: changed, never labelled (`down` would delete it)
             assert "labels" not in obj["metadata"], validate.describe(obj)
             continue
         got = obj["metadata"]["labels"]
-        assert got["app.kubernetes.io/managed-by"] == manifests.MANAGED_BY, validate.describe(obj)
+        assert got["app.kubernetes.io/managed-by"] == m.MANAGED_BY, validate.describe(obj)
         assert got["app.kubernetes.io/instance"] == spec.instance, validate.describe(obj)
-        assert got == manifests.labels(spec, got["app.kubernetes.io/component"])
+        assert got == m.labels(spec, got["app.kubernetes.io/component"])
         for template in pod_templates(obj):
             assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == spec.instance
         for claim in obj.get("spec", {}).get("volumeClaimTemplates", []):
-            assert claim["metadata"]["labels"]["app.kubernetes.io/managed-by"] == manifests.MANAGED_BY
+            assert claim["metadata"]["labels"]["app.kubernetes.io/managed-by"] == m.MANAGED_BY
 
 
 def secret_values(secrets: StackSecrets) -> list[str]:
@@ -310,14 +331,14 @@ def secret_values(secrets: StackSecrets) -> list[str]:
 def test_credentials_live_in_secrets_only(name):
     spec = SPECS[name]
     values = secret_values(spec.secrets)
-    for obj in everything(spec):
+    for obj in everything(name):
         if obj["kind"] == "Secret":
             continue
         for path, scalar in walk(obj):
             if isinstance(scalar, str):
                 leaked = [v for v in values if v in scalar]
                 assert not leaked, f"{validate.describe(obj)} {path} carries a credential"
-    text = yaml.safe_dump_all([o for o in everything(spec) if o["kind"] == "Secret"])
+    text = yaml.safe_dump_all([o for o in everything(name) if o["kind"] == "Secret"])
     expected = [v for v in values if spec.notebooks or v != spec.secrets.jupyter_token]
     assert all(v in text for v in expected)
 
@@ -325,19 +346,19 @@ def test_credentials_live_in_secrets_only(name):
 @pytest.mark.parametrize("name", SPECS)
 def test_no_default_or_well_known_credential_is_rendered(tmp_path, name):
     spec = SPECS[name]
-    manifests.render(spec, tmp_path, kind_config=kind_config(spec), host_ports=HOST_PORTS)
+    stack_bundle.render(applied(name), tmp_path)
     text = "\n".join(path.read_text() for path in sorted(tmp_path.iterdir()))
     assert "minio123" not in text
     assert not re.search(r"[&*]id\d+", text), "plain YAML, no anchors"
     for document in (d for path in tmp_path.iterdir() for d in yaml.safe_load_all(path.read_text())):
         for path, scalar in walk(document):
             if path[-1] != "name":  # a container may be called minio; a credential may not be
-                assert scalar not in (manifests.KFP_STOCK_ACCESS_KEY, manifests.KFP_STOCK_SECRET_KEY), path
+                assert scalar not in (m.KFP_STOCK_ACCESS_KEY, m.KFP_STOCK_SECRET_KEY), path
             # No password-looking literal in a pod's env: credentials come from secretKeyRef.
             if "env" in path and path[-1] == "value" and isinstance(scalar, str):
                 assert not re.search(r"(?i)password|secret", scalar), path
-    assert manifests.KFP_STOCK_ACCESS_KEY not in manifests.KFP_ROTATE_KEYS_SCRIPT.split()
-    kfp_secret = next(o for o in manifests.kfp_objects(spec) if o["kind"] == "Secret")
+    assert m.KFP_STOCK_ACCESS_KEY not in operators.kfp_rotate_keys_command()[-1].split()
+    kfp_secret = next(o for o in operators.kfp_objects(spec) if o["kind"] == "Secret")
     assert kfp_secret["metadata"] == {"name": "mlpipeline-minio-artifact", "namespace": "kubeflow"}
     assert kfp_secret["stringData"] == {
         "accesskey": spec.secrets.kfp_s3_access_key,
@@ -363,7 +384,7 @@ def test_secrets_are_generated_fresh_and_never_printed():
 def test_render_writes_private_files_numbered_in_apply_order(tmp_path):
     spec = SPECS["default"]
     config = kind_config(spec)
-    paths = manifests.render(spec, tmp_path / "out", kind_config=config, host_ports=HOST_PORTS)
+    paths = stack_bundle.render(kind_bundle(spec), tmp_path / "out")
     names = [p.name for p in paths]
     assert names == sorted(names), "lexical order is apply order"
     assert names[0] == "00-kind-config.yaml" and names[1] == "10-namespace-ml-sandbox.yaml"
@@ -375,7 +396,7 @@ def test_render_writes_private_files_numbered_in_apply_order(tmp_path):
     assert numbered == sorted(numbered) and len(set(numbered)) == len(numbered)
     # The files hold exactly the objects, in order.
     objects = [yaml.safe_load(p.read_text()) for p in paths if p.name[:2].isdigit() and p.name != names[0]]
-    assert objects == manifests.stack_objects(spec, host_ports=HOST_PORTS)
+    assert objects == kind_bundle(spec).objects("stack")
     assert yaml.safe_load(paths[0].read_text()) == config
     helm = [p for p in paths if p.name.startswith("helm-values-")]
     assert [p.name for p in helm] == [
@@ -386,21 +407,21 @@ def test_render_writes_private_files_numbered_in_apply_order(tmp_path):
     ]
     assert "--version v1.17.0" in helm[0].read_text().splitlines()[0]
     kfp = [yaml.safe_load(p.read_text()) for p in paths if p.name.startswith("kfp-")]
-    assert kfp == manifests.kfp_objects(spec)
+    assert kfp == list(kind_bundle(spec).part("kfp").objects)
 
 
 def test_render_numbers_many_objects_in_order(tmp_path):
     quotas = [QuotaSpec(namespace="default", name=f"q{i}", hard={"count/pods": "5"}) for i in range(60)]
     spec = StackSpec(instance="many", secrets=SECRETS, image=IMAGE, gpu=GpuConfig(real_gpus="off", quotas=quotas))
-    names = [p.name for p in manifests.render(spec, tmp_path)]
+    names = [p.name for p in stack_bundle.render(stack_bundle.bundle(spec), tmp_path)]
     assert len(names) > 100 and names == sorted(names)
     assert names[0] == "010-namespace-ml-sandbox.yaml"
 
 
 def test_render_again_replaces_the_files(tmp_path):
     spec = SPECS["default"]
-    first = manifests.render(spec, tmp_path)
-    second = manifests.render(spec, tmp_path)
+    first = stack_bundle.render(stack_bundle.bundle(spec), tmp_path)
+    second = stack_bundle.render(stack_bundle.bundle(spec), tmp_path)
     assert first == second
     assert "00-kind-config.yaml" not in [p.name for p in first]
 
@@ -410,7 +431,7 @@ def test_render_again_replaces_the_files(tmp_path):
 
 def test_apply_order_and_contents_of_the_stack():
     spec = SPECS["default"]
-    kinds = [(o["kind"], o["metadata"]["name"]) for o in manifests.stack_objects(spec)]
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in stack_bundle.stack_objects(spec)]
     assert kinds[0] == ("Namespace", "ml-sandbox")
     assert kinds.index(("ResourceQuota", "compute-quota")) < kinds.index(("Secret", "postgres-credentials"))
     order = [("StatefulSet", "postgres"), ("Deployment", "s3"), ("Job", "create-buckets"), ("Deployment", "mlflow")]
@@ -421,7 +442,7 @@ def test_apply_order_and_contents_of_the_stack():
         ("Service", "jupyterlab"),
     ]
     # Every container has a readiness probe (Jobs excepted) and modest requests.
-    for obj in manifests.stack_objects(spec):
+    for obj in stack_bundle.stack_objects(spec):
         for template in pod_templates(obj):
             for container in template["spec"]["containers"]:
                 if obj["kind"] != "Job":
@@ -433,7 +454,7 @@ def test_apply_order_and_contents_of_the_stack():
 
 
 def test_postgres_makes_the_monitoring_database_and_mlflow_uses_psycopg():
-    objects = {(o["kind"], o["metadata"]["name"]): o for o in manifests.stack_objects(SPECS["default"])}
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in stack_bundle.stack_objects(SPECS["default"])}
     init = objects[("ConfigMap", "postgres-init")]["data"]
     assert "CREATE DATABASE monitoring OWNER mlflow;" in "".join(init.values())
     statefulset = objects[("StatefulSet", "postgres")]
@@ -450,14 +471,14 @@ def test_postgres_makes_the_monitoring_database_and_mlflow_uses_psycopg():
 
 
 def test_seaweedfs_takes_its_identity_from_the_secret():
-    objects = {(o["kind"], o["metadata"]["name"]): o for o in manifests.stack_objects(SPECS["default"])}
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in stack_bundle.stack_objects(SPECS["default"])}
     config = yaml.safe_load(objects[("Secret", "s3-credentials")]["stringData"]["s3.json"])
     assert config["identities"][0]["credentials"] == [
         {"accessKey": SECRETS.s3_access_key, "secretKey": SECRETS.s3_secret_key}
     ]
     container = objects[("Deployment", "s3")]["spec"]["template"]["spec"]["containers"][0]
     assert "-s3.config=/etc/seaweedfs/s3.json" in container["args"]
-    minio = {(o["kind"], o["metadata"]["name"]): o for o in manifests.stack_objects(SPECS["minio"])}
+    minio = {(o["kind"], o["metadata"]["name"]): o for o in stack_bundle.stack_objects(SPECS["minio"])}
     assert "s3.json" not in minio[("Secret", "s3-credentials")]["stringData"]
     env = minio[("Deployment", "s3")]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {
@@ -470,8 +491,8 @@ def test_mlflow_accepts_exactly_the_hosts_it_is_reached_by():
     from mlflow.server.security_utils import is_allowed_host_header
 
     spec = SPECS["default"]
-    narrow = manifests.mlflow_allowed_hosts(spec, HOST_PORTS)
-    wide = manifests.mlflow_allowed_hosts(spec)
+    narrow = mlflow.allowed_hosts(dataclasses.replace(spec, host_ports=HOST_PORTS))
+    wide = mlflow.allowed_hosts(spec)
     for allowed in (narrow, wide):
         for host in ("mlflow", "mlflow:5000", "mlflow.ml-sandbox.svc.cluster.local:5000", "127.0.0.1:15000"):
             assert is_allowed_host_header(allowed, host), host
@@ -482,35 +503,33 @@ def test_mlflow_accepts_exactly_the_hosts_it_is_reached_by():
 
 
 def test_quotas_go_to_the_stack_namespace_unless_they_name_another():
-    default = manifests.stack_objects(SPECS["default"])
+    default = stack_bundle.stack_objects(SPECS["default"])
     quota = next(o for o in default if o["kind"] == "ResourceQuota")
     assert quota["metadata"]["namespace"] == "ml-sandbox"
     assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
-    other = manifests.stack_objects(SPECS["other-namespace"])
+    other = stack_bundle.stack_objects(SPECS["other-namespace"])
     names = [o["metadata"]["name"] for o in other if o["kind"] == "Namespace"]
     assert names == ["team-a", "gpu-jobs"]
     assert {o["metadata"]["namespace"] for o in other if o["kind"] == "LimitRange"} == {"gpu-jobs"}
 
 
 def test_kfp_api_is_exposed_on_a_nodeport_and_no_network_policy_selects_kfp():
-    spec = SPECS["default"]
-    objects = {(o["kind"], o["metadata"]["name"]): o for o in manifests.kfp_objects(spec)}
-    service = objects[("Service", manifests.KFP_NODEPORT_SERVICE)]
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in applied("default").part("kfp").objects}
+    service = objects[("Service", kind.KFP_NODEPORT_SERVICE)]
     assert service["metadata"]["namespace"] == "kubeflow"
-    assert service["spec"]["ports"][0]["nodePort"] == spec.node_ports.kfp
+    assert service["spec"]["ports"][0]["nodePort"] == NodePorts().kfp
     # kindnet enforces every NetworkPolicy and KFP ships none that admits its own namespace: a policy selecting
     # `app: ml-pipeline` would drop the persistence agent's, the scheduled-workflow controller's and the run
     # drivers' calls to 8888/8887 (issue 22, defect 2).
-    every_spec = [SPECS[name] for name in SPECS]
-    assert not [o for s in every_spec for o in everything(s) if o["kind"] == "NetworkPolicy"]
-    assert [o["kind"] for o in manifests.kfp_objects(SPECS["cluster-ip"])] == ["Secret"]
-    command = manifests.kfp_rotate_keys_command()
+    assert not [o for name in SPECS for o in everything(name) if o["kind"] == "NetworkPolicy"]
+    assert [o["kind"] for o in applied("cluster-ip").part("kfp").objects] == ["Secret"]
+    command = operators.kfp_rotate_keys_command()
     assert command[:5] == ["kubectl", "-n", "kubeflow", "exec", "deploy/seaweedfs"]
-    assert set(manifests.KFP_RESTART) == {"seaweedfs", "ml-pipeline", "ml-pipeline-ui"}
+    assert set(operators.KFP_RESTART) == {"seaweedfs", "ml-pipeline", "ml-pipeline-ui"}
 
 
 def test_helm_releases_in_order_with_standard_mode():
-    releases = manifests.helm_releases(SPECS["default"])
+    releases = operators.helm_releases(SPECS["default"])
     assert [r.name for r in releases] == ["cert-manager", "kserve-crd", "kserve", "kserve-runtime-configs"]
     assert releases[0].values == {"crds": {"enabled": True}}
     assert releases[2].chart.name == "kserve-resources"
@@ -530,7 +549,7 @@ def test_helm_releases_in_order_with_standard_mode():
         ({"instance": "x" * 64}, "instance"),
         ({"buckets": ("data",)}, "mlflow-artifacts"),
         ({"buckets": ("mlflow-artifacts", "Bad")}, "bucket"),
-        ({"expose": "LoadBalancer"}, "expose"),
+        ({"object_store": "s3fs"}, "object_store"),
         ({"image": "has space"}, "image"),
     ],
 )
@@ -545,13 +564,13 @@ def test_node_ports_are_in_range_and_distinct():
     with pytest.raises(ValueError, match="distinct"):
         NodePorts(mlflow=30432)
     with pytest.raises(ValueError, match="no host port given for kfp, mlflow, notebooks, s3"):
-        manifests.kind_cluster_config(SPECS["default"], name="x", host_ports={"postgres": 1})
+        kind_bundle(SPECS["default"], host_ports={"postgres": 1})
 
 
 def test_stack_id_makes_a_label_value_of_anything():
-    assert manifests.stack_id("/home/me/.ml sandbox/") == "home-me-.ml-sandbox"
-    assert manifests.stack_id("///") == "sandbox"
-    assert len(manifests.stack_id("a" * 100)) == 63
+    assert m.stack_id("/home/me/.ml sandbox/") == "home-me-.ml-sandbox"
+    assert m.stack_id("///") == "sandbox"
+    assert len(m.stack_id("a" * 100)) == 63
 
 
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
@@ -561,14 +580,12 @@ _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 @given(
     namespace=_label.filter(lambda n: n != "kubeflow"),
     instance=st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,40}[A-Za-z0-9])?", fullmatch=True),
-    expose=st.sampled_from(["NodePort", "ClusterIP"]),
+    on_kind=st.booleans(),
     notebooks=st.booleans(),
 )
-def test_any_valid_names_render_valid_objects(namespace, instance, expose, notebooks):
-    spec = StackSpec(
-        instance=instance, secrets=SECRETS, image=IMAGE, namespace=namespace, expose=expose, notebooks=notebooks
-    )
-    assert validate.validate_all(spec, kind_config=kind_config(spec)) == []
+def test_any_valid_names_render_valid_objects(namespace, instance, on_kind, notebooks):
+    spec = StackSpec(instance=instance, secrets=SECRETS, image=IMAGE, namespace=namespace, notebooks=notebooks)
+    assert validate.validate_bundle(kind_bundle(spec) if on_kind else stack_bundle.bundle(spec)) == []
 
 
 # --------------------------------------------------------------------------- pins
@@ -605,8 +622,8 @@ def test_charts_kustomizations_and_images_are_pinned_exactly():
 
 def test_every_container_image_comes_from_the_pins_or_the_project():
     pinned = set(versions.IMAGES.values())
-    for spec in SPECS.values():
-        for obj in everything(spec):
+    for name, spec in SPECS.items():
+        for obj in everything(name):
             for template in pod_templates(obj):
                 for container in template["spec"]["containers"]:
                     assert container["image"] in pinned | {spec.image}, validate.describe(obj)
@@ -617,13 +634,28 @@ def test_the_scripts_run_in_pods_parse():
     import shutil
     import subprocess
 
-    job = next(o for o in manifests.stack_objects(SPECS["default"]) if o["kind"] == "Job")
+    job = next(o for o in stack_bundle.stack_objects(SPECS["default"]) if o["kind"] == "Job")
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:2] == ["python", "-c"]
     compile(command[2], "create-buckets", "exec")
-    shell = manifests.kfp_rotate_keys_command()[-1]
+    shell = operators.kfp_rotate_keys_command()[-1]
     sh = shutil.which("sh")
     assert sh, "a POSIX shell is needed to parse the script"
     assert subprocess.run([sh, "-n", "-c", shell], capture_output=True).returncode == 0
     # It checks both keys are in the environment before it deletes the identity.
     assert shell.index("secretkey:?") < shell.index("-delete")
+
+
+def test_the_scripts_are_package_data_and_every_placeholder_is_filled():
+    import tomllib
+
+    package = Path(m.__file__).parent
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {path.name for pattern in data["sandbox.profiles.kube.manifests"] for path in package.glob(pattern)}
+    assert shipped == {path.name for path in (package / "scripts").iterdir() if path.name != "ruff.toml"}
+    with pytest.raises(ValueError, match=r"takes \['KFP_S3_USER'\], was given \[\]"):
+        m.script("kfp-rotate-keys.sh")
+    with pytest.raises(ValueError, match="takes"):
+        m.script("nvidia-proc.sh", UNUSED="x")
+    for _, text in gpu.nvidia_node_scripts():
+        assert "@" not in text

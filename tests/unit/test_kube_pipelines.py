@@ -24,7 +24,8 @@ from sandbox.pipelines import training
 from sandbox.pipelines.config import PROJECT_IMAGE, PipelinesConfig
 from sandbox.pipelines.runner import PIPELINE_RUN_TAG, PipelineFailed, PipelineRunner, PipelineState
 from sandbox.profiles import get_profile
-from sandbox.profiles.kube import manifests, versions
+from sandbox.profiles.kube import versions
+from sandbox.profiles.kube.manifests.spec import StackSecrets, StackSpec
 from sandbox.profiles.kube.pipelines import (
     NODE_NAME,
     OUTPUTS_MARKER,
@@ -72,8 +73,8 @@ def pod_logs(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def spec() -> manifests.StackSpec:
-    return manifests.StackSpec(instance="t1", secrets=manifests.StackSecrets.generate(), image=IMAGE.base_image)
+def spec() -> StackSpec:
+    return StackSpec(instance="t1", secrets=StackSecrets.generate(), image=IMAGE.base_image)
 
 
 @pytest.fixture

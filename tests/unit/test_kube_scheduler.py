@@ -33,7 +33,7 @@ from sandbox.profiles.kube.scheduler import (
 from sandbox.profiles.kube.tools import ToolError, Tools
 from sandbox.profiles.kube.validate import check_objects
 from sandbox.scenarios import Outcome, discover, run_scenario
-from sandbox.scenarios.engine import ScenarioContext
+from sandbox.scenarios.context import ScenarioContext
 from tests.factories import lock_held_elsewhere, make_endpoints
 from tests.fakes import FakeTools
 from tests.fakes.fake_scheduling import Script, node_object

@@ -17,9 +17,12 @@ from typing import Any
 
 from sandbox.gpu import render as gpu_render
 from sandbox.gpu.inventory import GpuConfig, NodeSpec, Taint
-from sandbox.profiles.kube import manifests, versions
-from sandbox.profiles.kube import serving as kube_serving
-from sandbox.profiles.kube.manifests import StackSecrets, StackSpec
+from sandbox.profiles.kube import versions
+from sandbox.profiles.kube.manifests import bundle, kind, operators
+from sandbox.profiles.kube.manifests import serving as serving_objects
+from sandbox.profiles.kube.manifests import spec as m
+from sandbox.profiles.kube.manifests.gpu import device_plugin_release
+from sandbox.profiles.kube.manifests.spec import StackSecrets, StackSpec
 from sandbox.profiles.kube.tools import Tools
 from sandbox.serving.specs import DeploymentSpec
 
@@ -182,11 +185,13 @@ def _leaf_paths(values: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tup
 
 
 def _releases() -> dict[str, Any]:
-    return {release.name: release for release in manifests.helm_releases(SPEC)}
+    return {release.name: release for release in operators.helm_releases(SPEC)}
 
 
 def _kfp_objects(spec: StackSpec = SPEC) -> dict[str, dict[str, Any]]:
-    return {obj["kind"]: obj for obj in manifests.kfp_objects(spec)}
+    """KFP's part of what the kind profile applies: the object-store Secret, and the sandbox's NodePort Service."""
+    objects = [*operators.kfp_objects(spec), kind.kfp_host_service(spec, kind.NodePorts().kfp)]
+    return {obj["kind"]: obj for obj in objects}
 
 
 # --------------------------------------------------------------------------- Kubeflow Pipelines
@@ -200,14 +205,14 @@ def test_the_kfp_pin_is_the_tag_the_facts_were_read_at():
 def test_kfp_names_the_plan_relies_on():
     assert versions.KFP_NAMESPACE == KFP["namespace"]
     assert versions.KFP_WAIT_CRD == KFP["application_crd"]
-    assert manifests.KFP_API_SERVICE == KFP["api_service"]
-    assert manifests.KFP_API_PORT == KFP["api_ports"]["http"]
-    assert manifests.KFP_SECRET == KFP["secret"]
-    assert (manifests.KFP_STOCK_ACCESS_KEY, manifests.KFP_STOCK_SECRET_KEY) == (
+    assert operators.KFP_API_SERVICE == KFP["api_service"]
+    assert operators.KFP_API_PORT == KFP["api_ports"]["http"]
+    assert operators.KFP_SECRET == KFP["secret"]
+    assert (m.KFP_STOCK_ACCESS_KEY, m.KFP_STOCK_SECRET_KEY) == (
         KFP["secret_stock"]["accesskey"],
         KFP["secret_stock"]["secretkey"],
     )
-    assert manifests.KFP_S3_USER == KFP["s3_user"]
+    assert operators.KFP_S3_USER == KFP["s3_user"]
     assert versions.KFP_KUSTOMIZE == (
         f"github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref={versions.KFP_VERSION}",
         f"github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref={versions.KFP_VERSION}",
@@ -222,12 +227,12 @@ def test_the_replacement_secret_has_kfps_keys_and_nothing_else():
 
 
 def test_every_deployment_that_reads_the_secret_at_start_is_restarted():
-    assert set(manifests.KFP_RESTART) <= KFP["deployments"]
-    assert set(manifests.KFP_RESTART) == KFP["secret_reading_deployments"]
+    assert set(operators.KFP_RESTART) <= KFP["deployments"]
+    assert set(operators.KFP_RESTART) == KFP["secret_reading_deployments"]
 
 
 def test_the_key_rotation_runs_kfps_weed_in_kfps_seaweedfs_for_kfps_user():
-    command = manifests.kfp_rotate_keys_command()
+    command = operators.kfp_rotate_keys_command()
     assert command[:6] == ["kubectl", "-n", KFP["namespace"], "exec", f"deploy/{KFP['seaweedfs_deployment']}", "--"]
     script = command[-1]
     assert re.findall(r"\| (\S+) shell", script) == [KFP["weed"], KFP["weed"]]
@@ -271,8 +276,8 @@ def test_no_policy_of_ours_cuts_kfps_own_pods_off_the_api():
     policy = _kfp_objects().get("NetworkPolicy")
     if policy is None:
         return  # nothing of ours selects the API pods: KFP's own traffic is untouched
-    assert _admits_pod_network(policy, KFP["api_ports"]["http"], manifests.KIND_POD_SUBNET)
-    assert _admits_pod_network(policy, KFP["api_ports"]["grpc"], manifests.KIND_POD_SUBNET)
+    assert _admits_pod_network(policy, KFP["api_ports"]["http"], kind.KIND_POD_SUBNET)
+    assert _admits_pod_network(policy, KFP["api_ports"]["grpc"], kind.KIND_POD_SUBNET)
 
 
 def test_the_policy_check_above_can_tell_the_two_cases_apart():
@@ -300,11 +305,11 @@ def test_every_kserve_helm_value_set_is_a_key_of_the_chart():
 
 
 def test_the_inference_services_name_kserves_mode_labels_and_runtime():
-    assert kube_serving.DEPLOYMENT_MODE_ANNOTATION == KSERVE["deployment_mode_annotation"]
-    assert kube_serving.DEPLOYMENT_MODE in KSERVE["deployment_modes"]
-    assert kube_serving.ISVC_LABEL == KSERVE["isvc_pod_label"]
+    assert serving_objects.DEPLOYMENT_MODE_ANNOTATION == KSERVE["deployment_mode_annotation"]
+    assert serving_objects.DEPLOYMENT_MODE in KSERVE["deployment_modes"]
+    assert serving_objects.ISVC_LABEL == KSERVE["isvc_pod_label"]
     record = DeploymentSpec(name="facts", kind="model", model_uri="models:/m/1", runtime="kserve-mlserver")
-    isvc = kube_serving.inference_service(SPEC, record, storage_uri="s3://mlflow-artifacts/1/models/m/artifacts")
+    isvc = serving_objects.inference_service(SPEC, record, storage_uri="s3://mlflow-artifacts/1/models/m/artifacts")
     model = isvc["spec"]["predictor"]["model"]
     assert model["runtime"] == KSERVE["mlserver_runtime"]
     assert model["protocolVersion"] in KSERVE["mlserver_protocols"]
@@ -325,15 +330,17 @@ def test_the_kind_node_image_is_kinds_own_default():
 
 
 def test_the_pod_subnet_is_kinds_default():
-    assert manifests.KIND_POD_SUBNET == KIND["default_pod_subnet"]
+    assert kind.KIND_POD_SUBNET == KIND["default_pod_subnet"]
 
 
 def test_the_kind_config_uses_only_v1alpha4_fields():
     taint = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
     gpu = NodeSpec(name="g", gpus=2, gpu_product="NVIDIA-L4", gpu_memory="23034Mi", taints=[taint], real=True)
     spec = StackSpec(instance="facts", secrets=SPEC.secrets, image=SPEC.image, gpu=GpuConfig(nodes=[gpu]))
-    ports = dict.fromkeys(manifests.exposed_ports(spec), 40000)
-    config = manifests.kind_cluster_config(spec, name="facts", host_ports=ports)
+    ports = kind.exposed_ports(spec)
+    config = kind.with_port_mappings(
+        kind.cluster_config(spec.gpu, name="facts"), kind.port_mappings(ports, dict.fromkeys(ports, 40000))
+    )
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert set(config) <= KIND["cluster_fields"]
     assert set(config["networking"]) <= KIND["networking_fields"]
@@ -361,7 +368,7 @@ def test_device_plugin_chart_and_values():
     taint = Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
     gpu = NodeSpec(name="g", gpus=2, gpu_product="NVIDIA-L4", gpu_memory="23034Mi", taints=[taint], real=True)
     spec = StackSpec(instance="facts", secrets=SPEC.secrets, image=SPEC.image, gpu=GpuConfig(nodes=[gpu]))
-    release = manifests.device_plugin_release(spec)
+    release = device_plugin_release(spec)
     assert release is not None
     assert versions.NVIDIA_DEVICE_PLUGIN.version == DEVICE_PLUGIN["chart_version"]
     assert set(release.values) == DEVICE_PLUGIN["values"]
@@ -372,9 +379,7 @@ def test_device_plugin_chart_and_values():
 
 
 def test_the_stack_s3_store_passes_only_flags_weed_server_has():
-    s3 = next(
-        o for o in manifests.stack_objects(SPEC) if o["kind"] == "Deployment" and o["metadata"]["name"] == manifests.S3
-    )
+    s3 = next(o for o in bundle.stack_objects(SPEC) if o["kind"] == "Deployment" and o["metadata"]["name"] == m.S3)
     container = s3["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == versions.IMAGES["seaweedfs"]
     args = container["args"]

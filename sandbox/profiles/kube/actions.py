@@ -1,11 +1,12 @@
-"""The ordered, idempotent bring-up both Kubernetes profiles share, as `sandbox.actions.Action`s.
+"""The ordered, idempotent bring-up both Kubernetes profiles share, as `sandbox.actions.Action`s, made from the
+one bundle (`manifests.bundle`) and the profile's source of the cluster (`kube/source.py`).
 
-[kind: the cluster] → [kind: fake GPUs on the inventory's nodes] → [kind: real GPUs, nvkind's way, on the
-node carrying this machine's GPUs: the NVIDIA toolkit in it, the `nvidia` RuntimeClass, NVIDIA's device
-plugin] → [cluster: operators' CRDs present] → the project's image (built and loaded before any pod names it)
-→ the stack's objects, one action per component in `manifests.stack_objects` order (namespace with
-quota and limit range, secrets, PostgreSQL, the S3 store and its buckets, MLflow, JupyterLab) →
-[operators: cert-manager, KServe's three charts, Kubeflow Pipelines with its object-store keys
+[the source's first actions: kind's cluster and its fake GPUs, or a given cluster's operator CRDs present] →
+[the bundle's `nodes` parts: real GPUs, nvkind's way, on the node carrying this machine's GPUs: the NVIDIA toolkit
+in it, the `nvidia` RuntimeClass, NVIDIA's device plugin] → the project's image (built and loaded, or pulled:
+before any pod names it) → the bundle's `stack` parts, one action each (namespace with quota and limit range,
+secrets, PostgreSQL, the S3 store and its buckets, MLflow, JupyterLab) → [its `operators` parts, where the
+source installs them: cert-manager, KServe's three charts, Kubeflow Pipelines with its object-store keys
 replaced] → readiness (every pod Ready, MLflow's /health from the host).
 
 Each action's `done` reads the cluster (a second `up` changes nothing), its `undo` removes exactly
@@ -17,6 +18,7 @@ labelled as the sandbox's, explicit resources, every timeout a setting.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -30,16 +32,23 @@ import yaml
 from sandbox.errors import PreflightError, ServiceStartError
 from sandbox.files import write_private
 from sandbox.profiles.kube import image as project_image_rules
-from sandbox.profiles.kube import manifests, upstream, versions
-from sandbox.profiles.kube.node_actions import fake_gpus, kind_cluster, real_gpus
-from sandbox.profiles.kube.plan import Effects, KubeAction, Ref, Target, ref_of
+from sandbox.profiles.kube import upstream, versions
+from sandbox.profiles.kube.manifests import operators
+from sandbox.profiles.kube.manifests.bundle import Bundle, Part
+from sandbox.profiles.kube.manifests.gpu import gpu_tolerations
+from sandbox.profiles.kube.manifests.namespace import quota_namespaces
+from sandbox.profiles.kube.manifests.operators import HelmRelease
+from sandbox.profiles.kube.manifests.spec import containers
+from sandbox.profiles.kube.node_actions import real_gpus
+from sandbox.profiles.kube.plan import Effects, KubeAction, Ref, Site, ref_of
+from sandbox.profiles.kube.source import Source
+from sandbox.profiles.kube.state import KubeState
 from sandbox.profiles.kube.tools import Command, Tools, pod_ready
 
-__all__ = ["Effects", "KubeAction", "Ref", "Target", "bring_up", "namespaces", "ref_of"]
+__all__ = ["Effects", "KubeAction", "Ref", "Site", "bring_up", "namespaces", "ref_of"]
 
-COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKLOADS = ("Deployment", "StatefulSet")
-HEALTH_TRIES = 30  # seconds MLflow's /health may take to answer through the host port once its pod is Ready
+HEALTH_TRIES = 30  # seconds MLflow's /health may take to answer through the host port once its pod Ready
 # CRDs that must exist when the operators are not installed by the sandbox (cluster profile).
 OPERATOR_CRDS = {
     "inferenceservices.serving.kserve.io": "KServe",
@@ -48,40 +57,37 @@ OPERATOR_CRDS = {
 }
 
 
-def bring_up(target: Target) -> list[KubeAction]:
-    actions: list[KubeAction] = []
-    if target.cluster:
-        actions.append(kind_cluster(target))
-        if target.gpu_nodes:
-            actions.append(fake_gpus(target))
-        if target.real_gpu_nodes:
-            actions.append(real_gpus(target))
-    if not target.install_operators:
-        actions.append(operator_crds(target))
+def bring_up(site: Site, bundle: Bundle, source: Source, state: KubeState) -> list[KubeAction]:
+    """The plan: every part of ``bundle`` as an action, in its order, around the source's own actions."""
+    actions = source.prepare(site, bundle, state)
+    actions += [real_gpus(site, part) for part in bundle.stage("nodes")]
     # Before any object that names it: a pod whose image is missing pulls it from docker.io and never starts.
-    actions.append(project_image(target))
-    actions += [component(target, name, objects) for name, objects in components(target.spec, target.host_ports)]
-    if target.install_operators:
-        actions += [helm_release(target, release) for release in manifests.helm_releases(target.spec)]
-        actions.append(kubeflow_pipelines(target))
-    actions.append(readiness(target))
+    actions.append(source.image_action(site, state))
+    actions += [component(site, part, dry_run_first=source.dry_run_first) for part in bundle.stage("stack")]
+    if source.installs_operators:
+        for part in bundle.stage("operators"):
+            actions.append(
+                helm_release(site, part.release)
+                if part.release is not None
+                else kubeflow_pipelines(site, part, dry_run_first=source.dry_run_first)
+            )
+    actions.append(readiness(site))
     return actions
 
 
-def namespaces(target: Target) -> list[str]:
+def namespaces(site: Site, bundle: Bundle, source: Source) -> list[str]:
     """Every namespace the plan puts something in: what a failure's report and `sandbox diagnose` cover."""
-    names = [target.namespace, *manifests.quota_namespaces(target.spec)]
-    if target.install_operators:
-        names += [release.chart.namespace for release in manifests.helm_releases(target.spec)]
+    names = [site.namespace, *quota_namespaces(site.spec)]
+    if source.installs_operators:
+        names += [release.chart.namespace for part in bundle.stage("operators") if (release := part.release)]
         names.append(versions.KFP_NAMESPACE)
-    if target.real_gpu_nodes:
-        names.append(versions.NVIDIA_DEVICE_PLUGIN.namespace)
+    names += [release.chart.namespace for part in bundle.stage("nodes") if (release := part.release)]
     return [name for index, name in enumerate(names) if name != "default" and name not in names[:index]]
 
 
-def operator_crds(target: Target) -> KubeAction:
+def operator_crds(site: Site) -> KubeAction:
     """The cluster profile without `install_operators`: the operators must be there already."""
-    tools = target.tools
+    tools = site.tools
 
     def absent() -> list[str]:
         return [crd for crd in OPERATOR_CRDS if tools.get_json("crd", crd) is None]
@@ -113,34 +119,6 @@ def operator_crds(target: Target) -> KubeAction:
 # --------------------------------------------------------------------------- the stack's own objects
 
 
-# Titles of the groups `stack_objects` is split into, in the order they first appear there.
-GROUP_TITLES = {
-    "namespace": "Namespace, quota and limit range",
-    "secrets": "Secrets (generated credentials)",
-    manifests.POSTGRES: "PostgreSQL",
-    manifests.S3: "S3 store and buckets",
-    manifests.MLFLOW: "MLflow",
-    manifests.NOTEBOOKS: "JupyterLab",
-}
-
-
-def _group(obj: dict[str, Any]) -> str:
-    if obj["kind"] in ("Namespace", "ResourceQuota", "LimitRange"):
-        return "namespace"
-    if obj["kind"] == "Secret":
-        return "secrets"  # every credential before any workload that reads one
-    component = obj["metadata"].get("labels", {}).get(COMPONENT_LABEL, "other")
-    return manifests.S3 if component == manifests.BUCKETS_JOB else component
-
-
-def components(spec: Any, host_ports: dict[str, int] | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
-    """`stack_objects` in groups (namespace, secrets, then one per component), in apply order."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for obj in manifests.stack_objects(spec, host_ports=host_ports or None):
-        groups.setdefault(_group(obj), []).append(obj)
-    return list(groups.items())
-
-
 def _ref(obj: dict[str, Any]) -> str:
     return f"{obj['kind'].lower()}/{obj['metadata']['name']}"
 
@@ -152,27 +130,29 @@ def _by_namespace(objects: list[dict[str, Any]], default: str) -> dict[str, list
     return grouped
 
 
-def component(target: Target, name: str, objects: list[dict[str, Any]]) -> KubeAction:
-    tools, namespace = target.tools, target.namespace
+def component(site: Site, part: Part, *, dry_run_first: bool = False) -> KubeAction:
+    """A part of the stack: its objects applied (namespaces first), then its workloads and Jobs waited for.
+    ``dry_run_first``: a server-side dry-run before each apply (a cluster the sandbox did not create)."""
+    tools, namespace, objects = site.tools, site.namespace, list(part.objects)
     scoped = [o for o in objects if o["kind"] == "Namespace"]  # applied first: the rest lives in it
     namespaced = [o for o in objects if o["kind"] != "Namespace"]
 
     def applies(new_namespaces: list[dict[str, Any]]) -> list[Command]:
         commands: list[Command] = []
-        for part in (new_namespaces, namespaced):
-            if part and target.server_dry_run:
-                commands.append(tools.apply(part, dry_run=True))  # the API server judges it before anything is stored
-            if part:
-                commands.append(tools.apply(part))
+        for group in (new_namespaces, namespaced):
+            if group and dry_run_first:
+                commands.append(tools.apply(group, dry_run=True))  # the API server judges it before anything is stored
+            if group:
+                commands.append(tools.apply(group))
         return commands
 
     waits = [
-        tools.rollout_status(_ref(o), namespace=o["metadata"]["namespace"], timeout_s=target.timeouts.rollout)
+        tools.rollout_status(_ref(o), namespace=o["metadata"]["namespace"], timeout_s=site.timeouts.rollout)
         for o in namespaced
         if o["kind"] in WORKLOADS
     ]
     waits += [
-        tools.wait(_ref(o), "condition=Complete", namespace=o["metadata"]["namespace"], timeout_s=target.timeouts.job)
+        tools.wait(_ref(o), "condition=Complete", namespace=o["metadata"]["namespace"], timeout_s=site.timeouts.job)
         for o in namespaced
         if o["kind"] == "Job"
     ]
@@ -206,10 +186,8 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> KubeA
         for obj in created:
             tools.run(tools.delete_namespace(obj["metadata"]["name"]))
 
-    images = sorted({c["image"] for o in namespaced for c in _containers(o)})
-    title = GROUP_TITLES.get(name, name) + (
-        f" (image{'s' if len(images) > 1 else ''} {', '.join(images)})" if images else ""
-    )
+    images = sorted({c["image"] for o in namespaced for c in containers(o)})
+    title = part.title + (f" (image{'s' if len(images) > 1 else ''} {', '.join(images)})" if images else "")
     commands = tuple(c.line for c in applies(scoped) + waits)
     waited = tuple(ref_of(o) for o in namespaced if o["kind"] in (*WORKLOADS, "Job"))
     return KubeAction(
@@ -217,12 +195,8 @@ def component(target: Target, name: str, objects: list[dict[str, Any]]) -> KubeA
     )
 
 
-def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    return manifests.containers(obj)
-
-
 def _images(obj: dict[str, Any]) -> list[str]:
-    return [container.get("image", "") for container in _containers(obj)]
+    return [container.get("image", "") for container in containers(obj)]
 
 
 def _existing(tools: Tools, namespace: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -246,9 +220,9 @@ def _workload_ready(obj: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- operators
 
 
-def helm_release(target: Target, release: Any) -> KubeAction:
-    tools, chart = target.tools, release.chart
-    values = target.workdir / "values" / f"{release.name}.yaml"
+def helm_release(site: Site, release: HelmRelease) -> KubeAction:
+    tools, chart = site.tools, release.chart
+    values = site.workdir / "values" / f"{release.name}.yaml"
     install = tools.helm_upgrade(
         release.name,
         chart.ref,
@@ -256,7 +230,7 @@ def helm_release(target: Target, release: Any) -> KubeAction:
         version=chart.version,
         namespace=chart.namespace,
         values=values,
-        wait_s=target.timeouts.helm,
+        wait_s=site.timeouts.helm,
     )
 
     def done() -> str | None:
@@ -285,38 +259,38 @@ def helm_release(target: Target, release: Any) -> KubeAction:
     )
 
 
-def kubeflow_pipelines(target: Target) -> KubeAction:
+def kubeflow_pipelines(site: Site, part: Part, *, dry_run_first: bool = False) -> KubeAction:
     """KFP standalone: cluster-scoped resources, its CRD Established, the env, then its keys replaced.
 
     The object-store Secret is KFP's own (upstream): the sandbox changes its keys but never labels it as its
     own, so `down` leaves it. The done-check compares its keys with this sandbox's, so an `up` after a `down
     --keep-cluster --purge` (new keys) rotates them again instead of finding KFP "done" with keys it lacks.
     """
-    tools, timeouts = target.tools, target.timeouts
+    tools, timeouts = site.tools, site.timeouts
     scoped_url, env_url = versions.KFP_KUSTOMIZE
-    kfp_objects = manifests.kfp_objects(target.spec)
+    kfp_objects = list(part.objects)
     kfp = versions.KFP_NAMESPACE
     steps: list[Command] = [
         tools.apply_kustomize(scoped_url, timeout_s=timeouts.kfp_apply),
         tools.wait(f"crd/{versions.KFP_WAIT_CRD}", "condition=Established", timeout_s=timeouts.crd),
         tools.apply_kustomize(env_url, timeout_s=timeouts.kfp_apply),
-        *([tools.apply(kfp_objects, dry_run=True)] if target.server_dry_run else []),
+        *([tools.apply(kfp_objects, dry_run=True)] if dry_run_first else []),
         tools.apply(kfp_objects),
         # The object store, the API server and the UI read the keys when they start: restart them on the new ones,
-        tools.kubectl("rollout", "restart", *(f"deployment/{d}" for d in manifests.KFP_RESTART), "-n", kfp),
+        tools.kubectl("rollout", "restart", *(f"deployment/{d}" for d in operators.KFP_RESTART), "-n", kfp),
         *(
             tools.rollout_status(f"deployment/{d}", namespace=kfp, timeout_s=timeouts.kfp_pods)
-            for d in manifests.KFP_RESTART
+            for d in operators.KFP_RESTART
         ),
         # then drop the stock identity from SeaweedFS and make it again with the generated keys only.
-        tools.kubectl(*manifests.kfp_rotate_keys_command(kfp)[1:], timeout_s=timeouts.rollout),
+        tools.kubectl(*operators.kfp_rotate_keys_command(kfp)[1:], timeout_s=timeouts.rollout),
         tools.wait("pods", "condition=Ready", namespace=kfp, timeout_s=timeouts.kfp_pods),
     ]
 
     def keys_current() -> bool:
-        secret = tools.get_json("secret", manifests.KFP_SECRET, namespace=kfp)
+        secret = tools.get_json("secret", operators.KFP_SECRET, namespace=kfp)
         keys = secret_values(secret or {})
-        wanted = target.spec.secrets
+        wanted = site.spec.secrets
         return keys.get("accesskey") == wanted.kfp_s3_access_key and keys.get("secretkey") == wanted.kfp_s3_secret_key
 
     def done() -> str | None:
@@ -338,7 +312,7 @@ def kubeflow_pipelines(target: Target) -> KubeAction:
 
     made = (*upstream.KFP_CLUSTER_SCOPED, *upstream.KFP_ENV)
     return KubeAction(
-        f"Kubeflow Pipelines {versions.KFP_VERSION}",
+        part.title,
         run,
         undo,
         done,
@@ -350,7 +324,7 @@ def kubeflow_pipelines(target: Target) -> KubeAction:
             upstream=made,
             waits=(
                 ("crd", "", versions.KFP_WAIT_CRD),
-                *(("deployment", kfp, d) for d in manifests.KFP_RESTART),
+                *(("deployment", kfp, d) for d in operators.KFP_RESTART),
                 ("pod", kfp, "*"),
             ),
         ),
@@ -359,8 +333,6 @@ def kubeflow_pipelines(target: Target) -> KubeAction:
 
 def secret_values(secret: dict[str, Any]) -> dict[str, str]:
     """A Secret's values as text: the API returns `data` base64-encoded (`stringData` is write-only)."""
-    import base64
-
     values = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
     return {**values, **(secret.get("stringData") or {})}
 
@@ -368,22 +340,19 @@ def secret_values(secret: dict[str, Any]) -> dict[str, str]:
 # --------------------------------------------------------------------------- the project image and readiness
 
 
-def project_image(target: Target) -> KubeAction:
-    """The project's image, built (labelled with its context's digest, which its tag carries) and loaded into
+def built_image(site: Site, *, cluster: str, build_context: Path) -> KubeAction:
+    """kind: the project's image, built (labelled with its context's digest, which its tag carries) and loaded into
     the nodes its pods can be scheduled on (not the tainted control plane of a multi-node cluster). Done when
     every such node holds the tag: a changed build context is a new tag, so it is built and loaded again."""
-    tools, image, timeouts = target.tools, target.spec.image, target.timeouts
-    if not target.load_image:
-        note = f"not built: the cluster pulls {image} (push it to your registry; `cluster.image` names it)"
-        return KubeAction(f"Project image {image}", lambda: note, None, lambda: note, effects=Effects(images=(image,)))
-    context = target.build_context or Path(".")
+    tools, image, timeouts = site.tools, site.spec.image, site.timeouts
+    context = build_context
     labels = ()
     if (context / "Dockerfile").is_file():
         labels = (f"{project_image_rules.DIGEST_LABEL}={project_image_rules.context_digest(context)}",)
     build = tools.docker_build(image, context, labels=labels, timeout_s=timeouts.image_build)
 
     def load(nodes: list[str]) -> Command:
-        return tools.kind_load(image, target.cluster, nodes=nodes, timeout_s=timeouts.image_load)
+        return tools.kind_load(image, cluster, nodes=nodes, timeout_s=timeouts.image_load)
 
     def inspect(node: str) -> Command:
         return tools.docker("exec", node, "crictl", "inspecti", image, mutates=False, timeout_s=60)
@@ -391,9 +360,7 @@ def project_image(target: Target) -> KubeAction:
     def nodes() -> list[str]:
         listed = (tools.get_json("nodes") or {}).get("items", [])
         # Where a pod of the stack, a predictor with GPUs included, may run.
-        from sandbox.profiles.kube.serving import gpu_tolerations
-
-        return project_image_rules.nodes_for(listed, gpu_tolerations(target.spec))
+        return project_image_rules.nodes_for(listed, gpu_tolerations(site.spec))
 
     def done() -> str | None:
         wanted = nodes()
@@ -423,16 +390,23 @@ def project_image(target: Target) -> KubeAction:
     )
 
 
-def readiness(target: Target) -> KubeAction:
+def pulled_image(site: Site) -> KubeAction:
+    """A given cluster: its nodes pull the project's image from where `cluster.image` names it."""
+    image = site.spec.image
+    note = f"not built: the cluster pulls {image} (push it to your registry; `cluster.image` names it)"
+    return KubeAction(f"Project image {image}", lambda: note, None, lambda: note, effects=Effects(images=(image,)))
+
+
+def readiness(site: Site) -> KubeAction:
     """Every pod of the stack Ready, then MLflow's /health answered through the host's port."""
-    tools, namespace = target.tools, target.namespace
+    tools, namespace = site.tools, site.namespace
     wait = tools.wait(
-        "pods", "condition=Ready", namespace=namespace, selector=target.selector, timeout_s=target.timeouts.rollout
+        "pods", "condition=Ready", namespace=namespace, selector=site.selector, timeout_s=site.timeouts.rollout
     )
 
     def health() -> str | None:
-        url = target.health_url() if target.health_url else None
-        if url is None:
+        url = site.health_url()
+        if not url:
             return "no host endpoint to probe"
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
@@ -441,7 +415,7 @@ def readiness(target: Target) -> KubeAction:
             return None
 
     def done() -> str | None:
-        pods = (tools.get_json("pods", namespace=namespace, selector=target.selector) or {}).get("items", [])
+        pods = (tools.get_json("pods", namespace=namespace, selector=site.selector) or {}).get("items", [])
         if not pods or not all(pod_ready(pod) for pod in pods):
             return None
         return health()
@@ -456,7 +430,7 @@ def readiness(target: Target) -> KubeAction:
             time.sleep(1)
         if note is None:
             raise ServiceStartError(
-                f"MLflow does not answer at {target.health_url()}",
+                f"MLflow does not answer at {site.health_url()}",
                 hint="its pod is Ready but the host cannot reach it: check the port mapping "
                 "(`sandbox status`) and that nothing else holds the port",
             )
@@ -472,14 +446,14 @@ def readiness(target: Target) -> KubeAction:
     )
 
 
-def diagnose(target: Target) -> Callable[[], str]:
-    """For `run_actions`: the failing pods' events and last log lines in every namespace the plan touches,
-    read before the undo removes them."""
+def diagnose(tools: Tools, touched: list[str]) -> Callable[[], str]:
+    """For `run_actions`: the failing pods' events and last log lines in every namespace the plan touches
+    (``touched``: `namespaces`), read before the undo removes them."""
 
     def report() -> str:
-        if target.tools.context is None:
+        if tools.context is None:
             return ""
-        parts = [target.tools.failing_pods_report(namespace) for namespace in namespaces(target)]
+        parts = [tools.failing_pods_report(namespace) for namespace in touched]
         return "\n".join(part for part in parts if part)
 
     return report

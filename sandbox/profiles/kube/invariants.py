@@ -19,7 +19,8 @@ from typing import Any
 
 from sandbox.config import KubeTimeouts
 from sandbox.errors import ConfigError
-from sandbox.profiles.kube import manifests, upstream
+from sandbox.profiles.kube import upstream
+from sandbox.profiles.kube.manifests.spec import MANAGED_BY, containers
 from sandbox.profiles.kube.plan import KubeAction, Ref, ref_of
 
 _PINNED = re.compile(r"^[^@\s]+:[^@\s/]+@sha256:[0-9a-f]{64}$")
@@ -62,7 +63,7 @@ def images(actions: Sequence[KubeAction]) -> list[str]:
     provided: set[str] = set()
     for number, action in enumerate(actions, 1):
         for obj in action.effects.applies:
-            for container in manifests.containers(obj):
+            for container in containers(obj):
                 image = container.get("image", "")
                 if image in provided or _PINNED.match(image):
                     continue
@@ -110,7 +111,7 @@ def network_policies(actions: Sequence[KubeAction]) -> list[str]:
         if obj.get("kind") != "NetworkPolicy":
             continue
         labels = (obj.get("spec", {}).get("podSelector") or {}).get("matchLabels") or {}
-        if labels.get(_OWN) != manifests.MANAGED_BY or "app.kubernetes.io/instance" not in labels:
+        if labels.get(_OWN) != MANAGED_BY or "app.kubernetes.io/instance" not in labels:
             problems.append(
                 f"(d) {where}: {_name(obj)} selects pods by {labels or 'nothing'}: it may select pods the sandbox "
                 f"did not make (select on {_OWN} and the instance label)"
@@ -121,7 +122,7 @@ def network_policies(actions: Sequence[KubeAction]) -> list[str]:
 def resources(actions: Sequence[KubeAction]) -> list[str]:
     problems = []
     for where, obj in _applied(actions):
-        for container in manifests.containers(obj):
+        for container in containers(obj):
             given = container.get("resources") or {}
             missing = [
                 f"{part}.{resource}"

@@ -9,11 +9,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sandbox.errors import ConfigError
-from sandbox.profiles.kube import manifests
+from sandbox.profiles.kube.manifests.spec import ARTIFACTS_BUCKET
 from sandbox.serving.specs import registry_errors, registry_version
 
 
-def artifact_s3_uri(location: str, bucket: str = manifests.ARTIFACTS_BUCKET) -> str:
+def artifact_s3_uri(location: str, bucket: str = ARTIFACTS_BUCKET) -> str:
     """The `s3://` form of an artifact location of the stack's MLflow (`mlflow-artifacts:/P` is kept at
     `s3://<artifacts bucket>/P`: the server runs with `--artifacts-destination s3://mlflow-artifacts`)."""
     parsed = urlparse(location)

@@ -11,24 +11,29 @@ from sandbox.errors import ServiceStartError
 from sandbox.files import write_private
 from sandbox.gpu.inventory import NodeSpec
 from sandbox.gpu.render import INVENTORY_LABEL, gpu_capacity_patch
-from sandbox.profiles.kube import manifests, upstream, versions
-from sandbox.profiles.kube.plan import Effects, KubeAction, Target
+from sandbox.profiles.kube import upstream, versions
+from sandbox.profiles.kube.manifests.bundle import Part
+from sandbox.profiles.kube.manifests.gpu import fake_gpu_nodes, nvidia_node_scripts, real_gpu_nodes
+from sandbox.profiles.kube.plan import Effects, KubeAction, Site
 from sandbox.profiles.kube.tools import Command
 
 
-def kind_cluster(target: Target) -> KubeAction:
-    tools, name = target.tools, target.cluster
-    config = target.workdir / "kind-config.yaml"
-    create = tools.kind_create(name, config, node_image=versions.KIND_NODE_IMAGE, wait_s=target.timeouts.cluster)
+def kind_cluster(site: Site, name: str, part: Part, host_ports: dict[str, int]) -> KubeAction:
+    """The kind cluster ``name`` from the bundle's cluster config (``part``), its ``host_ports`` mapped."""
+    tools = site.tools
+    if part.config is None:
+        raise ValueError("kind_cluster needs the bundle's kind config")
+    cluster_config = part.config
+    config = site.workdir / "kind-config.yaml"
+    create = tools.kind_create(name, config, node_image=versions.KIND_NODE_IMAGE, wait_s=site.timeouts.cluster)
 
     def done() -> str | None:
         return f"cluster {name} exists" if name in tools.kind_clusters() else None
 
     def run() -> str:
-        cluster_config = manifests.kind_cluster_config(target.spec, name=name, host_ports=target.host_ports)
         write_private(config, yaml.safe_dump(cluster_config, sort_keys=False))
         tools.run(create)
-        ports = ", ".join(f"{key} {port}" for key, port in target.host_ports.items())
+        ports = ", ".join(f"{key} {port}" for key, port in host_ports.items())
         return f"{len(cluster_config['nodes'])} nodes; host ports on 127.0.0.1: {ports}"
 
     return KubeAction(
@@ -42,12 +47,12 @@ def kind_cluster(target: Target) -> KubeAction:
     )
 
 
-def fake_gpus(target: Target) -> KubeAction:
+def fake_gpus(site: Site) -> KubeAction:
     """Advertise `nvidia.com/gpu` on each inventory GPU node's status (scheduling only: no device).
 
     A node's restart drops a patched status; the done-check reads it back, so the next `up` re-applies it.
     """
-    tools = target.tools
+    tools, gpu_nodes = site.tools, fake_gpu_nodes(site.spec)
 
     def inventory_nodes() -> dict[str, dict[str, Any]]:
         listed = tools.get_json("nodes", selector=INVENTORY_LABEL) or {}
@@ -56,7 +61,7 @@ def fake_gpus(target: Target) -> KubeAction:
     def missing() -> list[tuple[NodeSpec, str]]:
         nodes = inventory_nodes()
         todo = []
-        for spec in target.gpu_nodes:
+        for spec in gpu_nodes:
             node = nodes.get(spec.name)
             if node is None:
                 raise ServiceStartError(
@@ -69,16 +74,16 @@ def fake_gpus(target: Target) -> KubeAction:
         return todo
 
     def done() -> str | None:
-        return None if missing() else _gpu_note(target.gpu_nodes)
+        return None if missing() else _gpu_note(gpu_nodes)
 
     def run() -> str:
         for spec, node in missing():
             tools.run(tools.patch_node_status(node, gpu_capacity_patch(spec)))
-        return _gpu_note(target.gpu_nodes)
+        return _gpu_note(gpu_nodes)
 
     commands = tuple(
         tools.patch_node_status(f"<node labelled {INVENTORY_LABEL}={spec.name}>", gpu_capacity_patch(spec)).line
-        for spec in target.gpu_nodes
+        for spec in gpu_nodes
     )
     # No undo: the patch lives on the node's status, which goes with the cluster.
     return KubeAction(
@@ -91,21 +96,22 @@ def fake_gpus(target: Target) -> KubeAction:
     )
 
 
-def real_gpus(target: Target) -> KubeAction:
-    """This machine's GPUs in the kind nodes that carry them, the way NVIDIA's nvkind does it.
+def real_gpus(site: Site, part: Part) -> KubeAction:
+    """This machine's GPUs in the kind nodes that carry them, the way NVIDIA's nvkind does it (the bundle's
+    `nodes` part: the RuntimeClass and the device plugin's release).
 
     The kind config already mounts them (`gpu.render.real_gpu_mounts`); then, per node, `docker exec` runs
-    nvkind's scripts (`manifests.NVIDIA_NODE_SCRIPTS`: the NVIDIA container toolkit, nvidia as containerd's
+    nvkind's scripts (`manifests.gpu.nvidia_node_scripts`: the NVIDIA container toolkit, nvidia as containerd's
     default runtime, /proc/driver/nvidia unmasked); then the `nvidia` RuntimeClass and NVIDIA's device
     plugin, which advertises the GPUs; done when each node's allocatable `nvidia.com/gpu` is its count.
     """
-    tools = target.tools
-    runtime_class = manifests.real_gpu_objects(target.spec)
-    release = manifests.device_plugin_release(target.spec)
-    if release is None or not runtime_class:
+    tools, real_nodes = site.tools, real_gpu_nodes(site.spec)
+    runtime_class = list(part.objects)
+    release = part.release
+    if release is None or not runtime_class or not real_nodes:
         raise ValueError("real_gpus needs a real GPU node in the spec's inventory")
     chart = release.chart
-    values = target.workdir / "values" / f"{release.name}.yaml"
+    values = site.workdir / "values" / f"{release.name}.yaml"
     install = tools.helm_upgrade(
         release.name,
         chart.ref,
@@ -113,28 +119,28 @@ def real_gpus(target: Target) -> KubeAction:
         version=chart.version,
         namespace=chart.namespace,
         values=values,
-        wait_s=target.timeouts.helm,
+        wait_s=site.timeouts.helm,
     )
     apply = tools.apply(runtime_class)
 
     def node_scripts(node: str) -> list[Command]:
         return [
-            tools.docker("exec", node, "bash", "-c", script, timeout_s=target.timeouts.gpu_setup)
-            for _, script in manifests.NVIDIA_NODE_SCRIPTS
+            tools.docker("exec", node, "bash", "-c", script, timeout_s=site.timeouts.gpu_setup)
+            for _, script in nvidia_node_scripts()
         ]
 
     def allocatable_wait(node: str, spec: NodeSpec) -> Command:
         return tools.wait(
             f"node/{node}",
             f"jsonpath={{.status.allocatable.nvidia\\.com/gpu}}={spec.gpus}",
-            timeout_s=target.timeouts.gpu_setup,
+            timeout_s=site.timeouts.gpu_setup,
         )
 
     def nodes() -> list[tuple[NodeSpec, dict[str, Any]]]:
         listed = tools.get_json("nodes", selector=INVENTORY_LABEL) or {}
         by_name = {n["metadata"]["labels"][INVENTORY_LABEL]: n for n in listed.get("items", [])}
         found = []
-        for spec in target.real_gpu_nodes:
+        for spec in real_nodes:
             if spec.name not in by_name:
                 raise ServiceStartError(
                     f"no node labelled {INVENTORY_LABEL}={spec.name} in the cluster",
@@ -150,7 +156,7 @@ def real_gpus(target: Target) -> KubeAction:
         for spec, node in nodes():
             if node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu") != str(spec.gpus):
                 return None
-        return _gpu_note(target.real_gpu_nodes) + " (real, advertised by the device plugin)"
+        return _gpu_note(real_nodes) + " (real, advertised by the device plugin)"
 
     def run() -> str:
         found = nodes()
@@ -163,7 +169,7 @@ def real_gpus(target: Target) -> KubeAction:
         tools.run(install)
         for spec, node in found:
             tools.run(allocatable_wait(node["metadata"]["name"], spec))
-        return _gpu_note(target.real_gpu_nodes) + f" (real); {chart.name} {chart.version} in {chart.namespace}"
+        return _gpu_note(real_nodes) + f" (real); {chart.name} {chart.version} in {chart.namespace}"
 
     def undo() -> None:
         # The toolkit installed in the nodes goes with the cluster; what the API holds is removed here.
@@ -171,12 +177,12 @@ def real_gpus(target: Target) -> KubeAction:
             tools.run(tools.helm_uninstall(release.name, namespace=chart.namespace))
         tools.run(tools.kubectl("delete", f"runtimeclass/{versions.NVIDIA_RUNTIME_CLASS}", "--ignore-not-found"))
 
-    shown = [f"<node labelled {INVENTORY_LABEL}={spec.name}>" for spec in target.real_gpu_nodes]
+    shown = [f"<node labelled {INVENTORY_LABEL}={spec.name}>" for spec in real_nodes]
     commands = [c.line for node in shown for c in node_scripts(node)]
     commands += [apply.line, install.line]
-    commands += [allocatable_wait(node, spec).line for node, spec in zip(shown, target.real_gpu_nodes, strict=True)]
+    commands += [allocatable_wait(node, spec).line for node, spec in zip(shown, real_nodes, strict=True)]
     return KubeAction(
-        "Real GPUs (NVIDIA toolkit in the GPU nodes, device plugin)",
+        part.title,
         run,
         undo,
         done,

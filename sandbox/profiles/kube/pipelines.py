@@ -2,8 +2,8 @@
 
 The same compiled pipeline `kfp.local` runs locally (sandbox.pipelines.runner) is submitted with
 `kfp.Client` to KFP's API server (`svc/ml-pipeline` 8888 in namespace `kubeflow`), reached on
-127.0.0.1: through kind's mapping of its NodePort (`host_ports['kfp']`), or through a
-`kubectl port-forward` the sandbox keeps (cluster profile, `kube/forwards/kfp.pid`). Before it is
+127.0.0.1 the way the profile's reach strategy says (`kube/reach.py`: kind's mapping of a NodePort, or a
+`kubectl port-forward` the sandbox keeps, `kube/forwards/kfp.pid`). Before it is
 sent, the pipeline spec (KFP's IR) gets what the local runner puts in the steps' environment:
 
 - every container executor's ``env``: the in-cluster MLflow tracking URI and S3 endpoint, the region,
@@ -56,7 +56,6 @@ import yaml
 
 from sandbox.endpoints import Endpoints
 from sandbox.errors import NotRunningError, ServiceStartError
-from sandbox.net import LOOPBACK
 from sandbox.pipelines.config import PipelinesConfig
 from sandbox.pipelines.runner import (
     PIPELINE_RUN_TAG,
@@ -65,8 +64,8 @@ from sandbox.pipelines.runner import (
     PipelineState,
     pipeline_mlflow_runs,
 )
-from sandbox.profiles.kube import manifests, versions
-from sandbox.profiles.kube.portforward import Forward, PortForwards
+from sandbox.profiles.kube import versions
+from sandbox.profiles.kube.manifests.spec import KFP, MLFLOW, REGION, S3, StackSpec, labels
 from sandbox.profiles.kube.tools import ToolError, Tools
 
 logger = logging.getLogger("sandbox.pipelines")
@@ -98,7 +97,7 @@ print({OUTPUTS_MARKER!r} + json.dumps(values, sort_keys=True), flush=True)
 """
 
 
-def pipelines_secret(spec: manifests.StackSpec) -> dict[str, Any]:
+def pipelines_secret(spec: StackSpec) -> dict[str, Any]:
     """The Secret the steps read the stack's S3 keys from, in KFP's namespace, with the stack's labels."""
     data = {"access-key": spec.secrets.s3_access_key, "secret-key": spec.secrets.s3_secret_key}
     return {
@@ -107,20 +106,11 @@ def pipelines_secret(spec: manifests.StackSpec) -> dict[str, Any]:
         "metadata": {
             "name": PIPELINES_S3_SECRET,
             "namespace": versions.KFP_NAMESPACE,
-            "labels": manifests.labels(spec, manifests.KFP),
+            "labels": labels(spec, KFP),
         },
         "type": "Opaque",
         "stringData": data,
     }
-
-
-def kfp_forward(local_port: int) -> Forward:
-    """The cluster profile's forward to KFP's API (in KFP's namespace, not the stack's)."""
-    return Forward(manifests.KFP, manifests.KFP_API_SERVICE, manifests.KFP_API_PORT, local_port)
-
-
-def kfp_forwards(tools: Tools, folder: Path) -> PortForwards:
-    return PortForwards(tools, versions.KFP_NAMESPACE, folder)
 
 
 class KfpPipelineRunner:
@@ -137,7 +127,7 @@ class KfpPipelineRunner:
         *,
         api: Callable[[], str],
         image: PipelinesConfig,
-        spec: manifests.StackSpec,
+        spec: StackSpec,
         tools: Tools,
         endpoints: Endpoints,
         reach: str = "",
@@ -165,12 +155,12 @@ class KfpPipelineRunner:
             context = json.loads(os.environ.get("MLFLOW_RUN_CONTEXT") or "{}")
         except ValueError:
             context = {}
-        s3 = self.spec.url(manifests.S3)
+        s3 = self.spec.url(S3)
         return {
-            "MLFLOW_TRACKING_URI": self.spec.url(manifests.MLFLOW),
+            "MLFLOW_TRACKING_URI": self.spec.url(MLFLOW),
             "MLFLOW_S3_ENDPOINT_URL": s3,
             "AWS_ENDPOINT_URL_S3": s3,
-            "AWS_DEFAULT_REGION": manifests.REGION,
+            "AWS_DEFAULT_REGION": REGION,
             "MLFLOW_RUN_CONTEXT": json.dumps({**context, PIPELINE_RUN_TAG: run_id}),
         }
 
@@ -217,7 +207,7 @@ class KfpPipelineRunner:
     def arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments as the steps need them: the host's MLflow URI becomes the in-cluster one."""
         host = (self.endpoints.mlflow_tracking_uri or "").rstrip("/")
-        inside = self.spec.url(manifests.MLFLOW)
+        inside = self.spec.url(MLFLOW)
         out = {}
         for name, value in arguments.items():
             if host and isinstance(value, str) and value.rstrip("/") == host:
@@ -525,49 +515,3 @@ def _quiet_client():
         yield
     for line in printed.getvalue().splitlines():
         logger.debug("kfp.Client: %s", line)
-
-
-def loopback_url(port: int) -> str:
-    return f"http://{LOOPBACK}:{port}"
-
-
-# --------------------------------------------------------------------------- a profile's runner
-
-
-def runner_for(
-    context: str,
-    port: int,
-    spec: manifests.StackSpec,
-    image: PipelinesConfig,
-    endpoints: Endpoints,
-    *,
-    forwards_folder: Path,
-) -> KfpPipelineRunner:
-    """The runner of a kind or cluster stack whose KFP API is kept on 127.0.0.1:``port`` (`KubeProfile.pipelines`)."""
-    tools = Tools(context)
-    if spec.expose == "NodePort":  # kind: its mapping of the NodePort, made with the cluster
-
-        def api() -> str:
-            return loopback_url(port)
-
-        reach = f"kind maps KFP's NodePort {spec.node_ports.kfp} to 127.0.0.1:{port}"
-    else:  # a cluster: a port-forward kept like the stack's own (restarted when it died)
-        forwards, forward = kfp_forwards(tools, forwards_folder), kfp_forward(port)
-
-        def api() -> str:
-            forwards.ensure([forward])  # restarted when it died; waits until it listens
-            return loopback_url(port)
-
-        reach = (
-            f"it is reached through `kubectl port-forward -n {versions.KFP_NAMESPACE} "
-            f"svc/{manifests.KFP_API_SERVICE} {port}:{manifests.KFP_API_PORT}` "
-            f"(its log: {forwards_folder / 'kfp.log'})"
-        )
-    return KfpPipelineRunner(api=api, image=image, spec=spec, tools=tools, endpoints=endpoints, reach=reach)
-
-
-def stop_kfp_forward(profile: Any, state: Any) -> None:
-    """Stop the cluster profile's forward to KFP's API, if the runner started one (`down`)."""
-    port = state.host_ports.get(manifests.KFP)
-    if port:
-        kfp_forwards(Tools(state.context), profile.folder / "forwards").stop([kfp_forward(port)])

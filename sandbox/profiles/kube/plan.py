@@ -1,4 +1,4 @@
-"""The vocabulary of the Kubernetes bring-up: what the actions work on (`Target`) and what each states it does
+"""The vocabulary of the Kubernetes bring-up: where the actions run (`Site`) and what each states it does
 (`Effects`), for the plan invariants (`invariants.py`) to check offline."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from typing import Any
 
 from sandbox.actions import Action
 from sandbox.config import KubeTimeouts
-from sandbox.gpu.inventory import NodeSpec
-from sandbox.profiles.kube import manifests
+from sandbox.profiles.kube.manifests.spec import StackSpec
 from sandbox.profiles.kube.tools import Tools
 
 Ref = tuple[str, str, str]  # (kind, namespace, name): namespace "" for cluster-scoped, name "*" for "all of them"
@@ -33,22 +32,15 @@ class KubeAction(Action):
     effects: Effects = field(default_factory=Effects)
 
 
-@dataclass
-class Target:
-    """What the actions work on: one namespace of one context, and the choices the profile made."""
+@dataclass(frozen=True)
+class Site:
+    """Where the actions run: the tools for one context, the spec the bundle was rendered from (its namespace,
+    instance and timeouts), the folder the tools' files go to, and MLflow's /health as the host reaches it."""
 
     tools: Tools
-    spec: Any  # manifests.StackSpec
+    spec: StackSpec
     workdir: Path  # <sandbox dir>/kube: the kind config and Helm values files written for the tools
-    cluster: str | None = None  # the kind cluster this profile creates (None: a cluster it was given)
-    host_ports: dict[str, int] = field(default_factory=dict)
-    gpu_nodes: list[NodeSpec] = field(default_factory=list)  # inventory nodes with fake GPUs
-    real_gpu_nodes: list[NodeSpec] = field(default_factory=list)  # nodes with this machine's GPUs (nvkind)
-    install_operators: bool = True
-    load_image: bool = True  # kind: build the project image and `kind load` it
-    server_dry_run: bool = False  # cluster: a server-side dry-run before each first apply
-    build_context: Path | None = None  # the folder holding the project's Dockerfile
-    health_url: Callable[[], str] | None = None  # MLflow's /health as reached from the host
+    health_url: Callable[[], str] = lambda: ""  # the reach strategy's: it makes sure a port-forward runs
 
     @property
     def namespace(self) -> str:
@@ -61,7 +53,7 @@ class Target:
     @property
     def selector(self) -> str:
         """The labels every object the sandbox makes carries: what `down` deletes by."""
-        return f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={self.spec.instance}"
+        return self.spec.selector
 
 
 def ref_of(obj: dict[str, Any]) -> Ref:

@@ -1,11 +1,12 @@
 """`kubectl port-forward --address 127.0.0.1` processes the Kubernetes profiles start, watch and stop.
 
-On a cluster the sandbox did not create, each stack service (and KFP's API) is forwarded to a kept loopback
-port; on both profiles so is each model deployment (kind maps only the stack's fixed NodePorts, made with the
-cluster). A forward is one process with a pid file, trusted only while that pid runs `kubectl port-forward`
-(a stale file is harmless). `ensure` restarts the dead ones and waits (bounded) until those it started
-listen, so the caller's first request does not race a forward still connecting; `up`, `status` and
-`endpoints` call it, so a forward that died with a pod's restart comes back on the next command.
+The reach strategies (`kube/reach.py`) decide which run: on a cluster the sandbox did not create, each stack
+service (and KFP's API) is forwarded to a kept loopback port; on both profiles so is each model deployment (kind
+maps only the stack's fixed NodePorts, made with the cluster). A forward is one process with a pid file, trusted
+only while that pid runs `kubectl port-forward` (a stale file is harmless). `ensure` restarts the dead ones and
+waits (bounded) until those it started listen, so the caller's first request does not race a forward still
+connecting; the commands that need a forward call it (`endpoints`, `serve url`), so a forward that died with a
+pod's restart comes back on the next of them. Reads (`status`, `serve list`) start none.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ LISTEN_WAIT_S = 15.0
 
 @dataclass(frozen=True)
 class Forward:
-    name: str  # the component: mlflow, s3, postgres, notebooks
+    name: str  # its pid file's name: the component (mlflow, kfp, ...) or the deployment's (serve-NAME[-grpc])
     service: str  # the Service's name in the namespace
     remote_port: int
     local_port: int
+    namespace: str | None = None  # the Service's namespace, when not the one the forwards are kept for
 
 
 class PortForwards:
@@ -46,7 +48,7 @@ class PortForwards:
             "--address",
             LOOPBACK,
             "-n",
-            self.namespace,
+            forward.namespace or self.namespace,
             f"svc/{forward.service}",
             f"{forward.local_port}:{forward.remote_port}",
             timeout_s=0,

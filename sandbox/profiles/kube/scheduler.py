@@ -22,7 +22,7 @@ placement is kube-scheduler's, and this module only turns their answers into the
   `kubectl describe node` sums), the sandbox's workload Pods, and its ResourceQuotas' status.
 
 Quotas and workloads in the namespace `default` go to the stack's namespace, as the inventory's
-quotas do (`manifests.quota_namespaces`). Namespaces a workload or quota needs are created,
+quotas do (`manifests.namespace.quota_namespaces`). Namespaces a workload or quota needs are created,
 labelled, when missing (then their `default` ServiceAccount is waited for: Pods are refused until it
 exists); one the scheduler created is deleted with its last quota once no Pod is left in it.
 
@@ -45,8 +45,8 @@ from sandbox.gpu import quantity
 from sandbox.gpu.backend import NodeUsage, QuotaUsage, SchedulerSnapshot, WorkloadState
 from sandbox.gpu.inventory import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, NodeSpec, QuotaSpec, Taint
 from sandbox.gpu.render import GPU_PRESENT_LABEL, INVENTORY_LABEL
-from sandbox.gpu.scheduler import CONTAINER, Decision, Workload
-from sandbox.profiles.kube import manifests
+from sandbox.gpu.scheduler import CONTAINER, SchedulingDecision, Workload
+from sandbox.profiles.kube.manifests.spec import MANAGED_BY, instance_labels
 from sandbox.profiles.kube.tools import ToolError, Tools, status_condition
 from sandbox.profiles.locking import locked, unlocked
 
@@ -104,7 +104,7 @@ def pod_object(workload: Workload, namespace: str, instance: str, *, image: str 
         spec["tolerations"] = [
             _toleration(toleration.model_dump(exclude_none=True)) for toleration in workload.tolerations
         ]
-    labels = {**manifests.instance_labels(instance, COMPONENT), WORKLOAD_LABEL: "true"}
+    labels = {**instance_labels(instance, COMPONENT), WORKLOAD_LABEL: "true"}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -126,14 +126,14 @@ def quota_object(quota: QuotaSpec, namespace: str, instance: str) -> dict[str, A
         "metadata": {
             "name": quota.name,
             "namespace": namespace,
-            "labels": manifests.instance_labels(instance, "quota"),
+            "labels": instance_labels(instance, "quota"),
         },
         "spec": {"hard": dict(quota.hard)},
     }
 
 
 def namespace_object(name: str, instance: str) -> dict[str, Any]:
-    labels = {**manifests.instance_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}
+    labels = {**instance_labels(instance, "namespace"), NAMESPACE_LABEL: "true"}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
@@ -189,19 +189,19 @@ def api_message(output: str) -> str:
     return text.removeprefix("The ")
 
 
-def verdict(pod: dict[str, Any]) -> Decision | None:
+def verdict(pod: dict[str, Any]) -> SchedulingDecision | None:
     """The scheduler's answer for ``pod`` as a decision; None while it has given none."""
     meta = pod["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     node = pod.get("spec", {}).get("nodeName")
     condition = status_condition(pod, "PodScheduled") or {}
     if node or condition.get("status") == "True":
-        return Decision("Scheduled", name, f"Successfully assigned {namespace}/{name} to {node}", node)
+        return SchedulingDecision("Scheduled", name, f"Successfully assigned {namespace}/{name} to {node}", node)
     if condition.get("status") == "False":
         # kube-scheduler sets reason Unschedulable with the FailedScheduling event's message.
         reason = condition.get("reason", "")
         label = "FailedScheduling" if reason in ("Unschedulable", "") else reason
-        return Decision("Pending", name, f"{label}: {condition.get('message', '')}")
+        return SchedulingDecision("Pending", name, f"{label}: {condition.get('message', '')}")
     return None
 
 
@@ -330,7 +330,7 @@ class KubeScheduler:
             self.tools.run(self.tools.delete_namespace(namespace))
 
     @locked("gpu submit")
-    def submit(self, workload: Workload) -> Decision:
+    def submit(self, workload: Workload) -> SchedulingDecision:
         namespace = self.target(workload.namespace)
         self.ensure_namespace(namespace)
         pod = pod_object(workload, namespace, self.instance, image=self.image)
@@ -339,25 +339,27 @@ class KubeScheduler:
         if result.returncode != 0:
             output = result.stdout + result.stderr
             if any(marker in output for marker in REFUSALS):
-                return Decision("Rejected", workload.name, api_message(output))
+                return SchedulingDecision("Rejected", workload.name, api_message(output))
             raise ToolError(command, result.returncode, output)
         return self._await(workload.name, namespace)
 
-    def _await(self, name: str, namespace: str) -> Decision:
+    def _await(self, name: str, namespace: str) -> SchedulingDecision:
         deadline = self.clock() + self.verdict_s
         while True:
             pod = self._pod(name, namespace)
             if pod is None:
-                return Decision("Rejected", name, f'pods "{name}" not found after it was created (deleted meanwhile?)')
+                return SchedulingDecision(
+                    "Rejected", name, f'pods "{name}" not found after it was created (deleted meanwhile?)'
+                )
             decision = verdict(pod)
             if decision is not None:
                 return decision
             if self.clock() >= deadline:
-                return Decision("Pending", name, f"no PodScheduled condition within {self.verdict_s:g}s")
+                return SchedulingDecision("Pending", name, f"no PodScheduled condition within {self.verdict_s:g}s")
             self.sleep(self.poll_s)
 
     @locked("gpu release")
-    def release(self, name: str, namespace: str = "default") -> list[Decision]:
+    def release(self, name: str, namespace: str = "default") -> list[SchedulingDecision]:
         namespace = self.target(namespace)
         pod = self._pod(name, namespace)
         if pod is None or pod.get("metadata", {}).get("labels", {}).get(WORKLOAD_LABEL) != "true":
@@ -365,7 +367,7 @@ class KubeScheduler:
         waiting = [p for p in self._workload_pods() if verdict(p) is None or verdict(p).status == "Pending"]
         waiting = [p for p in waiting if (p["metadata"]["name"], p["metadata"].get("namespace")) != (name, namespace)]
         self.tools.run(self.tools.kubectl("delete", "pod", name, "-n", namespace, "--wait=true", "--timeout=120s"))
-        started: dict[tuple[str, str], Decision] = {}
+        started: dict[tuple[str, str], SchedulingDecision] = {}
         deadline = self.clock() + self.settle_s
         while waiting:
             for pod in list(waiting):
@@ -465,7 +467,7 @@ def remove_workloads(tools: Tools, instance: str) -> list[str]:
     ResourceQuota it applied (this instance's, component `quota`), then the namespaces it created itself (labelled
     `NAMESPACE_LABEL` and this instance's), never one it did not create. A namespace it created that still holds
     Pods of others is left in place: its name is returned (nothing else is), for the caller to report."""
-    instance_selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY},app.kubernetes.io/instance={instance}"
+    instance_selector = f"app.kubernetes.io/managed-by={MANAGED_BY},app.kubernetes.io/instance={instance}"
     pods = f"{instance_selector},{WORKLOAD_LABEL}=true"
     quotas = f"{instance_selector},app.kubernetes.io/component=quota"
     made = f"{instance_selector},{NAMESPACE_LABEL}=true"

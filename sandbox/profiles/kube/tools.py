@@ -274,33 +274,32 @@ class Tools:
 
     def failing_pods_report(self, namespace: str, *, lines: int = 20) -> str:
         """Events and last log lines of the pods in ``namespace`` that are not Ready: for a failure's details."""
-        pods = self.get_json("pods", namespace=namespace) or {}
-        parts: list[str] = []
-        for pod in pods.get("items", []):
-            if pod_ready(pod):
-                continue
-            name = pod["metadata"]["name"]
-            phase = pod.get("status", {}).get("phase", "?")
-            events = self.run(
-                self.kubectl(
-                    "get",
-                    "events",
-                    "-n",
-                    namespace,
-                    "--field-selector",
-                    f"involvedObject.name={name}",
-                    "--sort-by=.lastTimestamp",
-                    mutates=False,
-                    timeout_s=60,
-                ),
-                check=False,
-            )
-            log = self.run(self.logs(name, namespace=namespace, lines=lines), check=False)
-            parts.append(
-                f"--- pod {name} ({phase})\nevents:\n{events.stdout.strip() or '(none)'}\n"
-                f"last log lines:\n{(log.stdout + log.stderr).strip() or '(none)'}"
-            )
-        return "\n".join(parts)
+        pods = (self.get_json("pods", namespace=namespace) or {}).get("items", [])
+        return "\n".join(self.pod_report(pod, namespace, lines=lines) for pod in pods if not pod_ready(pod))
+
+    def pod_report(self, pod: dict, namespace: str, *, lines: int = 20) -> str:
+        """One pod's phase, events (oldest first) and last log lines, as a failure's details show them."""
+        name = pod["metadata"]["name"]
+        phase = pod.get("status", {}).get("phase", "?")
+        events = self.run(
+            self.kubectl(
+                "get",
+                "events",
+                "-n",
+                namespace,
+                "--field-selector",
+                f"involvedObject.name={name}",
+                "--sort-by=.lastTimestamp",
+                mutates=False,
+                timeout_s=60,
+            ),
+            check=False,
+        )
+        log = self.run(self.logs(name, namespace=namespace, lines=lines), check=False)
+        return (
+            f"--- pod {name} ({phase})\nevents:\n{events.stdout.strip() or '(none)'}\n"
+            f"last log lines:\n{(log.stdout + log.stderr).strip() or '(none)'}"
+        )
 
     # ------------------------------------------------------------------ helm
 

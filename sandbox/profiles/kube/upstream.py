@@ -4,7 +4,8 @@ the plan relies on"); `tests/unit/test_upstream_facts.py` pins them."""
 
 from __future__ import annotations
 
-from sandbox.profiles.kube import manifests, versions
+from sandbox.profiles.kube import versions
+from sandbox.profiles.kube.manifests import operators
 
 Ref = tuple[str, str, str]  # (kind, namespace, name); namespace "" for cluster-scoped objects
 
@@ -18,9 +19,9 @@ KFP_CLUSTER_SCOPED: tuple[Ref, ...] = (
 )
 # kubeflow/pipelines manifests/kustomize/env/platform-agnostic: what the plan restarts, reads, changes or waits on.
 KFP_ENV: tuple[Ref, ...] = (
-    *(("deployment", KFP, name) for name in manifests.KFP_RESTART),
-    ("service", KFP, manifests.KFP_API_SERVICE),
-    ("secret", KFP, manifests.KFP_SECRET),
+    *(("deployment", KFP, name) for name in operators.KFP_RESTART),
+    ("service", KFP, operators.KFP_API_SERVICE),
+    ("secret", KFP, operators.KFP_SECRET),
     ("pod", KFP, "*"),
 )
 CERT_MANAGER: tuple[Ref, ...] = (

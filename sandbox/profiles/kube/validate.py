@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sandbox.errors import ConfigError
 from sandbox.profiles.kube import versions
+from sandbox.profiles.kube.manifests.bundle import Bundle
 
 # Kinds kubernetes-validate has no schema for, and how each is checked instead.
 KSERVE_KINDS = {"InferenceService", "ServingRuntime", "ClusterServingRuntime", "InferenceGraph", "TrainedModel"}
@@ -272,26 +273,17 @@ def validate_kind_config(config: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- everything
 
 
-def validate_all(
-    spec,
-    *,
-    kind_config: dict[str, Any] | None = None,
-    host_ports: Mapping[str, int] | None = None,
-    kubernetes_version: str = versions.KUBERNETES_VERSION,
-) -> list[str]:
-    """Every problem with what `render` would write for ``spec``: objects, KFP's objects, Helm
-    values (they must be YAML mappings) and the kind config (with its NodePorts agreeing)."""
-    from sandbox.profiles.kube import manifests
-
-    objects = manifests.stack_objects(spec, host_ports=host_ports) + manifests.kfp_objects(spec)
-    objects += manifests.real_gpu_objects(spec)
+def validate_bundle(bundle: Bundle, *, kubernetes_version: str = versions.KUBERNETES_VERSION) -> list[str]:
+    """Every problem with what `up` applies (the bundle `render` writes): its objects, its Helm releases' values
+    (YAML mappings, exact chart versions) and kind's config (with every NodePort mapped)."""
+    objects = bundle.objects()
     problems = validate_objects(objects, kubernetes_version=kubernetes_version)
-    plugin = manifests.device_plugin_release(spec)
-    for release in [*manifests.helm_releases(spec), *([plugin] if plugin else [])]:
+    for release in bundle.releases():
         if not isinstance(yaml.safe_load(release.values_yaml()) or {}, dict):
             problems.append(f"helm release {release.name}: values are not a mapping")
         if not release.chart.version or release.chart.version in ("latest", "*"):
             problems.append(f"helm release {release.name}: chart {release.chart.name} has no exact version")
+    kind_config = bundle.kind_config
     if kind_config is not None:
         problems += validate_kind_config(kind_config)
         problems += _node_ports_mapped(objects, kind_config)

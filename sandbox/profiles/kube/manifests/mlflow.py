@@ -1,0 +1,82 @@
+"""MLflow: the project's image running `mlflow server` against PostgreSQL, its artifacts in the S3 store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.profiles.kube.manifests.spec import (
+    ARTIFACTS_BUCKET,
+    LOOPBACK,
+    MLFLOW,
+    PORTS,
+    REGION,
+    S3,
+    SECRET_MLFLOW,
+    SECRET_S3,
+    StackSpec,
+    deployment,
+    http_probe,
+    pod_spec,
+    resources,
+    secret_ref,
+    security_context,
+    service,
+)
+
+TITLE = "MLflow"
+
+
+def allowed_hosts(spec: StackSpec) -> list[str]:
+    """What MLflow (>= 3.5 checks the Host header) accepts: its Service names, with and without the
+    port, and the loopback forms the host reaches it by. MLflow matches entries with fnmatch, so
+    without a known host port ``127.0.0.1:*`` stands for any (mlflow/server/security_utils.py)."""
+    port = PORTS[MLFLOW]
+    names = [MLFLOW, f"{MLFLOW}.{spec.namespace}", f"{MLFLOW}.{spec.namespace}.svc", spec.host(MLFLOW)]
+    hosts = [form for name in names for form in (name, f"{name}:{port}")]
+    host_port = spec.host_ports.get("mlflow")
+    loopback = [f"{LOOPBACK}:{host_port}", f"localhost:{host_port}"] if host_port else [f"{LOOPBACK}:*", "localhost:*"]
+    return hosts + loopback
+
+
+def objects(spec: StackSpec) -> list[dict[str, Any]]:
+    port = PORTS[MLFLOW]
+    container = {
+        "name": "mlflow",
+        # The project's image: the MLflow (3.17.2) the local profile runs, with psycopg and boto3; built and
+        # loaded by the plan, so no third-party tag without a digest is pulled.
+        "image": spec.image,
+        "command": ["mlflow", "server"],
+        "args": [
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--artifacts-destination",
+            f"s3://{ARTIFACTS_BUCKET}",
+            "--serve-artifacts",
+            "--allowed-hosts",
+            ",".join(allowed_hosts(spec)),
+        ],
+        "env": [
+            # From the Secret, not argv: the URL carries the password.
+            secret_ref("MLFLOW_BACKEND_STORE_URI", SECRET_MLFLOW, "backend-store-uri"),
+            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": spec.url(S3)},
+            secret_ref("AWS_ACCESS_KEY_ID", SECRET_S3, "access-key"),
+            secret_ref("AWS_SECRET_ACCESS_KEY", SECRET_S3, "secret-key"),
+            {"name": "AWS_DEFAULT_REGION", "value": REGION},
+            # One worker and no job runner: about 0.6 GB instead of 3.3 (../shared/FACTS.md).
+            {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        # /health skips the Host check; the first start migrates the schema (about 20 s).
+        "readinessProbe": http_probe("/health", port, failures=36),
+        "livenessProbe": http_probe("/health", port, period_s=20, failures=6, initial_delay_s=120),
+        "resources": resources("100m", "512Mi", "2", "1536Mi"),
+        "securityContext": security_context(1000),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod = pod_spec([container], volumes=[{"name": "tmp", "emptyDir": {}}])
+    return [deployment(spec, MLFLOW, pod), service(spec, MLFLOW, port, port)]

@@ -1,0 +1,3 @@
+set -eu
+nvidia-ctk runtime configure --runtime=containerd --config-source=command --set-as-default
+systemctl restart containerd
