@@ -13,7 +13,7 @@ from sandbox import ui
 from sandbox.cli import render
 from sandbox.cli.common import command
 from sandbox.cli.options import Stack
-from sandbox.errors import ExitCode, NotRunningError
+from sandbox.errors import ConfigError, ExitCode
 
 app = typer.Typer(help="GPU nodes, quotas and workload placement with Kubernetes' semantics.", no_args_is_help=True)
 
@@ -55,8 +55,11 @@ def gpu_release(
     """Remove a workload; pending ones that now fit are scheduled and printed."""
     try:
         started = stack.open().scheduler().release(name, namespace)
-    except KeyError:
-        raise NotRunningError(f"no workload {namespace}/{name}", hint="see `sandbox gpu status`") from None
+    except KeyError:  # a name that is not there is a usage error (exit 2), not a stack that is down
+        raise ConfigError(
+            f"no workload {namespace}/{name}",
+            hint="`sandbox gpu status` lists the workloads; give --namespace for one outside 'default'",
+        ) from None
     ui.out.print_json(json.dumps([asdict(d) for d in started]))
 
 

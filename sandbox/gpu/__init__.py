@@ -14,7 +14,7 @@ from pathlib import Path
 from sandbox.errors import ConfigError
 from sandbox.gpu.detect import detect_gpus
 from sandbox.gpu.inventory import GpuConfig, NodeSpec, QuotaSpec, Taint
-from sandbox.gpu.scheduler import Cluster, Decision, Toleration, Workload
+from sandbox.gpu.scheduler import Cluster, SchedulingDecision, Toleration, Workload
 
 REAL_NODE = "local-gpu"
 
@@ -53,15 +53,15 @@ def read_workload(spec: Path) -> Workload:
     try:
         return Workload(**(yaml.safe_load(spec.read_text()) or {}))
     except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
-        raise ConfigError(f"cannot read workload {spec}: {exc}", hint="see the README's GPU section") from None
+        raise ConfigError(f"cannot read workload {spec}: {exc}", hint="see docs/gpus.md") from None
 
 
 __all__ = [
     "Cluster",
-    "Decision",
     "GpuConfig",
     "NodeSpec",
     "QuotaSpec",
+    "SchedulingDecision",
     "Toleration",
     "Workload",
     "inventory_nodes",

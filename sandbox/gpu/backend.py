@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 from sandbox.gpu.inventory import NodeSpec, QuotaSpec
-from sandbox.gpu.scheduler import Decision, Workload
+from sandbox.gpu.scheduler import SchedulingDecision, Workload
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ class SchedulerBackend(Protocol):
 
     def delete_quota(self, namespace: str, name: str) -> None: ...
 
-    def submit(self, workload: Workload) -> Decision: ...
+    def submit(self, workload: Workload) -> SchedulingDecision: ...
 
-    def release(self, name: str, namespace: str = "default") -> list[Decision]:
+    def release(self, name: str, namespace: str = "default") -> list[SchedulingDecision]:
         """Remove a workload (KeyError when there is none); returns the pending ones it let start."""
         ...
 

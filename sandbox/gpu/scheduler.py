@@ -164,7 +164,10 @@ class Placement:
 
 
 @dataclass
-class Decision:
+class SchedulingDecision:
+    """What admission and the scheduler decided for one workload: Scheduled (on a node, with devices and their
+    environment), Pending (why it fits nowhere yet) or Rejected (admission's refusal, as the API words it)."""
+
     status: Literal["Scheduled", "Pending", "Rejected"]
     workload: str
     message: str = ""
@@ -309,24 +312,24 @@ class Cluster:
 
     # ------------------------------------------------------------------ API
 
-    def submit(self, workload: Workload) -> Decision:
+    def submit(self, workload: Workload) -> SchedulingDecision:
         key = self.key(workload.name, workload.namespace)
         if key in self.placements:
-            return Decision("Rejected", workload.name, f'pods "{workload.name}" already exists')
+            return SchedulingDecision("Rejected", workload.name, f'pods "{workload.name}" already exists')
         try:
             workload.effective()
             self._admit(workload)
         except QuotaExceeded as exc:
-            return Decision("Rejected", workload.name, f'pods "{workload.name}" is forbidden: {exc}')
+            return SchedulingDecision("Rejected", workload.name, f'pods "{workload.name}" is forbidden: {exc}')
         except ValueError as exc:
-            return Decision("Rejected", workload.name, str(exc))
+            return SchedulingDecision("Rejected", workload.name, str(exc))
         placement = Placement(workload, None)
         self.placements[key] = placement
         if self._place(placement):
             return self._decision(placement)
-        return Decision("Pending", workload.name, f"FailedScheduling: {placement.reason}")
+        return SchedulingDecision("Pending", workload.name, f"FailedScheduling: {placement.reason}")
 
-    def release(self, name: str, namespace: str = "default") -> list[Decision]:
+    def release(self, name: str, namespace: str = "default") -> list[SchedulingDecision]:
         """Remove a workload; pending ones that now fit are scheduled, oldest first."""
         if self.placements.pop(self.key(name, namespace), None) is None:
             raise KeyError(f"no workload {namespace}/{name}")
@@ -336,9 +339,9 @@ class Cluster:
                 scheduled.append(self._decision(placement))
         return scheduled
 
-    def _decision(self, placement: Placement) -> Decision:
+    def _decision(self, placement: Placement) -> SchedulingDecision:
         devices = ",".join(map(str, placement.devices)) or "none"
-        return Decision(
+        return SchedulingDecision(
             "Scheduled",
             placement.workload.name,
             f"Successfully assigned {placement.workload.namespace}/{placement.workload.name} to {placement.node}"

@@ -22,7 +22,7 @@ from sandbox.errors import SandboxError
 from sandbox.monitoring import checks
 from sandbox.monitoring.checks import DriftCheck, DriftMetrics
 from sandbox.monitoring.config import MonitoringConfig, RetrainingConfig
-from sandbox.monitoring.retraining import Decision, Retrainer, Trigger, decide
+from sandbox.monitoring.retraining import PromotionDecision, Retrainer, Trigger, decide
 from sandbox.net import LOOPBACK
 
 # The /metrics port, as `Profile.claim_port` keeps it (the local profile: in the sandbox's ports.json).
@@ -39,7 +39,7 @@ class WatchListener:
     def retraining(self, model: str, trigger: Trigger) -> None:
         """The policy asked for a retraining; it starts now."""
 
-    def decided(self, decision: Decision) -> None:
+    def decided(self, decision: PromotionDecision) -> None:
         """A retraining ended with a decision (promoted or not)."""
 
     def failed(self, model: str, error: SandboxError) -> None:
@@ -53,7 +53,7 @@ class Assessment:
     check: DriftCheck
     trigger: Trigger | None
     at: float  # the watcher's clock when the policy was asked
-    decision: Decision | None = None
+    decision: PromotionDecision | None = None
 
 
 class Watcher:
@@ -112,7 +112,7 @@ class Watcher:
         )
         return Assessment(check, trigger, now)
 
-    def retrain(self, model: str, trigger: Trigger, *, at: float | None = None) -> Decision:
+    def retrain(self, model: str, trigger: Trigger, *, at: float | None = None) -> PromotionDecision:
         """Retrain ``model`` under the policy; the cooldown counts from ``at`` (default: now), even on failure."""
         if self.policy is None or self.retrainer is None:
             raise ValueError("this watcher has no retraining policy")

@@ -246,3 +246,10 @@ def test_the_cli_makes_new_files_private():
     assert _run("status", "--json").exit_code == 0
     current = os.umask(0o022)  # the conftest fixture restores the test's own afterwards
     assert current == 0o077
+
+
+def test_gpu_release_of_an_unknown_workload_is_a_usage_error_naming_the_fix(tmp_path):
+    result = _run("gpu", "release", "ghost", "--namespace", "team-a", "--dir", str(tmp_path / "s"))
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "no workload team-a/ghost" in result.output
+    assert "sandbox gpu status" in result.output and "--namespace" in result.output

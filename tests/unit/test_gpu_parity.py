@@ -36,7 +36,7 @@ from sandbox.gpu.scheduler import (
     NOT_HELPFUL,
     TAINT_REASON,
     Cluster,
-    Decision,
+    SchedulingDecision,
     Toleration,
     Workload,
     untolerated,
@@ -274,9 +274,9 @@ CASES = [
 
 @dataclass
 class Outcome:
-    before: list[Decision]
-    decision: Decision
-    started: list[Decision] | None  # after the release, when the case releases one
+    before: list[SchedulingDecision]
+    decision: SchedulingDecision
+    started: list[SchedulingDecision] | None  # after the release, when the case releases one
 
 
 def run_case(case: Case, backend, namespace=lambda name: name) -> Outcome:
@@ -430,7 +430,12 @@ def _same_counts(
 
 
 def assert_same(
-    local: Decision, cluster: Decision, live: Live, workload: Workload | None = None, *, compare_node: bool = True
+    local: SchedulingDecision,
+    cluster: SchedulingDecision,
+    live: Live,
+    workload: Workload | None = None,
+    *,
+    compare_node: bool = True,
 ) -> None:
     said = f"local: {local.status} {local.message!r}; cluster: {cluster.status} {cluster.message!r}"
     assert cluster.status == local.status, said

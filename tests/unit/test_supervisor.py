@@ -15,7 +15,9 @@ import pytest
 from sandbox.config import load_config
 from sandbox.errors import ConfigError, LockedError
 from sandbox.profiles.local.logrotate import rotate, rotate_if_needed, rotated
-from sandbox.profiles.local.supervisor import Decision, RestartPolicy, Supervisor, Track, summarise
+from sandbox.profiles.local.supervisor.handle import summarise
+from sandbox.profiles.local.supervisor.loop import Supervisor
+from sandbox.profiles.local.supervisor.policy import RestartDecision, RestartPolicy, Track
 
 # --------------------------------------------------------------------------- policy
 
@@ -26,7 +28,7 @@ def _die_and_restart(policy: RestartPolicy, track: Track, now: float) -> tuple[f
     assert first.action == "backoff"
     assert policy.on_dead(track, now + first.wait_s / 2).action == "wait"
     at = now + first.wait_s
-    assert policy.on_dead(track, at) == Decision("restart")
+    assert policy.on_dead(track, at) == RestartDecision("restart")
     policy.on_attempt(track, at, ok=True)
     return first.wait_s, at
 
@@ -56,10 +58,10 @@ def test_one_restart_more_than_max_restarts_within_the_window_is_crash_looping_a
     for _ in range(5):
         _, now = _die_and_restart(policy, track, now + 1)
     assert now < 300
-    assert policy.on_dead(track, now + 1) == Decision("give-up")
+    assert policy.on_dead(track, now + 1) == RestartDecision("give-up")
     assert track.crash_looping
     for later in (now + 2, now + 60, now + 10_000):  # not restarted forever: not even once the window has passed
-        assert policy.on_dead(track, later) == Decision("crash-looping")
+        assert policy.on_dead(track, later) == RestartDecision("crash-looping")
 
 
 def test_restarts_older_than_the_window_no_longer_count_or_lengthen_the_backoff():
@@ -371,13 +373,13 @@ def test_keep_zero_truncates_and_lowering_keep_drops_the_older_copies(tmp_path):
 # --------------------------------------------------------------------------- configuration
 
 
-def test_the_sections_have_defaults_and_may_be_written_under_local(tmp_path):
+def test_the_sections_have_defaults_and_are_configurable(tmp_path):
     cfg = load_config()
     assert cfg.supervisor.enabled and cfg.supervisor.max_restarts == 5 and cfg.supervisor.window_s == 300
     assert cfg.logs.max_bytes == 10 * 1024 * 1024 and cfg.logs.keep == 3
-    (tmp_path / "sandbox.yaml").write_text("local:\n  supervisor: {enabled: false}\nlogs: {keep: 1}\n")
+    (tmp_path / "sandbox.yaml").write_text("supervisor: {enabled: false}\nlogs: {keep: 1}\n")
     cfg = load_config(tmp_path / "sandbox.yaml")
-    assert cfg.supervisor.enabled is False and cfg.local.supervisor is cfg.supervisor
+    assert cfg.supervisor.enabled is False
     assert cfg.logs.keep == 1
 
 

@@ -16,7 +16,7 @@ from sandbox.errors import ConfigError, SandboxError
 from sandbox.monitoring.checks import PREDICTION, DriftCheck, DriftMetrics
 from sandbox.monitoring.config import MonitoringConfig, RetrainingConfig
 from sandbox.monitoring.drift import DriftReport, FeatureDrift
-from sandbox.monitoring.retraining import Decision, Retrainer, Trigger
+from sandbox.monitoring.retraining import PromotionDecision, Retrainer, Trigger
 from sandbox.monitoring.watch import METRICS_PORT_KEY, METRICS_PORT_SETTING, Watcher, WatchListener, metrics_server
 
 # Only what the code under test reads (the fakes take the rest); nothing talks to this URL.
@@ -64,11 +64,11 @@ class FakeRetrainer:
     def champion_data_version(self, model: str) -> str | None:
         return self.champion
 
-    def run(self, model: str, trigger: Trigger, policy: RetrainingConfig) -> Decision:
+    def run(self, model: str, trigger: Trigger, policy: RetrainingConfig) -> PromotionDecision:
         self.runs.append((model, trigger.kind, policy.training_data))
         if self.fail is not None:
             raise self.fail
-        return Decision(
+        return PromotionDecision(
             model_name=model,
             trigger=trigger.kind,
             trigger_detail=trigger.detail,

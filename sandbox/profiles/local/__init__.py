@@ -9,8 +9,11 @@ internal (an import-linter contract in pyproject.toml holds that):
 - `readiness.py`: `wait_ready`, polling a real probe while watching the process.
 - `state.py`: the sandbox dir (`SandboxDir`), `secrets.json`, `ports.json` (`PortMap`),
   the lock (`sandbox.profiles.locking` on `<dir>/sandbox.lock`), and `make_private`.
-- `serving.py`: `LocalServing`, model servers and A/B routers as processes (`deployments.json`).
+- `serving.py`: `LocalProcessRuntime`, the serving runtime: model servers and A/B routers as processes
+  (`deployments.json`); what to run is `sandbox.serving.deployments`'s decision.
 - `scheduler.py`: `LocalScheduler`, the GPU cluster model with its state in the sandbox dir.
+- `supervisor/`: the process that restarts what crashed (policy, loop, components, handle, daemon).
+- `plan.py`: what `up --dry-run` prints, built from the same actions `up` runs, writing nothing.
 """
 
 from sandbox.profiles.local.profile import LocalProfile

@@ -12,7 +12,8 @@ from sandbox.endpoints import Endpoints
 from sandbox.errors import ConfigError, NotRunningError, SandboxError
 from sandbox.net import port_is_free
 from sandbox.pipelines.runner import LocalPipelineRunner
-from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks
+from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks, serving_planner
+from sandbox.profiles.local import plan as local_plan
 from sandbox.profiles.local.process import stop_marked
 from sandbox.profiles.local.scheduler import LocalScheduler
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
@@ -20,7 +21,7 @@ from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
 from sandbox.profiles.local.services.postgres import Postgres, find_binaries
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3, weed_binary
-from sandbox.profiles.local.serving import DeploymentStore, LocalServing
+from sandbox.profiles.local.serving import LocalProcessRuntime
 from sandbox.profiles.local.state import (
     PortMap,
     SandboxDir,
@@ -29,7 +30,8 @@ from sandbox.profiles.local.state import (
     make_private,
     read_secrets,
 )
-from sandbox.profiles.local.supervisor import SupervisorHandle, command_lock
+from sandbox.profiles.local.supervisor.handle import SupervisorHandle, command_lock
+from sandbox.serving.deployments import Deployments
 
 # kfp: pipelines run with kfp.local (subprocesses); there is no KFP API server on this profile.
 # gpu: admission and placement against the inventory (fake GPU nodes, plus real ones NVML finds).
@@ -78,10 +80,10 @@ class LocalProfile(Profile):
             return self.sandbox.service_dir(service) / "service.log"
         deployments = []
         if read_secrets(self.sandbox) is not None:
-            store = DeploymentStore(self.sandbox, PortMap(self.sandbox))
-            deployments = list(store.records())
+            runtime = LocalProcessRuntime(self.sandbox, PortMap(self.sandbox))
+            deployments = list(runtime.records())
             if service in deployments:
-                return store.log_file(service)
+                return runtime.log_file(service)
         raise ConfigError(
             f"unknown service '{service}'",
             hint=f"choose one of: {', '.join(self.service_names() + deployments)}",
@@ -181,19 +183,26 @@ class LocalProfile(Profile):
         steps.insert(
             1,
             Action(
-                "Inference log schema (monitoring database)",
+                local_plan.SCHEMA_TITLE,
                 run=lambda: _ensure_inference_log_schema(postgres.monitoring_url()),
             ),
         )
         steps.append(
             Action(
-                "Model deployments",
+                local_plan.DEPLOYMENTS_TITLE,
                 run=self._restore_deployments,
-                undo=lambda: self.serving().stop_all(),
+                undo=lambda: self._serving_runtime().stop_all(),
                 done=self._deployments_done,
             )
         )
         return steps
+
+    def plan(self) -> list[Action]:
+        """`up --dry-run`: the actions `up` runs, in order, then the supervisor it starts last, each title saying
+        what it starts and where (`local/plan.py`). Starts nothing and writes nothing, not even the sandbox dir."""
+        services = self._wanted(local_plan.planned_services(self.config, self.sandbox))
+        steps = [*self.actions(services), Action(SupervisorHandle.title, run=self._supervise)]
+        return local_plan.annotated(steps, local_plan.notes(services, self.config, self.sandbox))
 
     def _service_action(self, svc: LocalService, *, keep: bool = False) -> Action:
         def done() -> str | None:
@@ -220,13 +229,12 @@ class LocalProfile(Profile):
         return Action(svc.title, run=run, undo=svc.stop, done=done)
 
     def _deployments_done(self) -> str | None:
-        serving = self.serving()
-        if not serving.records():
+        if not self._serving_runtime().records():
             return "none recorded"
         return "all running" if self._deployments_running() else None
 
     def _restore_deployments(self) -> str:
-        restored = self.serving().start_all()
+        restored = self._serving_runtime().start_all()
         return ", ".join(f"{name}: {note.split(' at ')[0]}" for name, note in restored)
 
     def _deployments_running(self) -> bool:
@@ -249,7 +257,12 @@ class LocalProfile(Profile):
                 svc.claim_ports()
         services[0].ctx.ports.save()
 
-    def down(self, *, purge: bool = False) -> None:
+    def down(self, *, purge: bool = False, keep_cluster: bool = False) -> None:
+        if keep_cluster:
+            raise ConfigError(
+                f"--keep-cluster applies to a profile that creates a cluster, not to {self.name}",
+                hint="drop --keep-cluster",
+            )
         if not self.sandbox.exists():
             ui.err.print(f"No sandbox in {self.sandbox.root}; nothing to stop.")
             return
@@ -262,7 +275,7 @@ class LocalProfile(Profile):
                 if notebooks.process.running() is not None or notebooks.kernels():
                     with ui.step(f"Stopping {notebooks.title}") as step:
                         step.note = "stopped (and its kernels)" if notebooks.stop() else "was not running"
-                serving = self._serving_for(services)
+                serving = self._runtime_for(services)
                 if serving.records():
                     with ui.step("Stopping model deployments") as step:
                         stopped = serving.stop_all()
@@ -300,7 +313,7 @@ class LocalProfile(Profile):
             result.services.append(supervisor)
         result.endpoints = self._endpoints(services)
         if result.endpoints is not None:
-            result.deployments = self._serving_for(services).statuses()
+            result.deployments = Deployments(self._runtime_for(services)).statuses()
         return result
 
     def endpoints(self) -> Endpoints:
@@ -332,17 +345,20 @@ class LocalProfile(Profile):
         """kfp.local against this stack's MLflow and S3; each run's log and artifacts under `<dir>/pipelines/`."""
         return LocalPipelineRunner(self.endpoints(), self.sandbox.root / "pipelines")
 
-    def serving(self) -> LocalServing:
+    def serving(self) -> Deployments:
         """Deployments need MLflow running; the registry is where models come from."""
-        return self._serving_for(self._services(create_secrets=False), require_running=True)
+        return serving_planner(self.config, self._serving_runtime())
 
-    def _serving_for(self, services, *, require_running: bool = False) -> LocalServing:
+    def _serving_runtime(self) -> LocalProcessRuntime:
+        return self._runtime_for(self._services(create_secrets=False), require_running=True)
+
+    def _runtime_for(self, services, *, require_running: bool = False) -> LocalProcessRuntime:
         endpoints = self._endpoints(services)
         if endpoints is None or (require_running and services[2].process.running() is None):
             raise NotRunningError(
                 f"the sandbox in {self.sandbox.root} is not running", hint="start it with `sandbox up`"
             )
-        return LocalServing(
+        return LocalProcessRuntime(
             self.sandbox,
             services[0].ctx.ports,
             endpoints,
@@ -367,7 +383,7 @@ class LocalProfile(Profile):
             postgres_url=postgres.connection_url(),
             monitoring_db_url=postgres.monitoring_url(),
             capabilities=CAPABILITIES,
-            inference=DeploymentStore(self.sandbox, postgres.ctx.ports).inference_endpoints(),
+            inference=Deployments(LocalProcessRuntime(self.sandbox, postgres.ctx.ports)).inference_endpoints(),
             notebooks_url=jupyter.tokened_url() if jupyter is not None and jupyter.process.running() else None,
             sandbox_env={"SANDBOX_PROFILE": self.name, "SANDBOX_DIR": str(self.sandbox.root)},
         )

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sandbox.gpu import Cluster, Decision, GpuConfig, NodeSpec, QuotaSpec, Workload, inventory_nodes
+from sandbox.gpu import Cluster, GpuConfig, NodeSpec, QuotaSpec, SchedulingDecision, Workload, inventory_nodes
 from sandbox.gpu.backend import NodeUsage, QuotaUsage, SchedulerSnapshot, WorkloadState
 from sandbox.gpu.inventory import QUOTA_RESOURCES
 from sandbox.gpu.quantity import CPU, MEMORY, format_quantity
@@ -71,12 +71,12 @@ class LocalScheduler:
             cluster.quotas = [q for q in cluster.quotas if (q.namespace, q.name) != (namespace, name)]
 
     @locked("gpu submit")
-    def submit(self, workload: Workload) -> Decision:
+    def submit(self, workload: Workload) -> SchedulingDecision:
         with local_cluster(self.config, self.root) as cluster:
             return cluster.submit(workload)
 
     @locked("gpu release")
-    def release(self, name: str, namespace: str = "default") -> list[Decision]:
+    def release(self, name: str, namespace: str = "default") -> list[SchedulingDecision]:
         with local_cluster(self.config, self.root) as cluster:
             return cluster.release(name, namespace)
 

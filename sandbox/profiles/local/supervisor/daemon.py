@@ -1,0 +1,95 @@
+"""The supervisor process itself: `python -m sandbox.profiles.local.supervisor --dir DIR` runs `main`.
+
+It reads what `up` wrote (`settings.json`: the resolved config and the endpoints), wires the loop to this
+sandbox (its components, its lock, its state file), sets the signal handlers (SIGTERM, SIGINT: stop; SIGHUP from
+`up`: re-read the settings, clear marks and backoffs) and runs until told to stop or the sandbox is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandbox.config import LogsConfig, SandboxConfig
+from sandbox.endpoints import Endpoints
+from sandbox.profiles.local.state import SandboxDir, exclusive_lock
+from sandbox.profiles.local.supervisor.components import LocalComponents
+from sandbox.profiles.local.supervisor.handle import SupervisorHandle
+from sandbox.profiles.local.supervisor.loop import Supervisor
+from sandbox.profiles.local.supervisor.policy import RestartPolicy
+
+DESCRIPTION = "The supervisor: restarts what crashes, on the ports it had, and keeps the logs bounded."
+
+
+def _read_settings(handle: SupervisorHandle) -> tuple[SandboxConfig, Endpoints | None]:
+    data = json.loads(handle.settings_file.read_text())
+    return SandboxConfig.model_validate(data["config"]), Endpoints(**data["endpoints"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sandbox supervisor", description=DESCRIPTION)
+    parser.add_argument("--dir", required=True, type=Path, help="the sandbox dir")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    sandbox = SandboxDir(args.dir.resolve())
+    handle = SupervisorHandle(sandbox)
+    config, endpoints = _read_settings(handle)
+    components = LocalComponents(sandbox, config, endpoints)
+
+    def reload() -> tuple[RestartPolicy, LogsConfig]:
+        fresh, components.endpoints = _read_settings(handle)
+        components.config = fresh
+        return RestartPolicy.from_config(fresh.supervisor), fresh.logs
+
+    supervisor = Supervisor(
+        components,
+        lock=lambda what: exclusive_lock(sandbox, what),
+        policy=RestartPolicy.from_config(config.supervisor),
+        logs=config.logs,
+        own_logs=[handle.log_file],
+        state_file=handle.state_file,
+        emit=lambda line: print(line, flush=True),
+        reap=reap_children,
+        reload=reload,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
+    signal.signal(signal.SIGHUP, lambda *_: supervisor.request_reset())
+    supervisor.event(
+        f"supervising {sandbox.root} (pid {os.getpid()}): a check every {config.supervisor.interval_s:g}s, "
+        f"at most {config.supervisor.max_restarts} restarts per component within {config.supervisor.window_s:g}s"
+    )
+    supervisor.save()  # the pid in the state file tells `up` it is ready (signal handlers set)
+
+    def interval() -> float:
+        record = handle.process.record()
+        if not sandbox.root.is_dir() or (record is not None and record.pid != os.getpid()):
+            supervisor.event("the sandbox is gone or another supervisor took over: stopping")
+            supervisor.stop()
+        return components.config.supervisor.interval_s
+
+    supervisor.run(interval)
+    supervisor.event("stopped")
+    with contextlib.suppress(OSError):
+        supervisor.save(running=False)
+    return 0
+
+
+def reap_children() -> dict[int, str]:
+    """Collect the exit of every child that ended (the servers this process restarted): pid → how it ended."""
+    ended: dict[int, str] = {}
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        code = os.waitstatus_to_exitcode(status)
+        ended[pid] = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return ended
