@@ -47,7 +47,8 @@ def checklist(output: ChecklistOutput = ChecklistOutput(), stack: Stack = Stack(
 
 
 def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stack) -> None:
-    from sandbox.scenarios import Outcome, run_scenario, runner
+    from sandbox.scenarios import Outcome, runner
+    from sandbox.scenarios.context import ChecklistRun
     from sandbox.scenarios.reports import write_attachments, write_html, write_junit, write_markdown
 
     runner.quiet_fail_fast_mlflow()
@@ -56,20 +57,8 @@ def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stac
     endpoints = prof.status().endpoints
     if endpoints is None:
         raise NotRunningError(f"no sandbox in {prof.config.root}", hint="start one with `sandbox up`")
-    from sandbox.scenarios.engine import ChecklistRun
-
     run = ChecklistRun(keep_artifacts=output.keep_artifacts)
-    if not endpoints.owned:
-        ui.err.print(f"Checklist run {run.run_id}: what it makes on {endpoints.profile} is tagged with this id")
-    results = []
-    for item in selected:
-        with ui.step(f"scenario {item.name}: {item.title}") as step:
-            result = run_scenario(
-                item, endpoints, prof.serving, prof.scheduler, run=run, pipelines_factory=prof.pipelines
-            )
-            step.note = result.outcome.value + (f" · {result.reason}" if result.reason else "")
-            step.failed = result.outcome == Outcome.FAILED
-        results.append(result)
+    results = runner.run_checklist(selected, endpoints, prof, run=run)
 
     render.checklist(results, endpoints.profile)
     if output.junit:

@@ -1,4 +1,8 @@
-"""Production-checklist scenarios: the engine, and what a scenario file imports.
+"""Production-checklist scenarios: what a scenario file imports, and the names the rest of the sandbox uses.
+
+`results` (outcomes, steps), `context` (what a scenario is handed), `registry` (`@scenario`, `discover`),
+`runner` (one scenario, the checklist), `reports` (JUnit, Markdown, HTML), `artifacts` (a run's clean-up).
+A scenario file:
 
 from sandbox.scenarios import scenario, ScenarioContext
 
@@ -14,19 +18,11 @@ Whatever a scenario creates on the stack is named with SCENARIO_PREFIX
 `ctx.unique("my-check")` for one per run.
 """
 
-from sandbox.scenarios.engine import (
-    SCENARIO_PREFIX,
-    Outcome,
-    Scenario,
-    ScenarioContext,
-    ScenarioFailed,
-    ScenarioResult,
-    discover,
-    is_scenario_name,
-    run_scenario,
-    scenario,
-    scenario_name,
-)
+from sandbox.scenarios.context import ScenarioContext
+from sandbox.scenarios.names import SCENARIO_PREFIX, is_scenario_name, scenario_name
+from sandbox.scenarios.registry import Scenario, discover, scenario
+from sandbox.scenarios.results import Outcome, ScenarioFailed, ScenarioResult
+from sandbox.scenarios.runner import run_scenario
 
 __all__ = [
     "SCENARIO_PREFIX",

@@ -8,7 +8,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sandbox.scenarios.engine import Outcome, ScenarioResult
+from sandbox.scenarios.results import Outcome, ScenarioResult
 
 # XML 1.0 forbids most control characters; library output (colours) is full of them.
 _NOT_XML = re.compile(r"\x1b\[[0-9;]*m|[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from sandbox.errors import ExitCode
 from sandbox.scenarios import SCENARIO_PREFIX
-from sandbox.scenarios.engine import RUN_ID_TAG
+from sandbox.scenarios.names import RUN_ID_TAG
 from tests.servers import ThreadedServer, free_port
 from tests.stacks import Stack
 

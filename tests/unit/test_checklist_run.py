@@ -11,7 +11,9 @@ import pytest
 from sandbox.endpoints import Endpoints
 from sandbox.scenarios import Outcome, Scenario, run_scenario
 from sandbox.scenarios import artifacts as run_artifacts
-from sandbox.scenarios.engine import RUN_ID_TAG, ChecklistRun, ScenarioContext, ScenarioResult, current_run
+from sandbox.scenarios.context import ChecklistRun, ScenarioContext, current_run
+from sandbox.scenarios.names import RUN_ID_TAG
+from sandbox.scenarios.results import ScenarioResult
 from tests.factories import make_endpoints
 from tests.scenario_names import name_problems
 

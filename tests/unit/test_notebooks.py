@@ -26,22 +26,21 @@ from sandbox.profiles.local.services.jupyterlab import (
     tokened_url,
 )
 from sandbox.profiles.local.state import SandboxDir, load_or_create_secrets
-from sandbox.scenarios.engine import Outcome, ScenarioResult
 from sandbox.scenarios.notebooks import INJECTED_TAG, describe_failure, inject_parameters, write_kernelspec
 from sandbox.scenarios.reports import write_attachments, write_markdown
+from sandbox.scenarios.results import Outcome, ScenarioResult
 from tests.factories import make_endpoints
 from tests.scenario_names import name_problems
 
 STARTERS = sorted(starter_notebooks_dir().glob("*.ipynb"))
 
 
-def test_notebooks_are_on_by_default_and_configurable_in_every_spelling(tmp_path, monkeypatch):
+def test_notebooks_are_on_by_default_and_configurable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_config().notebooks.enabled is True and load_config().notebooks.port == 0
-    (tmp_path / "sandbox.yaml").write_text("local:\n  notebooks:\n    enabled: false\n    port: 18888\n")
+    (tmp_path / "sandbox.yaml").write_text("notebooks:\n  enabled: false\n  port: 18888\n")
     config = load_config()
     assert config.notebooks.enabled is False and config.notebooks.port == 18888
-    assert config.local.notebooks is config.notebooks
     monkeypatch.setenv("SANDBOX_NOTEBOOKS__ENABLED", "true")
     assert load_config().notebooks.enabled is True  # the environment beats the file
     assert load_config(**up_overrides(None, None, None, False, None)).notebooks.enabled is False  # a flag beats both

@@ -332,7 +332,8 @@ def test_each_profile_offers_its_pipeline_runner_or_says_why_not(tmp_path, monke
 
 def test_the_scenario_context_makes_the_runner_once_and_only_when_used():
     from sandbox.scenarios import Outcome, ScenarioFailed
-    from sandbox.scenarios.engine import ScenarioContext, ScenarioResult
+    from sandbox.scenarios.context import ScenarioContext
+    from sandbox.scenarios.results import ScenarioResult
 
     made = []
 
