@@ -12,7 +12,7 @@ IMAGE   ?= ml-sandbox:$(VERSION)
 DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox diagnose down purge status test nightly unit stacks integration faults lint format bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
+.PHONY: help install sandbox diagnose down purge status test nightly unit stacks integration faults lint format docs bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,10 +82,14 @@ lint: install  ## ruff lint and format check, the import contracts (layers, prof
 	$(BIN)/ruff format --check sandbox tests benchmarks scenarios loadtests
 	$(BIN)/lint-imports
 	$(BIN)/actionlint .github/workflows/*.yml
+	$(BIN)/shellcheck --shell=sh sandbox/profiles/kube/manifests/scripts/*.sh
 
 format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix sandbox tests benchmarks scenarios loadtests
 	$(BIN)/ruff format sandbox tests benchmarks scenarios loadtests
+
+docs: install  ## regenerate docs/cli.md (every command's --help) and docs/configuration.md (the config's models)
+	$(BIN)/python -m sandbox.cli.docs
 
 bench: install  ## every benchmark; each prints its table
 	$(BIN)/python benchmarks/startup.py

@@ -5,9 +5,9 @@ environment variables (nested keys joined by ``__``, e.g. ``SANDBOX_MLFLOW__PORT
 then command-line flags. Every value is validated; a bad one is reported with
 the key that holds it.
 
-Sections per profile: ``local:`` holds the local profile's services (``postgres``,
-``s3``, ``mlflow``, ``notebooks``) and its ``supervisor`` and ``logs`` (rotation) settings, which
-may also be written at the top level as before;
+The local profile's sections are top-level keys: its services (``postgres``, ``s3``,
+``mlflow``, ``notebooks``), its ``supervisor`` and its ``logs`` (rotation); there is no
+``local:`` section, and a file or variable that writes one is refused with the fix.
 ``remote:`` says where a platform the sandbox did not start is, and which
 environment variables hold its credentials (never the secrets themselves);
 ``kind:`` names the kind profile's cluster, namespace and host ports, ``cluster:``
@@ -16,7 +16,6 @@ the context, namespace and allowances of the cluster profile, ``kube:`` what bot
 
 from __future__ import annotations
 
-import contextvars
 import os
 import re
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from sandbox import wire
 from sandbox.errors import ConfigError
 from sandbox.gpu.inventory import GpuConfig
 from sandbox.monitoring.config import MonitoringConfig
@@ -40,7 +40,7 @@ DEFAULT_CONFIG_FILE = Path("sandbox.yaml")
 ENV_PREFIX = "SANDBOX_"
 
 # 0 means "pick a free port on first start and keep it".
-Port = Annotated[int, Field(ge=0, le=65535)]
+Port = Annotated[int, Field(ge=0, le=65535, description="0: a free port, chosen on the first start and kept")]
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -57,18 +57,25 @@ class _Section(BaseModel):
 
 
 class PostgresConfig(_Section):
+    """PostgreSQL, a service of the local profile: MLflow's backend store and the inference log."""
+
     port: Port = 0
     source: Literal["auto", "system", "bundled"] = Field(
         "auto",
         description="system: the machine's PostgreSQL; bundled: the pgserver wheel; auto: system, else bundled",
     )
     bin_dir: Path | None = Field(None, description="folder holding initdb and postgres (overrides search)")
-    database: str = "mlflow"
+    database: str = Field("mlflow", description="the database MLflow uses")
 
 
 class S3Config(_Section):
+    """The S3 object store (SeaweedFS), a service of the local profile."""
+
     port: Port = 0
-    buckets: list[str] = Field(default_factory=lambda: ["mlflow-artifacts", "data"])
+    buckets: list[str] = Field(
+        default_factory=lambda: ["mlflow-artifacts", "data"],
+        description="made on `up`; MLflow's artifacts go to the first",
+    )
 
     @field_validator("buckets")
     @classmethod
@@ -80,6 +87,8 @@ class S3Config(_Section):
 
 
 class MLflowConfig(_Section):
+    """The MLflow tracking server and model registry, a service of the local profile."""
+
     port: Port = 0
     workers: int = Field(1, ge=1, le=16, description="uvicorn workers; 1 keeps memory near 0.6 GB")
     job_execution: bool = Field(False, description="MLflow's huey job workers (GenAI jobs); off saves ~1 GB")
@@ -116,38 +125,9 @@ class LogsConfig(_Section):
     keep: int = Field(3, ge=0, le=100, description="rotated files kept (service.log.1 newest); 0: just truncate")
 
 
-# --------------------------------------------------------------------------- local:
-
-# The local profile's own sections. Written under `local:` or, as before, at the top level.
-LOCAL_SECTIONS: dict[str, type[BaseModel]] = {
-    "postgres": PostgresConfig,
-    "s3": S3Config,
-    "mlflow": MLflowConfig,
-    "notebooks": NotebooksConfig,
-    "supervisor": SupervisorConfig,
-    "logs": LogsConfig,
-}
-
-
-class LocalConfig(_Section):
-    """The `local:` section: the local profile's own sections (the same keys as top-level `postgres:`, `s3:`, ...).
-
-    After loading it mirrors the resolved top-level sections, so `config.local.postgres is config.postgres`.
-    """
-
-    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
-    s3: S3Config = Field(default_factory=S3Config)
-    mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
-    notebooks: NotebooksConfig = Field(default_factory=NotebooksConfig)
-    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
-    logs: LogsConfig = Field(default_factory=LogsConfig)
-
-
 # --------------------------------------------------------------------------- remote:
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-V1_PREDICT_URL = re.compile(r"^(?P<base>https?://[^/]+)/v1/models/(?P<model>[^/:]+):predict$")
-V2_INFER_URL = re.compile(r"^(?P<base>https?://[^/]+)/v2/models/(?P<model>[^/]+)/infer$")
 _ENDPOINT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -169,7 +149,7 @@ def _http_url(value: str) -> str:
 
 def parse_inference_url(url: str) -> tuple[str, str, str]:
     """``(base, model, protocol)`` of a V1 predict or V2 infer URL; ValueError for anything else."""
-    for pattern, protocol in ((V1_PREDICT_URL, "v1"), (V2_INFER_URL, "v2")):
+    for pattern, protocol in ((wire.V1_PREDICT_URL, "v1"), (wire.V2_INFER_URL, "v2")):
         match = pattern.match(url.strip().rstrip("/"))
         if match:
             return match["base"], match["model"], protocol
@@ -217,11 +197,15 @@ class RemoteMLflowConfig(_Section):
 class RemoteS3Config(_Section):
     """The object store; its keys from environment variables."""
 
-    endpoint_url: HttpUrl
+    endpoint_url: HttpUrl = Field(description="the S3 API, e.g. https://s3.staging.example.com")
     access_key_env: EnvName = Field(description="variable holding the access key id")
     secret_key_env: EnvName = Field(description="variable holding the secret access key")
-    region: str = "us-east-1"
-    buckets: list[str] = Field(default_factory=lambda: ["mlflow-artifacts", "data"], min_length=1)
+    region: str = Field("us-east-1", description="the region requests are signed for")
+    buckets: list[str] = Field(
+        default_factory=lambda: ["mlflow-artifacts", "data"],
+        min_length=1,
+        description="buckets that must exist (each is listed)",
+    )
     artifacts_bucket: str = Field("mlflow-artifacts", description="where MLflow stores artifacts (one of buckets)")
     data_bucket: str = Field("data", description="where the checklist writes data (one of buckets)")
 
@@ -239,10 +223,14 @@ class RemoteS3Config(_Section):
 
 
 class RemoteMonitoringConfig(_Section):
+    """The inference log (a PostgreSQL table) that drift checks read; its URL from an environment variable."""
+
     db_url_env: EnvName = Field(description="variable holding the inference log's PostgreSQL URL")
 
 
 class RemoteKfpConfig(_Section):
+    """Kubeflow Pipelines' API server."""
+
     host: HttpUrl = Field(description="the KFP API server, e.g. https://kfp.staging.example.com")
 
 
@@ -281,9 +269,9 @@ class KindHostPorts(_Section):
 class KindConfig(_Section):
     """The `kind:` section: the kind profile's cluster and the stack in it."""
 
-    cluster_name: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=40)
-    namespace: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=63)
-    object_store: Literal["seaweedfs", "minio"] = "seaweedfs"
+    cluster_name: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=40, description="kubectl context kind-NAME")
+    namespace: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=63, description="where the stack goes")
+    object_store: Literal["seaweedfs", "minio"] = Field("seaweedfs", description="the S3 server in the cluster")
     host_ports: KindHostPorts = Field(default_factory=KindHostPorts)
 
 
@@ -291,7 +279,7 @@ class ClusterConfig(_Section):
     """The `cluster:` section: a cluster the sandbox did not create, on a context the user names."""
 
     context: str | None = Field(None, description="the kube context (--context); required")
-    namespace: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=63)
+    namespace: str = Field("ml-sandbox", pattern=_KUBE_NAME, max_length=63, description="where the stack goes")
     allowed_contexts: list[str] = Field(
         default_factory=list, description="contexts that are not a known local one (kind-*, minikube, ...) to allow"
     )
@@ -299,7 +287,7 @@ class ClusterConfig(_Section):
         False, description="install cert-manager, KServe and KFP; false: check that their CRDs exist"
     )
     image: str | None = Field(None, description="the project's image as the cluster pulls it (your registry)")
-    object_store: Literal["seaweedfs", "minio"] = "seaweedfs"
+    object_store: Literal["seaweedfs", "minio"] = Field("seaweedfs", description="the S3 server in the cluster")
 
 
 Seconds = Annotated[int, Field(gt=0, le=86400)]
@@ -336,9 +324,9 @@ class SandboxConfig(BaseSettings):
         validate_default=True,
     )
 
-    profile: str = "local"
-    dir: Path = Path(".sandbox")
-    config: Path | None = Field(None, description="the YAML file these settings came from")
+    profile: str = Field("local", description="where the stack runs: local, remote, kind or cluster")
+    dir: Path = Field(Path(".sandbox"), description="the sandbox's state: data, logs, pid files, secrets (0600)")
+    config: Path | None = Field(None, description="the YAML file read (--config; ./sandbox.yaml if present)")
     startup_timeout: float = Field(180.0, gt=0, description="seconds each service may take to become ready")
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     s3: S3Config = Field(default_factory=S3Config)
@@ -349,17 +337,10 @@ class SandboxConfig(BaseSettings):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
-    local: LocalConfig = Field(default_factory=LocalConfig)
     remote: RemoteConfig = Field(default_factory=RemoteConfig)
     kind: KindConfig = Field(default_factory=KindConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     kube: KubeConfig = Field(default_factory=KubeConfig)
-
-    @model_validator(mode="after")
-    def _mirror_local(self) -> SandboxConfig:
-        # One set of values: `local:` was folded into the top-level sections while reading each source.
-        self.local = LocalConfig.model_construct(**{section: getattr(self, section) for section in LOCAL_SECTIONS})
-        return self
 
     @classmethod
     def settings_customise_sources(
@@ -370,17 +351,9 @@ class SandboxConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        if not _read_sources.get():
-            return (init_settings,)
-        sources: list[PydanticBaseSettingsSource] = [
-            init_settings,
-            _LocalFolded(env_settings, "the SANDBOX_* variables"),
-        ]
-        yaml_file = _yaml_file.get()
-        if yaml_file is not None:
-            yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
-            sources.append(_LocalFolded(yaml_source, str(yaml_file)))
-        return tuple(sources)
+        """Arguments, then ``SANDBOX_*`` variables, then the YAML file that the ``config`` argument names."""
+        yaml_file = getattr(init_settings, "init_kwargs", {}).get("config")
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
 
     @property
     def root(self) -> Path:
@@ -388,73 +361,8 @@ class SandboxConfig(BaseSettings):
         return self.dir.expanduser().resolve()
 
 
-class _LocalFolded(PydanticBaseSettingsSource):
-    """One source (the YAML file, the environment) with its `local:` sections moved to the top level.
-
-    Folding per source keeps the usual precedence whichever spelling each source uses (a flag
-    beats `local.mlflow.port` in the file as it beats `mlflow.port`). A source that sets one key
-    both ways, to different values, is refused naming both.
-    """
-
-    def __init__(self, inner: PydanticBaseSettingsSource, origin: str):
-        super().__init__(inner.settings_cls)
-        self.inner = inner
-        self.origin = origin
-
-    def _set_current_state(self, state: dict[str, Any]) -> None:
-        super()._set_current_state(state)
-        self.inner._set_current_state(state)
-
-    def _set_settings_sources_data(self, states: dict[str, dict[str, Any]]) -> None:
-        super()._set_settings_sources_data(states)
-        self.inner._set_settings_sources_data(states)
-
-    def get_field_value(self, field, field_name: str) -> tuple[Any, str, bool]:
-        return self.inner.get_field_value(field, field_name)
-
-    def __call__(self) -> dict[str, Any]:
-        return fold_local_sections(self.inner(), self.origin)
-
-
-def fold_local_sections(data: dict[str, Any], origin: str = "sandbox.yaml") -> dict[str, Any]:
-    """``data`` with ``local.postgres|s3|mlflow`` merged into the top-level sections of the same name."""
-    local = data.get("local")
-    if not isinstance(local, dict):
-        return data  # absent, or not a mapping: validation says so with the key
-    data, local = dict(data), dict(local)
-    for section, model in LOCAL_SECTIONS.items():
-        values = local.get(section)
-        if not isinstance(values, dict):
-            continue  # left in `local:` for validation to name
-        try:
-            model.model_validate(values)
-        except ValidationError as exc:
-            problems = [_describe({**error, "loc": ("local", section, *error["loc"])}) for error in exc.errors()]
-            raise _config_error(problems) from None
-        top = data.get(section)
-        top = dict(top) if isinstance(top, dict) else {}
-        for key, value in values.items():
-            if key in top and top[key] != value:
-                raise ConfigError(
-                    f"config keys 'local.{section}.{key}' ({value!r}) and '{section}.{key}' ({top[key]!r}) "
-                    f"are both set in {origin}",
-                    hint=f"keep one of them: `local.{section}.{key}` (the local profile's section) "
-                    f"or the top-level `{section}.{key}`",
-                )
-            top[key] = value
-        data[section] = top
-        del local[section]
-    data["local"] = local  # what is left is validated as `local:` (an unknown key there is named)
-    return data
-
-
-_yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_file", default=None)
-# False while building the fallback configuration: only the given values, no environment, no file.
-_read_sources: contextvars.ContextVar[bool] = contextvars.ContextVar("_read_sources", default=True)
-
-
-def _check_yaml(path: Path) -> None:
-    """Fail early, with the file and line, on YAML that is not a mapping."""
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The file's mapping; fails early, with the file and line, on YAML that is not one."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -466,6 +374,21 @@ def _check_yaml(path: Path) -> None:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}", hint="check the path") from exc
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys", hint="see sandbox.example.yaml")
+    return data or {}
+
+
+def _refuse_local_section(data: dict[str, Any], path: Path | None) -> None:
+    """The local profile's sections are top-level keys: a `local:` section would otherwise be an unknown key,
+    and a ``SANDBOX_LOCAL__*`` variable silently ignored; both are refused with the fix."""
+    found = [f"`local:` in {path}"] if "local" in data else []
+    found += sorted(key for key in os.environ if key.upper().startswith(f"{ENV_PREFIX}LOCAL__"))
+    if found:
+        raise ConfigError(
+            f"{', '.join(found)}: there is no `local:` section; the local profile's sections "
+            "(postgres, s3, mlflow, notebooks, supervisor, logs) are top-level keys",
+            hint="move each one up a level: `local: {mlflow: {port: 5000}}` becomes `mlflow: {port: 5000}`, "
+            "SANDBOX_LOCAL__MLFLOW__PORT becomes SANDBOX_MLFLOW__PORT",
+        )
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -490,8 +413,7 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> SandboxCon
     if explicit and not path.exists():
         raise ConfigError(f"config file {path} does not exist", hint="check the --config path")
     yaml_path = path if path.exists() else None
-    if yaml_path is not None:
-        _check_yaml(yaml_path)
+    _refuse_local_section(_read_yaml(yaml_path) if yaml_path is not None else {}, yaml_path)
 
     init: dict[str, Any] = {}
     for key, value in overrides.items():
@@ -503,23 +425,16 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> SandboxCon
         else:
             init[key] = value
     if yaml_path is not None:
-        init["config"] = yaml_path.resolve()
-
-    token = _yaml_file.set(yaml_path)
+        init["config"] = yaml_path.resolve()  # SandboxConfig reads the file `config` names
     try:
         return SandboxConfig(**init)
     except ValidationError as exc:
-        raise _config_error([_describe(e) for e in exc.errors()]) from exc
-    finally:
-        _yaml_file.reset(token)
-
-
-def _config_error(problems: list[str]) -> ConfigError:
-    return ConfigError(
-        problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-        hint="fix the value in sandbox.yaml, the SANDBOX_* variable or the flag; see sandbox.example.yaml",
-        details="\n".join(problems) if len(problems) > 1 else None,
-    )
+        problems = [_describe(e) for e in exc.errors()]
+        raise ConfigError(
+            problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            hint="fix the value in sandbox.yaml, the SANDBOX_* variable or the flag; see sandbox.example.yaml",
+            details="\n".join(problems) if len(problems) > 1 else None,
+        ) from exc
 
 
 # The settings that say which sandbox a command is about; everything else it recorded in its directory.
@@ -542,14 +457,11 @@ def fallback_config(config_file: Path | None = None, **flags: Any) -> SandboxCon
         data = None
     from_file = data if isinstance(data, dict) else {}
     environment = {key.upper(): value for key, value in os.environ.items()}
-    init: dict[str, Any] = {}
+    found: dict[str, str] = {}
     for key in _LOCATING_KEYS:
         for value in (flags.get(key), environment.get(ENV_PREFIX + key.upper()), from_file.get(key)):
             if isinstance(value, str | Path) and str(value).strip():
-                init[key] = value
+                found[key] = str(value)
                 break
-    token = _read_sources.set(False)
-    try:
-        return SandboxConfig(**init)
-    finally:
-        _read_sources.reset(token)
+    # Built without reading any source (a bad variable or file is what brought us here): the defaults are valid.
+    return SandboxConfig.model_construct(**{key: Path(v) if key == "dir" else v for key, v in found.items()})

@@ -16,7 +16,7 @@ ProfileOpt = Annotated[
 ]
 DirOpt = Annotated[Path | None, typer.Option("--dir", "-d", help="Sandbox state directory [default: .sandbox]")]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file [default: ./sandbox.yaml if present]")
+    Path | None, typer.Option("--config", "-c", help="YAML config file (default: ./sandbox.yaml if present)")
 ]
 
 
