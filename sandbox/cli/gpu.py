@@ -33,13 +33,15 @@ def gpu_status(
 
 @command(app, "submit")
 def gpu_submit(
-    spec: Annotated[Path, typer.Argument(help="YAML workload: name, namespace, requests, limits, tolerations, ...")],
+    workload_file: Annotated[
+        Path, typer.Argument(help="YAML workload: name, namespace, requests, limits, tolerations, ...")
+    ],
     stack: Stack = Stack(),
 ) -> None:
     """Admit and place a Pod-like workload; prints Scheduled (with devices), Pending (why) or Rejected."""
     from sandbox.gpu import read_workload
 
-    workload = read_workload(spec)
+    workload = read_workload(workload_file)
     decision = stack.open().scheduler().submit(workload)
     ui.out.print_json(json.dumps(asdict(decision)))
     if decision.status == "Rejected":

@@ -45,15 +45,15 @@ def inventory_nodes(config: GpuConfig) -> list[NodeSpec]:
     return nodes
 
 
-def read_workload(spec: Path) -> Workload:
+def read_workload(path: Path) -> Workload:
     """A Pod-like workload from a YAML file (name, namespace, requests, limits, tolerations, ...)."""
     import yaml
     from pydantic import ValidationError
 
     try:
-        return Workload(**(yaml.safe_load(spec.read_text()) or {}))
+        return Workload(**(yaml.safe_load(path.read_text()) or {}))
     except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
-        raise ConfigError(f"cannot read workload {spec}: {exc}", hint="see docs/gpus.md") from None
+        raise ConfigError(f"cannot read workload {path}: {exc}", hint="see docs/gpus.md") from None
 
 
 __all__ = [
