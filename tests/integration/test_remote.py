@@ -130,7 +130,8 @@ class Remote:
             capture_output=True,
             text=True,
             cwd=self.folder,
-            env={**os.environ, **self.env, **(env or {})},
+            # Not the developer's own SANDBOX_* (`eval "$(sandbox env)"` exports SANDBOX_PROFILE): this config only.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}, **self.env, **(env or {})},
             timeout=600,
         )
 
