@@ -22,6 +22,8 @@ from typing import Any
 
 MAX_ROWS = 10_000  # rows in one request; more is a 413-worthy mistake, not a batch
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Values one V2 input may declare (its shape's product), and so the most any one dimension may be.
+MAX_TENSOR_VALUES = MAX_ROWS * 1000
 
 # A model's inference URL, whole: what a user may give instead of a deployed name.
 V1_PREDICT_URL = re.compile(r"^(?P<base>https?://[^/]+)/v1/models/(?P<model>[^/:]+):predict$")

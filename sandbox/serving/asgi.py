@@ -4,6 +4,7 @@ sets on what it forwards."""
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import orjson
@@ -18,11 +19,15 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413, counting the bytes actually read.
+    """Refuse bodies over `limit` bytes with 413, counting the bytes actually read, and decode a gzip or deflate
+    `Content-Encoding` (what tritonclient's request compression sends) for the app.
 
     A Content-Length over the limit is refused before reading; a chunked body
-    (no Content-Length) or one whose header lies is counted as it arrives. The
-    body read here is handed on to the app, which reads it once more from memory.
+    (no Content-Length) or one whose header lies is counted as it arrives. A
+    compressed body is decompressed as it arrives, and the limit holds for the
+    decompressed bytes too, so a zip bomb is a 413 without ever being expanded
+    whole. Another encoding is a 415. The app sees the plain body, without the
+    Content-Encoding header, and reads it once more from memory.
     """
 
     def __init__(self, app, limit: int = MAX_BODY_BYTES):
@@ -33,25 +38,51 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        encoding = "identity"
         for key, value in scope["headers"]:
             if key == b"content-length":
                 if not value.isdigit() or int(value) > self.limit:
                     await too_large(self.limit)(scope, receive, send)
                     return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await too_large(self.limit)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1").strip().lower()
+        decoder = _decoder(encoding)
+        if decoder is None:
+            refusal = f"Content-Encoding {encoding[:40]!r} is not supported; send gzip, deflate or an uncompressed body"
+            await error(415, refusal)(scope, receive, send)
+            return
+        chunks, size, plain_size = [], 0, 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.limit:
+                    await too_large(self.limit)(scope, receive, send)
+                    return
+                if decoder is not _IDENTITY:
+                    # At most one byte past the limit: enough to know it is over, never the whole expansion.
+                    chunk = decoder.decompress(chunk, self.limit + 1 - plain_size)
+                    plain_size += len(chunk)
+                    if plain_size > self.limit or decoder.unconsumed_tail:
+                        await too_large(self.limit, "decompressed ")(scope, receive, send)
+                        return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            if decoder is not _IDENTITY and (not decoder.eof or decoder.unused_data):
+                raise zlib.error("the compressed stream ends early" if not decoder.eof else "bytes follow its end")
+        except zlib.error as exc:
+            await error(400, f"the body is not valid {encoding} data ({exc}); compress it whole")(scope, receive, send)
+            return
         body = b"".join(chunks)
+        if decoder is not _IDENTITY:
+            scope = dict(scope)
+            scope["headers"] = [
+                (key, value) for key, value in scope["headers"] if key not in (b"content-encoding", b"content-length")
+            ] + [(b"content-length", str(len(body)).encode())]
         delivered = False
 
         async def replay():
@@ -64,8 +95,22 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def too_large(limit: int) -> Response:
-    return error(413, f"the request body is over {limit} bytes; send fewer rows per request")
+_IDENTITY = object()
+
+
+def _decoder(encoding: str):
+    """A streaming decompressor for `encoding`, _IDENTITY for none, or None when it is not one we decode."""
+    if encoding in ("identity", ""):
+        return _IDENTITY
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()  # zlib-wrapped, as HTTP's deflate is (and what tritonclient sends)
+    return None
+
+
+def too_large(limit: int, which: str = "") -> Response:
+    return error(413, f"the {which}request body is over {limit} bytes; send fewer rows per request")
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -34,6 +34,7 @@ from sandbox.serving.kserve_v2 import infer_response, tensor_from_infer_input
 from sandbox.serving.mlflow_model import MLflowModel, ModelFailure
 from sandbox.serving.model_io.outputs import Output, v1_predictions, v2_outputs_json
 from sandbox.serving.model_io.schema import ModelInput, V2Tensor
+from sandbox.serving.model_io.values import safe, show
 from sandbox.wire import PayloadError
 
 logger = logging.getLogger("sandbox.model_server")
@@ -259,6 +260,7 @@ class ModelApp:
         header = parse_json(body[: int(json_length)])
         if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
             raise PayloadError('the binary request\'s JSON header must be an object with "inputs"')
+        _check_binary_sizes(header["inputs"], len(body) - int(json_length))
         try:
             request = InferRequest.from_bytes(body, int(json_length), self.model.name)
             tensors = [tensor_from_infer_input(infer_input) for infer_input in request.inputs]
@@ -316,3 +318,29 @@ def _v2_options(payload: dict) -> tuple[list[str] | None, bool]:
         if isinstance(output_parameters, dict) and output_parameters.get("binary_data") is True:
             binary = True
     return [output["name"] for output in requested], binary
+
+
+def _check_binary_sizes(inputs: list, available: int) -> None:
+    """The binary extension's sizes against the bytes after the JSON header (KServe's parser trusts them: it
+    reads short, ignores `data` beside a size, and leaves trailing bytes unread)."""
+    offset, last = 0, None
+    for index, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise PayloadError(f"inputs[{index}] must be an object with name, shape, datatype and parameters")
+        name = safe(tensor.get("name"))
+        parameters = tensor.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue  # values as JSON "data", checked with the rest of the input
+        if type(size) is not int or size < 0:
+            raise PayloadError(f"input '{name}' has binary_data_size {show(size)}; send its data's byte count")
+        if "data" in tensor:
+            raise PayloadError(f"input '{name}' has both \"data\" and binary_data_size; send its values one way")
+        if size > available - offset:
+            raise PayloadError(
+                f"input '{name}' declares {show(size)} bytes of binary data but {available - offset} are left"
+            )
+        offset, last = offset + size, name
+    if offset != available:
+        after = f"after input '{last}'" if last is not None else "but no input declares binary_data_size"
+        raise PayloadError(f"{available - offset} bytes of binary data are left over {after}; the sizes must add up")

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from mlflow.models import infer_signature
 
 from sandbox.serving.model_io import ModelInput, ModelIO, V2Tensor, model_outputs, v1_predictions, v2_outputs_json
-from sandbox.wire import MAX_ROWS, PayloadError, v1_body, v2_body
+from sandbox.serving.model_io.values import shape_size
+from sandbox.wire import MAX_ROWS, MAX_TENSOR_VALUES, PayloadError, v1_body, v2_body
 
 MIXED = pd.DataFrame(
     {
@@ -258,3 +259,15 @@ def test_any_v2_inputs_are_converted_or_refused_with_a_payload_error(inputs, kin
         return
     assert item.rows >= 1
     io.model_input(item)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.lists(st.integers(0, 2**64) | st.sampled_from([2**63 - 1, 10**309, 10**7]), max_size=6))
+def test_a_shape_is_bounded_exactly_before_numpy_sees_it(shape):
+    # Huge JSON integers (kept exact by Python's json) neither wrap in int64 nor overflow a C long.
+    exact = math.prod(shape)
+    if exact <= MAX_TENSOR_VALUES and all(dim <= MAX_TENSOR_VALUES for dim in shape):
+        assert shape_size(shape, "x") == exact
+    else:
+        with pytest.raises(PayloadError, match="at most"):
+            shape_size(shape, "x")

@@ -183,15 +183,14 @@ class ValuePolicy:
                 index = tuple(int(i) for i in np.argwhere(~finite)[0])
                 raise PayloadError(f"'{where}' value at {list(index)} is {num(values[index])}: {NAN_FIX}")
             limit = float(np.finfo(dtype).max)
+            beyond_what = f"beyond what {np.dtype(dtype).name} holds (±{limit:.4g})"
             if dtype == np.float64 and self.float_limit is not None:
-                limit = self.float_limit
+                # The signature says float64 but the model was found to hold float32 only: name that type.
+                limit, beyond_what = self.float_limit, FLOAT32_LIMIT
             beyond = finite & (np.abs(values) > limit)
             if beyond.any():
                 index = tuple(int(i) for i in np.argwhere(beyond)[0])
-                raise PayloadError(
-                    f"'{where}' value at {list(index)} is {num(values[index])}, beyond what {np.dtype(dtype).name} "
-                    f"holds (±{limit:.4g})"
-                )
+                raise PayloadError(f"'{where}' value at {list(index)} is {num(values[index])}, {beyond_what}")
             return array.astype(dtype)
         if dtype.kind in "iu":
             if array.dtype.kind == "f":

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sandbox.serving.model_io.schema import FLOAT32_MAX, NUMERIC_V2, V2_DTYPES, InputSpec, V2Tensor
-from sandbox.wire import MAX_ROWS, PayloadError
+from sandbox.wire import MAX_ROWS, MAX_TENSOR_VALUES, PayloadError
 
 FLOAT32_LIMIT = f"beyond what the model's input can hold (float32, ±{FLOAT32_MAX:.4g})"
 NAN_FIX = "NaN and infinite values are refused; send finite numbers (or deploy with --allow-nan)"
@@ -31,7 +31,10 @@ def num(value: Any) -> str:
 
 
 def show(value: Any) -> str:
-    return safe(repr(value))[:40]
+    try:
+        return safe(repr(value))[:40]
+    except ValueError:  # an integer too long for str() (Python's digit limit), somewhere in the value
+        return f"<{type(value).__name__} too long to show>"
 
 
 def check_row_count(rows: int, where: str) -> None:
@@ -175,9 +178,7 @@ def _leaves(data: list, where: str, max_depth: int = 32) -> tuple[list, tuple[in
 
 def flat_values(data: Any, shape: list[int], name: str, datatype: str) -> list | np.ndarray:
     """A V2 input's data, flat, checked against its declared shape."""
-    needed = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    if needed > MAX_ROWS * 1000:
-        raise PayloadError(f"input '{safe(name)}' declares {needed} values; too many for one request")
+    needed = shape_size(shape, name) if shape else 0
     if isinstance(data, np.ndarray):
         flat = data.reshape(-1)
     else:
@@ -259,4 +260,25 @@ def checked_v2(tensor: V2Tensor) -> V2Tensor:
         or any(not isinstance(dim, int) or isinstance(dim, bool) or dim < 0 for dim in shape)
     ):
         raise PayloadError(f"input '{safe(name)}' has an invalid shape {show(shape)}; e.g. [1, 8]")
+    shape_size(shape, name)
     return V2Tensor(name, datatype, list(shape), tensor.data)
+
+
+def shape_size(shape: list[int] | tuple[int, ...], name: str) -> int:
+    """The values a shape declares, bounded with exact Python ints before numpy sees them (JSON's huge integers
+    would wrap in int64 or overflow a C long)."""
+    if any(dim > MAX_TENSOR_VALUES for dim in shape):
+        raise PayloadError(
+            f"input '{safe(name)}' has a shape dimension over {MAX_TENSOR_VALUES}; each holds at most that many"
+        )
+    if 0 in shape:
+        return 0
+    needed = 1
+    for dim in shape:
+        needed *= dim
+        if needed > MAX_TENSOR_VALUES:  # stop here: the product of many dimensions is too long to print
+            raise PayloadError(
+                f"input '{safe(name)}' has shape {show(list(shape))}, over {MAX_TENSOR_VALUES} values; at most "
+                f"{MAX_TENSOR_VALUES} per request"
+            )
+    return needed
