@@ -10,9 +10,9 @@ Requests to `/v1/models/NAME:predict` and `/v2/models/NAME/infer` go to one
 variant, chosen at random by weight, or by a hash of the sticky header's value
 so one user always sees the same variant, with their headers and body intact
 (the V2 binary tensor extension included); metadata and health paths of both
-protocols answer for the split. Bodies over 8 MiB are a 413, chunked or not. The response carries the variant's
-name in `x-model-variant` and an `x-request-id`; both are also sent on to the
-variant's model server, which logs every inference with them. `/metrics` counts requests and
+protocols answer for the split. Bodies over 8 MiB are a 413, chunked or not. V2 answers name the split, never a
+variant; the response carries the variant's name in `x-model-variant` and an `x-request-id`; both are also sent
+on to the variant's model server, which logs every inference with them. `/metrics` counts requests and
 latencies per variant. The feedback path, `POST /feedback` with the request id
 and the true labels, scores each variant's predictions; `GET /feedback` gives
 per-variant accuracy for an A/B comparison.
@@ -31,6 +31,7 @@ import uuid
 from collections import OrderedDict
 
 import httpx
+import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -48,6 +49,9 @@ HOP_HEADERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"}
     | {"content-length", "content-encoding"}
 )
+# Headers of the variant's answer that the router's own server sets again: copied, the client would get two of each.
+SERVER_HEADERS = frozenset({"date", "server"})
+BINARY_HEADER = "inference-header-content-length"
 
 
 class VariantPicker:
@@ -110,7 +114,7 @@ def create_app(name: str, variants: list[RouteVariant], sticky_header: str | Non
     def _unknown(model: str) -> Response:
         return error(404, f"model {model!r} is not served here; this router serves {name!r}")
 
-    async def forward(request: Request, model: str, path_for) -> Response:
+    async def forward(request: Request, model: str, path_for, *, v2: bool = False) -> Response:
         if model != name:
             return _unknown(model)
         body = await request.body()  # held to the body limit by BodyLimit, chunked or not
@@ -135,9 +139,31 @@ def create_app(name: str, variants: list[RouteVariant], sticky_header: str | Non
         requests_total.labels(variant.label, str(upstream.status_code)).inc()
         if upstream.status_code == 200:
             _remember(request_id, variant.label, upstream.content)
-        answer_headers = {k: v for k, v in upstream.headers.items() if k not in HOP_HEADERS}
+        answer_headers = {k: v for k, v in upstream.headers.items() if k not in HOP_HEADERS | SERVER_HEADERS}
         answer_headers.update({VARIANT_HEADER: variant.label, REQUEST_ID_HEADER: request_id})
-        return Response(upstream.content, status_code=upstream.status_code, headers=answer_headers)
+        content = upstream.content
+        if v2 and upstream.status_code == 200:
+            content = _as_split(content, answer_headers)
+        return Response(content, status_code=upstream.status_code, headers=answer_headers)
+
+    def _as_split(body: bytes, headers: dict[str, str]) -> bytes:
+        """A V2 answer under the split's name (the variant's is in `x-model-variant`); with the binary extension,
+        the JSON header is rewritten and its length header follows, the tensor bytes after it untouched."""
+        length = headers.get(BINARY_HEADER)
+        if length is not None and not (length.isdigit() and int(length) <= len(body)):
+            return body  # not a header this router can rewrite safely: pass it on as the variant sent it
+        cut = int(length) if length is not None else len(body)
+        try:
+            payload = orjson.loads(body[:cut])
+        except orjson.JSONDecodeError:
+            return body
+        if not isinstance(payload, dict) or "model_name" not in payload:
+            return body
+        payload["model_name"] = name
+        header = orjson.dumps(payload)
+        if length is not None:
+            headers[BINARY_HEADER] = str(len(header))
+        return header + body[cut:]
 
     def _remember(request_id: str, label: str, body: bytes) -> None:
         if not body.startswith(b"{"):
@@ -194,12 +220,12 @@ def create_app(name: str, variants: list[RouteVariant], sticky_header: str | Non
         return await forward(request, model, lambda m: f"/v1/models/{m}:predict")
 
     async def v2_infer(request: Request) -> Response:
-        return await forward(request, request.path_params["model"], lambda m: f"/v2/models/{m}/infer")
+        return await forward(request, request.path_params["model"], lambda m: f"/v2/models/{m}/infer", v2=True)
 
     async def v2_version_infer(request: Request) -> Response:
         version = request.path_params["version"]
         model = request.path_params["model"]
-        return await forward(request, model, lambda m: f"/v2/models/{m}/versions/{version}/infer")
+        return await forward(request, model, lambda m: f"/v2/models/{m}/versions/{version}/infer", v2=True)
 
     async def variants_ready() -> bool:
         async def one(variant: RouteVariant) -> bool:

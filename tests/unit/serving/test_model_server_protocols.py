@@ -12,46 +12,13 @@ from types import SimpleNamespace
 import httpx
 import numpy as np
 import pytest
-from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
+from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
 
 from sandbox.serving import router
 from sandbox.serving.launch import RouteVariant
-from sandbox.serving.model_io import V2_DTYPES
+from tests.unit.serving.answers import assert_outputs_match, infer_request, v2_json_outputs
 from tests.unit.serving.conftest import Served, serve, stop
 from tests.unit.serving.models import KEYS, MatrixModel
-
-
-def infer_request(model_name: str, model: MatrixModel, *, binary: bool) -> InferRequest:
-    inputs = []
-    for tensor in model.v2_inputs:
-        array = np.array(tensor["data"], dtype=V2_DTYPES[tensor["datatype"]]).reshape(tensor["shape"])
-        infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
-        infer_input.set_data_from_numpy(array, binary_data=binary)
-        inputs.append(infer_input)
-    return InferRequest(model_name=model_name, infer_inputs=inputs)
-
-
-def as_text(array: np.ndarray) -> list:
-    if array.dtype == object:
-        return [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]
-    return array.reshape(-1).tolist()
-
-
-def assert_outputs_match(outputs: dict[str, np.ndarray], model: MatrixModel) -> None:
-    expected = model.expected_outputs()
-    assert set(outputs) == set(expected), f"outputs {sorted(outputs)} != {sorted(expected)}"
-    for name, want in expected.items():
-        got = outputs[name]
-        assert list(got.shape) == list(want.shape), f"{name}: shape {got.shape} != {want.shape}"
-        assert as_text(got) == as_text(np.asarray(want)), f"{name}: {as_text(got)} != {as_text(want)}"
-
-
-def v2_json_outputs(response: httpx.Response) -> dict[str, np.ndarray]:
-    assert response.status_code == 200, response.text
-    return {
-        o["name"]: np.array(o["data"], dtype=object if o["datatype"] == "BYTES" else None).reshape(o["shape"])
-        for o in response.json()["outputs"]
-    }
 
 
 async def kserve_rest(
@@ -148,6 +115,7 @@ def test_the_matrix_through_an_80_20_split(served, runner, key):
         assert v1.json()["predictions"] == model.expected_v1(), key
         raw = a.run(client.post(f"/v2/models/{split}/infer", json={"inputs": model.v2_inputs}))
         assert_outputs_match(v2_json_outputs(raw), model)
+        assert raw.json()["model_name"] == split  # the split's name, not its variant's
         assert_outputs_match(a.run(kserve_rest(transport, url, split, model, binary=False)), model)
         assert_outputs_match(a.run(kserve_rest(transport, url, split, model, binary=True)), model)
         assert a.run(client.get("/v2")).status_code == 200
