@@ -14,7 +14,6 @@ from typing import Any
 
 import kserve
 import numpy as np
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from sandbox.serving.asgi import VARIANT_HEADER
@@ -156,22 +155,22 @@ class MLflowModel(kserve.Model):
         return list(self.io.outputs) if self.io else []
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        # A PayloadError is the client's tensors not fitting the model: the gRPC side's INVALID_ARGUMENT.
         if not isinstance(payload, InferRequest):
-            raise InvalidInput("this model server takes V2 requests over gRPC")
-        try:
-            return self.io.from_v2([tensor_from_infer_input(i) for i in payload.inputs]), payload.id
-        except PayloadError as exc:
-            raise InvalidInput(str(exc)) from None
+            raise PayloadError("this model server takes V2 requests over gRPC")
+        item = self.io.from_v2([tensor_from_infer_input(i) for i in payload.inputs])
+        # Raw inputs get raw outputs, as Triton answers (tritonclient's as_numpy reads only those).
+        return item, payload.id, payload.use_binary_outputs
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        item, request_id = payload
+        item, request_id, raw = payload
         headers = headers or {}
         outputs = await self.infer(item, request_id=request_id, variant=headers.get(VARIANT_HEADER))
-        return outputs, request_id
+        return outputs, request_id, raw
 
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None) -> InferResponse:
-        outputs, request_id = result
-        return infer_response(self.name, self.model_version, outputs, request_id, binary=False)
+        outputs, request_id, raw = result
+        return infer_response(self.name, self.model_version, outputs, request_id, binary=raw)
 
 
 def _neutral_input(io: ModelIO, *, float64_value: float | None = None) -> ModelInput | None:
