@@ -138,12 +138,10 @@ class LocalProcessRuntime:
     def stop(self, names: list[str]) -> None:
         records = self.records()
         for name in names:
-            records.pop(name, None)
-        # Forgotten before stopped: the supervisor never finds a recorded deployment without its process (a crash).
-        self._save(records)
-        for name in names:
             self.process(name).stop(timeout=15)
             self._release_gpus(name)
+            records.pop(name, None)
+        self._save(records)
 
     def _command(self, record: DeploymentSpec) -> list[str]:
         port = self.ports.get(f"deploy.{record.name}")
