@@ -26,13 +26,13 @@ from sandbox.profiles import get_profile
 from sandbox.profiles.kube import mlserver, validate
 from sandbox.profiles.kube import serving as kube_serving
 from sandbox.profiles.kube.manifests import serving as serving_objects
-from sandbox.profiles.kube.manifests import spec as m
 from sandbox.profiles.kube.state import KubeState
 from sandbox.serving import deployments, specs
 from sandbox.serving.deployments import Deployments
 from sandbox.serving.specs import DeploymentSpec, VariantSpec
 from tests.factories import lock_held_elsewhere, make_endpoints
 from tests.fakes import FakeTools
+from tests.fakes.stack import adopt_stack, seed_stack
 
 CONTEXT = "minikube"
 NS = "ml-sandbox"
@@ -41,27 +41,10 @@ ISVC = "InferenceService"
 
 
 def _seed_stack(fakes: FakeTools, context: str, *, kind_cluster: str | None = None) -> None:
-    """What `up` leaves in the fake cluster that serving reads: the namespace and one stack pod (MLflow)."""
-    labels = {
-        "app.kubernetes.io/managed-by": m.MANAGED_BY,
-        "app.kubernetes.io/instance": INSTANCE,
-        "app.kubernetes.io/component": m.MLFLOW,
-    }
-    pod = {
-        "kind": "Pod",
-        "metadata": {"name": "mlflow-0", "namespace": NS, "labels": labels},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-    }
+    """The stack `up` leaves, and a Deployment of a team's own that serving must never touch."""
     foreign = {"kind": "Deployment", "metadata": {"name": "team-app", "namespace": NS, "labels": {"app": "team"}}}
-    objects = {
-        f"Namespace//{NS}": {"kind": "Namespace", "metadata": {"name": NS, "labels": {}}},
-        f"Pod/{NS}/mlflow-0": pod,
-        f"Deployment/{NS}/team-app": foreign,
-    }
-    seed: dict = {"contexts": [context], "objects": {context: objects}}
-    if kind_cluster:
-        seed["clusters"] = {kind_cluster: {"nodes": {}, "images": []}}
-    fakes.seed(seed)
+    extra = {f"Deployment/{NS}/team-app": foreign}
+    seed_stack(fakes, context, NS, INSTANCE, extra=extra, kind_cluster=kind_cluster)
 
 
 @pytest.fixture
@@ -94,12 +77,7 @@ def with_registry(serving, uri: str):
 def cluster_profile(tmp_path):
     """A cluster profile whose stack is up (its state and secrets as `up` writes them), on the fake cluster."""
     prof = get_profile(load_config(profile="cluster", dir=tmp_path / "sb", **{"cluster.context": CONTEXT}))
-    prof.folder.mkdir(parents=True, exist_ok=True)
-    if prof._read_state() is None:
-        ports = {"postgres": 1, "s3": 2, "mlflow": 3, "notebooks": 4, "kfp": 5}
-        prof._write_state(KubeState(INSTANCE, CONTEXT, NS, ports))
-        prof._secrets(create=True)
-    return prof
+    return adopt_stack(prof, CONTEXT, NS, INSTANCE)
 
 
 @pytest.fixture

@@ -81,29 +81,13 @@ def local_platform(tmp_path: Path) -> Platform:
 
 def kube_platform(tmp_path: Path, monkeypatch) -> Platform:
     from sandbox.profiles import get_profile
-    from sandbox.profiles.kube.manifests import spec as manifests
-    from sandbox.profiles.kube.profile import KubeState
     from tests.fakes import FakeTools
+    from tests.fakes.stack import adopt_stack, seed_stack
 
     fakes = FakeTools(tmp_path, monkeypatch)
-    labels = {
-        "app.kubernetes.io/managed-by": manifests.MANAGED_BY,
-        "app.kubernetes.io/instance": INSTANCE,
-        "app.kubernetes.io/component": manifests.MLFLOW,
-    }
-    mlflow_pod = {
-        "kind": "Pod",
-        "metadata": {"name": "mlflow-0", "namespace": NS, "labels": labels},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-    }
-    objects = {f"Namespace//{NS}": {"kind": "Namespace", "metadata": {"name": NS}}, f"Pod/{NS}/mlflow-0": mlflow_pod}
-    fakes.seed({"contexts": [CONTEXT], "objects": {CONTEXT: objects}})
+    seed_stack(fakes, CONTEXT, NS, INSTANCE)
     prof = get_profile(load_config(profile="cluster", dir=tmp_path / "sb", **{"cluster.context": CONTEXT}))
-    # The stack's state and secrets as `up` writes them.
-    prof.folder.mkdir(parents=True, exist_ok=True)
-    ports = {"postgres": 1, "s3": 2, "mlflow": 3, "notebooks": 4, "kfp": 5}
-    prof._write_state(KubeState(INSTANCE, CONTEXT, NS, ports))
-    prof._secrets(create=True)
+    adopt_stack(prof, CONTEXT, NS, INSTANCE)
 
     def running() -> set[str]:
         """InferenceServices (a model, a variant) and the routers' Deployments (a split)."""
