@@ -101,6 +101,17 @@ class NotebooksConfig(_Section):
     port: Port = 0
 
 
+class ServingConfig(_Section):
+    """Model servers and A/B routers, on every profile that starts them."""
+
+    auth: Literal["token", "none"] = Field(
+        "token",
+        description="token: every request but the health checks needs `Authorization: Bearer $ML_SANDBOX_SERVING_"
+        "TOKEN` (generated per sandbox; `sandbox env` exports it). none: KServe's bare behaviour, where anyone who "
+        "reaches a port (any local user) reads the models' answers and metadata and fills the inference log",
+    )
+
+
 class SupervisorConfig(_Section):
     """The supervisor `sandbox up` starts: it restarts a crashed service or deployment on its ports."""
 
@@ -332,6 +343,7 @@ class SandboxConfig(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     notebooks: NotebooksConfig = Field(default_factory=NotebooksConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
+from sandbox import wire
+
 
 class InferenceEndpoint(BaseModel):
     """A served model (or A/B split) speaking KServe's V1 and V2 protocols."""
@@ -54,6 +56,11 @@ class Endpoints(BaseModel):
         "profile), where the checklist names what it makes per run and deletes it at the end of the run",
     )
     inference: dict[str, InferenceEndpoint] = Field(default_factory=dict)
+    serving_token: str | None = Field(
+        default=None,
+        description="the bearer token the model servers and routers require; None: they need none "
+        "(`serving.auth: none`)",
+    )
     notebooks_url: str | None = Field(
         default=None, description="JupyterLab, with its token in the URL (as `jupyter server list` prints it)"
     )
@@ -72,6 +79,10 @@ class Endpoints(BaseModel):
         }
         return {key: value for key, value in auth.items() if value}
 
+    def serving_headers(self) -> dict[str, str]:
+        """The headers every request to a model server or router carries (its bearer token, if it needs one)."""
+        return wire.bearer_headers(self.serving_token)
+
     def env(self) -> dict[str, str]:
         """Variables that point MLflow, boto3 and the AWS CLI at this stack."""
         variables = {
@@ -85,6 +96,7 @@ class Endpoints(BaseModel):
             "ML_SANDBOX_POSTGRES_URL": self.postgres_url,
             "ML_SANDBOX_BUCKETS": ",".join(self.buckets),
             **({"ML_SANDBOX_MONITORING_DB_URL": self.monitoring_db_url} if self.monitoring_db_url else {}),
+            **({wire.SERVING_TOKEN_ENV: self.serving_token} if self.serving_token else {}),
             **self.sandbox_env,
         }
         return {key: value for key, value in variables.items() if value}  # a remote may lack a part

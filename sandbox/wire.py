@@ -33,6 +33,18 @@ INVOCATIONS_PATH = "/invocations"
 
 Rows = Sequence[Sequence[float]]
 
+# The bearer token model servers and routers require (`serving.auth: token`, the default). A server reads it from
+# its environment at start: set, every request but the health checks must carry `Authorization: Bearer TOKEN`;
+# unset, the server answers anyone (`serving.auth: none`). `sandbox env` exports it under the same name.
+SERVING_TOKEN_ENV = "ML_SANDBOX_SERVING_TOKEN"
+# Paths a server answers without the token: liveness and readiness, which say nothing but "up" (probes use them).
+HEALTH_PATHS = frozenset({"/", "/v2", "/v2/health/live", "/v2/health/ready"})
+
+
+def bearer_headers(token: str | None) -> dict[str, str]:
+    """The request headers that carry ``token``; none without one."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
 
 class PayloadError(ValueError):
     """The request body does not fit the model; the message is shown to the client."""

@@ -375,6 +375,8 @@ class LocalProfile(Profile):
         return Endpoints(
             profile=self.name,
             mlflow_tracking_uri=mlflow.url(),
+            mlflow_username=mlflow.credentials()[0],
+            mlflow_password=mlflow.credentials()[1],
             s3_endpoint_url=s3.url(),
             s3_access_key=secrets.s3_access_key,
             s3_secret_key=secrets.s3_secret_key,
@@ -384,6 +386,7 @@ class LocalProfile(Profile):
             monitoring_db_url=postgres.monitoring_url(),
             capabilities=CAPABILITIES,
             inference=Deployments(LocalProcessRuntime(self.sandbox, postgres.ctx.ports)).inference_endpoints(),
+            serving_token=secrets.serving_token if self.config.serving.auth == "token" else None,
             notebooks_url=jupyter.tokened_url() if jupyter is not None and jupyter.process.running() else None,
             sandbox_env={"SANDBOX_PROFILE": self.name, "SANDBOX_DIR": str(self.sandbox.root)},
         )

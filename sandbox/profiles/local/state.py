@@ -23,6 +23,7 @@ import secrets
 import stat
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 from pathlib import Path
 
 from sandbox.errors import PortInUseError
@@ -141,13 +142,19 @@ def exclusive_lock(sandbox: SandboxDir, command: str) -> contextlib.AbstractCont
 class Secrets:
     """Credentials generated once per sandbox. Nothing here is a default."""
 
+    MLFLOW_ADMIN_USER: ClassVar[str] = "sandbox-admin"
+
     postgres_superuser: str
     postgres_superuser_password: str
     mlflow_db_user: str
     mlflow_db_password: str
     s3_access_key: str
     s3_secret_key: str
-    jupyter_token: str = ""  # JupyterLab's token; "" in a sandbox made before notebooks until `up` adds one
+    # Added after the first release: "" in an older sandbox's file until `load_or_create_secrets` fills it in.
+    jupyter_token: str = ""  # JupyterLab's token
+    mlflow_admin_password: str = ""  # MLflow's basic-auth admin (MLFLOW_ADMIN_USER)
+    mlflow_flask_secret: str = ""  # MLflow's auth app's CSRF key (MLFLOW_FLASK_SERVER_SECRET_KEY)
+    serving_token: str = ""  # the bearer token of model servers and routers (wire.SERVING_TOKEN_ENV)
 
     @classmethod
     def generate(cls) -> Secrets:
@@ -160,6 +167,9 @@ class Secrets:
             s3_access_key="SBX" + secrets.token_hex(8).upper(),
             s3_secret_key=generate_token(40),
             jupyter_token=generate_token(48),
+            mlflow_admin_password=generate_token(32),
+            mlflow_flask_secret=generate_token(48),
+            serving_token=generate_token(40),
         )
 
 
@@ -170,8 +180,10 @@ def load_or_create_secrets(sandbox: SandboxDir) -> Secrets:
         if mode & 0o077:
             path.chmod(0o600)  # someone loosened it; secrets stay private
         known = Secrets(**json.loads(path.read_text()))
-        if not known.jupyter_token:  # made before notebooks: the new secret joins, the others stay
-            known = replace(known, jupyter_token=Secrets.generate().jupyter_token)
+        # A sandbox made before a secret existed: the new ones join, the others stay.
+        missing = {key: value for key, value in asdict(Secrets.generate()).items() if not getattr(known, key)}
+        if missing:
+            known = replace(known, **missing)
             write_private(path, json.dumps(asdict(known), indent=2))
         return known
     sandbox.create()

@@ -2,14 +2,19 @@
 
 Backend store in the sandbox's PostgreSQL, artifacts proxied by the server to
 the S3 bucket `mlflow-artifacts`, bound to 127.0.0.1 with Host-header checks.
+MLflow's own `basic-auth` app guards it: its user store is in the same database
+(tables of its own), its one admin has a password generated per sandbox, and an
+anonymous request gets 401 (only /health is open).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import httpx
 
+from sandbox.files import write_private
 from sandbox.net import LOOPBACK
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
 from sandbox.profiles.local.services.postgres import Postgres
@@ -58,9 +63,16 @@ class MLflowServer(LocalService):
             f"s3://{ARTIFACTS_BUCKET}",
             "--allowed-hosts",
             ",".join(self.allowed_hosts()),
+            "--app-name",
+            "basic-auth",
         ]
         secrets = self.ctx.secrets
         env = {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self._write_auth_config()),
+            # Read when the admin is first made (the user store is empty); later starts leave the user as it is.
+            "MLFLOW_AUTH_ADMIN_USERNAME": secrets.MLFLOW_ADMIN_USER,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.mlflow_admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.mlflow_flask_secret,
             # In the environment, not argv: a password on a command line is visible in `ps`.
             "MLFLOW_BACKEND_STORE_URI": self.postgres.connection_url("+psycopg"),
             "MLFLOW_S3_ENDPOINT_URL": self.s3.url() or "",
@@ -71,9 +83,26 @@ class MLflowServer(LocalService):
         }
         return argv, env
 
+    def _write_auth_config(self) -> Path:
+        """The auth app's settings: its database URI holds a password, so the file is the owner's alone."""
+        path = self.dir / "basic_auth.ini"
+        write_private(
+            path,
+            "[mlflow]\n"
+            # A user the admin makes sees nothing until granted it.
+            "default_permission = NO_PERMISSIONS\n"
+            f"database_uri = {self.postgres.connection_url('+psycopg')}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        )
+        return path
+
+    def credentials(self) -> tuple[str, str]:
+        """The admin's user and password: what every client the sandbox hands out logs in with."""
+        return self.ctx.secrets.MLFLOW_ADMIN_USER, self.ctx.secrets.mlflow_admin_password
+
     def probe(self) -> None:
         base = self.url()
-        with httpx.Client(base_url=base, timeout=5, trust_env=False) as client:
+        with httpx.Client(base_url=base, timeout=5, trust_env=False, auth=self.credentials()) as client:
             health = client.get("/health")
             health.raise_for_status()
             # /health skips the Host check and the database; a REST call exercises both.
