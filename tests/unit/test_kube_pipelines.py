@@ -200,6 +200,7 @@ def test_the_submitted_spec_runs_every_step_in_the_image_with_the_stack_by_refer
     for label in ("exec-preprocess", "exec-train"):
         env = step_env(executors[label])
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.ml-sandbox.svc.cluster.local:5000"
+        assert env["MLFLOW_TRACKING_USERNAME"] == spec.secrets.MLFLOW_ADMIN_USER  # its password: from the Secret
         assert (
             env["AWS_ENDPOINT_URL_S3"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://s3.ml-sandbox.svc.cluster.local:8333"
         )
@@ -216,6 +217,7 @@ def test_the_submitted_spec_runs_every_step_in_the_image_with_the_stack_by_refer
                     "keyToEnv": [
                         {"secretKey": "access-key", "envVar": "AWS_ACCESS_KEY_ID"},
                         {"secretKey": "secret-key", "envVar": "AWS_SECRET_ACCESS_KEY"},
+                        {"secretKey": "mlflow-password", "envVar": "MLFLOW_TRACKING_PASSWORD"},
                     ],
                     "optional": False,
                 }
@@ -236,7 +238,11 @@ def test_the_submitted_spec_runs_every_step_in_the_image_with_the_stack_by_refer
     assert body["display_name"] == f"ml-training-pipeline {outcome.run_id}"
     # The Secret the steps read, in KFP's namespace, with the stack's labels (`down` deletes it).
     secret = fakes.objects(CONTEXT)[f"Secret/{versions.KFP_NAMESPACE}/{PIPELINES_S3_SECRET}"]
-    assert secret["stringData"] == {"access-key": spec.secrets.s3_access_key, "secret-key": spec.secrets.s3_secret_key}
+    assert secret["stringData"] == {
+        "access-key": spec.secrets.s3_access_key,
+        "secret-key": spec.secrets.s3_secret_key,
+        "mlflow-password": spec.secrets.mlflow_admin_password,
+    }
     assert secret["metadata"]["labels"]["app.kubernetes.io/instance"] == "t1"
     # What comes back: the outputs with kfp.local's types, the MLflow run the step made, the run's URL.
     assert outcome.outputs == {**OUTPUTS, "rows": 570}

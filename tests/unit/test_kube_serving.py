@@ -117,6 +117,8 @@ def secret_ref(env: str, secret: str, key: str) -> dict:
 def expected_server_env(*, inference_log: bool = True) -> list[dict]:
     env = [
         {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml-sandbox.svc.cluster.local:5000"},
+        {"name": "MLFLOW_TRACKING_USERNAME", "value": "sandbox-admin"},
+        secret_ref("MLFLOW_TRACKING_PASSWORD", "mlflow-backend", "admin-password"),
         {"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://s3.ml-sandbox.svc.cluster.local:8333"},
         {"name": "AWS_ENDPOINT_URL_S3", "value": "http://s3.ml-sandbox.svc.cluster.local:8333"},
         secret_ref("AWS_ACCESS_KEY_ID", "s3-credentials", "access-key"),

@@ -71,8 +71,13 @@ from sandbox.profiles.kube.tools import ToolError, Tools
 logger = logging.getLogger("sandbox.pipelines")
 
 PIPELINES_S3_SECRET = "ml-sandbox-pipelines-s3"
-"""The stack's S3 keys, in KFP's namespace (where the steps run): the runner applies it before each run."""
-S3_KEY_TO_ENV = {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY"}
+"""The stack's S3 keys and MLflow password, in KFP's namespace (where the steps run): the runner applies it before
+each run."""
+S3_KEY_TO_ENV = {
+    "access-key": "AWS_ACCESS_KEY_ID",
+    "secret-key": "AWS_SECRET_ACCESS_KEY",
+    "mlflow-password": "MLFLOW_TRACKING_PASSWORD",  # MLflow's basic-auth admin; the user is a plain variable
+}
 OUTPUTS_TASK = "sandbox-outputs"
 OUTPUTS_MARKER = "SANDBOX_PIPELINE_OUTPUTS "
 RUN_ID_LABEL = "pipeline/runid"  # KFP's label on every pod of a run
@@ -99,7 +104,11 @@ print({OUTPUTS_MARKER!r} + json.dumps(values, sort_keys=True), flush=True)
 
 def pipelines_secret(spec: StackSpec) -> dict[str, Any]:
     """The Secret the steps read the stack's S3 keys from, in KFP's namespace, with the stack's labels."""
-    data = {"access-key": spec.secrets.s3_access_key, "secret-key": spec.secrets.s3_secret_key}
+    data = {
+        "access-key": spec.secrets.s3_access_key,
+        "secret-key": spec.secrets.s3_secret_key,
+        "mlflow-password": spec.secrets.mlflow_admin_password,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -158,6 +167,7 @@ class KfpPipelineRunner:
         s3 = self.spec.url(S3)
         return {
             "MLFLOW_TRACKING_URI": self.spec.url(MLFLOW),
+            "MLFLOW_TRACKING_USERNAME": self.spec.secrets.MLFLOW_ADMIN_USER,
             "MLFLOW_S3_ENDPOINT_URL": s3,
             "AWS_ENDPOINT_URL_S3": s3,
             "AWS_DEFAULT_REGION": REGION,

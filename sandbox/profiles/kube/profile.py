@@ -103,7 +103,11 @@ class KubeProfile(Profile):
         """The generated secrets `up` kept; ``create``: made and kept now when there are none."""
         path = self.folder / "secrets.json"
         try:
-            return StackSecrets(**json.loads(path.read_text()))
+            saved = json.loads(path.read_text())
+            kept = StackSecrets.kept(saved)
+            if create and set(saved) != set(dataclasses.asdict(kept)):
+                write_private(path, json.dumps(dataclasses.asdict(kept)))  # the new secrets join, kept from now
+            return kept
         except (OSError, ValueError, TypeError):
             if not create:
                 return None
@@ -365,6 +369,8 @@ class KubeProfile(Profile):
         return Endpoints(
             profile=self.name,
             mlflow_tracking_uri=url(ports["mlflow"]),
+            mlflow_username=stack_secrets.MLFLOW_ADMIN_USER,
+            mlflow_password=stack_secrets.mlflow_admin_password,
             s3_endpoint_url=url(ports["s3"]),
             s3_access_key=stack_secrets.s3_access_key,
             s3_secret_key=stack_secrets.s3_secret_key,
@@ -375,6 +381,7 @@ class KubeProfile(Profile):
             capabilities=CAPABILITIES,
             capability_fixes=CAPABILITY_FIXES,
             inference=self._inference(state, reach=reach),
+            serving_token=stack_secrets.serving_token if self.config.serving.auth == "token" else None,
             notebooks_url=(
                 f"{url(ports['notebooks'])}/lab?token={stack_secrets.jupyter_token}"
                 if self.config.notebooks.enabled

@@ -23,8 +23,8 @@ import secrets
 import stat
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from sandbox.errors import PortInUseError
 from sandbox.files import make_private_folder, write_private

@@ -1,4 +1,5 @@
-"""MLflow: the project's image running `mlflow server` against PostgreSQL, its artifacts in the S3 store."""
+"""MLflow: the project's image running `mlflow server` against PostgreSQL, its artifacts in the S3 store, behind
+MLflow's basic-auth app (its user store in the same database, an admin with the stack's generated password)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ from sandbox.profiles.kube.manifests.spec import (
 )
 
 TITLE = "MLflow"
+MLFLOW_AUTH_CONFIG_KEY = "basic_auth.ini"  # in the Secret SECRET_MLFLOW, mounted as a file
+_AUTH_DIR = "/etc/mlflow-auth"
+
+
+def mlflow_auth_config(database_uri: str) -> str:
+    """The basic-auth app's settings file: a user the admin makes sees nothing until granted it."""
+    return (
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {database_uri}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
 
 
 def allowed_hosts(spec: StackSpec) -> list[str]:
@@ -58,6 +71,8 @@ def objects(spec: StackSpec) -> list[dict[str, Any]]:
             "--serve-artifacts",
             "--allowed-hosts",
             ",".join(allowed_hosts(spec)),
+            "--app-name",
+            "basic-auth",
         ],
         "env": [
             # From the Secret, not argv: the URL carries the password.
@@ -69,6 +84,10 @@ def objects(spec: StackSpec) -> list[dict[str, Any]]:
             # One worker and no job runner: about 0.6 GB instead of 3.3 (../shared/FACTS.md).
             {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"},
             {"name": "HOME", "value": "/tmp"},
+            {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": f"{_AUTH_DIR}/{MLFLOW_AUTH_CONFIG_KEY}"},
+            {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": spec.secrets.MLFLOW_ADMIN_USER},
+            secret_ref("MLFLOW_AUTH_ADMIN_PASSWORD", SECRET_MLFLOW, "admin-password"),
+            secret_ref("MLFLOW_FLASK_SERVER_SECRET_KEY", SECRET_MLFLOW, "flask-secret"),
         ],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         # /health skips the Host check; the first start migrates the schema (about 20 s).
@@ -76,7 +95,11 @@ def objects(spec: StackSpec) -> list[dict[str, Any]]:
         "livenessProbe": http_probe("/health", port, period_s=20, failures=6, initial_delay_s=120),
         "resources": resources("100m", "512Mi", "2", "1536Mi"),
         "securityContext": security_context(1000),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "auth", "mountPath": _AUTH_DIR, "readOnly": True},
+        ],
     }
-    pod = pod_spec([container], volumes=[{"name": "tmp", "emptyDir": {}}])
+    auth = {"secretName": SECRET_MLFLOW, "items": [{"key": MLFLOW_AUTH_CONFIG_KEY, "path": MLFLOW_AUTH_CONFIG_KEY}]}
+    pod = pod_spec([container], volumes=[{"name": "tmp", "emptyDir": {}}, {"name": "auth", "secret": auth}])
     return [deployment(spec, MLFLOW, pod), service(spec, MLFLOW, port, port)]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources as package_files
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -47,6 +47,7 @@ SECRET_POSTGRES = "postgres-credentials"
 SECRET_S3 = "s3-credentials"
 SECRET_MLFLOW = "mlflow-backend"
 SECRET_NOTEBOOKS = "jupyterlab-token"
+SECRET_SERVING = "serving-token"  # key "token": the bearer token model servers and routers require
 
 # The keys KFP's stock object-store Secret carries (`operators.KFP_SECRET`): the sandbox never uses them.
 KFP_STOCK_ACCESS_KEY = "minio"
@@ -71,6 +72,11 @@ class StackSecrets:
     jupyter_token: str
     kfp_s3_access_key: str
     kfp_s3_secret_key: str
+    mlflow_admin_password: str  # MLflow's basic-auth admin (MLFLOW_ADMIN_USER)
+    mlflow_flask_secret: str  # MLflow's auth app's CSRF key
+    serving_token: str  # the bearer token of model servers and routers (wire.SERVING_TOKEN_ENV)
+
+    MLFLOW_ADMIN_USER: ClassVar[str] = "sandbox-admin"
 
     @classmethod
     def generate(cls) -> StackSecrets:
@@ -82,7 +88,15 @@ class StackSecrets:
             jupyter_token=generate_token(48),
             kfp_s3_access_key="KFP" + secrets.token_hex(8).upper() + generate_token(1).upper(),
             kfp_s3_secret_key=generate_token(40),
+            mlflow_admin_password=generate_token(32),
+            mlflow_flask_secret=generate_token(48),
+            serving_token=generate_token(40),
         )
+
+    @classmethod
+    def kept(cls, saved: dict[str, str]) -> StackSecrets:
+        """The secrets a stack saved; a secret added since (a stack made by an older version) is generated."""
+        return cls(**{**asdict(cls.generate()), **saved})
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -208,6 +222,8 @@ def stack_client_env(spec: StackSpec) -> list[dict[str, Any]]:
     every pod that is a client of the stack (JupyterLab's kernels, the model servers)."""
     return [
         {"name": "MLFLOW_TRACKING_URI", "value": spec.url(MLFLOW)},
+        {"name": "MLFLOW_TRACKING_USERNAME", "value": spec.secrets.MLFLOW_ADMIN_USER},
+        secret_ref("MLFLOW_TRACKING_PASSWORD", SECRET_MLFLOW, "admin-password"),
         {"name": "MLFLOW_S3_ENDPOINT_URL", "value": spec.url(S3)},
         {"name": "AWS_ENDPOINT_URL_S3", "value": spec.url(S3)},
         secret_ref("AWS_ACCESS_KEY_ID", SECRET_S3, "access-key"),
