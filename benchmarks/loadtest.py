@@ -282,6 +282,7 @@ def distributed(args, work: Path) -> dict:
 
 
 def capacity(args, work: Path) -> dict:
+    from sandbox.endpoints import Endpoints, log_in_to_mlflow
     from sandbox.serving.reference_model import register_reference_model
 
     print(f"\n## Capacity search on the reference model (20 trees, batching 32 / 2 ms) against {SLO}")
@@ -290,6 +291,7 @@ def capacity(args, work: Path) -> dict:
         stack.callback(lambda: sandbox("down", "--purge", "--dir", str(sandbox_dir), check=False))
         sandbox("up", "--dir", str(sandbox_dir))
         endpoints = json.loads(sandbox("status", "--json", "--dir", str(sandbox_dir)).stdout)["endpoints"]
+        log_in_to_mlflow(Endpoints(**endpoints).mlflow_auth_env())
         register_reference_model(endpoints["mlflow_tracking_uri"], "fraud-detector", n_estimators=20, seed=0)
         sandbox(
             "serve",

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from sandbox.endpoints import Endpoints
+from sandbox.endpoints import Endpoints, log_in_to_mlflow
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -231,7 +231,10 @@ def sandbox_cli(*args: str, sandbox_dir: Path) -> str:
 
 
 def sandbox_endpoints(sandbox_dir: Path) -> Endpoints:
-    return Endpoints(**json.loads(sandbox_cli("status", "--json", sandbox_dir=sandbox_dir))["endpoints"])
+    """The sandbox's endpoints; this process's MLflow clients log in to it."""
+    endpoints = Endpoints(**json.loads(sandbox_cli("status", "--json", sandbox_dir=sandbox_dir))["endpoints"])
+    log_in_to_mlflow(endpoints.mlflow_auth_env())
+    return endpoints
 
 
 class SandboxModelServer(ServerUnderTest):

@@ -79,6 +79,13 @@ class Endpoints(BaseModel):
         }
         return {key: value for key, value in auth.items() if value}
 
+    def mlflow_client(self):
+        """An `MlflowClient` of this stack's tracking server and registry, this process logged in to it."""
+        from mlflow import MlflowClient
+
+        log_in_to_mlflow(self.mlflow_auth_env())
+        return MlflowClient(tracking_uri=self.mlflow_tracking_uri, registry_uri=self.mlflow_tracking_uri)
+
     def serving_headers(self) -> dict[str, str]:
         """The headers every request to a model server or router carries (its bearer token, if it needs one)."""
         return wire.bearer_headers(self.serving_token)
@@ -117,6 +124,16 @@ class Endpoints(BaseModel):
             secure=parsed.scheme == "https",
             region=self.s3_region,
         )
+
+
+def log_in_to_mlflow(auth_env: dict[str, str]) -> None:
+    """Make MLflow's client in this process send these credentials (`Endpoints.mlflow_auth_env`).
+
+    MLflow's client takes credentials from the environment only, for every server it talks to; the sandbox's
+    processes (the CLI, a test session, the checklist) talk to one stack's MLflow, so setting them for the
+    process is what a user's `eval "$(sandbox env)"` does too.
+    """
+    os.environ.update(auth_env)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from sandbox.config import fallback_config, load_config
-from sandbox.endpoints import Endpoints
+from sandbox.endpoints import Endpoints, log_in_to_mlflow
 from sandbox.errors import ConfigError
 from sandbox.profiles import get_profile
 
@@ -87,18 +87,21 @@ class Stack:
         status = self.status()
         if status["state"] != "running" or any(d["state"] != "running" for d in status["deployments"]):
             self.cli("up")
+            status = self.status()
+        # This process's MLflow clients log in to this stack (as `eval "$(sandbox env)"` would).
+        log_in_to_mlflow(Endpoints(**status["endpoints"]).mlflow_auth_env())
         return self
 
     def with_reference_model(self, versions: int) -> Stack:
         """`fraud-detector` registered with at least ``versions`` versions (seeds 0, 1, ...): a purge loses them."""
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         from sandbox.serving.reference_model import register_reference_model
 
-        uri = self.endpoints().mlflow_tracking_uri
+        endpoints = self.endpoints()
+        uri = endpoints.mlflow_tracking_uri
         try:
-            have = len(MlflowClient(uri).search_model_versions(f"name='{REFERENCE_MODEL}'"))
+            have = len(endpoints.mlflow_client().search_model_versions(f"name='{REFERENCE_MODEL}'"))
         except MlflowException:
             have = 0
         for seed in range(have, versions):

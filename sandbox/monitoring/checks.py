@@ -128,7 +128,6 @@ def check_drift(
     ``since``: where the window of live rows starts: a datetime (naive: UTC), or text for `parse_since`
     (a duration back from now, or an ISO 8601 time); None: ``config.window_s`` back from now.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     if isinstance(since, str):
@@ -144,7 +143,7 @@ def check_drift(
             f"no logged inferences for model {model_name!r}",
             hint="serve it (`sandbox serve deploy`, inference log on) and send it traffic first",
         )
-    client = MlflowClient(tracking_uri=endpoints.mlflow_tracking_uri)
+    client = endpoints.mlflow_client()
     try:
         with quiet_mlflow():
             reference = load_reference(client, model_name, version)

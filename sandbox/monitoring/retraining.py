@@ -125,15 +125,13 @@ class Retrainer:
         ``pipelines``: the profile's pipeline runner; None: kfp.local against ``endpoints``, each
         run's log under ``workdir``/pipelines.
         """
-        from mlflow import MlflowClient
-
         self.endpoints = endpoints
         self.experiment = experiment
         self.workdir = workdir
         self.serving = serving
         self.pipelines = pipelines or LocalPipelineRunner(endpoints, workdir / "pipelines")
         self.decision_log = decision_log
-        self.client = MlflowClient(tracking_uri=endpoints.mlflow_tracking_uri)
+        self.client = endpoints.mlflow_client()
 
     @classmethod
     def in_sandbox(cls, endpoints: Endpoints, root: Path, *, serving=None, pipelines=None) -> Retrainer:

@@ -199,7 +199,7 @@ def pipeline_mlflow_runs(endpoints: Endpoints, run_id: str, *, quiet: bool) -> l
     if not endpoints.mlflow_tracking_uri:
         return []
     try:
-        return mlflow_runs_tagged(endpoints.mlflow_tracking_uri, PIPELINE_RUN_TAG, run_id)
+        return mlflow_runs_tagged(endpoints.mlflow_client(), PIPELINE_RUN_TAG, run_id)
     except Exception as exc:
         if not quiet:
             raise
@@ -207,12 +207,10 @@ def pipeline_mlflow_runs(endpoints: Endpoints, run_id: str, *, quiet: bool) -> l
         return []
 
 
-def mlflow_runs_tagged(tracking_uri: str, tag: str, value: str) -> list[str]:
+def mlflow_runs_tagged(client, tag: str, value: str) -> list[str]:
     """Ids of the active MLflow runs (in any experiment) whose tag ``tag`` is ``value``, oldest first."""
-    from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    client = MlflowClient(tracking_uri=tracking_uri)
     experiment_ids = [e.experiment_id for e in search_all(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
     runs = []
     for start in range(0, len(experiment_ids), 100):

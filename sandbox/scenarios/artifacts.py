@@ -61,9 +61,7 @@ class RunArtifacts:
 
 
 def _client(endpoints: Endpoints):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=endpoints.mlflow_tracking_uri)
+    return endpoints.mlflow_client()
 
 
 def find(endpoints: Endpoints, run_id: str) -> RunArtifacts:

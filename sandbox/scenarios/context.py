@@ -269,9 +269,7 @@ class ScenarioContext:
         return f"{self.endpoints.mlflow_tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def mlflow_client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.endpoints.mlflow_tracking_uri)
+        return self.endpoints.mlflow_client()
 
     def s3_problem(self) -> str | None:
         """None if the object store answers with the sandbox's keys, else what is wrong with it."""

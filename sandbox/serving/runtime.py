@@ -52,7 +52,8 @@ class ServingRuntime(Protocol):
     read_only: str | None  # None, or the hint every change is refused with (the remote profile deploys nothing)
 
     def tracking_uri(self) -> str:
-        """The MLflow the registry lookups go to (a `models:/` URI is checked before anything starts)."""
+        """The MLflow the registry lookups go to (a `models:/` URI is checked before anything starts), this process
+        logged in to it (`endpoints.log_in_to_mlflow`)."""
         ...
 
     def records(self) -> dict[str, DeploymentSpec]:

@@ -45,12 +45,14 @@ SKIPPED = {"ab-testing", "gpu-quotas", "retraining", "notebooks"}  # they deploy
 # those it must skip; `make nightly` (REMOTE_CHECKLIST=full) the whole checklist (the local one runs it in full).
 FULL = os.environ.get("REMOTE_CHECKLIST", "short") == "full"
 PASSED = {"tracking", "registry", "data-versioning", "pipelines", "drift"} if FULL else {"registry", "drift"}
+FOREIGN = ("SANDBOX_", "MLFLOW_TRACKING_", "ML_SANDBOX_")  # variables the remote CLI must not inherit
 USER_MODEL, USER_DEPLOYMENT, USER_EXPERIMENT = "fraud-detector", "fraud", "team-experiments"
 
 
-def _token_proxy(upstream: str) -> Starlette:
-    """MLflow behind a bearer token: 401 without the token, otherwise the request as it came, to MLflow."""
-    client = httpx.AsyncClient(base_url=upstream, timeout=120)
+def _token_proxy(upstream: str, login: tuple[str, str]) -> Starlette:
+    """MLflow behind a bearer token: 401 without the token, otherwise the request as it came, to MLflow, which the
+    gateway logs in to itself (``login``: the sandbox's MLflow admin)."""
+    client = httpx.AsyncClient(base_url=upstream, timeout=120, auth=login)
     hop = {"host", "authorization", "content-length", "connection", "transfer-encoding"}
 
     async def forward(request: Request) -> Response:
@@ -102,7 +104,8 @@ def target(_platform):
             )
         stack.cli("serve", "deploy", USER_DEPLOYMENT, "--model", f"models:/{USER_MODEL}@champion", "--no-inference-log")
         inference_url = stack.cli("serve", "url", USER_DEPLOYMENT).stdout.strip()
-        with ThreadedServer(_token_proxy(uri)) as proxy:
+        login = (endpoints.mlflow_username or "", endpoints.mlflow_password or "")
+        with ThreadedServer(_token_proxy(uri, login)) as proxy:
             yield Target(
                 stack,
                 proxy.url,
@@ -130,8 +133,9 @@ class Remote:
             capture_output=True,
             text=True,
             cwd=self.folder,
-            # Not the developer's own SANDBOX_* (`eval "$(sandbox env)"` exports SANDBOX_PROFILE): this config only.
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}, **self.env, **(env or {})},
+            # Not the developer's own SANDBOX_* (`eval "$(sandbox env)"` exports SANDBOX_PROFILE) nor MLflow login
+            # (this session's, for the target's own MLflow): this config and its variables only.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}, **self.env, **(env or {})},
             timeout=600,
         )
 

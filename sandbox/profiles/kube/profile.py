@@ -28,7 +28,7 @@ from pathlib import Path
 from sandbox import ui
 from sandbox.actions import Action, ActionResult, run_actions
 from sandbox.config import SandboxConfig
-from sandbox.endpoints import Endpoints
+from sandbox.endpoints import Endpoints, log_in_to_mlflow
 from sandbox.errors import ConfigError, NotRunningError, PreflightError
 from sandbox.files import write_private
 from sandbox.profiles import locking
@@ -411,6 +411,13 @@ class KubeProfile(Profile):
     def _tracking_uri(self, state: KubeState) -> str:
         """MLflow on the host (the registry lookups of a deploy): what reaches it made sure to run."""
         self.reach.open_stack(state)
+        stack_secrets = self._stack_secrets()
+        log_in_to_mlflow(
+            {
+                "MLFLOW_TRACKING_USERNAME": stack_secrets.MLFLOW_ADMIN_USER,
+                "MLFLOW_TRACKING_PASSWORD": stack_secrets.mlflow_admin_password,
+            }
+        )
         return url(state.host_ports["mlflow"])
 
     def _inference(self, state: KubeState, *, reach: bool) -> dict:

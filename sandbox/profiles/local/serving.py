@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from sandbox.endpoints import Endpoints
+from sandbox.endpoints import Endpoints, log_in_to_mlflow
 from sandbox.errors import ConfigError, SandboxError
 from sandbox.gpu import Toleration, Workload
 from sandbox.net import LOOPBACK
@@ -68,7 +68,9 @@ class LocalProcessRuntime:
         tmp.replace(self._file)
 
     def tracking_uri(self) -> str:
-        return self._started_stack().mlflow_tracking_uri
+        stack = self._started_stack()
+        log_in_to_mlflow(stack.mlflow_auth_env())
+        return stack.mlflow_tracking_uri
 
     def _started_stack(self) -> Endpoints:
         if self.endpoints is None:
