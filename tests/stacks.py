@@ -163,7 +163,7 @@ def mlflow_env(stack, monkeypatch):
 # order, so each worker starts one stack; modules of neither go to whichever worker is free.
 PLATFORM_MODULES = tuple(
     f"tests/integration/test_{name}.py"
-    for name in ("serving", "model_matrix", "monitoring", "scenarios", "remote", "notebooks")
+    for name in ("serving", "model_matrix", "monitoring", "scenarios", "remote", "notebooks", "mlflow_front_door")
 )
 SCRATCH_MODULES = ("tests/integration/test_local_stack.py", "tests/faults/")
 

@@ -549,3 +549,170 @@ def test_security_files_are_private_and_no_metrics_port_is_open(stack):
     ports = json.loads((stack.dir / "ports.json").read_text())
     known = {port for key, port in ports.items() if key == "s3" or key.startswith("s3.")} - {ports.get("s3.metrics")}
     assert _weed_tcp_ports(_weed(stack)) <= known
+
+
+# --------------------------------------------------------------------------- MLflow, JupyterLab, PostgreSQL, models
+
+# As the probe user: every port the sandbox chose but SeaweedFS's (the test above), over HTTP without credentials or
+# with a guessed password or token, over gRPC without the token, and PostgreSQL without a password. A request is
+# refused when it fails or gets a 4xx without the secret; the health checks (`HEALTH`) are all one may read.
+FRONT_DOOR_PROBE = r"""
+import base64, json, sys
+import grpc, httpx, psycopg
+
+cfg = json.load(sys.stdin)
+mark = cfg["mark"].encode()
+report = {"tried": 0, "refused": 0, "accepted": []}
+run, artifact, model = cfg["run_id"], cfg["artifact"], cfg["model"]
+requests = [
+    ("GET", "/", None),
+    ("GET", "/api/2.0/mlflow/experiments/search?max_results=100", None),
+    ("GET", "/api/2.0/mlflow/registered-models/search", None),
+    ("GET", f"/api/2.0/mlflow/runs/get?run_id={run}", None),
+    ("GET", f"/get-artifact?path=notes/secret.txt&run_uuid={run}", None),
+    ("GET", f"/api/2.0/mlflow-artifacts/artifacts/{artifact}", None),
+    ("GET", f"/ajax-api/2.0/mlflow-artifacts/artifacts/{artifact}", None),
+    ("POST", "/api/2.0/mlflow/experiments/create", {"name": "made-by-another-user"}),
+    ("PUT", "/api/2.0/mlflow-artifacts/artifacts/written-by-another-user.txt", "x"),
+    ("POST", "/api/2.0/mlflow/users/create", {"username": "intruder", "password": "intruder-password-1"}),
+    ("GET", "/api/contents", None),
+    ("GET", "/api/kernels", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/v2/models", None),
+    ("GET", f"/v2/models/{model}", None),
+    ("GET", f"/v1/models/{model}", None),
+    ("POST", f"/v1/models/{model}:predict", {"instances": [[0.1] * 8]}),
+    ("POST", f"/v2/models/{model}/infer", {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [0.1]}]}),
+]
+guesses = {
+    "no credentials": {},
+    "a guessed password": {"Authorization": "Basic " + base64.b64encode(b"sandbox-admin:sandbox-admin").decode()},
+    "a guessed token": {"Authorization": "Bearer " + "0" * 40},
+}
+with httpx.Client(timeout=10, trust_env=False) as client:
+    for port in cfg["http_ports"]:
+        for how, headers in guesses.items():
+            for method, path, body in requests:
+                report["tried"] += 1
+                url = f"http://127.0.0.1:{port}{path}"
+                kwargs = {"json": body} if isinstance(body, dict) else {"content": body}
+                try:
+                    resp = client.request(method, url, headers=headers, **kwargs)
+                except httpx.HTTPError:
+                    report["refused"] += 1
+                    continue
+                if (resp.status_code < 400 and path not in cfg["health"]) or mark in resp.content:
+                    report["accepted"].append(f"{method} {url} ({how}): HTTP {resp.status_code} {resp.content[:120]!r}")
+                else:
+                    report["refused"] += 1
+
+def field(number, value):
+    value = value.encode()
+    return bytes([number << 3 | 2, len(value)]) + value
+
+calls = [
+    ("/inference.GRPCInferenceService/ServerMetadata", b""),
+    ("/inference.GRPCInferenceService/ModelMetadata", field(1, model)),
+    ("/inference.GRPCInferenceService/ModelReady", field(1, model)),
+    ("/inference.GRPCInferenceService/ModelInfer", field(1, model)),
+]
+for port in cfg["grpc_ports"]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for how, metadata in {"no token": None, "a guessed token": (("authorization", "Bearer " + "0" * 40),)}.items():
+            for method, request in calls:
+                report["tried"] += 1
+                try:
+                    answer = channel.unary_unary(method)(request, timeout=10, metadata=metadata)
+                except grpc.RpcError as exc:
+                    if exc.code().name == "UNAUTHENTICATED":
+                        report["refused"] += 1
+                    else:
+                        report["accepted"].append(f"gRPC {method} on {port} ({how}): {exc.code().name} {exc.details()}")
+                    continue
+                report["accepted"].append(f"gRPC {method} on {port} ({how}): OK {answer[:120]!r}")
+
+for user in ("mlflow", "sandbox_admin", "postgres"):
+    report["tried"] += 1
+    try:
+        db = {"host": "127.0.0.1", "port": cfg["postgres_port"], "dbname": "mlflow", "connect_timeout": 10}
+        psycopg.connect(user=user, **db).close()
+    except psycopg.Error:
+        report["refused"] += 1
+        continue
+    report["accepted"].append(f"PostgreSQL as {user} without a password")
+
+print(json.dumps(report))
+"""
+
+HEALTH = ["/", "/health", "/v2/health/live", "/v2/health/ready"]
+
+
+def _deployment_ports(stack) -> tuple[list[int], list[int]]:
+    ports = json.loads((stack.dir / "ports.json").read_text())
+    rest = [port for key, port in ports.items() if key.startswith("deploy.") and not key.endswith(".grpc")]
+    grpc_ports = [port for key, port in ports.items() if key.startswith("deploy.") and key.endswith(".grpc")]
+    return rest, grpc_ports
+
+
+def test_no_other_user_gets_into_mlflow_jupyterlab_postgres_or_a_model_server(stack, known_objects, probe_user, ledger):
+    mark, objects = known_objects
+    stack.cli("serve", "deploy", "probed", "--model", "models:/fraud-detector/1")
+    stack.cli(
+        "serve",
+        "split",
+        "probed-ab",
+        "--variant",
+        "a=models:/fraud-detector/1:50",
+        "--variant",
+        "b=models:/fraud-detector/1:50",
+    )
+    try:
+        endpoints = stack.endpoints()
+        ports = json.loads((stack.dir / "ports.json").read_text())
+        rest, grpc_ports = _deployment_ports(stack)
+        assert len(rest) >= 4 and len(grpc_ports) >= 1, ports  # probed, the split's router and its two variants
+        http_ports = [ports["mlflow"], ports["notebooks"], ports["postgres"], *rest]
+        artifact = next(key for bucket, key in objects if bucket == "mlflow-artifacts")  # EXPERIMENT/RUN/artifacts/...
+        run_id = artifact.split("/")[1]
+
+        # Controls: the owner's clients, with the sandbox's credentials, get in through the same doors.
+        with httpx.Client(timeout=10, trust_env=False) as owner:
+            login = (endpoints.mlflow_username, endpoints.mlflow_password)
+            got = owner.get(
+                f"{endpoints.mlflow_tracking_uri}/api/2.0/mlflow-artifacts/artifacts/{artifact}", auth=login
+            )
+            assert got.status_code == 200 and got.content == mark.encode(), got.text
+            for name in ("probed", "probed-ab"):
+                url = endpoints.inference[name].v1_predict
+                answer = owner.post(url, json={"instances": [[0.1] * 8]}, headers=endpoints.serving_headers())
+                assert answer.status_code == 200, answer.text
+                assert owner.post(url, json={"instances": [[0.1] * 8]}).status_code == 401
+        config = {
+            "mark": mark,
+            "run_id": run_id,
+            "artifact": artifact,
+            "model": "probed",
+            "http_ports": http_ports,
+            "grpc_ports": grpc_ports,
+            "postgres_port": ports["postgres"],
+            "health": HEALTH,
+        }
+        python = _interpreter(probe_user)
+        result = _as_user(probe_user, [python, "-c", FRONT_DOOR_PROBE], input=json.dumps(config), timeout=600)
+    finally:
+        stack.cli("serve", "undeploy", "probed-ab", check=False)
+        stack.cli("serve", "undeploy", "probed", check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    ledger.add(
+        "another local user: MLflow, JupyterLab, PostgreSQL, model servers and a router",
+        faults=report["tried"],
+        other_user_access=len(report["accepted"]),
+        recovered="refused",
+    )
+    assert report["accepted"] == [], "\n".join(report["accepted"])
+    assert report["refused"] == report["tried"] >= len(http_ports) * 3 * 18, report
+    # Nothing was made: no experiment, no user, no object.
+    client = endpoints.mlflow_client()
+    assert client.get_experiment_by_name("made-by-another-user") is None
+    assert "written-by-another-user.txt" not in [o.object_name for o in _s3(stack).list_objects("mlflow-artifacts")]

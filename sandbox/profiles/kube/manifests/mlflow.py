@@ -23,6 +23,7 @@ from sandbox.profiles.kube.manifests.spec import (
     security_context,
     service,
 )
+from sandbox.tracking_server import APP_NAME as TRACKING_APP
 
 TITLE = "MLflow"
 MLFLOW_AUTH_CONFIG_KEY = "basic_auth.ini"  # in the Secret SECRET_MLFLOW, mounted as a file
@@ -72,7 +73,7 @@ def objects(spec: StackSpec) -> list[dict[str, Any]]:
             "--allowed-hosts",
             ",".join(allowed_hosts(spec)),
             "--app-name",
-            "basic-auth",
+            TRACKING_APP,
         ],
         "env": [
             # From the Secret, not argv: the URL carries the password.

@@ -19,6 +19,7 @@ from sandbox.net import LOOPBACK
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
 from sandbox.profiles.local.services.postgres import Postgres
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3
+from sandbox.tracking_server import APP_NAME as TRACKING_APP
 
 ARTIFACTS_BUCKET = "mlflow-artifacts"
 
@@ -64,7 +65,7 @@ class MLflowServer(LocalService):
             "--allowed-hosts",
             ",".join(self.allowed_hosts()),
             "--app-name",
-            "basic-auth",
+            TRACKING_APP,
         ]
         secrets = self.ctx.secrets
         env = {
