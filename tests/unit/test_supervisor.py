@@ -225,6 +225,52 @@ def test_a_deployment_undeployed_while_the_lock_was_taken_is_not_restarted(rig):
     assert any("fraud: no longer wanted" in line for line in rig.lines)
 
 
+def test_an_undeploy_between_the_rounds_list_and_its_check_is_said_once_and_is_no_crash(rig):
+    served, crashed = FakeComponent("fraud", pid=100), FakeComponent("churn", pid=200)
+    rig.components = [served, crashed]
+    rig.supervisor.round()
+    stale = list(rig.components)  # what this round read, before `serve undeploy fraud` forgot its record
+
+    def lists():
+        yield stale
+        while True:
+            yield list(rig.components)
+
+    reads = lists()
+    rig.supervisor.components = lambda: next(reads)
+    rig.components.remove(served)
+    served.current_pid = None  # then stopped its process
+    crashed.current_pid = None  # a real crash in the same round
+    rig.rounds(5)
+    assert served.restarts == 0 and "fraud" not in rig.supervisor.tracks
+    fraud = [line for line in rig.lines if "fraud" in line]
+    assert len(fraud) == 1 and fraud[0].endswith("fraud was undeployed")
+    assert crashed.restarts == 1  # the crashed one is still restarted as before
+    assert any("churn is down: its process (pid 200) was gone" in line for line in rig.lines)
+    assert rig.lock.taken == ["supervisor: restarting churn"]
+
+
+def test_a_crash_found_while_the_records_cannot_be_read_again_is_still_a_crash_and_restarted(rig):
+    crashed = FakeComponent("mlflow", pid=100)
+    rig.components = [crashed]
+    rig.supervisor.round()
+    listed = rig.supervisor.components
+
+    def lists():
+        yield list(rig.components)  # the round's own read
+        raise OSError("deployments.json: read failed")  # the second look, for the missing process
+
+    reads = lists()
+    rig.supervisor.components = lambda: next(reads)
+    crashed.current_pid = None
+    rig.supervisor.round()
+    assert any("mlflow is down: its process (pid 100) was gone" in line for line in rig.lines)
+    assert not any("a round failed" in line or "undeployed" in line for line in rig.lines)
+    rig.supervisor.components = listed
+    rig.rounds(2)
+    assert crashed.restarts == 1
+
+
 def test_a_component_started_again_by_someone_else_before_the_lock_is_not_restarted(rig):
     crashed = FakeComponent("mlflow", pid=None)
     rig.components = [crashed]

@@ -14,7 +14,8 @@ import pytest
 from sandbox.config import load_config
 from sandbox.errors import PortInUseError, SandboxError
 from sandbox.profiles.local.process import ManagedProcess
-from sandbox.profiles.local.state import SandboxDir, load_or_create_secrets
+from sandbox.profiles.local.serving import LocalProcessRuntime
+from sandbox.profiles.local.state import PortMap, SandboxDir, load_or_create_secrets
 from sandbox.profiles.local.supervisor.components import SERVICES, DeploymentComponent, LocalComponents
 from sandbox.profiles.local.supervisor.handle import MODULE
 from sandbox.serving.specs import DeploymentSpec, VariantSpec
@@ -52,6 +53,54 @@ def test_without_secrets_there_is_nothing_to_watch_and_without_endpoints_only_th
     assert LocalComponents(sandbox, config, make_endpoints())() == []
     load_or_create_secrets(sandbox)
     assert [c.name for c in LocalComponents(sandbox, config, None)()] == ["postgres", "s3", "mlflow"]
+
+
+def test_an_undeploy_forgets_the_record_before_it_stops_the_process_so_no_round_sees_it_crashed(tmp_path):
+    sandbox = SandboxDir(tmp_path / "sb")
+    load_or_create_secrets(sandbox)
+    records = [_record("fraud"), _record("churn")]
+    (sandbox.root / "deployments.json").write_text(json.dumps({r.name: r.model_dump() for r in records}))
+    config = load_config(profile="local", dir=sandbox.root, **{"notebooks.enabled": False})
+    watched = LocalComponents(sandbox, config, make_endpoints())
+    seen: list[list[str]] = []
+
+    class Stopping:
+        """The deployment's process: what a supervisor's round would read while it goes."""
+
+        def stop(self, timeout: float) -> bool:
+            seen.append([c.name for c in watched()])
+            return True
+
+    runtime = LocalProcessRuntime(sandbox, PortMap(sandbox))
+    runtime.process = lambda name: Stopping()
+    runtime.stop(["fraud"])
+    assert seen == [["postgres", "s3", "mlflow", "churn"]]
+    assert list(runtime.records()) == ["churn"]
+
+
+def test_an_undeploy_whose_process_cannot_be_stopped_records_it_again_so_no_server_runs_unrecorded(tmp_path):
+    sandbox = SandboxDir(tmp_path / "sb")
+    sandbox.root.mkdir()
+    records = [_record("split"), _record("split-a"), _record("split-b"), _record("churn")]
+    (sandbox.root / "deployments.json").write_text(json.dumps({r.name: r.model_dump() for r in records}))
+    stopped: list[str] = []
+
+    class Process:
+        def __init__(self, name: str):
+            self.name = name
+
+        def stop(self, timeout: float) -> bool:
+            if self.name == "split-a":
+                raise OSError("cannot signal it")
+            stopped.append(self.name)
+            return True
+
+    runtime = LocalProcessRuntime(sandbox, PortMap(sandbox))
+    runtime.process = Process
+    with pytest.raises(OSError):
+        runtime.stop(["split", "split-a", "split-b"])
+    assert stopped == ["split"]
+    assert sorted(runtime.records()) == ["churn", "split-a", "split-b"]  # what still runs is still recorded
 
 
 class FakeRuntime:

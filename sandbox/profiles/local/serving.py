@@ -138,12 +138,22 @@ class LocalProcessRuntime:
         return notes
 
     def stop(self, names: list[str]) -> None:
+        """Forget, then stop: the supervisor never finds a recorded deployment without its process (a crash).
+
+        A name whose process could not be stopped is recorded again (and the error raised), so no server runs
+        that no record names: `down`, `up` and a second `serve undeploy` still find it."""
         records = self.records()
-        for name in names:
-            self.process(name).stop(timeout=15)
-            self._release_gpus(name)
-            records.pop(name, None)
+        forgotten = {name: records.pop(name) for name in names if name in records}
         self._save(records)
+        for index, name in enumerate(names):
+            try:
+                self.process(name).stop(timeout=15)
+            except BaseException:
+                kept = self.records()
+                kept.update({n: forgotten[n] for n in names[index:] if n in forgotten})
+                self._save(kept)
+                raise
+            self._release_gpus(name)
 
     def _command(self, record: DeploymentSpec) -> list[str]:
         port = self.ports.get(f"deploy.{record.name}")

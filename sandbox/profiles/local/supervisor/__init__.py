@@ -16,7 +16,9 @@ stops it first. Every `supervisor.interval_s` (1 s) it
 - paces the restarts of each component (`RestartPolicy`): the first after `backoff_initial_s`,
   each next one after twice the wait before (at most `backoff_max_s`), counting the restarts of
   the last `window_s`; a component that would need more than `max_restarts` of them is marked
-  crash-looping and left alone until `sandbox up` clears the mark (it sends SIGHUP).
+  crash-looping and left alone until `sandbox up` clears the mark (it sends SIGHUP);
+- re-reads what is recorded before it calls a missing process a crash: `serve undeploy` forgets the
+  record before it stops the process, so an undeployed deployment is "NAME was undeployed", never a crash.
 
 A restart holds the sandbox lock (`state.exclusive_lock`), taken without waiting: when a command
 holds it (`up`, `down`, `serve deploy`, ...) that command owns the stack just now, and the round is

@@ -126,8 +126,8 @@ class Supervisor:
         exits = self.reap()
         components = list(self.components())
         self._rotate(components)
-        for gone in set(self.tracks) - {c.name for c in components}:
-            del self.tracks[gone]  # undeployed: nothing to watch any more
+        for gone in sorted(set(self.tracks) - {c.name for c in components}):
+            self._forget(gone)
         pids = {c.name: c.pid() for c in components}
         try:
             for comp in components:
@@ -145,6 +145,9 @@ class Supervisor:
                 self.event(f"{comp.name} is running again (pid {pid}), started by another command", track)
             track.state, track.pid = "running", pid
             self.policy.on_alive(track)
+            return True
+        if track.state == "running" and track.pid is not None and not self._still_recorded(comp.name):
+            self._forget(comp.name)  # `serve undeploy` forgot it after this round read the list, then stopped it
             return True
         if track.state == "running":
             how = exits.get(track.pid) if track.pid is not None else None
@@ -176,6 +179,21 @@ class Supervisor:
         if decision.action != "restart":
             return True
         return self._restart(comp, track, pids)
+
+    def _still_recorded(self, name: str) -> bool:
+        """Read afresh: a process gone with its record was undeployed, not crashed (the record goes first).
+
+        When the records cannot be read just now, it counts as recorded: a crash is handled as one."""
+        try:
+            return any(c.name == name for c in self.components())
+        except Exception:  # noqa: BLE001 - an unreadable list must not hide a crash
+            return True
+
+    def _forget(self, name: str) -> None:
+        """No longer recorded: nothing to watch any more. Said once, and only of what was seen running."""
+        track = self.tracks.pop(name, None)
+        if track is not None and track.pid is not None:
+            self.event(f"{name} was undeployed")
 
     def _restart(self, comp: Component, track: Track, pids: dict[str, int | None]) -> bool:
         outcome, detail = self._abortable(comp, lambda: self._locked_restart(comp.name))
