@@ -66,7 +66,9 @@ def main() -> int:
                     name = f"rf-log-{mode}"
                     since = datetime.now(UTC)
                     summary = run(
-                        Target(endpoints.inference[name].url, name, "v1", name), options, workdir / f"{name}-{round_}"
+                        Target(endpoints.inference[name].url, name, "v1", name, endpoints.serving_token),
+                        options,
+                        workdir / f"{name}-{round_}",
                     )
                     answered = summary["requests"] - summary["failures"]
                     logged = (

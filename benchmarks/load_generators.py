@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,12 +56,25 @@ def measure(
     duration_s: float,
     threads: int,
     scratch: Path,
+    headers: Mapping[str, str] | None = None,
 ) -> Figures:
+    """One run of ``generator``; ``headers`` go with every request (the sandbox server's bearer token)."""
     scratch.mkdir(parents=True, exist_ok=True)
+    headers = dict(headers or {})
     if generator == "locust":
-        return _locust(url, bodies, expect=expect, users=connections, duration_s=duration_s, scratch=scratch)
+        return _locust(
+            url, bodies, expect=expect, users=connections, duration_s=duration_s, scratch=scratch, headers=headers
+        )
     if generator == "wrk":
-        return _wrk(url, bodies, connections=connections, duration_s=duration_s, threads=threads, scratch=scratch)
+        return _wrk(
+            url,
+            bodies,
+            connections=connections,
+            duration_s=duration_s,
+            threads=threads,
+            scratch=scratch,
+            headers=headers,
+        )
     raise ValueError(f"unknown load generator {generator!r}")
 
 
@@ -89,11 +102,19 @@ def _run(argv: Sequence[str], *, timeout: float, log: Path, cwd: Path | None = N
 # --- Locust ----------------------------------------------------------------------------------------------------
 
 
-def _locust(url: str, bodies: Sequence[str], *, expect: str, users: int, duration_s: float, scratch: Path) -> Figures:
+def _locust(
+    url: str,
+    bodies: Sequence[str],
+    *,
+    expect: str,
+    users: int,
+    duration_s: float,
+    scratch: Path,
+    headers: Mapping[str, str] | None = None,
+) -> Figures:
     spec = scratch / "locust-spec.json"
-    spec.write_text(
-        json.dumps({"url": url, "bodies": list(bodies), "expect": expect, "users": users, "duration_s": duration_s})
-    )
+    fields = {"url": url, "bodies": list(bodies), "expect": expect, "users": users, "duration_s": duration_s}
+    spec.write_text(json.dumps({**fields, "headers": dict(headers or {})}))
     stdout, wall, cpu = _run(
         [sys.executable, "-m", "benchmarks.locust_post", str(spec)],
         timeout=duration_s + 120,
@@ -125,7 +146,7 @@ local next_index = 0
 
 function init(args)
   for i, body in ipairs(bodies) do
-    requests[i] = wrk.format("POST", %(path)s, {["Content-Type"] = "application/json"}, body)
+    requests[i] = wrk.format("POST", %(path)s, {["Content-Type"] = "application/json"%(headers)s}, body)
   end
 end
 
@@ -150,10 +171,12 @@ def _lua_long_string(text: str) -> str:
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
-def wrk_script(path: str, bodies: Sequence[str]) -> str:
+def wrk_script(path: str, bodies: Sequence[str], headers: Mapping[str, str] | None = None) -> str:
+    extra = "".join(f", [{_lua_long_string(k)}] = {_lua_long_string(v)}" for k, v in (headers or {}).items())
     return _WRK_LUA % {
         "bodies": ",\n".join(f"  {_lua_long_string(body)}" for body in bodies),
         "path": _lua_long_string(path),
+        "headers": extra,
     }
 
 
@@ -183,13 +206,20 @@ def parse_wrk(output: str) -> dict:
 
 
 def _wrk(
-    url: str, bodies: Sequence[str], *, connections: int, duration_s: float, threads: int, scratch: Path
+    url: str,
+    bodies: Sequence[str],
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int,
+    scratch: Path,
+    headers: Mapping[str, str] | None = None,
 ) -> Figures:
     executable = wrk_path()
     if executable is None:
         raise RuntimeError("wrk is not on PATH (Debian/Ubuntu: apt-get install wrk)")
     script = scratch / "post.lua"
-    script.write_text(wrk_script(urlsplit(url).path, bodies))
+    script.write_text(wrk_script(urlsplit(url).path, bodies, headers))
     argv = [executable, "--threads", str(min(threads, connections)), "--connections", str(connections)]
     argv += ["--duration", f"{duration_s:g}s", "--timeout", "30s", "--latency", "--script", str(script), url]
     stdout, wall, cpu = _run(argv, timeout=duration_s + 60, log=scratch / "wrk.log")

@@ -2,7 +2,7 @@
 
     python -m benchmarks.locust_post SPEC.json
 
-SPEC: {"url": ..., "bodies": [JSON text, ...], "expect": KEY, "users": N, "duration_s": S}.
+SPEC: {"url": ..., "bodies": [JSON text, ...], "expect": KEY, "users": N, "duration_s": S, "headers": {...}}.
 Closed loop, no think time (each user sends its next request when the last
 is answered), `FastHttpUser` as `sandbox loadtest` uses; every answer must be
 a 200 whose JSON has KEY. Its own process because Locust patches the standard
@@ -30,6 +30,7 @@ def user_class(spec: dict) -> type:
     parts = urlsplit(spec["url"])
     path, expect = parts.path, spec["expect"]
     bodies = [body.encode() for body in spec["bodies"]]
+    headers = {**HEADERS, **spec.get("headers", {})}  # the sandbox server's bearer token, when it has one
 
     class PostUser(FastHttpUser):
         host = f"{parts.scheme}://{parts.netloc}"
@@ -38,7 +39,7 @@ def user_class(spec: dict) -> type:
         @task
         def post(self) -> None:
             with self.client.post(
-                path, data=random.choice(bodies), headers=HEADERS, name="post", catch_response=True
+                path, data=random.choice(bodies), headers=headers, name="post", catch_response=True
             ) as response:
                 if response.status_code != 200:
                     response.failure(f"HTTP {response.status_code}")

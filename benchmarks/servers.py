@@ -181,6 +181,11 @@ class ServerUnderTest(ABC):
     def body(self, row: Sequence[float]) -> str:
         """One request for one row, as JSON text in this server's protocol."""
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers every request carries besides the content type: none but for the sandbox's server (its token)."""
+        return {}
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)
@@ -206,7 +211,9 @@ class ServerUnderTest(ABC):
         with httpx.Client(timeout=30, trust_env=False) as client:
             for index in range(count):
                 response = client.post(
-                    self.url, content=bodies[index % len(bodies)], headers={"Content-Type": "application/json"}
+                    self.url,
+                    content=bodies[index % len(bodies)],
+                    headers={"Content-Type": "application/json", **self.headers},
                 )
                 try:
                     good = response.status_code == 200 and self.expect in response.json()
@@ -248,6 +255,7 @@ class SandboxModelServer(ServerUnderTest):
         super().__init__(ctx)
         self.deployment = "rf-batched" if self.batched else "rf-plain"
         self._url = ""
+        self._headers: dict[str, str] = {}
 
     @property
     def label(self) -> str:
@@ -269,11 +277,17 @@ class SandboxModelServer(ServerUnderTest):
             "--no-inference-log",
             sandbox_dir=self.ctx.sandbox_dir,
         )
-        self._url = sandbox_endpoints(self.ctx.sandbox_dir).inference[self.deployment].v1_predict
+        endpoints = sandbox_endpoints(self.ctx.sandbox_dir)
+        self._url = endpoints.inference[self.deployment].v1_predict
+        self._headers = endpoints.serving_headers()  # measured as deployed: with the token on (the default)
 
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
     def body(self, row: Sequence[float]) -> str:
         return compact_json({"instances": [list(row)]})

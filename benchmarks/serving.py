@@ -212,6 +212,7 @@ def measure_all(servers: list[ServerUnderTest], rows: list, args: argparse.Names
                 duration_s=args.duration,
                 threads=args.threads,
                 scratch=workdir / "runs" / f"{round_no}-{generator}-{connections}-{server.key}",
+                headers=server.headers,
             )
             records.append(
                 {

@@ -6,7 +6,8 @@ For people with Locust habits:
 
 runs `InferenceUser` (the only concrete class here) with random rows of
 LOADTEST_WIDTH features against LOADTEST_MODEL, over LOADTEST_PROTOCOL (v1,
-the default, or v2). Add `loadtests/shapes.py` to the `-f` list for a ramp,
+the default, or v2), with the sandbox's serving token when ML_SANDBOX_SERVING_TOKEN
+is set (`eval "$(sandbox env)"` sets it). Add `loadtests/shapes.py` to the `-f` list for a ramp,
 step, spike or soak shape (see that file). Subclass `V1User`, `V2User`,
 `ABUser` or `MLflowServeUser` (set `abstract = False`, `model_name`, `rows`)
 for a user of your own; `sandbox loadtest` makes such a subclass itself.

@@ -239,6 +239,15 @@ class RemoteMonitoringConfig(_Section):
     db_url_env: EnvName = Field(description="variable holding the inference log's PostgreSQL URL")
 
 
+class RemoteServingConfig(_Section):
+    """The listed inference endpoints' auth (optional): a bearer token from an environment variable."""
+
+    token_env: EnvName = Field(
+        description="variable holding the bearer token the inference endpoints require (Authorization: Bearer); "
+        "for a sandbox's own servers, its ML_SANDBOX_SERVING_TOKEN"
+    )
+
+
 class RemoteKfpConfig(_Section):
     """Kubeflow Pipelines' API server."""
 
@@ -252,6 +261,7 @@ class RemoteConfig(_Section):
     s3: RemoteS3Config | None = None
     monitoring: RemoteMonitoringConfig | None = None
     kfp: RemoteKfpConfig | None = None
+    serving: RemoteServingConfig | None = None
     inference: dict[EndpointName, InferenceUrl] = Field(
         default_factory=dict, description="endpoint name -> its V1 predict or V2 infer URL (models already served)"
     )

@@ -87,7 +87,8 @@ def _labelled_traffic(ctx: ScenarioContext, split: str, seed: int) -> ABVerdict:
         ctx.check(feedback.status_code == 200, f"feedback answered {feedback.status_code}: {feedback.text[:200]}")
         return variant
 
-    with httpx.Client(timeout=30, trust_env=False) as client, ThreadPoolExecutor(8) as pool:
+    client = httpx.Client(timeout=30, trust_env=False, headers=ctx.endpoints.serving_headers())
+    with client, ThreadPoolExecutor(8) as pool:
         variants = list(pool.map(one, range(LABELLED_REQUESTS)))
         stats = client.get(f"{endpoint.url}/feedback").json()["variants"]
     ctx.check(
@@ -119,7 +120,7 @@ def ab_testing(ctx: ScenarioContext) -> None:
             endpoint = ctx.serving.inference_endpoints()[SPLIT]
             rows = np.random.default_rng(1).normal(size=(64, len(FEATURES))).round(4).tolist()
             summary = run_loadtest(
-                Target(endpoint.url, SPLIT, "ab", SPLIT),
+                Target(endpoint.url, SPLIT, "ab", SPLIT, ctx.endpoints.serving_token),
                 LoadTestOptions(users=4, spawn_rate=4, duration_s=4, rows=rows),
                 ctx.workdir / "loadtest",
             )

@@ -31,7 +31,13 @@ DIRECT_ROWS = 2000  # rows logged per phase where no model is served
 def _served(ctx: ScenarioContext, model_name: str, frame, name: str) -> tuple[int, str]:
     """SECONDS of Locust traffic through the deployment; returns what was sent."""
     endpoint = ctx.serving.inference_endpoints()[model_name]
-    summary = replay(endpoint, frame.round(4).values.tolist(), seconds=SECONDS, report_dir=ctx.workdir / name)
+    summary = replay(
+        endpoint,
+        frame.round(4).values.tolist(),
+        seconds=SECONDS,
+        report_dir=ctx.workdir / name,
+        token=ctx.endpoints.serving_token,
+    )
     ctx.check(summary["failures"] == 0, f"{summary['failures']} Locust requests failed: {summary['errors']}")
     ctx.check(summary["requests"] > 0, "Locust sent no request")
     return summary["requests"], f"{summary['rps']:.0f} req/s through the model server"

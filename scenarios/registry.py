@@ -94,7 +94,13 @@ def registry(ctx: ScenarioContext) -> None:
 
     def served() -> list:
         url = ctx.serving.inference_endpoints()[deployment].v1_predict
-        response = httpx.post(url, json={"instances": probe.to_dict(orient="records")}, timeout=30, trust_env=False)
+        response = httpx.post(
+            url,
+            json={"instances": probe.to_dict(orient="records")},
+            headers=ctx.endpoints.serving_headers(),
+            timeout=30,
+            trust_env=False,
+        )
         ctx.check(response.status_code == 200, f"predict answered {response.status_code}: {response.text[:200]}")
         return response.json()["predictions"]
 

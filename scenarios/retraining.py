@@ -47,7 +47,13 @@ def _upload(ctx: ScenarioContext, key: str, frame, labels) -> str:
 
 def _served(ctx: ScenarioContext, probe) -> list:
     url = ctx.serving.inference_endpoints()[MODEL].v1_predict
-    response = httpx.post(url, json={"instances": probe.values.tolist()}, timeout=30, trust_env=False)
+    response = httpx.post(
+        url,
+        json={"instances": probe.values.tolist()},
+        headers=ctx.endpoints.serving_headers(),
+        timeout=30,
+        trust_env=False,
+    )
     ctx.check(response.status_code == 200, f"predict answered {response.status_code}: {response.text[:200]}")
     return response.json()["predictions"]
 
@@ -110,7 +116,13 @@ def retraining(ctx: ScenarioContext) -> None:
         with ctx.step("shifted Locust traffic; the drift check alarms and the policy triggers retraining"):
             rows = synthetic_data(3000, seed=27, **NEW_WORLD)[0].round(4).values.tolist()
             since = datetime.now(UTC)
-            summary = replay(ctx.serving.inference_endpoints()[MODEL], rows, seconds=4, report_dir=ctx.workdir / "lt")
+            summary = replay(
+                ctx.serving.inference_endpoints()[MODEL],
+                rows,
+                seconds=4,
+                report_dir=ctx.workdir / "lt",
+                token=ctx.endpoints.serving_token,
+            )
             wait_logged(ctx.endpoints, MODEL, summary["requests"], since=since)
             assessment = watcher.assess(MODEL, since=since)
             drift, trigger = assessment.check, assessment.trigger

@@ -11,6 +11,7 @@ from sandbox.cli import render
 from sandbox.cli.common import command
 from sandbox.cli.options import AllowNanOpt, BatchWaitOpt, DeploymentNameOpt, InferenceLogOpt, Stack
 from sandbox.errors import ConfigError
+from sandbox.wire import SERVING_TOKEN_ENV
 
 app = typer.Typer(help="Serve registered models on KServe's V1/V2 protocols; A/B splits.", no_args_is_help=True)
 
@@ -99,18 +100,41 @@ def serve_url(
     all_urls: Annotated[
         bool, typer.Option("--all", help="Every URL: base, V1 predict, V2 infer, gRPC, metrics (one per line)")
     ] = False,
+    token: Annotated[
+        bool,
+        typer.Option(
+            "--token",
+            help="Print the bearer token its requests need instead (nothing with serving.auth: none); "
+            "`sandbox env` exports it as ML_SANDBOX_SERVING_TOKEN",
+        ),
+    ] = False,
     stack: Stack = Stack(),
 ) -> None:
-    """Print a deployment's inference URL, e.g. curl ... "$(sandbox serve url fraud)"."""
+    """Print a deployment's inference URL, e.g. curl ... "$(sandbox serve url fraud)"; how to authenticate: stderr."""
     if protocol not in ("v1", "v2", "grpc"):
         raise ConfigError(f"unknown protocol {protocol!r}", hint="use --protocol v1, v2 or grpc")
-    inference = stack.open().endpoints().inference
+    endpoints = stack.open().endpoints()
+    inference = endpoints.inference
     if name not in inference:
         raise ConfigError(
             f"no deployment named {name!r} (deployed: {', '.join(inference) or 'none'})",
             hint="see `sandbox serve list`; deploy one with `sandbox serve deploy NAME --model models:/NAME/VERSION`",
         )
     endpoint = inference[name]
+    if token:
+        if endpoints.serving_token:
+            ui.out.print(endpoints.serving_token, markup=False, highlight=False)
+        else:
+            ui.err.print("serving.auth is none: the model servers need no token", markup=False, highlight=False)
+        return
+    if endpoints.serving_token:
+        grpc = " (gRPC: metadata authorization: Bearer ...)" if protocol == "grpc" or all_urls else ""
+        ui.err.print(
+            f'requests need -H "Authorization: Bearer ${SERVING_TOKEN_ENV}"{grpc}: eval "$(sandbox env)" sets it, '
+            f"`sandbox serve url {name} --token` prints it",
+            markup=False,
+            highlight=False,
+        )
     if all_urls:
         lines = [
             f"url {endpoint.url}",

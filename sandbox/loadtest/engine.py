@@ -24,6 +24,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -39,8 +40,9 @@ from locust.runners import MasterRunner  # noqa: E402
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history  # noqa: E402
 
 from sandbox.loadtest.locust_shapes import ProfileShape  # noqa: E402
-from sandbox.loadtest.users import ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
+from sandbox.loadtest.users import JSON_HEADERS, ABUser, MLflowServeUser, V1User, V2User  # noqa: E402
 from sandbox.net import free_port  # noqa: E402
+from sandbox.wire import SERVING_TOKEN_ENV, bearer_headers  # noqa: E402
 
 USER_CLASSES = {"v1": V1User, "v2": V2User, "ab": ABUser, "mlflow": MLflowServeUser}
 REPORTED_PERCENTILES = (0.5, 0.9, 0.95, 0.99)
@@ -58,6 +60,7 @@ def _user_class(settings: dict) -> type:
             "rows": settings["rows"],
             "rows_per_request": settings.get("rows_per_request", 1),
             "columns": settings.get("columns") or [],
+            "headers": {**JSON_HEADERS, **bearer_headers(settings.get("token"))},
         },
     )
 
@@ -101,7 +104,7 @@ def _await_workers(runner: MasterRunner, settings: dict, expected: int, wait_s: 
 
 
 def _worker_settings(settings: dict) -> dict:
-    keys = ("host", "model_name", "protocol", "rows", "rows_per_request", "columns")
+    keys = ("host", "model_name", "protocol", "rows", "rows_per_request", "columns", "token")
     return {key: settings.get(key) for key in keys}
 
 
@@ -231,7 +234,9 @@ def main() -> None:
         host, _, port = args.connect.rpartition(":")
         run_worker(host, int(port))
     else:
-        run(json.loads(args.settings.read_text()))
+        settings = json.loads(args.settings.read_text())
+        settings["token"] = os.environ.get(SERVING_TOKEN_ENV) or None  # the runner's, never in the settings file
+        run(settings)
 
 
 if __name__ == "__main__":

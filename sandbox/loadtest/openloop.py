@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 from sandbox.loadtest.histogram import Histogram
 from sandbox.loadtest.shapes import Profile
+from sandbox.wire import SERVING_TOKEN_ENV
 
 # Dispatched this much after its scheduled time: the generator fell behind. Not less: on a busy machine
 # the scheduler's own wake-ups slip by tens of milliseconds now and then (measured here at load 7 on 2 cores),
@@ -53,11 +54,12 @@ _now = time.monotonic
 MAX_PENDING = 200_000  # requests waiting for a connection; past this they are dropped and counted
 
 
-def build_requests(host: str, path: str, bodies: list[bytes]) -> list[bytes]:
+def build_requests(host: str, path: str, bodies: list[bytes], token: str | None = None) -> list[bytes]:
     netloc = urlsplit(host).netloc
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return [
         (
-            f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
         ).encode()
         + body
@@ -177,7 +179,8 @@ class _Pool:
     def __init__(self, settings: dict, stats: _Stats, loop: asyncio.AbstractEventLoop) -> None:
         parts = urlsplit(settings["host"])
         self.address = (parts.hostname, parts.port or 80)
-        self.requests = build_requests(settings["host"], settings["path"], [b.encode() for b in settings["bodies"]])
+        bodies = [b.encode() for b in settings["bodies"]]
+        self.requests = build_requests(settings["host"], settings["path"], bodies, settings.get("token"))
         self.expect = b'"' + settings["expect"].encode() + b'"'
         self.max_connections = int(settings.get("connections", 1000))
         self.timeout = float(settings.get("timeout_s", 10))
@@ -374,10 +377,14 @@ class _Runner:  # Python 3.10 has no asyncio.Runner
 
 
 def run(settings: dict, report_dir: Path, *, processes: int = 1, start_timeout_s: float = 60) -> list[dict]:
-    """Start ``processes`` generator processes, start them together, return each one's figures."""
+    """Start ``processes`` generator processes, start them together, return each one's figures. A ``token`` in
+    the settings reaches them through their environment, never the report folder."""
     report_dir.mkdir(parents=True, exist_ok=True)
     settings_file = report_dir / "openloop-settings.json"
-    settings_file.write_text(json.dumps(settings))
+    token = settings.get("token")
+    settings_file.write_text(json.dumps({key: value for key, value in settings.items() if key != "token"}))
+    env = {key: value for key, value in os.environ.items() if key != SERVING_TOKEN_ENV}
+    env.update({"PYTHONUNBUFFERED": "1", **({SERVING_TOKEN_ENV: token} if token else {})})
     log = (report_dir / "generator.log").open("ab")
     procs = []
     try:
@@ -392,7 +399,7 @@ def run(settings: dict, report_dir: Path, *, processes: int = 1, start_timeout_s
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env=env,
                 )
             )
         deadline = time.monotonic() + start_timeout_s
@@ -439,6 +446,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     settings = json.loads(args.settings.read_text())
+    settings["token"] = os.environ.get(SERVING_TOKEN_ENV) or None  # the runner's, for the target
 
     def get_start() -> float:
         print("ready", flush=True)

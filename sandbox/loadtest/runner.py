@@ -4,6 +4,7 @@ process), the verdicts and the report."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def run_once(target: Target, options: LoadTestOptions, rows: list[list[float]], 
         profile = options.rate_profile
         settings = {
             **request_template(target, rows, options),
+            "token": target.token,  # to the generator processes by their environment (`openloop.run`)
             "profile": [list(p) for p in profile.points],
             "connections": options.connections,
             "timeout_s": options.timeout_s,
@@ -172,11 +174,16 @@ def run_once(target: Target, options: LoadTestOptions, rows: list[list[float]], 
     settings_file = report_dir / "settings.json"
     settings_file.write_text(json.dumps(settings))
     log = report_dir / "locust.log"
+    # The serving token goes by the environment, not the settings file in the report folder.
+    env = {key: value for key, value in os.environ.items() if key != wire.SERVING_TOKEN_ENV}
+    if target.token:
+        env[wire.SERVING_TOKEN_ENV] = target.token
     with log.open("w") as handle:
         code = subprocess.run(
             [sys.executable, "-m", "sandbox.loadtest.engine", str(settings_file)],
             stdout=handle,
             stderr=subprocess.STDOUT,
+            env=env,
         ).returncode
     raw_file = report_dir / "raw.json"
     if code != 0 or not raw_file.exists():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,12 @@ class Target:
     model_name: str
     protocol: str  # v1 | v2 | ab | mlflow (`mlflow models serve`, for comparisons)
     label: str  # what the user named
+    # The serving token its requests carry (`Authorization: Bearer`): the sandbox's, for its own deployments.
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return wire.bearer_headers(self.token)
 
     @property
     def wire_protocol(self) -> str:
@@ -35,12 +41,15 @@ def default_report_dir(target: Target) -> Path:
 
 
 def resolve_target(target: str, endpoints: Endpoints | None, protocol: str | None) -> Target:
-    """A deployed name (from the sandbox's endpoints) or a V1/V2 URL."""
+    """A deployed name (from the sandbox's endpoints) or a V1/V2 URL. The sandbox's serving token goes with its
+    own deployments, named or by URL, never to another server."""
+    token = endpoints.serving_token if endpoints is not None else None
     if target.startswith(("http://", "https://")):
         for pattern, proto in ((wire.V1_PREDICT_URL, "v1"), (wire.V2_INFER_URL, "v2")):
             match = pattern.match(target.rstrip("/"))
             if match:
-                return Target(match["base"], match["model"], protocol or proto, target)
+                own = endpoints is not None and _serves(endpoints, match["base"])
+                return Target(match["base"], match["model"], protocol or proto, target, token if own else None)
         match = wire.INVOCATIONS_URL.match(target.rstrip("/"))
         if match:
             return Target(match["base"], "invocations", "mlflow", target)
@@ -58,9 +67,14 @@ def resolve_target(target: str, endpoints: Endpoints | None, protocol: str | Non
     if endpoint.kind == "split":
         if protocol == "v2":
             raise ConfigError("A/B load tests use the V1 protocol", hint="drop --protocol v2 for a split")
-        return Target(endpoint.url, target, "ab", target)
+        return Target(endpoint.url, target, "ab", target, token)
     # A listed remote endpoint may be named apart from its model, and known to speak only one protocol.
-    return Target(endpoint.url, endpoint.model_name or target, protocol or endpoint.protocol or "v1", target)
+    return Target(endpoint.url, endpoint.model_name or target, protocol or endpoint.protocol or "v1", target, token)
+
+
+def _serves(endpoints: Endpoints, base: str) -> bool:
+    """Whether ``base`` (http://HOST:PORT) is one of the sandbox's deployments."""
+    return any(endpoint.url.rstrip("/") == base.rstrip("/") for endpoint in endpoints.inference.values())
 
 
 def payload_rows(target: Target, data: Path | None, *, count: int = 256, seed: int = 0) -> list[list[float]]:
@@ -116,10 +130,19 @@ def _model_width(target: Target) -> int | None:
     """
     try:
         response = httpx.get(
-            f"{target.host}{wire.v2_metadata_path(target.model_name)}", timeout=_METADATA_TIMEOUT_S, trust_env=False
+            f"{target.host}{wire.v2_metadata_path(target.model_name)}",
+            headers=target.headers,
+            timeout=_METADATA_TIMEOUT_S,
+            trust_env=False,
         )
     except httpx.TransportError as exc:
         raise _unreachable(target, exc) from None
+    if response.status_code == 401:
+        raise ConfigError(
+            f"{target.label} requires a bearer token (its answer: {response.text[:200]})",
+            hint="load-test the sandbox's deployment by its name (`sandbox serve list`), or its URL from "
+            "`sandbox serve url`: either sends the sandbox's serving token",
+        )
     try:
         response.raise_for_status()
         inputs = response.json().get("inputs") or []

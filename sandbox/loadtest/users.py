@@ -34,6 +34,9 @@ class _InferenceUser(FastHttpUser):
     rows: list[list[float]] = _random_rows(int(os.environ.get("LOADTEST_WIDTH", "8")))
     rows_per_request: int = 1
     columns: ClassVar[list[str]] = []  # feature names, for the mlflow protocol's frame
+    # Every request's headers: JSON, and the serving token when there is one (the runner's, or for plain Locust
+    # ML_SANDBOX_SERVING_TOKEN, which `sandbox env` exports).
+    headers: ClassVar[dict[str, str]] = {**JSON_HEADERS, **wire.bearer_headers(os.environ.get(wire.SERVING_TOKEN_ENV))}
 
     def _sample(self) -> list[list[float]]:
         return (
@@ -56,7 +59,7 @@ class _ProtocolUser(_InferenceUser):
         call = wire.predict_call(self.protocol, self.model_name, self.columns)
         body = call.body(self._sample())
         name = REQUEST_NAMES[self.protocol]
-        with self.client.post(call.path, json=body, headers=JSON_HEADERS, name=name, catch_response=True) as response:
+        with self.client.post(call.path, json=body, headers=self.headers, name=name, catch_response=True) as response:
             _check(response, call.expect)
 
 
@@ -96,7 +99,7 @@ class ABUser(_InferenceUser):
     def predict(self) -> None:
         body = wire.v1_body(self._sample())
         with self.client.post(
-            wire.v1_predict_path(self.model_name), json=body, headers=JSON_HEADERS, catch_response=True
+            wire.v1_predict_path(self.model_name), json=body, headers=self.headers, catch_response=True
         ) as response:
             variant = response.headers.get("x-model-variant") if response.headers else None
             response.request_meta["name"] = f"variant {variant}" if variant else "no variant"

@@ -19,11 +19,18 @@ from sandbox.serving.inference_log import InferenceLogStore, wait_for_rows
 
 
 def replay(
-    endpoint: InferenceEndpoint, rows: list[list[float]], *, seconds: float, report_dir: Path, users: int = 4
+    endpoint: InferenceEndpoint,
+    rows: list[list[float]],
+    *,
+    seconds: float,
+    report_dir: Path,
+    users: int = 4,
+    token: str | None = None,
 ) -> dict:
-    """Locust posts the rows (one per request, drawn at random) for ``seconds``; returns its summary."""
+    """Locust posts the rows (one per request, drawn at random) for ``seconds``, with the serving ``token``
+    (`Endpoints.serving_token`) when there is one; returns its summary."""
     return run_loadtest(
-        Target(endpoint.url, endpoint.name, "v1", endpoint.name),
+        Target(endpoint.url, endpoint.name, "v1", endpoint.name, token),
         LoadTestOptions(users=users, spawn_rate=users, duration_s=seconds, rows=rows),
         report_dir,
     )

@@ -3,6 +3,7 @@ sets on what it forwards."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import zlib
 from typing import Any
@@ -10,12 +11,79 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from sandbox.wire import MAX_BODY_BYTES, PayloadError
+from sandbox.wire import HEALTH_PATHS, MAX_BODY_BYTES, SERVING_TOKEN_ENV, PayloadError
 
 # Set by the A/B router on the requests it forwards and on its answers; the model server logs each inference with
 # them (the inference log).
 VARIANT_HEADER = "x-model-variant"
 REQUEST_ID_HEADER = "x-request-id"
+
+
+# The addresses a server bound to loopback is known by; another Host header is a page in a browser that resolved
+# some other name to 127.0.0.1 (DNS rebinding). MLflow refuses such a Host with 403 too.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
+UNAUTHORIZED = (
+    f"this server requires a bearer token: send Authorization: Bearer ${SERVING_TOKEN_ENV} "
+    "(`sandbox env` exports it; `sandbox serve url NAME --token` prints it)"
+)
+
+
+def serving_token(environ) -> str | None:
+    """The bearer token a server requires, from its environment at start (None: it answers anyone)."""
+    return environ.get(SERVING_TOKEN_ENV) or None
+
+
+def loopback_port(host: str, port: int) -> int | None:
+    """The port to hold the Host header to when the server binds ``host`` (loopback); None: no Host check."""
+    return port if host in LOOPBACK_BINDS else None
+
+
+class ServingGuard:
+    """Who may call a model server or router: a Host header naming the loopback address (when the server is bound
+    to loopback on ``local_port``: else 403) and `Authorization: Bearer TOKEN` (when there is a ``token``: else
+    401 with `WWW-Authenticate: Bearer`). The health paths (`wire.HEALTH_PATHS`) answer anyone; so does every path
+    without a token and a port. One pass over the headers per request, nothing allocated on the way through."""
+
+    def __init__(self, app, *, token: str | None = None, local_port: int | None = None):
+        self.app = app
+        self.token = token.encode() if token else None
+        self.hosts = (
+            frozenset(name.encode() + suffix for name in LOOPBACK_NAMES for suffix in (b"", f":{local_port}".encode()))
+            if local_port is not None
+            else None
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
+            await self.app(scope, receive, send)
+            return
+        host = authorization = None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+            elif key == b"authorization":
+                authorization = value
+        if self.hosts is not None and (host is None or (host not in self.hosts and host.lower() not in self.hosts)):
+            shown = host.decode("latin-1")[:80] if host is not None else "none"
+            refusal = f"Host {shown!r} is not this server's loopback address; call it as 127.0.0.1 or localhost"
+            await error(403, refusal)(scope, receive, send)
+            return
+        if self.token is not None and not _bearer_matches(authorization, self.token):
+            await error(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def guarded(app, *, token: str | None = None, local_port: int | None = None):
+    """``app`` behind a `ServingGuard`, or ``app`` itself when there is nothing to check."""
+    return ServingGuard(app, token=token, local_port=local_port) if token or local_port is not None else app
+
+
+def _bearer_matches(authorization: bytes | None, token: bytes) -> bool:
+    if authorization is None or authorization[:7].lower() != b"bearer ":
+        return False
+    return hmac.compare_digest(authorization[7:].strip(), token)
 
 
 class BodyLimit:

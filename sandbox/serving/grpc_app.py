@@ -8,12 +8,17 @@ Only a request that does not decode is the client's fault (INVALID_ARGUMENT): th
 
 from __future__ import annotations
 
+import hmac
 import logging
 
+from sandbox.serving.asgi import UNAUTHORIZED
 from sandbox.serving.mlflow_model import MLflowModel, ModelFailure
 from sandbox.wire import PayloadError
 
 logger = logging.getLogger("sandbox.model_server")
+
+# The calls that answer without the token: liveness and readiness, as the REST health paths.
+OPEN_METHODS = frozenset({"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"})
 
 # The fields of the V2 gRPC `TensorMetadata` message; REST metadata may carry more (`parameters`).
 TENSOR_METADATA_FIELDS = ("name", "datatype", "shape")
@@ -24,8 +29,19 @@ def grpc_tensor_metadata(entries: list[dict]) -> list[dict]:
     return [{field: entry[field] for field in TENSOR_METADATA_FIELDS if field in entry} for entry in entries]
 
 
-async def start_grpc(model: MLflowModel, host: str, port: int):
-    """KServe's V2 gRPC servicer and data plane around the model, on host:port."""
+def bearer_matches(metadata, token: str) -> bool:
+    """Whether a call's invocation metadata carries `authorization: Bearer TOKEN`."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            return value[:7].lower() == "bearer " and hmac.compare_digest(value[7:].strip(), token)
+    return False
+
+
+async def start_grpc(model: MLflowModel, host: str, port: int, *, token: str | None = None):
+    """KServe's V2 gRPC servicer and data plane around the model, on host:port; with ``token``, every call but
+    ServerLive and ServerReady needs the metadata `authorization: Bearer TOKEN` (else UNAUTHENTICATED)."""
     import grpc
     from grpc import aio
     from grpc_interceptor.exceptions import GrpcException
@@ -88,10 +104,41 @@ async def start_grpc(model: MLflowModel, host: str, port: int):
             logger.error("gRPC %s INTERNAL %s: %s", method_name, type(ex).__name__, ex, exc_info=ex)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(ex).__name__}: {ex}")
 
+    class TokenInterceptor(aio.ServerInterceptor):
+        """UNAUTHENTICATED for a call without the bearer token; the health calls pass."""
+
+        async def intercept_service(self, continuation, handler_call_details):
+            handler = await continuation(handler_call_details)
+            if (
+                handler is None
+                or handler_call_details.method in OPEN_METHODS
+                or bearer_matches(handler_call_details.invocation_metadata, token)
+            ):
+                return handler
+            logger.info("gRPC %s UNAUTHENTICATED", handler_call_details.method)
+
+            async def refuse(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHORIZED)
+
+            if handler.unary_unary is not None:
+                make = grpc.unary_unary_rpc_method_handler
+            elif handler.unary_stream is not None:
+                make = grpc.unary_stream_rpc_method_handler
+            elif handler.stream_unary is not None:
+                make = grpc.stream_unary_rpc_method_handler
+            else:
+                make = grpc.stream_stream_rpc_method_handler
+            return make(
+                refuse,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
     repository = ModelRepository()
     repository.update(model)
     servicer = Servicer(DataPlane(model_registry=repository), ModelRepositoryExtension(repository))
-    server = aio.server(interceptors=(StatusInterceptor(),))
+    interceptors = (TokenInterceptor(), StatusInterceptor()) if token else (StatusInterceptor(),)
+    server = aio.server(interceptors=interceptors)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

@@ -20,6 +20,11 @@ Every answered row of a numeric model is logged (features, prediction, model
 name and version, the A/B variant the router chose, the request id) to the
 stack's inference log when `ML_SANDBOX_MONITORING_DB_URL` is set, off the
 request path. MLflow credentials come from the environment (`sandbox env`).
+
+With `ML_SANDBOX_SERVING_TOKEN` set at start (`serving.auth: token`, the default), every REST request but the
+health checks (`wire.HEALTH_PATHS`) needs `Authorization: Bearer TOKEN` (else 401) and every gRPC call but
+ServerLive and ServerReady the metadata `authorization: Bearer TOKEN` (else UNAUTHENTICATED). Bound to
+loopback, REST also refuses a Host header other than 127.0.0.1, localhost or [::1] (403, as MLflow does).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import signal
 import warnings
 from pathlib import Path
 
+from sandbox.serving.asgi import loopback_port, serving_token
 from sandbox.serving.grpc_app import start_grpc
 from sandbox.serving.inference_log import InferenceLogWriter
 from sandbox.serving.launch import ModelServerArgs
@@ -52,7 +58,7 @@ def _configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None) -> None:
+async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None, token: str | None = None) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -71,7 +77,7 @@ async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None
                     loop.remove_signal_handler(sig)
 
     config = uvicorn.Config(
-        ModelApp(model).asgi(),
+        ModelApp(model).asgi(token=token, local_port=loopback_port(host, port)),
         host=host,
         port=port,
         log_level="warning",
@@ -79,7 +85,7 @@ async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None
         timeout_graceful_shutdown=3,  # `sandbox down` and redeploys should not wait for idle connections
         lifespan="on",
     )
-    grpc_server = await start_grpc(model, host, grpc_port) if grpc_port else None
+    grpc_server = await start_grpc(model, host, grpc_port, token=token) if grpc_port else None
     try:
         await Server(config).serve()
     finally:
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: ModelServerArgs) -> None:
     """Load the model and serve it until SIGINT or SIGTERM."""
     _configure_logging()
+    token = serving_token(os.environ)  # read once, at start: set, every call but the health checks needs it
     model = MLflowModel(
         args.name,
         args.model_uri,
@@ -120,7 +127,7 @@ def run(args: ModelServerArgs) -> None:
 
         run_loop = uvloop.run
     try:
-        run_loop(_serve(model, args.host, args.port, args.grpc_port))
+        run_loop(_serve(model, args.host, args.port, args.grpc_port, token))
     finally:
         if model.inference_log is not None:
             model.inference_log.close()  # after the last request: ships what it can; the rest stays in the journal

@@ -29,7 +29,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.serving.asgi import REQUEST_ID_HEADER, VARIANT_HEADER, BodyLimit, error, json_response, parse_json
+from sandbox.serving.asgi import (
+    REQUEST_ID_HEADER,
+    VARIANT_HEADER,
+    BodyLimit,
+    error,
+    guarded,
+    json_response,
+    parse_json,
+)
 from sandbox.serving.kserve_v2 import infer_response, tensor_from_infer_input
 from sandbox.serving.mlflow_model import MLflowModel, ModelFailure
 from sandbox.serving.model_io.outputs import Output, v1_predictions, v2_outputs_json
@@ -100,8 +108,10 @@ class ModelApp:
         self.model = model
         self.access = access or AccessLog()
 
-    def asgi(self) -> BodyLimit:
-        """The ASGI app: every route below, behind the body limit."""
+    def asgi(self, *, token: str | None = None, local_port: int | None = None):
+        """The ASGI app: every route below, behind the body limit; with ``token``, every path but the health
+        checks needs `Authorization: Bearer TOKEN`; with ``local_port`` (bound to loopback), a Host header of
+        127.0.0.1, localhost or [::1] (`asgi.ServingGuard`)."""
         routes = [
             Route("/v1/models", self.v1_models, methods=["GET"]),
             Route("/v1/models/{target}", self.v1_predict, methods=["POST"]),
@@ -117,7 +127,7 @@ class ModelApp:
             Route("/v2/models/{model}/versions/{version}", self.v2_metadata, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         ]
-        return BodyLimit(Starlette(routes=routes, lifespan=self.lifespan))
+        return guarded(BodyLimit(Starlette(routes=routes, lifespan=self.lifespan)), token=token, local_port=local_port)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):

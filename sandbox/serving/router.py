@@ -16,6 +16,10 @@ on to the variant's model server, which logs every inference with them. `/metric
 latencies per variant. The feedback path, `POST /feedback` with the request id
 and the true labels, scores each variant's predictions; `GET /feedback` gives
 per-variant accuracy for an A/B comparison.
+
+With `ML_SANDBOX_SERVING_TOKEN` set at start, every path but the health checks needs `Authorization: Bearer
+TOKEN` (401 otherwise), and the router sends the same token to its variants, which run with it; bound to
+loopback, a foreign Host header is a 403 (`asgi.ServingGuard`, as on the model server).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import bisect
 import contextlib
 import hashlib
 import json
+import os
 import random
 import time
 import uuid
@@ -39,8 +44,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.serving.asgi import REQUEST_ID_HEADER, VARIANT_HEADER, BodyLimit, error, json_response
+from sandbox.serving.asgi import (
+    REQUEST_ID_HEADER,
+    VARIANT_HEADER,
+    BodyLimit,
+    error,
+    guarded,
+    json_response,
+    loopback_port,
+    serving_token,
+)
 from sandbox.serving.launch import RouterArgs, RouteVariant
+from sandbox.wire import bearer_headers
 
 # Predictions kept for the feedback path: enough for a long A/B test, bounded so memory is too.
 MAX_REMEMBERED = 200_000
@@ -81,7 +96,16 @@ class VariantPicker:
         return self.variants[index]
 
 
-def create_app(name: str, variants: list[RouteVariant], sticky_header: str | None = None) -> Starlette:
+def create_app(
+    name: str,
+    variants: list[RouteVariant],
+    sticky_header: str | None = None,
+    *,
+    token: str | None = None,
+    local_port: int | None = None,
+):
+    """The router's ASGI app; ``token`` and ``local_port`` as the model server's (`asgi.ServingGuard`): the
+    token is also what it sends its variants, which run with the same one."""
     picker = VariantPicker(variants)
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -108,8 +132,10 @@ def create_app(name: str, variants: list[RouteVariant], sticky_header: str | Non
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=2.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+        headers=bearer_headers(token),  # on every call to a variant: readiness and metadata too
         trust_env=False,
     )
+    variant_auth = bearer_headers(token).get("Authorization")
 
     def _unknown(model: str) -> Response:
         return error(404, f"model {model!r} is not served here; this router serves {name!r}")
@@ -123,6 +149,8 @@ def create_app(name: str, variants: list[RouteVariant], sticky_header: str | Non
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         headers = {k: v for k, v in request.headers.items() if k not in HOP_HEADERS}
         headers[REQUEST_ID_HEADER] = request_id
+        if variant_auth is not None:
+            headers["authorization"] = variant_auth  # the router's own, whatever the client sent
         # The variant's model server logs each inference with it (the inference log).
         headers[VARIANT_HEADER] = variant.label
         started = time.perf_counter()
@@ -309,7 +337,7 @@ def create_app(name: str, variants: list[RouteVariant], sticky_header: str | Non
         yield
         await client.aclose()
 
-    return BodyLimit(Starlette(routes=routes, lifespan=lifespan))
+    return guarded(BodyLimit(Starlette(routes=routes, lifespan=lifespan)), token=token, local_port=local_port)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -319,7 +347,13 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: RouterArgs) -> None:
     """Serve the split until SIGINT or SIGTERM."""
     sticky_header = args.sticky_header.lower() if args.sticky_header else None
-    app = create_app(args.name, list(args.variants), sticky_header)
+    app = create_app(
+        args.name,
+        list(args.variants),
+        sticky_header,
+        token=serving_token(os.environ),
+        local_port=loopback_port(args.host, args.port),
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

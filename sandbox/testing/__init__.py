@@ -2,7 +2,7 @@
 
 `pytest --sandbox` (or `-p sandbox.testing`) loads the fixtures in `sandbox.testing.fixtures`:
 `ml_sandbox`, `mlflow_client`, `s3_client`, `minio_client`, `sandbox_name`, `reference_model`, `deploy`,
-`checklist`. Without pytest, `start_sandbox` and `attach_sandbox` give the same `SandboxHandle`.
+`serving_headers`, `checklist`. Without pytest, `start_sandbox` and `attach_sandbox` give the same `SandboxHandle`.
 
 This package is imported at every pytest start (the `pytest11` entry point is `sandbox.testing.options`),
 so it imports nothing itself: the handle's module loads on first use of a name below.

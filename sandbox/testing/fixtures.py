@@ -134,12 +134,19 @@ def _mlflow_experiment_kept() -> Iterator[None]:
             os.environ["MLFLOW_EXPERIMENT_ID"] = variable
 
 
+@pytest.fixture(scope="session")
+def serving_headers(ml_sandbox: SandboxHandle) -> dict[str, str]:
+    """The headers a request to the sandbox's model servers and routers carries: ``{"Authorization": "Bearer
+    TOKEN"}`` (`serving.auth: token`, the default), ``{}`` with `serving.auth: none`."""
+    return ml_sandbox.endpoints.serving_headers()
+
+
 @pytest.fixture
 def deploy(ml_sandbox: SandboxHandle) -> Iterator[Callable[..., InferenceEndpoint]]:
     """``deploy(model_uri, name=None, **options)`` serves a model through the profile's serving backend under
     a name this session owns, and returns its `InferenceEndpoint` (``url``, ``v1_predict``, ``v2_infer``,
-    ``grpc``, ``name``); ``options`` are `DeploymentSpec`'s (batch_size, inference_log, ...).
-    Undeployed after the test."""
+    ``grpc``, ``name``); ``options`` are `DeploymentSpec`'s (batch_size, inference_log, ...). Its requests need
+    the `serving_headers` fixture's headers (the serving token). Undeployed after the test."""
     _require(ml_sandbox, "serving")
     deployed: list[str] = []
 

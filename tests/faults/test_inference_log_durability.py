@@ -64,7 +64,10 @@ class Traffic:
     """Clients on each protocol, sending until stopped; the ledger of what was sent and what was answered."""
 
     def __init__(self, stack: Stack, prefix: str, *, tag: str = "", clients_per_protocol: int = 2):
-        self.endpoint = stack.endpoints().inference[DEPLOYMENT]
+        endpoints = stack.endpoints()
+        self.endpoint = endpoints.inference[DEPLOYMENT]
+        self.auth = endpoints.serving_headers()  # the serving token: HTTP header, and gRPC metadata
+        self.metadata = tuple((key.lower(), value) for key, value in self.auth.items())
         self.prefix = prefix  # the test's: its rows in the table are those whose request id starts with it
         self.tag = tag
         self.sent: dict[str, int] = {}  # request id -> rows
@@ -104,7 +107,8 @@ class Traffic:
 
     def _client(self, protocol: str, index: int) -> None:
         rng = random.Random(f"{protocol}-{index}")
-        with httpx.Client(timeout=10, trust_env=False) as http, grpc.insecure_channel(self.endpoint.grpc) as channel:
+        http = httpx.Client(timeout=10, trust_env=False, headers=self.auth)
+        with http, grpc.insecure_channel(self.endpoint.grpc) as channel:
             stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
             number = 0
             while not self._stop.is_set():
@@ -130,7 +134,7 @@ class Traffic:
             request = pb.ModelInferRequest(model_name=DEPLOYMENT, id=request_id)
             tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[len(rows), 8])
             tensor.contents.fp64_contents.extend(value for row in rows for value in row)
-            response = stub.ModelInfer(request, timeout=10)
+            response = stub.ModelInfer(request, timeout=10, metadata=self.metadata)
             return len(response.outputs) == 1
         headers = {"x-request-id": request_id}
         if protocol == "v1":

@@ -136,8 +136,9 @@ class MlflowWriter:
 class RouterTraffic:
     """V1 requests through the split's router, each with a unique request id; what was answered."""
 
-    def __init__(self, url: str, prefix: str, clients: int = 3):
+    def __init__(self, url: str, prefix: str, clients: int = 3, headers: dict[str, str] | None = None):
         self.url = url
+        self.headers = headers or {}  # the serving token
         self.prefix = prefix
         self.answered: set[str] = set()
         self.failures = 0
@@ -158,7 +159,7 @@ class RouterTraffic:
 
     def _client(self, index: int) -> None:
         number = 0
-        with httpx.Client(timeout=10, trust_env=False) as http:
+        with httpx.Client(timeout=10, trust_env=False, headers=self.headers) as http:
             while not self._stop.is_set():
                 request_id = f"{self.prefix}-{index}-{number}"
                 row = self._rows[number % len(self._rows)]
@@ -204,7 +205,10 @@ def test_kill_9_under_write_load_loses_nothing_acknowledged_and_heals_itself(sta
     endpoints = stack.endpoints()  # what the clients hold, before the kill and after it
     router_url = endpoints.inference[SPLIT].v1_predict
     prefix = f"kill-{component.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
-    with MlflowWriter(endpoints.mlflow_tracking_uri, prefix) as writer, RouterTraffic(router_url, prefix) as traffic:
+    with (
+        MlflowWriter(endpoints.mlflow_tracking_uri, prefix) as writer,
+        RouterTraffic(router_url, prefix, headers=endpoints.serving_headers()) as traffic,
+    ):
         recovery.wait_for(
             lambda: len(writer.runs) >= 5 and len(traffic.answered) >= 50, "writes before the kill", stack
         )

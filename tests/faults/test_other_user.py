@@ -577,6 +577,7 @@ requests = [
     ("POST", "/api/2.0/mlflow/users/create", {"username": "intruder", "password": "intruder-password-1"}),
     ("GET", "/api/contents", None),
     ("GET", "/api/kernels", None),
+    ("GET", "/metrics", None),
     ("GET", "/v1/models", None),
     ("GET", "/v2/models", None),
     ("GET", f"/v2/models/{model}", None),
@@ -687,6 +688,9 @@ def test_no_other_user_gets_into_mlflow_jupyterlab_postgres_or_a_model_server(st
                 answer = owner.post(url, json={"instances": [[0.1] * 8]}, headers=endpoints.serving_headers())
                 assert answer.status_code == 200, answer.text
                 assert owner.post(url, json={"instances": [[0.1] * 8]}).status_code == 401
+                # A page of another site (DNS rebinding) reaches 127.0.0.1 with its own Host: refused, token or not.
+                foreign = {**endpoints.serving_headers(), "Host": "rebound.example"}
+                assert owner.post(url, json={"instances": [[0.1] * 8]}, headers=foreign).status_code == 403
         config = {
             "mark": mark,
             "run_id": run_id,
@@ -711,7 +715,7 @@ def test_no_other_user_gets_into_mlflow_jupyterlab_postgres_or_a_model_server(st
         recovered="refused",
     )
     assert report["accepted"] == [], "\n".join(report["accepted"])
-    assert report["refused"] == report["tried"] >= len(http_ports) * 3 * 18, report
+    assert report["refused"] == report["tried"] >= len(http_ports) * 3 * 19, report
     # Nothing was made: no experiment, no user, no object.
     client = endpoints.mlflow_client()
     assert client.get_experiment_by_name("made-by-another-user") is None

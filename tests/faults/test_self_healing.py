@@ -46,9 +46,10 @@ def stack(deployed: Stack, monkeypatch) -> Stack:
     return deployed
 
 
-def _predict(url: str) -> list:
+def _predict(url: str, headers: dict[str, str]) -> list:
     frame, _ = synthetic_data(rows=3, seed=11)
-    response = httpx.post(url, json={"instances": frame.to_numpy().tolist()}, timeout=10, trust_env=False)
+    rows = frame.to_numpy().tolist()
+    response = httpx.post(url, json={"instances": rows}, headers=headers, timeout=10, trust_env=False)
     response.raise_for_status()
     predictions = response.json()["predictions"]
     assert len(predictions) == 3
@@ -91,8 +92,8 @@ def test_a_killed_service_comes_back_on_its_port_and_only_it_restarts(stack, ser
     endpoints = Endpoints(**before["endpoints"])
     was = recovery.entry(before, service)
     pids = recovery.pids(before)
-    predict_url = endpoints.inference[DEPLOYMENT].v1_predict
-    expected = _predict(predict_url)
+    predict_url, auth = endpoints.inference[DEPLOYMENT].v1_predict, endpoints.serving_headers()
+    expected = _predict(predict_url, auth)
 
     recovery.kill(pids[service])
 
@@ -104,7 +105,9 @@ def test_a_killed_service_comes_back_on_its_port_and_only_it_restarts(stack, ser
     assert (now["port"], now["url"]) == (was["port"], was["url"])
     assert recovery.wait_for(lambda: _client_works(service, endpoints), f"a client of the old {service} URI", stack)
     # The model server kept serving through it, at the URL it had, with the same answers.
-    assert recovery.wait_for(lambda: _predict(predict_url) == expected, "a prediction at the old model URL", stack)
+    assert recovery.wait_for(
+        lambda: _predict(predict_url, auth) == expected, "a prediction at the old model URL", stack
+    )
     after = recovery.pids(stack.status())
     assert {name: pid for name, pid in after.items() if name != service} == {
         name: pid for name, pid in pids.items() if name != service
@@ -116,8 +119,9 @@ def test_a_killed_model_server_comes_back_on_its_url(stack):
     before = stack.status()
     was = recovery.entry(before, DEPLOYMENT)
     pids = recovery.pids(before)
-    predict_url = Endpoints(**before["endpoints"]).inference[DEPLOYMENT].v1_predict
-    expected = _predict(predict_url)
+    endpoints = Endpoints(**before["endpoints"])
+    predict_url, auth = endpoints.inference[DEPLOYMENT].v1_predict, endpoints.serving_headers()
+    expected = _predict(predict_url, auth)
 
     recovery.kill(pids[DEPLOYMENT])
 
@@ -127,7 +131,9 @@ def test_a_killed_model_server_comes_back_on_its_url(stack):
 
     now = recovery.wait_for(back, f"deployment {DEPLOYMENT} running again", stack)
     assert now["url"] == was["url"]
-    assert recovery.wait_for(lambda: _predict(predict_url) == expected, "a prediction at the old model URL", stack)
+    assert recovery.wait_for(
+        lambda: _predict(predict_url, auth) == expected, "a prediction at the old model URL", stack
+    )
     after = recovery.pids(stack.status())
     assert {n: p for n, p in after.items() if n != DEPLOYMENT} == {n: p for n, p in pids.items() if n != DEPLOYMENT}
     detail = recovery.entry(stack.status(), "supervisor")["detail"]

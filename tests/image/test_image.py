@@ -179,8 +179,8 @@ def deployment(image, stack, tmp_path_factory) -> Deployment:
             )
             started.append(server)
             servers[label] = server
-        for label, server in servers.items():
-            _wait_ready(server, f"/v2/models/{MODEL}-{label}/ready")
+        for server in servers.values():
+            _wait_ready(server, "/v2/health/ready")  # a health path: answered without the serving token
         variants = [f"--variant={label}={server.url}/{MODEL}-{label}:50" for label, server in servers.items()]
         router = _run(
             image, env_file, "router", "python", "-m", "sandbox.serving.router", "--name", MODEL, *variants,
@@ -241,15 +241,18 @@ def test_the_model_servers_answer_v1_and_v2_as_the_model_predicts(stack, deploym
         server = deployment.servers[label]
         expected = _expected(stack, model_version, frame)
         name = f"{MODEL}-{label}"
-        v1 = httpx.post(f"{server.url}/v1/models/{name}:predict", json={"instances": frame.to_numpy().tolist()})
+        http = httpx.Client(headers=stack.endpoints.serving_headers())  # the token from the environment file
+        refused = httpx.post(f"{server.url}/v1/models/{name}:predict", json={"instances": frame.to_numpy().tolist()})
+        assert refused.status_code == 401, refused.text
+        v1 = http.post(f"{server.url}/v1/models/{name}:predict", json={"instances": frame.to_numpy().tolist()})
         assert v1.status_code == 200, v1.text
         assert v1.json()["predictions"] == expected
         tensor = {"name": "input-0", "shape": [12, 8], "datatype": "FP64", "data": frame.to_numpy().ravel().tolist()}
-        v2 = httpx.post(f"{server.url}/v2/models/{name}/infer", json={"inputs": [tensor]})
+        v2 = http.post(f"{server.url}/v2/models/{name}/infer", json={"inputs": [tensor]})
         assert v2.status_code == 200, v2.text
         assert v2.json()["outputs"][0]["data"] == expected
         assert v2.json()["model_name"] == name
-        bad = httpx.post(f"{server.url}/v1/models/{name}:predict", json={"instances": [[0.0] * 7]})
+        bad = http.post(f"{server.url}/v1/models/{name}:predict", json={"instances": [[0.0] * 7]})
         assert bad.status_code == 400, bad.text
         with capsys.disabled():
             print(f"\n  {name} (models:/{MODEL}/{model_version}) V1 {v1.json()}")
@@ -262,7 +265,8 @@ def test_the_router_splits_between_the_two_servers(stack, deployment, capsys):
     expected = {"a": _expected(stack, "1", frame), "b": _expected(stack, "2", frame)}
     seen: Counter = Counter()
     tensor = {"name": "input-0", "shape": [4, 8], "datatype": "FP64", "data": frame.to_numpy().ravel().tolist()}
-    with httpx.Client(base_url=deployment.router.url, timeout=30) as client:
+    auth = stack.endpoints.serving_headers()
+    with httpx.Client(base_url=deployment.router.url, timeout=30, headers=auth) as client:
         for i in range(40):
             if i % 2:
                 response = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor]})
@@ -293,7 +297,7 @@ def test_the_servers_write_the_inference_log_from_the_container(stack, deploymen
     response = httpx.post(
         f"{server.url}/v1/models/{MODEL}-a:predict",
         json={"instances": frame.to_numpy().tolist()},
-        headers={"x-request-id": request_id},
+        headers={"x-request-id": request_id, **stack.endpoints.serving_headers()},
     )
     assert response.status_code == 200
     # Written by the container's user to its journal in its working folder, then shipped to PostgreSQL.

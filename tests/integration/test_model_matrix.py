@@ -47,20 +47,23 @@ def _expected(frame) -> list:
     return mlflow.pyfunc.load_model("models:/fraud-detector/1").predict(frame).tolist()
 
 
-def test_v2_rest_binary_and_grpc_on_a_real_deploy_answer_as_the_model_does(deployed):
+def test_v2_rest_binary_and_grpc_on_a_real_deploy_answer_as_the_model_does(deployed, platform):
     # One deploy for both (a deploy costs ~20 s; the answers, milliseconds): each protocol's rows are its own.
     binary_rows, _ = synthetic_data(rows=20, seed=11)
     grpc_rows, _ = synthetic_data(rows=20, seed=12)
     assert deployed["grpc"].startswith("127.0.0.1:"), deployed
+    auth = platform.endpoints().serving_headers()  # the serving token: HTTP header, and gRPC metadata
+    metadata = [(key.lower(), value) for key, value in auth.items()]
 
     async def rest_binary():
         async with InferenceRESTClient(RESTConfig(protocol="v2")) as client:
-            return await client.infer(deployed["url"], _request(binary_rows, binary=True), model_name=DEPLOYMENT)
+            request = _request(binary_rows, binary=True)
+            return await client.infer(deployed["url"], request, model_name=DEPLOYMENT, headers=dict(auth))
 
     async def grpc():
         client = InferenceGRPCClient(deployed["grpc"])
         try:
-            return await client.infer(_request(grpc_rows, binary=True))
+            return await client.infer(_request(grpc_rows, binary=True), headers=metadata)
         finally:
             await client.close()
 

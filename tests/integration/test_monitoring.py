@@ -58,8 +58,9 @@ def _store(stack) -> InferenceLogStore:
 
 
 def _send(stack, rows, *, per_request: int = 10, deployment: str = "fd") -> int:
-    url = stack.endpoints().inference[deployment].v1_predict
-    with httpx.Client(timeout=30, trust_env=False) as client:
+    endpoints = stack.endpoints()
+    url = endpoints.inference[deployment].v1_predict
+    with httpx.Client(timeout=30, trust_env=False, headers=endpoints.serving_headers()) as client:
         for start in range(0, len(rows), per_request):
             response = client.post(url, json={"instances": rows[start : start + per_request]})
             assert response.status_code == 200, response.text
@@ -91,8 +92,15 @@ class OwnModel:
 
     def served(self, frame) -> list:
         """What the deployment answers for these rows."""
-        url = self.stack.endpoints().inference[self.deployment].v1_predict
-        response = httpx.post(url, json={"instances": frame.values.tolist()}, timeout=30, trust_env=False)
+        endpoints = self.stack.endpoints()
+        url = endpoints.inference[self.deployment].v1_predict
+        response = httpx.post(
+            url,
+            json={"instances": frame.values.tolist()},
+            headers=endpoints.serving_headers(),
+            timeout=30,
+            trust_env=False,
+        )
         assert response.status_code == 200, response.text
         return response.json()["predictions"]
 
@@ -176,7 +184,11 @@ def test_every_answered_row_is_logged_with_its_model_version(monitored):
     assert features.shape == (30, 8) and len(predictions) == 30
     assert store.latest_version(MODEL) == "1"
     # The model server reports its writer on /metrics.
-    metrics = httpx.get(f"{monitored.endpoints().inference['fd'].url}/metrics", trust_env=False).text
+    endpoints = monitored.endpoints()
+    metrics = httpx.get(
+        f"{endpoints.inference['fd'].url}/metrics", headers=endpoints.serving_headers(), trust_env=False
+    )
+    metrics = metrics.text
     assert "inference_log_rows_written_total" in metrics
 
 

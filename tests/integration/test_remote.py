@@ -115,6 +115,7 @@ def target(_platform):
                     "TARGET_S3_ACCESS_KEY": endpoints.s3_access_key,
                     "TARGET_S3_SECRET_KEY": endpoints.s3_secret_key,
                     "TARGET_MONITORING_DB_URL": endpoints.monitoring_db_url,
+                    "TARGET_SERVING_TOKEN": endpoints.serving_token,  # its model servers require it
                 },
             )
     finally:
@@ -156,6 +157,7 @@ def _remote(folder: Path, target: Target, **overrides: str) -> Remote:
         "secret_key_env: TARGET_S3_SECRET_KEY, buckets: [mlflow-artifacts, data]}\n"
         "  monitoring: {db_url_env: TARGET_MONITORING_DB_URL}\n"
         f"{kfp}"
+        "  serving: {token_env: TARGET_SERVING_TOKEN}\n"
         f"  inference: {{fraud: {urls['inference']}}}\n"
     )
     return Remote(folder, dict(target.env))

@@ -37,6 +37,11 @@ def _inference(stack, name: str) -> dict:
     return stack.status()["endpoints"]["inference"][name]
 
 
+def _http(stack) -> httpx.Client:
+    """A client of the stack's model servers and routers: with the serving token, as `sandbox env` hands it over."""
+    return httpx.Client(timeout=30, headers=stack.endpoints().serving_headers())
+
+
 def _running(stack, *names: str) -> bool:
     deployments = _deployments(stack)
     return all(name in deployments and deployments[name]["state"] == "running" for name in names)
@@ -137,21 +142,27 @@ def test_deploy_serves_the_registered_model_on_both_protocols(platform, fraud):
     frame, _ = synthetic_data(rows=20, seed=7)
     expected = mlflow.pyfunc.load_model("models:/fraud-detector/1").predict(frame).tolist()
 
-    v1 = httpx.post(endpoint["v1_predict"], json={"instances": frame.to_numpy().tolist()})
+    http = _http(platform)
+    refused = httpx.post(endpoint["v1_predict"], json={"instances": [[0.5] * 8]})  # no token: `serving.auth: token`
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert "ML_SANDBOX_SERVING_TOKEN" in refused.json()["error"]
+    rebound = http.post(endpoint["v1_predict"], json={"instances": [[0.5] * 8]}, headers={"Host": "rebound.example"})
+    assert rebound.status_code == 403  # a foreign Host header (DNS rebinding), as MLflow refuses it
+    v1 = http.post(endpoint["v1_predict"], json={"instances": frame.to_numpy().tolist()})
     assert v1.status_code == 200 and v1.json()["predictions"] == expected
     tensor = {"name": "input-0", "shape": [20, 8], "datatype": "FP64", "data": frame.to_numpy().ravel().tolist()}
-    v2 = httpx.post(endpoint["v2_infer"], json={"inputs": [tensor]})
+    v2 = http.post(endpoint["v2_infer"], json={"inputs": [tensor]})
     assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == expected
-    by_name = httpx.post(endpoint["v1_predict"], json={"instances": frame.to_dict(orient="records")})
+    by_name = http.post(endpoint["v1_predict"], json={"instances": frame.to_dict(orient="records")})
     assert by_name.json()["predictions"] == expected
 
-    assert httpx.get(f"{base}/v2/health/ready").status_code == 200
-    assert httpx.get(f"{base}/v2/models/fraud/ready").status_code == 200
-    assert httpx.get(f"{base}/v1/models/fraud").json()["ready"] is True
-    inputs = httpx.get(f"{base}/v2/models/fraud").json()["inputs"]
+    assert httpx.get(f"{base}/v2/health/ready").status_code == 200  # a health path: no token needed
+    assert http.get(f"{base}/v2/models/fraud/ready").status_code == 200
+    assert http.get(f"{base}/v1/models/fraud").json()["ready"] is True
+    inputs = http.get(f"{base}/v2/models/fraud").json()["inputs"]
     assert [(i["name"], i["datatype"], i["shape"]) for i in inputs] == [(f"f{n}", "FP64", [-1]) for n in range(8)]
-    assert 'model_server_requests_total{code="200",protocol="v1"}' in httpx.get(f"{base}/metrics").text
-    assert httpx.post(f"{base}/v1/models/nope:predict", json={"instances": [[0] * 8]}).status_code == 404
+    assert 'model_server_requests_total{code="200",protocol="v1"}' in http.get(f"{base}/metrics").text
+    assert http.post(f"{base}/v1/models/nope:predict", json={"instances": [[0] * 8]}).status_code == 404
 
     pid = local_pid(deployment)
     listening = [c for c in psutil.net_connections(kind="inet") if c.pid == pid and c.status == psutil.CONN_LISTEN]
@@ -164,7 +175,7 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(plat
     endpoint = _inference(platform, "fraud")
     statuses = Counter()
     cases = itertools.islice(itertools.cycle(MALFORMED), 1000)
-    with httpx.Client(timeout=30) as client:
+    with _http(platform) as client:
         for protocol, content_type, body in cases:
             url = endpoint["v1_predict"] if protocol == "v1" else endpoint["v2_infer"]
             headers = {"content-type": content_type} if content_type else {}
@@ -173,7 +184,7 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_healthy(plat
             assert 400 <= response.status_code < 500, (protocol, body[:80], response.status_code, response.text)
             assert response.json()  # a JSON error that says what is wrong
     assert sum(statuses.values()) == 1000
-    good = httpx.post(endpoint["v1_predict"], json={"instances": [[0.5] * 8]})
+    good = _http(platform).post(endpoint["v1_predict"], json={"instances": [[0.5] * 8]})
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
     assert httpx.get(f"{endpoint['url']}/v2/health/ready").status_code == 200
 
@@ -187,7 +198,9 @@ def test_an_80_20_split_routes_by_weight_and_names_the_variant(platform, fraud_a
         response = client.post(endpoint["v1_predict"], json={"instances": [row]})
         return response.status_code, response.headers.get("x-model-variant")
 
-    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=8)) as client, ThreadPoolExecutor(8) as pool:
+    auth = platform.endpoints().serving_headers()
+    client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=8), headers=auth)
+    with client, ThreadPoolExecutor(8) as pool:
         results = list(pool.map(call, rows))
         sticky = {
             client.post(endpoint["v1_predict"], json={"instances": [rows[0]]}, headers={"x-user-id": "u-7"}).headers[
@@ -201,7 +214,8 @@ def test_an_80_20_split_routes_by_weight_and_names_the_variant(platform, fraud_a
     assert abs(share_a - 0.80) <= 0.03, share_a
     assert len(sticky) == 1
 
-    metrics = httpx.get(f"{endpoint['url']}/metrics").text
+    assert httpx.get(f"{endpoint['url']}/metrics").status_code == 401  # the router requires the token too
+    metrics = httpx.get(f"{endpoint['url']}/metrics", headers=auth).text
     assert 'ab_router_requests_total{code="200",variant="a"}' in metrics
     assert 'ab_router_request_duration_seconds_count{variant="b"}' in metrics
 
@@ -341,7 +355,7 @@ def test_deployments_survive_down_and_up(platform, fraud):
     assert {d["state"] for d in _deployments(platform).values()} == {"running"}
     after = _inference(platform, "fraud")
     assert after["v1_predict"] == before["v1_predict"]  # same URL after a restart
-    assert httpx.post(after["v1_predict"], json={"instances": [[0.1] * 8]}).status_code == 200
+    assert _http(platform).post(after["v1_predict"], json={"instances": [[0.1] * 8]}).status_code == 200
 
 
 def test_bad_deploys_are_refused_clearly(platform):

@@ -35,19 +35,19 @@ def features(rows):
     return {"inputs": [{"name": "input-0", "shape": [rows, 8], "datatype": "FP64", "data": [0.5] * (8 * rows)}]}
 
 
-def test_the_reference_model_answers_over_v2(deploy, reference_model):
+def test_the_reference_model_answers_over_v2(deploy, reference_model, serving_headers):
     endpoint = deploy(reference_model)
-    response = httpx.post(endpoint.v2_infer, json=features(3), timeout=30)
+    response = httpx.post(endpoint.v2_infer, json=features(3), headers=serving_headers, timeout=30)
     assert response.status_code == 200, response.text
     predictions = response.json()["outputs"][0]["data"]
     assert len(predictions) == 3 and set(predictions) <= {0, 1}
 
 
 def test_a_named_deployment_and_the_stores(deploy, reference_model, sandbox_name, mlflow_client, s3_client,
-                                           minio_client, ml_sandbox):
+                                           minio_client, ml_sandbox, serving_headers):
     endpoint = deploy(reference_model, name="fraud")
     assert endpoint.name == sandbox_name("fraud")
-    answer = httpx.post(endpoint.v1_predict, json={"instances": [[0.5] * 8]}, timeout=30)
+    answer = httpx.post(endpoint.v1_predict, json={"instances": [[0.5] * 8]}, headers=serving_headers, timeout=30)
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
     model = reference_model.split("/")[1]
     assert mlflow_client.get_registered_model(model).name == model
@@ -70,11 +70,11 @@ import os
 import signal
 
 
-def test_a_model_server_that_died(deploy, reference_model, ml_sandbox):
+def test_a_model_server_that_died(deploy, reference_model, ml_sandbox, serving_headers):
     endpoint = deploy(reference_model, name="doomed")
     [served] = [status for status in ml_sandbox.serving.statuses() if status.name == endpoint.name]
     os.killpg(int(served.instance.split()[1]), signal.SIGKILL)  # as an out-of-memory kill would
-    httpx.post(endpoint.v2_infer, json=features(1), timeout=30)
+    httpx.post(endpoint.v2_infer, json=features(1), headers=serving_headers, timeout=30)
 """
 
 

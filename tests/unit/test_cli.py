@@ -181,7 +181,7 @@ def test_loadtest_of_an_unreachable_url_says_so(tmp_path):
 # --------------------------------------------------------------------------- serve url
 
 
-def _fake_endpoints(monkeypatch):
+def _fake_endpoints(monkeypatch, **overrides):
     from sandbox.endpoints import InferenceEndpoint
     from sandbox.profiles.local import LocalProfile
 
@@ -198,6 +198,7 @@ def _fake_endpoints(monkeypatch):
 
     endpoints = make_endpoints(
         inference={"fraud": endpoint("fraud", 17001), "fraud-ab": endpoint("fraud-ab", 17002, "split")},
+        **overrides,
     )
     monkeypatch.setattr(LocalProfile, "endpoints", lambda self: endpoints)
 
@@ -220,6 +221,25 @@ def test_serve_url_prints_the_predict_url(monkeypatch):
     assert _run("serve", "url", "fraud", "--protocol", "grpc").stdout == "127.0.0.1:17101\n"
     split_grpc = _run("serve", "url", "fraud-ab", "--protocol", "grpc")
     assert split_grpc.exit_code == ExitCode.USAGE and "REST only" in split_grpc.output
+
+
+def test_serve_url_hands_over_the_token_on_stderr_and_with_token_alone(monkeypatch):
+    _fake_endpoints(monkeypatch, serving_token="tok-123")
+    result = _run("serve", "url", "fraud")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "http://127.0.0.1:17001/v1/models/fraud:predict\n"  # `curl "$(...)"` still works
+    assert "Authorization: Bearer $ML_SANDBOX_SERVING_TOKEN" in result.stderr and "--token" in result.stderr
+    assert "tok-123" not in result.stderr
+    printed = _run("serve", "url", "fraud", "--token")
+    assert printed.exit_code == 0 and printed.stdout == "tok-123\n"
+
+
+def test_serve_url_with_serving_auth_none_needs_no_token(monkeypatch):
+    _fake_endpoints(monkeypatch)  # serving_token None: `serving.auth: none`
+    result = _run("serve", "url", "fraud")
+    assert "Authorization" not in result.stderr
+    printed = _run("serve", "url", "fraud", "--token")
+    assert printed.exit_code == 0 and printed.stdout == "" and "serving.auth is none" in printed.stderr
 
 
 def test_serve_url_of_an_unknown_name_lists_the_deployments(monkeypatch):

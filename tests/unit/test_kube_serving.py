@@ -114,7 +114,7 @@ def secret_ref(env: str, secret: str, key: str) -> dict:
     return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def expected_server_env(*, inference_log: bool = True) -> list[dict]:
+def expected_server_env(*, inference_log: bool = True, token: bool = True) -> list[dict]:
     env = [
         {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml-sandbox.svc.cluster.local:5000"},
         {"name": "MLFLOW_TRACKING_USERNAME", "value": "sandbox-admin"},
@@ -128,6 +128,8 @@ def expected_server_env(*, inference_log: bool = True) -> list[dict]:
     ]
     if inference_log:
         env.append(secret_ref("ML_SANDBOX_MONITORING_DB_URL", "postgres-credentials", "monitoring-url"))
+    if token:  # `serving.auth: token`, the default: the servers require the token, given by reference
+        env.append(secret_ref("ML_SANDBOX_SERVING_TOKEN", "serving-token", "token"))
     return env
 
 
@@ -189,7 +191,7 @@ def test_deploy_applies_one_validated_inference_service_running_the_projects_mod
                             {"name": "h2c", "containerPort": 8081, "protocol": "TCP"},
                         ],
                         "readinessProbe": {
-                            "httpGet": {"path": "/v2/models/fraud/ready", "port": 8080},
+                            "httpGet": {"path": "/v2/health/ready", "port": 8080},
                             "periodSeconds": 5,
                             "failureThreshold": 120,
                         },
@@ -226,6 +228,31 @@ def test_the_inference_log_flag_and_nan_reach_the_server_and_its_environment(pro
     container = obj(fakes, ISVC, "plain")["spec"]["predictor"]["containers"][0]
     assert container["args"][-2:] == ["--no-inference-log", "--allow-nan"]
     assert container["env"] == expected_server_env(inference_log=False)
+
+
+def test_the_serving_token_reaches_servers_and_routers_by_reference_and_only_with_auth_on(prof, fakes):
+    assert prof.endpoints().serving_token == prof._secrets(create=False).serving_token
+    prof.serving().deploy(model("guarded", "models:/m/1"))
+    guarded = obj(fakes, ISVC, "guarded")
+    assert (
+        secret_ref("ML_SANDBOX_SERVING_TOKEN", "serving-token", "token")
+        in guarded["spec"]["predictor"]["containers"][0]["env"]
+    )
+    assert prof._secrets(create=False).serving_token not in str(guarded)  # never by value
+
+
+def test_with_serving_auth_none_no_server_or_router_gets_the_token(tmp_path, fakes):
+    options = {"cluster.context": CONTEXT, "serving.auth": "none"}
+    off = adopt_stack(
+        get_profile(load_config(profile="cluster", dir=tmp_path / "sb", **options)), CONTEXT, NS, INSTANCE
+    )
+    assert off.endpoints().serving_token is None
+    serving = off.serving()
+    serving.deploy(model("open", "models:/m/1"))
+    assert obj(fakes, ISVC, "open")["spec"]["predictor"]["containers"][0]["env"] == expected_server_env(token=False)
+    serving.deploy(split("open-ab", [VariantSpec.parse("a=models:/m/1:50"), VariantSpec.parse("b=models:/m/2:50")]))
+    (router,) = obj(fakes, "Deployment", "open-ab-router")["spec"]["template"]["spec"]["containers"]
+    assert "env" not in router
 
 
 def test_gpus_become_nvidia_requests_and_limits_with_the_gpu_nodes_tolerations(prof, fakes):
@@ -501,6 +528,9 @@ def test_split_makes_an_inference_service_per_variant_and_the_router_in_front(pr
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", "sandbox.serving.router"]
     assert container["image"] == prof.source.image()
+    # The token it requires and sends on to its variants, by reference; its probe needs none.
+    assert container["env"] == [secret_ref("ML_SANDBOX_SERVING_TOKEN", "serving-token", "token")]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["args"] == [
         "--name",
         "fraud-ab",

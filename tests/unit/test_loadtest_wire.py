@@ -65,3 +65,43 @@ def test_the_plain_locust_files_are_the_packaged_users_and_shapes():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False", "True", "False"]
+
+
+def _guarded_stub(token: str):
+    """A V1 endpoint that answers only requests carrying ``token`` (as a model server with `serving.auth: token`)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from sandbox.serving.asgi import guarded
+
+    async def predict(request):
+        return JSONResponse({"predictions": [0]})
+
+    async def metadata(request):
+        return JSONResponse({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 2]}]})
+
+    routes = [Route("/v1/models/{target}", predict, methods=["POST"]), Route("/v2/models/m", metadata)]
+    return guarded(Starlette(routes=routes), token=token)
+
+
+@pytest.mark.parametrize("loop", ["open", "closed"])
+def test_load_tests_send_the_token_and_keep_it_out_of_the_report(tmp_path, monkeypatch, loop):
+    from sandbox.loadtest import run
+    from sandbox.loadtest.shapes import constant
+    from tests.servers import ThreadedServer
+
+    monkeypatch.setenv(wire.SERVING_TOKEN_ENV, "a-stale-exported-one")  # the target's token wins, never this
+    options = (
+        LoadTestOptions(rate_profile=constant(20, 1.5), rows=ROWS)
+        if loop == "open"
+        else LoadTestOptions(users=2, spawn_rate=2, duration_s=2, rows=ROWS)
+    )
+    with ThreadedServer(_guarded_stub("lt-token-7")) as server:
+        target = Target(server.url, "m", "v1", "m", "lt-token-7")
+        summary = run(target, options, tmp_path / "report", echo=lambda *_: None)
+        assert summary["requests"] > 0 and summary["failures"] == 0, summary.get("errors")
+        refused = run(Target(server.url, "m", "v1", "m"), options, tmp_path / "refused", echo=lambda *_: None)
+        assert refused["failures"] == refused["requests"] > 0  # without it: every request a 401
+    for path in (tmp_path / "report").rglob("*"):
+        assert not path.is_file() or b"lt-token-7" not in path.read_bytes(), path

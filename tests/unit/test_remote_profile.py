@@ -302,6 +302,33 @@ def test_inference_readiness_v2_then_v1(model_server, closed_port):
     assert not gone.ok and gone.line.startswith("remote.inference.gone: ") and "unreachable" in gone.detail
 
 
+def test_inference_endpoints_behind_a_bearer_token(monkeypatch):
+    """A remote whose model servers require a token (a sandbox's own, say): `remote.serving.token_env` names the
+    variable; readiness checks, the Endpoints and load tests by name send it."""
+    from sandbox.config import RemoteConfig
+    from sandbox.profiles.remote.profile import build_endpoints
+    from sandbox.serving.asgi import guarded
+
+    with ThreadedServer(guarded(_model_server_app(), token="remote-token")) as server:
+        url = f"{server.url}/v2/models/fraud/infer"
+        refused = checks.check_inference("fraud", url)
+        assert not refused.ok and "remote.serving.token_env" in refused.detail and "401" in refused.detail
+        assert not checks.check_inference("fraud", url, token="wrong").ok
+        assert checks.check_inference("fraud", url, token="remote-token").ok
+        remote = RemoteConfig.model_validate({"serving": {"token_env": "FRAUD_TOKEN"}, "inference": {"fraud": url}})
+        (missing,) = checks.run_checks(remote, {})
+        assert missing.config_error and "FRAUD_TOKEN" in missing.detail
+        (check,) = checks.run_checks(remote, {"FRAUD_TOKEN": "remote-token"})
+        assert check.ok, check.detail
+        endpoints = build_endpoints(remote, {"FRAUD_TOKEN": "remote-token"})
+        assert endpoints.serving_token == "remote-token"
+        assert endpoints.serving_headers() == {"Authorization": "Bearer remote-token"}
+        assert resolve_target("fraud", endpoints, None).token == "remote-token"
+        assert resolve_target(url, endpoints, None).token == "remote-token"  # its own URL: the same server
+        assert resolve_target("http://elsewhere:1/v2/models/m/infer", endpoints, None).token is None  # never sent on
+    assert build_endpoints(RemoteConfig.model_validate({"inference": {"fraud": url}}), {}).serving_token is None
+
+
 def test_kfp_healthz(model_server, mlflow_server, closed_port):
     assert checks.check_kfp(model_server.url).ok  # the test app answers /apis/v2beta1/healthz
     not_kfp = checks.check_kfp(mlflow_server.url)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from sandbox import wire
 from sandbox.config import load_config
 from sandbox.errors import SandboxError
 from sandbox.gpu import GpuConfig
@@ -66,7 +67,7 @@ def local_platform(tmp_path: Path) -> Platform:
     runtime = LocalProcessRuntime(
         sandbox,
         PortMap(sandbox),
-        make_endpoints(),
+        make_endpoints(serving_token="contract-token"),  # the servers require it; readiness asks without it
         startup_timeout=180,
         scheduler=LocalScheduler(gpu, sandbox.root),
     )
@@ -186,3 +187,11 @@ def expected(m1: str, m2: str) -> list[tuple[str, str, dict]]:
 def test_every_runtime_gives_the_same_answers_statuses_and_leftovers(platform, models):
     got = transcript(platform, *models)
     assert got == expected(*models)
+
+
+def test_local_servers_get_the_stacks_token_never_one_from_the_callers_environment(monkeypatch):
+    from sandbox.profiles.local.serving import _server_env
+
+    monkeypatch.setenv(wire.SERVING_TOKEN_ENV, "exported-by-the-caller")
+    assert wire.SERVING_TOKEN_ENV not in _server_env(make_endpoints())  # `serving.auth: none`: open servers
+    assert _server_env(make_endpoints(serving_token="the-stacks"))[wire.SERVING_TOKEN_ENV] == "the-stacks"

@@ -133,6 +133,7 @@ class KubeProfile(Profile):
             buckets=tuple(self.config.s3.buckets),
             gpu=self.source.gpu(),
             host_ports={key: port for key, port in state.host_ports.items() if key in STACK_PORTS},
+            serving_auth=self.config.serving.auth,
         )
 
     def _fresh_state(self) -> KubeState:

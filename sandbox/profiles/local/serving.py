@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from sandbox import wire
 from sandbox.endpoints import Endpoints, log_in_to_mlflow
 from sandbox.errors import ConfigError, SandboxError
 from sandbox.gpu import Toleration, Workload
@@ -26,6 +27,11 @@ from sandbox.profiles.locking import unlocked
 from sandbox.serving.launch import ModelServerArgs, RouterArgs, RouteVariant
 from sandbox.serving.runtime import Address, Observed
 from sandbox.serving.specs import SANDBOX_RUNTIME, DeploymentSpec, variant_name
+
+# Readiness without the token (`wire.HEALTH_PATHS`): a model server is ready when its one model is, a router when
+# every variant is.
+READY_PATH = "/v2/health/ready"
+assert READY_PATH in wire.HEALTH_PATHS
 
 
 class LocalProcessRuntime:
@@ -116,7 +122,7 @@ class LocalProcessRuntime:
                 process = self.process(record.name)
                 process.stop()  # replace whatever ran under this name
                 process.log_file.parent.mkdir(parents=True, exist_ok=True)
-                env = {**os.environ, **self._started_stack().env(), "NO_PROXY": "127.0.0.1,localhost"}
+                env = _server_env(self._started_stack())
                 env.update(self._gpu_env(record))
                 keys = (f"deploy.{record.name}", f"deploy.{record.name}.grpc")
                 env[PORTS_MARKER] = json.dumps({key: self.ports.get(key) for key in keys if self.ports.get(key)})
@@ -271,7 +277,7 @@ class LocalProcessRuntime:
 
     def _healthy(self, name: str) -> bool:
         try:
-            return httpx.get(f"{self._url(name)}/v2/models/{name}/ready", timeout=5, trust_env=False).status_code == 200
+            return httpx.get(f"{self._url(name)}{READY_PATH}", timeout=5, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -280,9 +286,17 @@ def _has_grpc(record: DeploymentSpec) -> bool:
     return record.kind == "model"  # a split's router is REST only
 
 
+def _server_env(endpoints: Endpoints) -> dict[str, str]:
+    """A server's environment: this process's, then the stack's (`sandbox env`). The serving token is the
+    stack's alone: with `serving.auth: none` none comes from the caller's environment either (an exported one
+    would turn the check on)."""
+    env = {key: value for key, value in os.environ.items() if key != wire.SERVING_TOKEN_ENV}
+    return {**env, **endpoints.env(), "NO_PROXY": "127.0.0.1,localhost"}
+
+
 def _ready_probe(base: str, name: str):
     def probe() -> None:
-        response = httpx.get(f"{base}/v2/models/{name}/ready", timeout=5, trust_env=False)
+        response = httpx.get(f"{base}{READY_PATH}", timeout=5, trust_env=False)
         response.raise_for_status()
 
     return probe

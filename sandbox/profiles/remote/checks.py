@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from sandbox.config import RemoteConfig, parse_inference_url
+from sandbox.wire import bearer_headers
 
 
 @dataclass
@@ -274,8 +275,9 @@ def check_kfp(host: str, *, timeout: float = 10.0) -> EndpointCheck:
 # --------------------------------------------------------------------------- inference endpoints
 
 
-def check_inference(name: str, url: str, *, timeout: float = 10.0) -> EndpointCheck:
-    """The model's readiness: V2 ``GET /v2/models/NAME/ready``, or V1 ``GET /v1/models/NAME`` saying ready."""
+def check_inference(name: str, url: str, *, timeout: float = 10.0, token: str | None = None) -> EndpointCheck:
+    """The model's readiness: V2 ``GET /v2/models/NAME/ready``, or V1 ``GET /v1/models/NAME`` saying ready; with
+    ``token`` (`remote.serving.token_env`) as `Authorization: Bearer`."""
     base, model, protocol = parse_inference_url(url)
     started = time.monotonic()
     key = f"remote.inference.{name}"
@@ -289,9 +291,16 @@ def check_inference(name: str, url: str, *, timeout: float = 10.0) -> EndpointCh
     answers = []
     for label, probe in probes:
         try:
-            response = httpx.get(probe, timeout=timeout)
+            response = httpx.get(probe, headers=bearer_headers(token), timeout=timeout)
         except httpx.HTTPError as exc:
             return verdict(False, f"{url} is unreachable: {reason(exc, timeout)}")
+        if response.status_code == 401:
+            refused = (
+                "refused the token of remote.serving.token_env"
+                if token
+                else "needs a bearer token: set remote.serving.token_env to the variable holding it"
+            )
+            return verdict(False, f"model {model!r} at {base} answered HTTP 401: it {refused}")
         ready = response.status_code == 200
         if ready and label == "V1":
             try:
@@ -369,12 +378,19 @@ def run_checks(remote: RemoteConfig, environ: Mapping[str, str] | None = None) -
         host = remote.kfp.host
         planned.append(("KFP API", host, lambda: check_kfp(host, timeout=timeout)))
 
+    def serving_token() -> str | None:
+        if remote.serving is None:
+            return None
+        return variable(environ, remote.serving.token_env, "remote.serving.token_env")
+
     for endpoint, url in remote.inference.items():
         planned.append(
             (
                 f"inference {endpoint}",
                 url,
-                lambda endpoint=endpoint, url=url: check_inference(endpoint, url, timeout=timeout),
+                lambda endpoint=endpoint, url=url: check_inference(
+                    endpoint, url, timeout=timeout, token=serving_token()
+                ),
             )
         )
 

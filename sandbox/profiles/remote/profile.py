@@ -109,6 +109,7 @@ def build_endpoints(remote: RemoteConfig, environ: Mapping[str, str], *, strict:
         },
         owned=False,
         inference=inference_endpoints(remote),
+        serving_token=secret(remote.serving.token_env, "remote.serving.token_env") or None if remote.serving else None,
     )
 
 
@@ -193,16 +194,22 @@ class RemoteProfile(Profile):
             return result
         result.services = [_service_status(check) for check in self.checks()]
         result.endpoints = build_endpoints(self.remote, os.environ, strict=False)
-        result.deployments = Deployments(RemoteRuntime(result.endpoints.inference, result.services)).statuses()
+        runtime = RemoteRuntime(result.endpoints.inference, result.services, token=result.endpoints.serving_token)
+        result.deployments = Deployments(runtime).statuses()
         return result
 
     def endpoints(self) -> Endpoints:
         self._require_configured()
         return build_endpoints(self.remote, os.environ)
 
+    def _serving_token(self) -> str | None:
+        """The listed endpoints' bearer token (`remote.serving.token_env`), if configured and set."""
+        serving = self.remote.serving
+        return (os.environ.get(serving.token_env) or None) if serving else None
+
     def serving(self) -> Deployments:
         """Read-only: the listed inference endpoints; deploying is refused with what to configure instead."""
-        return Deployments(RemoteRuntime(inference_endpoints(self.remote)))
+        return Deployments(RemoteRuntime(inference_endpoints(self.remote), token=self._serving_token()))
 
     def pipelines(self) -> LocalPipelineRunner:
         """kfp.local here, its steps logging to the platform's MLflow and reading its S3.

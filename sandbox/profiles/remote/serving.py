@@ -26,8 +26,9 @@ class RemoteRuntime:
     read_only = NO_DEPLOY_HINT
     lock = staticmethod(unlocked)
 
-    def __init__(self, endpoints: dict[str, InferenceEndpoint], services=None):
+    def __init__(self, endpoints: dict[str, InferenceEndpoint], services=None, *, token: str | None = None):
         self._endpoints = endpoints
+        self._token = token  # the endpoints' bearer token (`remote.serving.token_env`), for readiness
         self._services = {s.name: s for s in services or []}  # checks already made (status), by name
 
     def tracking_uri(self) -> str:
@@ -53,7 +54,7 @@ class RemoteRuntime:
                 ok, detail = service.state.value == "running", service.detail
             else:
                 url = endpoint.v2_infer if endpoint.protocol == "v2" else endpoint.v1_predict
-                check = check_inference(record.name, url)
+                check = check_inference(record.name, url, token=self._token)
                 ok, detail = check.ok, check.detail
             out[record.name] = Observed("running" if ok else "unhealthy", why=f"listed in remote.inference; {detail}")
         return out

@@ -20,6 +20,7 @@ from sandbox.profiles.kube.manifests.spec import (
     secret_ref,
     security_context,
     service,
+    serving_token_env,
     stack_client_env,
 )
 
@@ -68,6 +69,7 @@ def objects(spec: StackSpec) -> list[dict[str, Any]]:
         secret_ref("ML_SANDBOX_MONITORING_DB_URL", SECRET_POSTGRES, "monitoring-url"),
         {"name": "ML_SANDBOX_BUCKETS", "value": ",".join(spec.buckets)},
         {"name": "ML_SANDBOX_COMPONENT", "value": "notebooks.kernel"},
+        *serving_token_env(spec),  # the starter notebooks call the model servers with it
     ]
     container = {
         "name": "jupyterlab",

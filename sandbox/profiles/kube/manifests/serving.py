@@ -9,7 +9,9 @@ Everything here lives in the stack's namespace and carries the sandbox's managed
 - Runtime "sandbox" (the default): a custom predictor (`spec.predictor.containers[]`, container
   `kserve-container`) running the project image's model server on 8080 (REST) and 8081 (V2 gRPC), the same code
   as the local profile's processes, started with the same arguments (`sandbox.serving.launch`); S3 keys and the
-  inference log's database URL come from the stack's Secrets through `secretKeyRef`, never as values.
+  inference log's database URL come from the stack's Secrets through `secretKeyRef`, never as values, and so
+  does the serving token (`serving.auth: token`): the servers and the router require it; probes use the health
+  paths, which answer without it.
 - Runtime "kserve-mlserver": KServe's stock MLflow runtime (`modelFormat: mlflow`, `protocolVersion: v2`) with
   `storageUri` (the model's `s3://` artifact folder) and a ServiceAccount whose Secret carries KServe's S3
   annotations.
@@ -41,10 +43,12 @@ from sandbox.profiles.kube.manifests.spec import (
     resources,
     secret_ref,
     security_context,
+    serving_token_env,
     stack_client_env,
 )
 from sandbox.serving.launch import ModelServerArgs, RouterArgs, RouteVariant
 from sandbox.serving.specs import KSERVE_MLSERVER, DeploymentSpec, variant_name
+from sandbox.wire import HEALTH_PATHS
 
 COMPONENT = "serving"  # app.kubernetes.io/component of every object made here
 SPEC_ANNOTATION = "ml-sandbox.io/deployment-spec"
@@ -109,6 +113,12 @@ def record_of(obj: dict[str, Any]) -> DeploymentSpec | None:
         return None
 
 
+# The probes' path: readiness without the token (`wire.HEALTH_PATHS`); a model server's is its one model's.
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+assert {READY_PATH, LIVE_PATH} <= HEALTH_PATHS
+
+
 def _server_env(spec: StackSpec, record: DeploymentSpec) -> list[dict[str, Any]]:
     """What `sandbox env` gives a local model server, pointing at the in-cluster services; keys by reference."""
     env = [
@@ -117,7 +127,7 @@ def _server_env(spec: StackSpec, record: DeploymentSpec) -> list[dict[str, Any]]
     ]
     if record.inference_log:  # the stack's `monitoring` database, as on the local profile
         env.append(secret_ref("ML_SANDBOX_MONITORING_DB_URL", SECRET_POSTGRES, "monitoring-url"))
-    return env
+    return env + serving_token_env(spec)
 
 
 def model_server_args(record: DeploymentSpec) -> ModelServerArgs:
@@ -170,7 +180,7 @@ def inference_service(
                     {"name": "h2c", "containerPort": GRPC_PORT, "protocol": "TCP"},
                 ],
                 # A model loads from S3 at start-up: up to 10 minutes before the pod is Ready, as KServe waits.
-                "readinessProbe": http_probe(f"/v2/models/{record.name}/ready", HTTP_PORT, failures=120),
+                "readinessProbe": http_probe(READY_PATH, HTTP_PORT, failures=120),
                 "resources": resources("100m", "512Mi", "2", "2Gi", gpus=record.gpus),
                 "securityContext": security_context(IMAGE_USER),
             }
@@ -240,13 +250,16 @@ def router_objects(spec: StackSpec, record: DeploymentSpec) -> list[dict[str, An
     name = router_name(record.name)
     selected = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": spec.instance}
     pod_labels = {**serving_labels(spec, record.name), "app.kubernetes.io/name": name}
+    env = serving_token_env(spec)
     container = {
         "name": "router",
         "image": spec.image,
         "command": ["python", "-m", RouterArgs.MODULE],
         "args": router_args(spec, record).to_argv(),
+        # The token it requires and sends its variants; it binds every interface (`router_args`): no Host check.
+        **({"env": env} if env else {}),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "readinessProbe": http_probe("/v2/health/live", HTTP_PORT),
+        "readinessProbe": http_probe(LIVE_PATH, HTTP_PORT),
         "resources": resources("50m", "128Mi", "1", "512Mi"),
         "securityContext": security_context(IMAGE_USER),
     }

@@ -22,6 +22,7 @@ from sandbox.config import KubeTimeouts
 from sandbox.gpu.inventory import GpuConfig
 from sandbox.profiles.base import TOKEN_ALPHABET, generate_token
 from sandbox.profiles.kube import versions
+from sandbox.wire import SERVING_TOKEN_ENV
 
 MANAGED_BY = "ml-sandbox"
 PART_OF = "ml-sandbox"
@@ -126,6 +127,8 @@ class StackSpec:
     # The 127.0.0.1 ports the host reaches the services by (the reach strategy's, by service key: `mlflow`, ...):
     # MLflow accepts exactly its own in the Host header; without one, any loopback port.
     host_ports: Mapping[str, int] = field(default_factory=dict)
+    # `serving.auth`: "token" gives model servers and routers the serving token (`SECRET_SERVING`, by reference).
+    serving_auth: Literal["token", "none"] = "token"
 
     def __post_init__(self) -> None:
         if not (_DNS_LABEL.match(self.namespace) and len(self.namespace) <= 63):
@@ -134,6 +137,8 @@ class StackSpec:
             raise ValueError(f"namespace {self.namespace!r} is Kubeflow Pipelines' own; choose another")
         if not (self.instance and _LABEL_VALUE.match(self.instance) and len(self.instance) <= 63):
             raise ValueError(f"instance {self.instance!r} must be a Kubernetes label value (at most 63 characters)")
+        if self.serving_auth not in ("token", "none"):
+            raise ValueError(f"serving_auth must be token or none, not {self.serving_auth!r}")
         if self.object_store not in ("seaweedfs", "minio"):
             raise ValueError(f"object_store must be seaweedfs or minio, not {self.object_store!r}")
         for bucket in self.buckets:
@@ -210,6 +215,12 @@ def secret(spec: StackSpec, component: str, name: str, data: Mapping[str, str], 
 def secret_ref(env: str, secret_name: str, key: str) -> dict[str, Any]:
     """An environment variable read from a Secret's key: how every credential reaches a container."""
     return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+
+
+def serving_token_env(spec: StackSpec) -> list[dict[str, Any]]:
+    """The serving token (`wire.SERVING_TOKEN_ENV`), by reference to its Secret, when `serving.auth` is "token":
+    the model servers and routers require it, JupyterLab's kernels send it; none otherwise."""
+    return [secret_ref(SERVING_TOKEN_ENV, SECRET_SERVING, "token")] if spec.serving_auth == "token" else []
 
 
 # --------------------------------------------------------------------------- containers and pods
