@@ -555,7 +555,7 @@ def test_security_files_are_private_and_no_metrics_port_is_open(stack):
 
 # As the probe user: every port the sandbox chose but SeaweedFS's (the test above), over HTTP without credentials or
 # with a guessed password or token, over gRPC without the token, and PostgreSQL without a password. A request is
-# refused when it fails or gets a 4xx without the secret; the health checks (`HEALTH`) are all one may read.
+# refused when it fails, or gets a 3xx or 4xx without the secret; the health checks (`HEALTH`) are all one may read.
 FRONT_DOOR_PROBE = r"""
 import base64, json, sys
 import grpc, httpx, psycopg
@@ -602,7 +602,8 @@ with httpx.Client(timeout=10, trust_env=False) as client:
                 except httpx.HTTPError:
                     report["refused"] += 1
                     continue
-                if (resp.status_code < 400 and path not in cfg["health"]) or mark in resp.content:
+                # A redirect (JupyterLab's to its login page) without the secret is a refusal too.
+                if (resp.status_code < 300 and path not in cfg["health"]) or mark in resp.content:
                     report["accepted"].append(f"{method} {url} ({how}): HTTP {resp.status_code} {resp.content[:120]!r}")
                 else:
                     report["refused"] += 1
@@ -648,10 +649,10 @@ print(json.dumps(report))
 HEALTH = ["/", "/health", "/v2/health/live", "/v2/health/ready"]
 
 
-def _deployment_ports(stack) -> tuple[list[int], list[int]]:
-    ports = json.loads((stack.dir / "ports.json").read_text())
-    rest = [port for key, port in ports.items() if key.startswith("deploy.") and not key.endswith(".grpc")]
-    grpc_ports = [port for key, port in ports.items() if key.startswith("deploy.") and key.endswith(".grpc")]
+def _deployment_ports(endpoints) -> tuple[list[int], list[int]]:
+    """The REST and gRPC ports of every running deployment (ports.json also keeps those of undeployed ones)."""
+    rest = sorted({int(endpoint.url.rsplit(":", 1)[1]) for endpoint in endpoints.inference.values()})
+    grpc_ports = sorted({int(e.grpc.rsplit(":", 1)[1]) for e in endpoints.inference.values() if e.grpc})
     return rest, grpc_ports
 
 
@@ -670,7 +671,7 @@ def test_no_other_user_gets_into_mlflow_jupyterlab_postgres_or_a_model_server(st
     try:
         endpoints = stack.endpoints()
         ports = json.loads((stack.dir / "ports.json").read_text())
-        rest, grpc_ports = _deployment_ports(stack)
+        rest, grpc_ports = _deployment_ports(endpoints)
         assert len(rest) >= 4 and len(grpc_ports) >= 1, ports  # probed, the split's router and its two variants
         http_ports = [ports["mlflow"], ports["notebooks"], ports["postgres"], *rest]
         artifact = next(key for bucket, key in objects if bucket == "mlflow-artifacts")  # EXPERIMENT/RUN/artifacts/...

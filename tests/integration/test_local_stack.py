@@ -102,13 +102,15 @@ def test_no_default_or_missing_credentials(stack):
 
 
 def test_mlflow_rejects_foreign_host_headers(stack):
-    uri = stack.endpoints().mlflow_tracking_uri
-    ok = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, trust_env=False)
+    endpoints = stack.endpoints()
+    uri, login = endpoints.mlflow_tracking_uri, (endpoints.mlflow_username, endpoints.mlflow_password)
+    ok = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=login, trust_env=False)
     assert ok.status_code == 200
     rebinding = httpx.get(
         f"{uri}/api/2.0/mlflow/experiments/search",
         params={"max_results": 1},
         headers={"Host": "evil.example.com"},
+        auth=login,
         trust_env=False,
     )
     assert rebinding.status_code in (400, 403)

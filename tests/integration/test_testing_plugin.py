@@ -197,9 +197,7 @@ def test_without_the_options_no_fixture_exists_and_nothing_loads(pytester):
 def _leftovers(handle: SandboxHandle) -> list[str]:
     """What is on the sandbox besides MLflow's Default experiment: registered models, experiments, and every
     object in every bucket (artifacts included). The module's sandbox holds nothing of its own."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=handle.endpoints.mlflow_tracking_uri)
+    client = handle.endpoints.mlflow_client()
     found = [f"model {model.name}" for model in client.search_registered_models()]
     found += [f"experiment {item.name}" for item in client.search_experiments() if item.name != "Default"]
     s3 = handle.minio_client()
