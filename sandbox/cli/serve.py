@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -127,7 +128,8 @@ def serve_url(
         else:
             ui.err.print("serving.auth is none: the model servers need no token", markup=False, highlight=False)
         return
-    if endpoints.serving_token:
+    # The hint, unless this shell already holds the token (`eval "$(sandbox env)"` set it).
+    if endpoints.serving_token and os.environ.get(SERVING_TOKEN_ENV) != endpoints.serving_token:
         grpc = " (gRPC: metadata authorization: Bearer ...)" if protocol == "grpc" or all_urls else ""
         ui.err.print(
             f'requests need -H "Authorization: Bearer ${SERVING_TOKEN_ENV}"{grpc}: eval "$(sandbox env)" sets it, '

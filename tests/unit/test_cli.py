@@ -225,6 +225,7 @@ def test_serve_url_prints_the_predict_url(monkeypatch):
 
 def test_serve_url_hands_over_the_token_on_stderr_and_with_token_alone(monkeypatch):
     _fake_endpoints(monkeypatch, serving_token="tok-123")
+    monkeypatch.delenv("ML_SANDBOX_SERVING_TOKEN", raising=False)
     result = _run("serve", "url", "fraud")
     assert result.exit_code == 0, result.output
     assert result.stdout == "http://127.0.0.1:17001/v1/models/fraud:predict\n"  # `curl "$(...)"` still works
@@ -232,6 +233,10 @@ def test_serve_url_hands_over_the_token_on_stderr_and_with_token_alone(monkeypat
     assert "tok-123" not in result.stderr
     printed = _run("serve", "url", "fraud", "--token")
     assert printed.exit_code == 0 and printed.stdout == "tok-123\n"
+    monkeypatch.setenv("ML_SANDBOX_SERVING_TOKEN", "tok-123")  # `eval "$(sandbox env)"` ran: nothing to say
+    assert _run("serve", "url", "fraud").stderr == ""
+    monkeypatch.setenv("ML_SANDBOX_SERVING_TOKEN", "another-sandboxs")
+    assert "Authorization" in _run("serve", "url", "fraud").stderr
 
 
 def test_serve_url_with_serving_auth_none_needs_no_token(monkeypatch):
