@@ -37,6 +37,9 @@ def mlflow_auth_config(database_uri: str) -> str:
         "default_permission = NO_PERMISSIONS\n"
         f"database_uri = {database_uri}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Each check of a password is a deliberately slow hash: remember a good login for a while, as MLflow
+        # offers (its staleness is per worker; this MLflow runs one).
+        "auth_cache_ttl_seconds = 600\n"
     )
 
 
