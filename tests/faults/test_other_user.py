@@ -553,9 +553,10 @@ def test_security_files_are_private_and_no_metrics_port_is_open(stack):
 
 # --------------------------------------------------------------------------- MLflow, JupyterLab, PostgreSQL, models
 
-# As the probe user: every port the sandbox chose but SeaweedFS's (the test above), over HTTP without credentials or
-# with a guessed password or token, over gRPC without the token, and PostgreSQL without a password. A request is
-# refused when it fails, or gets a 3xx or 4xx without the secret; the health checks (`HEALTH`) are all one may read.
+# As the probe user: every port the sandbox chose but SeaweedFS's internal ones (the test above; S3's own is asked
+# here), over HTTP without credentials or with a guessed password or token, over gRPC without the token, and
+# PostgreSQL without a password. A request is refused when it fails, or gets a 3xx or 4xx without the secret; the
+# health checks (`HEALTH`) are all one may read.
 FRONT_DOOR_PROBE = r"""
 import base64, json, sys
 import grpc, httpx, psycopg
@@ -673,7 +674,8 @@ def test_no_other_user_gets_into_mlflow_jupyterlab_postgres_or_a_model_server(st
         ports = json.loads((stack.dir / "ports.json").read_text())
         rest, grpc_ports = _deployment_ports(endpoints)
         assert len(rest) >= 4 and len(grpc_ports) >= 1, ports  # probed, the split's router and its two variants
-        http_ports = [ports["mlflow"], ports["notebooks"], ports["postgres"], *rest]
+        # S3's own port too: without the keys (or with guessed ones) S3 answers 403.
+        http_ports = [ports["mlflow"], ports["notebooks"], ports["postgres"], ports["s3"], *rest]
         artifact = next(key for bucket, key in objects if bucket == "mlflow-artifacts")  # EXPERIMENT/RUN/artifacts/...
         run_id = artifact.split("/")[1]
 
@@ -710,7 +712,7 @@ def test_no_other_user_gets_into_mlflow_jupyterlab_postgres_or_a_model_server(st
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     ledger.add(
-        "another local user: MLflow, JupyterLab, PostgreSQL, model servers and a router",
+        "another local user: MLflow, JupyterLab, PostgreSQL, S3, model servers and a router",
         faults=report["tried"],
         other_user_access=len(report["accepted"]),
         recovered="refused",
