@@ -172,7 +172,8 @@ def _lua_long_string(text: str) -> str:
 
 
 def wrk_script(path: str, bodies: Sequence[str], headers: Mapping[str, str] | None = None) -> str:
-    extra = "".join(f", [{_lua_long_string(k)}] = {_lua_long_string(v)}" for k, v in (headers or {}).items())
+    # "[ [=[k]=] ]": a key in brackets, spaced, or Lua reads "[[" as the start of a long string
+    extra = "".join(f", [ {_lua_long_string(k)} ] = {_lua_long_string(v)}" for k, v in (headers or {}).items())
     return _WRK_LUA % {
         "bodies": ",\n".join(f"  {_lua_long_string(body)}" for body in bodies),
         "path": _lua_long_string(path),

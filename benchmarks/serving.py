@@ -334,7 +334,9 @@ def target_checks(rows: list[dict], args: argparse.Namespace) -> list[dict]:
                     "p99_ms": ours["mean_p99_ms"],
                     "peer_p99_ms": other["mean_p99_ms"],
                     "p99_rule": "no higher" if p99_may_equal else "lower",
-                    "met": ratio >= least_ratio and p99_ok,
+                    "errors": ours["errors"] + other["errors"],
+                    # Errors void a measurement: a 401 or a refusal is answered faster than any prediction.
+                    "met": ratio >= least_ratio and p99_ok and ours["errors"] == 0 and other["errors"] == 0,
                 }
             )
     return checks
@@ -376,7 +378,9 @@ def print_report(rows: list[dict], found_ratios: list[dict], checks: list[dict],
         console.print(
             f"Target vs {c['peer']} ({c['generator']}, {c['connections']} conns): {c['rps_ratio']:.2f}x its "
             f"requests/s (target >= {c['target_ratio']:g}x), p99 {_ms(c['p99_ms'])} ms vs "
-            f"{_ms(c['peer_p99_ms'])} ms (target: {c['p99_rule']}). {verdict}"
+            f"{_ms(c['peer_p99_ms'])} ms (target: {c['p99_rule']})"
+            + (f", {c['errors']} errors (target: none)" if c["errors"] else "")
+            + f". {verdict}"
         )
 
 
