@@ -29,6 +29,22 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 APP_NAME = "sandbox-basic-auth"  # the entry point's name (pyproject.toml), for `mlflow server --app-name`
+ADMIN_USER = "sandbox-admin"  # the one user every profile makes, with a password generated per sandbox
+
+
+def auth_config(database_uri: str) -> str:
+    """The basic-auth app's settings file (MLFLOW_AUTH_CONFIG_PATH): its user store in ``database_uri``."""
+    return (
+        "[mlflow]\n"
+        # A user the admin makes sees nothing until granted it.
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {database_uri}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Each check of a password is a deliberately slow hash (~0.25 s of CPU on 2 cores): remember a good login
+        # for a while, as MLflow offers. Its staleness is per worker, and the sandbox's MLflow runs one.
+        "auth_cache_ttl_seconds = 600\n"
+    )
+
 
 # The artifact proxy (the path after it is the artifact's), on the REST and the UI's prefix.
 _PROXY = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts(?:/(?P<path>.*))?$")

@@ -412,13 +412,7 @@ class KubeProfile(Profile):
     def _tracking_uri(self, state: KubeState) -> str:
         """MLflow on the host (the registry lookups of a deploy): what reaches it made sure to run."""
         self.reach.open_stack(state)
-        stack_secrets = self._stack_secrets()
-        log_in_to_mlflow(
-            {
-                "MLFLOW_TRACKING_USERNAME": stack_secrets.MLFLOW_ADMIN_USER,
-                "MLFLOW_TRACKING_PASSWORD": stack_secrets.mlflow_admin_password,
-            }
-        )
+        log_in_to_mlflow(self._stack_secrets().mlflow_auth_env())
         return url(state.host_ports["mlflow"])
 
     def _inference(self, state: KubeState, *, reach: bool) -> dict:

@@ -32,6 +32,7 @@ from sandbox.net import port_is_free
 from sandbox.profiles import locking
 from sandbox.profiles.base import generate_token
 from sandbox.profiles.local.process import listener, marked_ports, reclaim_port
+from sandbox.tracking_server import ADMIN_USER
 
 
 class SandboxDir:
@@ -142,7 +143,7 @@ def exclusive_lock(sandbox: SandboxDir, command: str) -> contextlib.AbstractCont
 class Secrets:
     """Credentials generated once per sandbox. Nothing here is a default."""
 
-    MLFLOW_ADMIN_USER: ClassVar[str] = "sandbox-admin"
+    MLFLOW_ADMIN_USER: ClassVar[str] = ADMIN_USER  # MLflow's basic-auth admin
 
     postgres_superuser: str
     postgres_superuser_password: str

@@ -17,7 +17,7 @@ from kserve import InferenceRESTClient, RESTConfig
 from tests.unit.serving.answers import assert_outputs_match, infer_request
 from tests.unit.serving.conftest import serve, stop
 from tests.unit.serving.models import KEYS, MatrixModel
-from tests.unit.serving.test_router_clients import listen, shut, triton_inputs
+from tests.unit.serving.test_router_clients import listen, shut, with_triton
 
 
 @dataclass
@@ -43,26 +43,13 @@ def direct(request, served, runner) -> Iterator[Direct]:
 
 
 def ask_with_triton(direct: Direct) -> dict:
-    """tritonclient.http's calls (blocking: run in a thread while the server's loop runs)."""
+    """What the split's test asks (`with_triton`: metadata, infer with JSON and binary), and liveness and readiness."""
     client = triton.InferenceServerClient(direct.address, network_timeout=30.0)
     try:
-        answers = {
-            "live": client.is_server_live(),
-            "ready": client.is_model_ready(direct.name),
-            "server": client.get_server_metadata(),
-            "model": client.get_model_metadata(direct.name),
-        }
-        names = list(direct.model.expected_outputs())
-        for binary in (False, True):
-            result = client.infer(
-                direct.name,
-                triton_inputs(direct.model, binary=binary),
-                outputs=[triton.InferRequestedOutput(name, binary_data=binary) for name in names],
-            )
-            answers[binary] = (result.get_response(), {name: result.as_numpy(name) for name in names})
-        return answers
+        health = {"live": client.is_server_live(), "ready": client.is_model_ready(direct.name)}
     finally:
         client.close()
+    return {**health, **with_triton(direct)}
 
 
 @pytest.mark.parametrize("direct", KEYS, indirect=True)

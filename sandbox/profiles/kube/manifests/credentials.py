@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sandbox.profiles.kube.manifests.mlflow import MLFLOW_AUTH_CONFIG_KEY, mlflow_auth_config
+from sandbox.profiles.kube.manifests.mlflow import MLFLOW_AUTH_CONFIG_KEY
 from sandbox.profiles.kube.manifests.s3 import seaweedfs_identities
 from sandbox.profiles.kube.manifests.serving import COMPONENT as SERVING_COMPONENT
 from sandbox.profiles.kube.manifests.spec import (
@@ -25,6 +25,7 @@ from sandbox.profiles.kube.manifests.spec import (
     StackSpec,
     secret,
 )
+from sandbox.tracking_server import auth_config
 
 TITLE = "Secrets (generated credentials)"
 
@@ -53,7 +54,7 @@ def objects(spec: StackSpec) -> list[dict[str, Any]]:
                 "backend-store-uri": backend,
                 # MLflow's basic-auth app: its settings (the user store's URI holds the password), its admin's
                 # password and its CSRF key.
-                MLFLOW_AUTH_CONFIG_KEY: mlflow_auth_config(backend),
+                MLFLOW_AUTH_CONFIG_KEY: auth_config(backend),
                 "admin-password": s.mlflow_admin_password,
                 "flask-secret": s.mlflow_flask_secret,
             },

@@ -30,19 +30,6 @@ MLFLOW_AUTH_CONFIG_KEY = "basic_auth.ini"  # in the Secret SECRET_MLFLOW, mounte
 _AUTH_DIR = "/etc/mlflow-auth"
 
 
-def mlflow_auth_config(database_uri: str) -> str:
-    """The basic-auth app's settings file: a user the admin makes sees nothing until granted it."""
-    return (
-        "[mlflow]\n"
-        "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = {database_uri}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        # Each check of a password is a deliberately slow hash: remember a good login for a while, as MLflow
-        # offers (its staleness is per worker; this MLflow runs one).
-        "auth_cache_ttl_seconds = 600\n"
-    )
-
-
 def allowed_hosts(spec: StackSpec) -> list[str]:
     """What MLflow (>= 3.5 checks the Host header) accepts: its Service names, with and without the
     port, and the loopback forms the host reaches it by. MLflow matches entries with fnmatch, so

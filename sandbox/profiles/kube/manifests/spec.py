@@ -22,6 +22,7 @@ from sandbox.config import KubeTimeouts
 from sandbox.gpu.inventory import GpuConfig
 from sandbox.profiles.base import TOKEN_ALPHABET, generate_token
 from sandbox.profiles.kube import versions
+from sandbox.tracking_server import ADMIN_USER
 from sandbox.wire import SERVING_TOKEN_ENV
 
 MANAGED_BY = "ml-sandbox"
@@ -77,7 +78,7 @@ class StackSecrets:
     mlflow_flask_secret: str  # MLflow's auth app's CSRF key
     serving_token: str  # the bearer token of model servers and routers (wire.SERVING_TOKEN_ENV)
 
-    MLFLOW_ADMIN_USER: ClassVar[str] = "sandbox-admin"
+    MLFLOW_ADMIN_USER: ClassVar[str] = ADMIN_USER  # MLflow's basic-auth admin
 
     @classmethod
     def generate(cls) -> StackSecrets:
@@ -93,6 +94,13 @@ class StackSecrets:
             mlflow_flask_secret=generate_token(48),
             serving_token=generate_token(40),
         )
+
+    def mlflow_auth_env(self) -> dict[str, str]:
+        """MLflow's client's login (`Endpoints.mlflow_auth_env`) as the stack's admin."""
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.MLFLOW_ADMIN_USER,
+            "MLFLOW_TRACKING_PASSWORD": self.mlflow_admin_password,
+        }
 
     @classmethod
     def kept(cls, saved: dict[str, str]) -> StackSecrets:

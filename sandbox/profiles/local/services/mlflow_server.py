@@ -20,6 +20,7 @@ from sandbox.profiles.local.services.base import LocalService, ServiceContext
 from sandbox.profiles.local.services.postgres import Postgres
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3
 from sandbox.tracking_server import APP_NAME as TRACKING_APP
+from sandbox.tracking_server import auth_config
 
 ARTIFACTS_BUCKET = "mlflow-artifacts"
 
@@ -87,17 +88,7 @@ class MLflowServer(LocalService):
     def _write_auth_config(self) -> Path:
         """The auth app's settings: its database URI holds a password, so the file is the owner's alone."""
         path = self.dir / "basic_auth.ini"
-        write_private(
-            path,
-            "[mlflow]\n"
-            # A user the admin makes sees nothing until granted it.
-            "default_permission = NO_PERMISSIONS\n"
-            f"database_uri = {self.postgres.connection_url('+psycopg')}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            # Each check of a password is a deliberately slow hash (~0.25 s of CPU here): remember a good login for a
-            # while, as MLflow offers. Its staleness is per worker, and the sandbox's MLflow runs one.
-            "auth_cache_ttl_seconds = 600\n",
-        )
+        write_private(path, auth_config(self.postgres.connection_url("+psycopg")))
         return path
 
     def credentials(self) -> tuple[str, str]:
