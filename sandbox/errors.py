@@ -43,7 +43,15 @@ class PortInUseError(SandboxError):
 
 
 class LockedError(SandboxError):
+    """Another command holds the sandbox's lock (`sandbox.profiles.locking`)."""
+
     exit_code = ExitCode.LOCKED
+
+
+# Seconds a process started with this variable waits for a held sandbox lock before `LockedError`; unset or 0:
+# refused at once. `sandbox checklist --jobs N` sets it for its scenarios (and the notebook kernels they
+# start), so two that deploy at the same moment take turns instead of one failing.
+LOCK_WAIT_ENV = "ML_SANDBOX_LOCK_WAIT_S"
 
 
 class NotRunningError(SandboxError):

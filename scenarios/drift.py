@@ -25,6 +25,8 @@ from sandbox.serving.specs import DeploymentSpec
 
 SHIFTED = {"f2": 1.0, "f5": 1.0}  # in standard deviations; the label does not depend on these
 SECONDS = 5
+# Rows a verdict is drawn from, at the least (a busy machine answers fewer in SECONDS: Locust runs again).
+MIN_REQUESTS = 600
 DIRECT_ROWS = 2000  # rows logged per phase where no model is served
 
 
@@ -37,6 +39,7 @@ def _served(ctx: ScenarioContext, model_name: str, frame, name: str) -> tuple[in
         seconds=SECONDS,
         report_dir=ctx.workdir / name,
         token=ctx.endpoints.serving_token,
+        min_requests=MIN_REQUESTS,
     )
     ctx.check(summary["failures"] == 0, f"{summary['failures']} Locust requests failed: {summary['errors']}")
     ctx.check(summary["requests"] > 0, "Locust sent no request")

@@ -32,6 +32,8 @@ def _gpu_workload(name: str, namespace: str, gpus: int, product: str) -> Workloa
     checklist="GPU scheduling and resource quotas",
     needs=["gpu"],
     order=60,
+    # It fills the inventory's GPUs and expects which devices it gets: nothing else may place a GPU meanwhile.
+    exclusive=("gpu-inventory",),
 )
 def gpu_quotas(ctx: ScenarioContext) -> None:
     scheduler = ctx.scheduler

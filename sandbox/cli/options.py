@@ -57,6 +57,17 @@ DeploymentNameOpt = Annotated[str, typer.Argument(help="Deployment or split name
 ScenariosDirOpt = Annotated[
     list[Path] | None, typer.Option("--scenarios-dir", help="Another folder of scenario files (repeatable)")
 ]
+# None: `side_by_side.default_jobs()`, read only when scenarios run (the CLI imports nothing heavy to parse).
+JobsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Scenarios to run at once, each in a process of its own; 1 runs them one after another "
+        "(default: 2 per CPU core, at least 2)",
+    ),
+]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from rich.table import Table
 from sandbox import ui
 from sandbox.cli import render
 from sandbox.cli.common import command
-from sandbox.cli.options import ChecklistOutput, ScenariosDirOpt, Stack
+from sandbox.cli.options import ChecklistOutput, JobsOpt, ScenariosDirOpt, Stack
 from sandbox.errors import ExitCode, NotRunningError
 
 app = typer.Typer(help="Production-checklist scenarios: list them, run some.", no_args_is_help=True)
@@ -34,19 +34,22 @@ def scenario_list(scenarios_dir: ScenariosDirOpt = None) -> None:
 def scenario_run(
     names: Annotated[list[str] | None, typer.Argument(help="Scenarios to run [default: all]")] = None,
     output: ChecklistOutput = ChecklistOutput(),
+    jobs: JobsOpt = None,
     stack: Stack = Stack(),
 ) -> None:
     """Run scenarios against the running stack; exit 1 if any fails."""
-    _run_scenarios(names, output, stack)
+    _run_scenarios(names, output, stack, jobs)
 
 
 @command()
-def checklist(output: ChecklistOutput = ChecklistOutput(), stack: Stack = Stack()) -> None:
-    """Run every scenario and print the production checklist: ✓ / ✗ / skipped with evidence."""
-    _run_scenarios(None, output, stack)
+def checklist(output: ChecklistOutput = ChecklistOutput(), jobs: JobsOpt = None, stack: Stack = Stack()) -> None:
+    """Run every scenario and print the production checklist: ✓ / ✗ / skipped with evidence.
+
+    Scenarios run side by side (--jobs); the results, JUnit and reports are in checklist order all the same."""
+    _run_scenarios(None, output, stack, jobs)
 
 
-def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stack) -> None:
+def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stack, jobs: int | None) -> None:
     from sandbox.scenarios import Outcome, runner
     from sandbox.scenarios.context import ChecklistRun
     from sandbox.scenarios.reports import write_attachments, write_html, write_junit, write_markdown
@@ -58,7 +61,11 @@ def _run_scenarios(names: list[str] | None, output: ChecklistOutput, stack: Stac
     if endpoints is None:
         raise NotRunningError(f"no sandbox in {prof.config.root}", hint="start one with `sandbox up`")
     run = ChecklistRun(keep_artifacts=output.keep_artifacts)
-    results = runner.run_checklist(selected, endpoints, prof, run=run)
+    if jobs is None:
+        from sandbox.scenarios.side_by_side import default_jobs
+
+        jobs = default_jobs()
+    results = runner.run_checklist(selected, endpoints, prof, run=run, jobs=jobs)
 
     render.checklist(results, endpoints.profile)
     if output.junit:

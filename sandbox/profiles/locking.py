@@ -3,7 +3,9 @@
 `exclusive_lock(lock_file, command, folder=...)` is an flock on ``lock_file`` (0600), taken
 without waiting: a second command is refused at once (`LockedError`, exit 3), naming the
 holder the file records ("pid N: sandbox COMMAND, since HH:MM:SS") and ``folder``, the folder
-it guards. A crashed holder releases it; within one process it is re-entrant, so a command that
+it guards. A process started with ``ML_SANDBOX_LOCK_WAIT_S`` set (`errors.LOCK_WAIT_ENV`: the checklist's scenarios
+running side by side, and the notebook kernels they start) waits that many seconds for the holder
+instead. A crashed holder releases it; within one process it is re-entrant, so a command that
 holds it may call code that takes it again. `locked(command)` runs a method under its object's
 ``lock`` (a command → that lock). The local profile locks its sandbox dir
 (`local.state.SandboxDir.lock`), the Kubernetes ones their `<dir>/kube/` (`KubeProfile.lock`).
@@ -21,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sandbox.errors import LockedError
+from sandbox.errors import LOCK_WAIT_ENV, LockedError
 from sandbox.files import make_private_folder
 
 # Lock depth per lock file in this process: a command that holds the lock (`up`, `monitor
@@ -75,8 +77,16 @@ def locked(command: str):
     return wrap
 
 
+def _wait_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV) or 0))
+    except ValueError:
+        return 0.0  # a malformed value: the default, refuse at once
+
+
 def _acquire(lock_file: Path, command: str, folder: Path) -> int:
     make_private_folder(lock_file.parent)
+    deadline = time.monotonic() + _wait_seconds()
     while True:
         try:
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -92,6 +102,9 @@ def _acquire(lock_file: Path, command: str, folder: Path) -> int:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             raise LockedError(
                 f"another sandbox command is changing {folder} ({holder})",
                 hint="wait for it to finish and run this again; `sandbox status` shows the stack meanwhile",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -289,4 +290,5 @@ class ScenarioContext:
         stem = name if is_scenario_name(name) else scenario_name(name)
         if self.per_run_names:
             return f"{stem}-{self.run.run_id}-{next(_unique_numbers) % 10000:04d}"
-        return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10000:04d}"
+        # Random, not a counter: scenarios running side by side are forked processes sharing one counter's state.
+        return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.randbelow(10000):04d}"

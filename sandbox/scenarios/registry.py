@@ -3,6 +3,8 @@
 A scenario is a function decorated with `@scenario(...)` in a `.py` file under `scenarios/` (or a folder
 given with `--scenarios-dir`). It passes by returning, fails by raising (`ctx.check` raises
 `ScenarioFailed`), and is skipped only when the profile lacks a capability it declared (``needs``).
+Scenarios may run side by side (`sandbox checklist --jobs N`); one that changes something others read
+(the GPU inventory) names it in ``exclusive``, and no two scenarios naming the same thing run at once.
 """
 
 from __future__ import annotations
@@ -25,22 +27,30 @@ class Scenario:
     func: Callable[[ScenarioContext], None]
     source: str
     order: int = 100
+    exclusive: tuple[str, ...] = ()  # what it must not share with a scenario running beside it
 
 
 _REGISTRY: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, *, title: str, checklist: str, needs: tuple[str, ...] | list[str] = (), order: int = 100
+    name: str,
+    *,
+    title: str,
+    checklist: str,
+    needs: tuple[str, ...] | list[str] = (),
+    order: int = 100,
+    exclusive: tuple[str, ...] | list[str] = (),
 ) -> Callable:
-    """Register a scenario function under ``name``."""
+    """Register a scenario function under ``name``; ``exclusive`` names what it must not share with another
+    scenario running at the same time (e.g. ``"gpu-inventory"``)."""
 
     def register(func: Callable[[ScenarioContext], None]) -> Callable[[ScenarioContext], None]:
         source = getattr(sys.modules.get(func.__module__), "__file__", func.__module__)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.source != source:
             raise ValueError(f"scenario {name!r} is defined twice: {existing.source} and {source}")
-        _REGISTRY[name] = Scenario(name, title, checklist, tuple(needs), func, str(source), order)
+        _REGISTRY[name] = Scenario(name, title, checklist, tuple(needs), func, str(source), order, tuple(exclusive))
         return func
 
     return register

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from rich.markup import escape
+
 from sandbox import ui
 from sandbox.endpoints import Endpoints, patched_environ
 from sandbox.errors import ConfigError
@@ -73,26 +75,51 @@ def run_checklist(
     *,
     run: ChecklistRun,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[ScenarioResult]:
-    """Run ``selected`` in order on the stack at ``endpoints``; one result each, whatever the others gave.
+    """Run ``selected`` on the stack at ``endpoints``, up to ``jobs`` at once; one result each, in their order,
+    whatever the others gave.
 
     Each scenario is a run of `run_scenario` (so on a platform the sandbox does not own, what ``run`` made
-    is deleted after each unless it keeps its artifacts). With ``progress``, stderr gets a ✓/✗ line per
-    scenario, and first, on such a platform, the run's id.
+    is deleted after each unless it keeps its artifacts); with ``jobs`` above 1 each runs in a process of its
+    own (`side_by_side`). With ``progress``, stderr gets a ✓/✗ line per scenario, and first, on such a
+    platform, the run's id.
     """
     if progress and not endpoints.owned:
         ui.err.print(f"Checklist run {run.run_id}: what it makes on {endpoints.profile} is tagged with this id")
+
+    def run_one(item: Scenario) -> ScenarioResult:
+        return run_scenario(
+            item, endpoints, backends.serving, backends.scheduler, run=run, pipelines_factory=backends.pipelines
+        )
+
+    if jobs > 1 and len(selected) > 1:
+        from sandbox.scenarios.side_by_side import run_side_by_side
+
+        if progress:
+            ui.err.print(f"Running {len(selected)} scenarios, up to {min(jobs, len(selected))} at once")
+        # Plain lines, no spinner: a spinner is a thread, and the scenarios' processes are forked from this one.
+        return run_side_by_side(selected, jobs, run_one, on_done=_print_outcome if progress else lambda result: None)
     results = []
     for item in selected:
         title = f"scenario {item.name}: {item.title}"
         with ui.step(title) if progress else contextlib.nullcontext(ui.Step()) as step:
-            result = run_scenario(
-                item, endpoints, backends.serving, backends.scheduler, run=run, pipelines_factory=backends.pipelines
-            )
-            step.note = result.outcome.value + (f" · {result.reason}" if result.reason else "")
+            result = run_one(item)
+            step.note = _outcome_note(result)
             step.failed = result.outcome == Outcome.FAILED
         results.append(result)
     return results
+
+
+def _outcome_note(result: ScenarioResult) -> str:
+    return result.outcome.value + (f" · {result.reason}" if result.reason else "")
+
+
+def _print_outcome(result: ScenarioResult) -> None:
+    """A scenario's ✓/✗ line, as `ui.step` prints it, when it ran beside others."""
+    mark = "[red]✗[/]" if result.outcome == Outcome.FAILED else "[green]✓[/]"
+    title = escape(f"scenario {result.name}: {result.title}")
+    ui.err.print(f" {mark} {title} [dim]· {escape(_outcome_note(result))}[/] [dim]({result.seconds:.1f}s)[/]")
 
 
 # --------------------------------------------------------------------------- one scenario

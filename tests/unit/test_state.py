@@ -119,6 +119,18 @@ def test_pair_offset_reserves_both_ports(sandbox):
     assert ports.claim("other", 0, setting="-") not in (admin,)
 
 
+def test_two_processes_saving_the_port_map_keep_each_others_ports(sandbox):
+    """Scenarios deploying side by side each hold a map read before the other saved."""
+    sandbox.create()
+    first, second = PortMap(sandbox), PortMap(sandbox)
+    one = first.claim("deploy.one", 0, setting="-")
+    first.save()
+    two = second.claim("deploy.two", 0, setting="-")
+    assert two != one  # the second saw the first's port as taken
+    second.save()
+    assert PortMap(sandbox).as_dict() == {"deploy.one": one, "deploy.two": two}
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
@@ -145,6 +157,34 @@ def test_a_second_command_is_refused_naming_the_holder_and_the_lock_is_reentrant
         with exclusive_lock(sandbox, "serve deploy fraud"):
             pass
         assert "sandbox up" in sandbox.lock_file.read_text()
+
+
+HOLD_LOCK_A_MOMENT = """
+import sys, time
+from pathlib import Path
+from sandbox.profiles.local.state import SandboxDir, exclusive_lock
+with exclusive_lock(SandboxDir(Path(sys.argv[1])), "serve deploy fraud"):
+    print("held", flush=True)
+    time.sleep(1)
+    (Path(sys.argv[1]) / "holder-done").touch()  # the last thing it does while holding the lock
+time.sleep(30)
+"""
+
+
+def test_with_the_wait_set_a_second_command_waits_for_the_holder(sandbox, monkeypatch):
+    from sandbox.errors import LOCK_WAIT_ENV
+
+    monkeypatch.setenv(LOCK_WAIT_ENV, "60")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK_A_MOMENT, str(sandbox.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with exclusive_lock(sandbox, "serve deploy other"):
+            assert (sandbox.root / "holder-done").exists()  # we got it once the holder let go, not beside it
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_lock_path_that_is_not_a_plain_file_is_a_clear_error(sandbox):

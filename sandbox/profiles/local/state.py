@@ -222,6 +222,7 @@ class PortMap:
     def __init__(self, sandbox: SandboxDir):
         self._home = sandbox.home
         self._file = sandbox.ports_file
+        self._claimed: set[str] = set()  # keys this object set: what `save` writes over the file's
         self._ports: dict[str, int] = self._read()
         if not self._ports:
             self._ports = marked_ports(sandbox.home) if sandbox.exists() else {}
@@ -253,6 +254,7 @@ class PortMap:
                     hint=f"free it, or choose another port with {setting} (0 picks a free one)",
                 )
             self._ports[key] = configured
+            self._claimed.add(key)
             return configured
         current = self._ports.get(key)
         if current:
@@ -267,10 +269,11 @@ class PortMap:
             return current
         port = self._pick(pair_offset)
         self._ports[key] = port
+        self._claimed.add(key)
         return port
 
     def _pick(self, pair_offset: int | None) -> int:
-        taken = set(self._ports.values())
+        taken = set(self._ports.values()) | set(self._read().values())  # and what another process saved since
         candidates = list(range(*_AUTO_PORT_RANGE))
         random.shuffle(candidates)
         for port in candidates:
@@ -281,6 +284,9 @@ class PortMap:
         raise PortInUseError("no free port left in 15000-22000", hint="stop other services or set ports explicitly")
 
     def save(self) -> None:
+        """Write the map, merged with what the file holds now: another process of the sandbox (a scenario
+        deploying beside another, the supervisor) may have saved ports since this map was read."""
+        self._ports = {**self._ports, **self._read(), **{key: self._ports[key] for key in self._claimed}}
         write_private(self._file, json.dumps(self._ports, indent=2, sort_keys=True))
 
 

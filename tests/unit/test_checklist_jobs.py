@@ -1,0 +1,128 @@
+"""`sandbox checklist --jobs N`: scenarios side by side, each in a forked process, results in checklist order."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.errors import LOCK_WAIT_ENV
+from sandbox.scenarios.context import ChecklistRun
+from sandbox.scenarios.registry import Scenario
+from sandbox.scenarios.results import Outcome, ScenarioResult
+from sandbox.scenarios.runner import run_checklist
+from sandbox.scenarios.side_by_side import default_jobs, run_side_by_side
+from tests.factories import make_endpoints
+
+
+def _scenario(name: str, func, *, exclusive: tuple[str, ...] = ()) -> Scenario:
+    return Scenario(name, name.title(), f"item {name}", (), func, __file__, exclusive=exclusive)
+
+
+def _wait_for(path: Path, limit: float = 20.0) -> bool:
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+class FakeBackends:
+    def serving(self):
+        raise AssertionError("not used")
+
+    def scheduler(self):
+        raise AssertionError("not used")
+
+    def pipelines(self):
+        raise AssertionError("not used")
+
+
+def test_scenarios_run_at_once_and_their_results_come_back_in_checklist_order(tmp_path):
+    """Each of two scenarios waits for a file the other writes: one after another, both would fail."""
+    ping, pong = tmp_path / "ping", tmp_path / "pong"
+
+    def first(ctx):
+        ping.touch()
+        with ctx.step("the other scenario answers"):
+            ctx.check(_wait_for(pong), "the other scenario never ran beside this one")
+        ctx.evidence(f"pid {os.getpid()}")
+
+    def second(ctx):
+        with ctx.step("the other scenario is running"):
+            ctx.check(_wait_for(ping), "the other scenario never ran beside this one")
+        pong.touch()
+        print("said pong")
+        ctx.evidence(f"pid {os.getpid()}")
+
+    selected = [_scenario("first", first), _scenario("second", second)]
+    results = run_checklist(
+        selected, make_endpoints(), FakeBackends(), run=ChecklistRun("ab12cd34"), progress=False, jobs=2
+    )
+    assert [(r.name, r.outcome) for r in results] == [("first", Outcome.PASSED), ("second", Outcome.PASSED)]
+    assert [s.name for s in results[0].steps] == ["the other scenario answers"]
+    assert "said pong" in results[1].output  # each one's own output, kept whole
+    pids = {r.evidence[0] for r in results}
+    assert len(pids) == 2 and f"pid {os.getpid()}" not in pids  # a process of its own, not this one
+
+
+def test_scenarios_that_name_the_same_thing_never_run_at_once(tmp_path):
+    held = tmp_path / "gpu-inventory-held"
+
+    def uses_the_inventory(ctx):
+        try:
+            fd = os.open(held, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            ctx.check(False, "another scenario held the inventory")
+        time.sleep(0.5)  # long enough that a second one, started beside it, would find the file
+        os.close(fd)
+        held.unlink()
+
+    selected = [_scenario(f"gpu-{n}", uses_the_inventory, exclusive=("gpu-inventory",)) for n in range(3)]
+    results = run_checklist(selected, make_endpoints(), FakeBackends(), run=ChecklistRun(), progress=False, jobs=3)
+    assert [r.outcome for r in results] == [Outcome.PASSED] * 3, [r.reason for r in results]
+
+
+def test_a_scenario_whose_process_dies_fails_alone():
+    def dies(ctx):
+        os._exit(7)
+
+    def passes(ctx):
+        ctx.evidence("fine")
+
+    selected = [_scenario("dies", dies), _scenario("passes", passes)]
+    results = run_checklist(selected, make_endpoints(), FakeBackends(), run=ChecklistRun(), progress=False, jobs=2)
+    assert results[0].outcome == Outcome.FAILED
+    assert results[0].reason == "the scenario's process ended without a result (exit code 7)"
+    assert (results[1].outcome, results[1].evidence) == (Outcome.PASSED, ["fine"])
+
+
+def test_a_scenario_waits_for_the_sandbox_lock_instead_of_being_refused(monkeypatch):
+    monkeypatch.delenv(LOCK_WAIT_ENV, raising=False)
+    seen = run_side_by_side(
+        [_scenario("one", None), _scenario("two", None)],
+        2,
+        lambda item: ScenarioResult(
+            item.name, item.title, item.checklist, Outcome.PASSED, reason=os.environ[LOCK_WAIT_ENV]
+        ),
+    )
+    assert [r.reason for r in seen] == ["600", "600"]
+    assert LOCK_WAIT_ENV not in os.environ  # this process's environment is as it was
+
+
+def test_progress_prints_a_line_per_scenario_as_it_ends(capsys):
+    selected = [_scenario("one", lambda ctx: None), _scenario("two", lambda ctx: ctx.check(False, "nope"))]
+    run_checklist(selected, make_endpoints(), FakeBackends(), run=ChecklistRun(), jobs=2)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "Running 2 scenarios, up to 2 at once"
+    assert sorted(line.split(" (")[0] for line in lines[1:]) == [
+        " ✓ scenario one: One · passed",
+        " ✗ scenario two: Two · failed · nope",
+    ]
+
+
+@pytest.mark.parametrize("cores, jobs", [(1, 2), (2, 4), (8, 16), (None, 2)])
+def test_the_default_is_two_per_core(monkeypatch, cores, jobs):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_jobs() == jobs
