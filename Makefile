@@ -12,7 +12,7 @@ IMAGE   ?= ml-sandbox:$(VERSION)
 DOCKER_BUILD_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sandbox diagnose down purge status test nightly unit stacks integration faults lint format docs bench bench-startup bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
+.PHONY: help install sandbox diagnose down purge status test nightly unit stacks integration faults lint format docs bench bench-startup bench-footprint bench-serving bench-logging bench-scenarios bench-loadtest bench-kind scenarios image test-image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -92,7 +92,8 @@ docs: install  ## regenerate docs/cli.md (every command's --help) and docs/confi
 	$(BIN)/python -m sandbox.cli.docs
 
 bench: install  ## every benchmark; each prints its table
-	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python -m benchmarks.startup
+	$(BIN)/python -m benchmarks.footprint
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.inference_logging
 	$(BIN)/python benchmarks/scenarios.py
@@ -107,7 +108,10 @@ bench-loadtest: install  ## load generators: cost against wrk, open vs closed lo
 	$(BIN)/python -m benchmarks.loadtest
 
 bench-startup: install  ## cold and warm `sandbox up` against a bare `mlflow server`
-	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python -m benchmarks.startup
+
+bench-footprint: install  ## the idle stack's memory (RSS, PSS) per service, with and without JupyterLab, and a model server
+	$(BIN)/python -m benchmarks.footprint
 
 bench-kind: install  ## time each action of the kind profile's bring-up (needs Docker, kind, kubectl, helm)
 	$(BIN)/python -m benchmarks.kind_actions

@@ -1,6 +1,6 @@
 """Startup benchmark: cold and warm `sandbox up` against a bare `mlflow server`, in one run.
 
-    python benchmarks/startup.py [--rounds N]
+    python -m benchmarks.startup [--rounds N]
 
 Each round measures, on this machine and in this order:
   bare   `mlflow server --backend-store-uri sqlite:///...` with its defaults, from
@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 from rich.console import Console
 from rich.table import Table
+
+from benchmarks.processes import resident_mib
 
 console = Console()
 TARGETS = {"cold": 3.0, "warm": 1.5}
@@ -87,19 +88,6 @@ def bare_mlflow(workdir: Path, *, lean: bool = False) -> float:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def resident_mib(sandbox_dir: Path) -> float:
-    """The resident memory (RSS, summed) of every process marked as this sandbox's, idle, in MiB."""
-    time.sleep(3)  # let the servers finish their start-up work
-    home, total = str(sandbox_dir.resolve()), 0
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("ML_SANDBOX_HOME") == home:
-                total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
 
 
 def sandbox(*args: str, sandbox_dir: Path) -> float:

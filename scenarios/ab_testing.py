@@ -121,7 +121,7 @@ def ab_testing(ctx: ScenarioContext) -> None:
             rows = np.random.default_rng(1).normal(size=(64, len(FEATURES))).round(4).tolist()
             summary = run_loadtest(
                 Target(endpoint.url, SPLIT, "ab", SPLIT, ctx.endpoints.serving_token),
-                LoadTestOptions(users=4, spawn_rate=4, duration_s=4, rows=rows),
+                LoadTestOptions(users=4, spawn_rate=4, duration_s=2, rows=rows),
                 ctx.workdir / "loadtest",
             )
             per_variant = {name: s for name, s in summary["by_name"].items() if name.startswith("variant ")}

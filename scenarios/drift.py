@@ -24,7 +24,7 @@ from sandbox.serving.reference_model import register_reference_model, synthetic_
 from sandbox.serving.specs import DeploymentSpec
 
 SHIFTED = {"f2": 1.0, "f5": 1.0}  # in standard deviations; the label does not depend on these
-SECONDS = 5
+SECONDS = 3
 # Rows a verdict is drawn from, at the least (a busy machine answers fewer in SECONDS: Locust runs again).
 MIN_REQUESTS = 600
 DIRECT_ROWS = 2000  # rows logged per phase where no model is served

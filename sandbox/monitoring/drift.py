@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import chi2_contingency, ks_2samp
 
-PSI_THRESHOLD = 0.1
-KS_ALPHA = 0.01
+# The defaults live with the config, so reading sandbox.yaml does not import numpy and scipy.
+from sandbox.monitoring.config import KS_ALPHA, PSI_THRESHOLD
+
 BINS = 10
 _EPSILON = 1e-4  # keeps empty bins from turning the PSI infinite
 # A column with at most this many distinct whole-number values (class predictions) is

@@ -140,7 +140,7 @@ class LocalPipelineRunner:
         log = folder / "pipeline.log"
         started = time.monotonic()
         outcome = PipelineOutcome(name, run_id, PipelineState.SUCCEEDED, log=str(log))
-        with _LOCAL_LOCK, self._environment(run_id):
+        with _LOCAL_LOCK, self._environment(run_id, folder):
             try:
                 with _output_to(log), _local_session(folder / "kfp-root"):
                     logger.info("running pipeline %s (run %s) with kfp.local; log: %s", name, run_id, log)
@@ -166,9 +166,14 @@ class LocalPipelineRunner:
         return folder
 
     @contextlib.contextmanager
-    def _environment(self, run_id: str) -> Iterator[None]:
-        """What the steps (subprocesses) read: MLflow's URI, credentials and run tags, S3's endpoint and keys."""
+    def _environment(self, run_id: str, folder: Path) -> Iterator[None]:
+        """What the steps (subprocesses) read: MLflow's URI, credentials and run tags, S3's endpoint and keys,
+        and a temporary folder inside the run's: each KFP step writes its code to `mktemp -d` and never removes
+        it, so outside the run's folder every step would leave one in /tmp."""
         endpoints = self.endpoints
+        scratch = folder / "tmp"
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        tempfile.gettempdir()  # fixed now: this process's own temporary files stay where they were
         try:
             context = json.loads(os.environ.get("MLFLOW_RUN_CONTEXT") or "{}")
         except ValueError:
@@ -177,6 +182,7 @@ class LocalPipelineRunner:
             "MLFLOW_RUN_CONTEXT": json.dumps({**context, PIPELINE_RUN_TAG: run_id}),
             "MLFLOW_TRACKING_URI": endpoints.mlflow_tracking_uri,
             **endpoints.mlflow_auth_env(),
+            "TMPDIR": str(scratch),
         }
         if endpoints.s3_endpoint_url:
             settings.update(

@@ -12,8 +12,8 @@ import logging
 import warnings
 from typing import Any
 
-import kserve
 import numpy as np
+from kserve.model import Model as KServeModel
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from sandbox.serving.asgi import VARIANT_HEADER
@@ -43,7 +43,7 @@ class ModelFailure(Exception):
         super().__init__(f"the model failed on this input: {type(exc).__name__}: {exc}")
 
 
-class MLflowModel(kserve.Model):
+class MLflowModel(KServeModel):
     """One MLflow model, served: `load()` it, then `infer()` (REST) or KServe's hooks (gRPC) answer requests."""
 
     def __init__(

@@ -37,13 +37,13 @@ import os
 import signal
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sandbox.serving.asgi import loopback_port, serving_token
-from sandbox.serving.grpc_app import start_grpc
-from sandbox.serving.inference_log import InferenceLogWriter
 from sandbox.serving.launch import ModelServerArgs
-from sandbox.serving.mlflow_model import MLflowModel, resolve_logged_model
-from sandbox.serving.rest_app import ModelApp
+
+if TYPE_CHECKING:
+    from sandbox.serving.mlflow_model import MLflowModel
 
 logger = logging.getLogger("sandbox.model_server")
 
@@ -60,6 +60,9 @@ def _configure_logging() -> None:
 
 async def _serve(model: MLflowModel, host: str, port: int, grpc_port: int | None, token: str | None = None) -> None:
     import uvicorn
+
+    from sandbox.serving.grpc_app import start_grpc
+    from sandbox.serving.rest_app import ModelApp
 
     class Server(uvicorn.Server):
         """A signal ends serving and nothing more: uvicorn re-raises the signal it caught once serving ends,
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: ModelServerArgs) -> None:
     """Load the model and serve it until SIGINT or SIGTERM."""
+    # Here, not at the top: `main()` parses the arguments (and `--help` answers) before KServe and MLflow load.
+    from sandbox.serving.inference_log import InferenceLogWriter
+    from sandbox.serving.mlflow_model import MLflowModel, resolve_logged_model
+
     _configure_logging()
     token = serving_token(os.environ)  # read once, at start: set, every call but the health checks needs it
     model = MLflowModel(
@@ -134,4 +141,8 @@ def run(args: ModelServerArgs) -> None:
 
 
 if __name__ == "__main__":
+    # The process entry (what `serve deploy` and the image run): KServe's parts without its whole client.
+    from sandbox.serving.lean_kserve import skip_package_init
+
+    skip_package_init()
     main()

@@ -16,6 +16,22 @@ internal (an import-linter contract in pyproject.toml holds that):
 - `plan.py`: what `up --dry-run` prints, built from the same actions `up` runs, writing nothing.
 """
 
-from sandbox.profiles.local.profile import LocalProfile
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sandbox.profiles.local.profile import LocalProfile
+
+
+def __getattr__(name: str):
+    # On first use, not with the package: the supervisor (`python -m sandbox.profiles.local.supervisor`) lives here
+    # and needs the services, not the whole profile (its plan, the pipeline runner, the scheduler).
+    if name == "LocalProfile":
+        from sandbox.profiles.local.profile import LocalProfile
+
+        return LocalProfile
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LocalProfile"]
