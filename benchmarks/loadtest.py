@@ -1,6 +1,6 @@
 """Load-generator benchmarks: the generator's own cost, coordinated omission, distributed mode, capacity.
 
-    python -m benchmarks.loadtest [--only cost,stall,distributed,capacity] [--rounds 3] [--duration 8]
+    python -m benchmarks.loadtest [--only cost,stall,distributed,capacity,log_capacity] [--rounds 3] [--duration 8]
 
 Each section prints its figures; ratios are measured side by side in the same run, over --rounds
 rounds (order alternated), and reported as medians with every round's value beside them.
@@ -20,6 +20,9 @@ rounds (order alternated), and reported as medians with every round's value besi
                the integration tests deploy it): `--find-capacity --slo 'p99<100ms,error_rate<0.1%'
                --confirm-runs 3`, then runs at the rate found and 20% above it, --check-runs (3) of
                each, alternated: met when every repeat meets the SLO and every +20% run breaks it.
+  log_capacity the same search on two deployments of that model, one with the inference log and one
+               without (--no-inference-log), alternated over --log-rounds (2) each: the median edges
+               (the highest rate held) and their ratio; target: with the log at least 0.95x without.
 
 Every server binds 127.0.0.1; every process started here is stopped at the end, on failure too.
 """
@@ -43,7 +46,7 @@ from benchmarks.load_generators import measure, wrk_path
 from sandbox.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("cost", "stall", "distributed", "capacity")
+SECTIONS = ("cost", "stall", "distributed", "capacity", "log_capacity")
 BODY = '{"instances":[[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8]]}'
 SLO = "p99<100ms,error_rate<0.1%"
 
@@ -281,6 +284,77 @@ def distributed(args, work: Path) -> dict:
 # --------------------------------------------------------------------------- capacity
 
 
+def _deploy_reference(sandbox_dir: Path, name: str, *extra: str) -> None:
+    sandbox(
+        "serve",
+        "deploy",
+        name,
+        "--model",
+        "models:/fraud-detector/1",
+        "--batch-size",
+        "32",
+        "--batch-wait-ms",
+        "2",
+        *extra,
+        "--dir",
+        str(sandbox_dir),
+    )
+
+
+def _search(sandbox_dir: Path, name: str, folder: Path, args) -> subprocess.CompletedProcess:
+    """`sandbox loadtest NAME --find-capacity` against the SLO; its summary is in ``folder``."""
+    return sandbox(
+        "loadtest",
+        name,
+        "--find-capacity",
+        "--slo",
+        SLO,
+        "--start-rate",
+        "25",
+        "--duration",
+        f"{args.capacity_step:g}s",
+        "--confirm-runs",
+        str(args.confirm_runs),
+        "--report",
+        str(folder),
+        "--dir",
+        str(sandbox_dir),
+    )
+
+
+def log_capacity(args, work: Path) -> dict:
+    """The capacity edge with the inference log on and off: two deployments of the reference model, one logging,
+    one not, searched alternately (on, off, off, on, ...) so drift in the machine's load hits both alike."""
+    from sandbox.endpoints import Endpoints, log_in_to_mlflow
+    from sandbox.serving.reference_model import register_reference_model
+
+    print(f"\n## Capacity edge with the inference log on and off, alternated, against {SLO}")
+    sandbox_dir = work / "sandbox-log"
+    edges: dict[str, list[float]] = {"log on": [], "log off": []}
+    with ExitStack() as stack:
+        stack.callback(lambda: sandbox("down", "--purge", "--dir", str(sandbox_dir), check=False))
+        sandbox("up", "--dir", str(sandbox_dir), "--no-notebooks")
+        endpoints = json.loads(sandbox("status", "--json", "--dir", str(sandbox_dir)).stdout)["endpoints"]
+        log_in_to_mlflow(Endpoints(**endpoints).mlflow_auth_env())
+        register_reference_model(endpoints["mlflow_tracking_uri"], "fraud-detector", n_estimators=20, seed=0)
+        _deploy_reference(sandbox_dir, "fraud")
+        _deploy_reference(sandbox_dir, "fraud-nolog", "--no-inference-log")
+        deployments = {"log on": "fraud", "log off": "fraud-nolog"}
+        for r in range(args.log_rounds):
+            for which in ("log on", "log off") if r % 2 == 0 else ("log off", "log on"):
+                folder = work / f"log-capacity-{r}-{deployments[which]}"
+                _search(sandbox_dir, deployments[which], folder, args)
+                found = _summary(folder)["capacity"]
+                edge = found["held_rps"] or 0.0
+                edges[which].append(edge)
+                print(f"round {r + 1}, {which:>7}: held {edge:g} req/s, broke {found['broke_rps']} req/s")
+    on, off = _median(edges["log on"]), _median(edges["log off"])
+    ratio = on / off if off else 0.0
+    print(f"capacity edge, median of {args.log_rounds}: log on {on:g} req/s, log off {off:g} req/s: {ratio:.2f}x")
+    print(f"acceptance (log on >= 0.95x log off): {'met' if ratio >= 0.95 else 'NOT met'}")
+    return {"edges": edges, "ratio": ratio}
+
+
 def capacity(args, work: Path) -> dict:
     from sandbox.endpoints import Endpoints, log_in_to_mlflow
     from sandbox.serving.reference_model import register_reference_model
@@ -293,38 +367,10 @@ def capacity(args, work: Path) -> dict:
         endpoints = json.loads(sandbox("status", "--json", "--dir", str(sandbox_dir)).stdout)["endpoints"]
         log_in_to_mlflow(Endpoints(**endpoints).mlflow_auth_env())
         register_reference_model(endpoints["mlflow_tracking_uri"], "fraud-detector", n_estimators=20, seed=0)
-        sandbox(
-            "serve",
-            "deploy",
-            "fraud",
-            "--model",
-            "models:/fraud-detector/1",
-            "--batch-size",
-            "32",
-            "--batch-wait-ms",
-            "2",
-            "--dir",
-            str(sandbox_dir),
-        )
+        _deploy_reference(sandbox_dir, "fraud")
         step = f"{args.capacity_step:g}s"
         started = time.monotonic()
-        search = sandbox(
-            "loadtest",
-            "fraud",
-            "--find-capacity",
-            "--slo",
-            SLO,
-            "--start-rate",
-            "25",
-            "--duration",
-            step,
-            "--confirm-runs",
-            str(args.confirm_runs),
-            "--report",
-            str(work / "capacity"),
-            "--dir",
-            str(sandbox_dir),
-        )
+        search = _search(sandbox_dir, "fraud", work / "capacity", args)
         found = _summary(work / "capacity")["capacity"]
         print(search.stderr.strip()[-4000:])
         held = found["sustainable_rps"]  # what the search reports as the capacity (the edge less the headroom)
@@ -378,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-step", type=float, default=5.0, help="seconds per capacity-search step")
     parser.add_argument("--confirm-runs", type=int, default=3, help="capacity search: runs the rate found must hold")
     parser.add_argument("--check-runs", type=int, default=3, help="capacity: runs of the repeat and of +20%% each")
+    parser.add_argument("--log-rounds", type=int, default=2, help="log_capacity: searches with the log on, and off")
     parser.add_argument("--results", type=Path, default=Path("reports/bench-loadtest.json"))
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]

@@ -42,6 +42,7 @@ class BenchContext:
     batch_size: int
     batch_wait_ms: float
     cache_dir: Path
+    inference_log: bool = False  # ours with the inference log on (the peers have none)
 
 
 def free_port() -> int:
@@ -245,7 +246,8 @@ def sandbox_endpoints(sandbox_dir: Path) -> Endpoints:
 
 
 class SandboxModelServer(ServerUnderTest):
-    """The sandbox's model server, deployed by `sandbox serve deploy` (inference log off), spoken to in V1."""
+    """The sandbox's model server, deployed by `sandbox serve deploy` (inference log off unless the run asks for
+    it), spoken to in V1."""
 
     key = "ours"
     expect = "predictions"
@@ -259,9 +261,10 @@ class SandboxModelServer(ServerUnderTest):
 
     @property
     def label(self) -> str:
+        logged = ", inference log on" if self.ctx.inference_log else ""
         if not self.batched:
-            return "sandbox model server, no batching"
-        return f"sandbox model server, batching {self.ctx.batch_size} / {self.ctx.batch_wait_ms:g} ms"
+            return f"sandbox model server, no batching{logged}"
+        return f"sandbox model server, batching {self.ctx.batch_size} / {self.ctx.batch_wait_ms:g} ms{logged}"
 
     def start(self) -> None:
         batching = ["--batch-size", str(self.ctx.batch_size if self.batched else 1)]
@@ -274,7 +277,7 @@ class SandboxModelServer(ServerUnderTest):
             "--model",
             self.ctx.model_uri,
             *batching,
-            "--no-inference-log",
+            "--inference-log" if self.ctx.inference_log else "--no-inference-log",
             sandbox_dir=self.ctx.sandbox_dir,
         )
         endpoints = sandbox_endpoints(self.ctx.sandbox_dir)

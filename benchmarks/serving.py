@@ -27,7 +27,8 @@ and checks the project's targets at the highest connection count: batching
 serves at least 1.2x MLServer's requests/s with a p99 no higher than
 MLServer's, and at least 10x those of `mlflow models serve` with a lower p99.
 The inference log is off, as the peers have none: this compares serving
-engines; what logging costs is `benchmarks/inference_logging.py`'s figure.
+engines; what logging costs is `benchmarks/inference_logging.py`'s figure, and
+`--inference-log` measures ours with it on against the same peers.
 
 It brings a sandbox up in a temporary directory and takes it down at the end;
 every process it starts is stopped as a process group, on failure and on
@@ -104,6 +105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="ours,mlserver,mlflow", help=f"servers: any of {', '.join(SERVERS)}")
     parser.add_argument("--generator", default="locust,wrk", help="load generators: locust, wrk or both")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="wrk threads (default: cores)")
+    parser.add_argument(
+        "--inference-log",
+        action="store_true",
+        help="deploy ours with the inference log on (the peers have none): what serving costs with it",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batch-wait-ms", type=float, default=3)
     parser.add_argument(
@@ -163,6 +169,7 @@ def bring_up(args: argparse.Namespace, workdir: Path, stack: ExitStack) -> tuple
         batch_size=args.batch_size,
         batch_wait_ms=args.batch_wait_ms,
         cache_dir=args.cache_dir,
+        inference_log=args.inference_log,
     )
     return ctx, frame.to_numpy().round(4).tolist()
 
