@@ -41,6 +41,7 @@ from sandbox.endpoints import Endpoints, patched_environ
 from sandbox.errors import SandboxError
 from sandbox.files import tail
 from sandbox.pipelines.config import LOCAL, PipelinesConfig
+from sandbox.pipelines.warm import WarmSteps, as_step_python
 
 logger = logging.getLogger("sandbox.pipelines")
 
@@ -127,6 +128,7 @@ class LocalPipelineRunner:
     def __init__(self, endpoints: Endpoints, root: Path | None = None):
         self.endpoints = endpoints
         self.root = root
+        self._warm: WarmSteps | None = None
 
     @property
     def image(self) -> PipelinesConfig:
@@ -141,8 +143,9 @@ class LocalPipelineRunner:
         started = time.monotonic()
         outcome = PipelineOutcome(name, run_id, PipelineState.SUCCEEDED, log=str(log))
         with _LOCAL_LOCK, self._environment(run_id, folder):
+            warm = self._warm_steps()
             try:
-                with _output_to(log), _local_session(folder / "kfp-root"):
+                with _output_to(log), _local_session(folder / "kfp-root"), as_step_python(warm, folder):
                     logger.info("running pipeline %s (run %s) with kfp.local; log: %s", name, run_id, log)
                     task = component(**dict(arguments))
                 outcome.outputs = _outputs(task)
@@ -157,6 +160,21 @@ class LocalPipelineRunner:
             outcome.log = None
         logger.info("%s", outcome.describe())
         return outcome
+
+    def close(self) -> None:
+        """Stop the warm interpreter now (it would end on its own with this process, or after a minute idle)."""
+        if self._warm is not None:
+            self._warm.stop()
+            self._warm = None
+
+    def _warm_steps(self) -> WarmSteps | None:
+        """This runner's warm interpreter (`sandbox.pipelines.warm`), started with its first run and kept for the
+        next ones; none for a runner without a folder of its own (nowhere to keep it between runs)."""
+        if self.root is None:
+            return None
+        if self._warm is None or not self._warm.alive():
+            self._warm = WarmSteps.start(self.root / f".warm-{os.getpid()}")
+        return self._warm
 
     def _folder(self, name: str, run_id: str) -> Path:
         if self.root is None:

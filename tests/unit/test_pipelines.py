@@ -216,6 +216,11 @@ def test_a_pipeline_that_succeeds_gives_its_outputs_and_the_mlflow_runs_it_made(
     assert log.parent.parent == tmp_path / "runs" and "double" in log.read_text()  # kept under the root
     assert dict(os.environ) == environment  # the steps' settings were for the run only
     assert outcome.raise_for_state() is outcome
+    # Its steps ran as forks of the runner's warm interpreter, which the next run reuses.
+    again = runner.run(tiny, {"number": 1, "tracking_uri": uri})
+    runner.close()
+    warm_log = next((tmp_path / "runs").glob(".warm-*/warm.log")).read_text()
+    assert again.succeeded and warm_log.count("ran kfp.dsl.executor_main as pid") == 4, warm_log  # 2 steps a run
 
 
 def test_a_failing_step_fails_the_outcome_with_the_log_tail_and_keeps_the_log(mlflow_db):
