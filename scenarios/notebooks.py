@@ -1,7 +1,8 @@
 """Checklist: notebooks wired to the platform.
 
 The starter notebooks (`notebooks/*.ipynb`, the ones JupyterLab's workspace starts with) run
-headless with nbclient, in order, on a kernel of the sandbox's own Python whose environment is
+headless with nbclient, in order, on one kernel of the sandbox's own Python (each after the first
+from an empty namespace) whose environment is
 what `sandbox env` exports (`Endpoints.env()`: MLflow, S3 and its keys, the buckets, and where
 the platform's SDK finds this stack). Each notebook ends with assertions on what it made, so a
 broken platform fails a cell; the scenario then fails naming the notebook, the cell and its
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 
 from sandbox.scenarios import ScenarioContext, scenario
-from sandbox.scenarios.notebooks import run_notebook
+from sandbox.scenarios.notebooks import NotebookKernel
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -52,13 +53,14 @@ def notebooks(ctx: ScenarioContext) -> None:
     deploying = False
     ran: list[str] = []
     try:
-        for path in paths:
-            deploying = deploying or ".deploy(" in path.read_text()
-            with ctx.step(f"run {path.name} headless (nbclient, the sandbox's Python)"):
-                executed = run_notebook(path, parameters={"PREFIX": prefix}, env=env, workdir=ctx.workdir)
-                ctx.attach(executed.name, executed.as_bytes())
-                ctx.check(executed.failure is None, executed.failure or "")
-                ran.append(f"{executed.name} ({executed.seconds:.1f}s)")
+        with NotebookKernel(env, ctx.workdir) as kernel:  # one kernel, the notebooks one after another
+            for path in paths:
+                deploying = deploying or ".deploy(" in path.read_text()
+                with ctx.step(f"run {path.name} headless (nbclient, the sandbox's Python)"):
+                    executed = kernel.run(path, parameters={"PREFIX": prefix})
+                    ctx.attach(executed.name, executed.as_bytes())
+                    ctx.check(executed.failure is None, executed.failure or "")
+                    ran.append(f"{executed.name} ({executed.seconds:.1f}s)")
         ctx.evidence(
             f"{len(ran)} starter notebooks ran headless, every cell and its assertions: {', '.join(ran)}; "
             "the executed notebooks are attached"

@@ -204,3 +204,26 @@ def test_attachments_are_written_beside_the_report_and_linked(tmp_path):
 def test_the_scenario_file_passes_the_static_name_check():
     path = Path(__file__).resolve().parents[2] / "scenarios" / "notebooks.py"
     assert name_problems(path.read_text(), str(path)) == []
+
+
+def test_notebooks_on_one_kernel_share_its_process_but_not_their_names(tmp_path):
+    """The scenario's kernel runs the notebooks one after another; each after the first starts from nothing."""
+    import os
+
+    from sandbox.scenarios.notebooks import NotebookKernel
+
+    first, second = tmp_path / "first.ipynb", tmp_path / "second.ipynb"
+    parameters = new_code_cell("PREFIX = 'default'", metadata={"tags": ["parameters"]})
+    nbformat.write(new_notebook(cells=[parameters, new_code_cell("import os\nLEFT_OVER = os.getpid()\nprint(LEFT_OVER)")]), first)
+    probe = "import os\nassert 'LEFT_OVER' not in globals(), 'a name of the first notebook'\nprint(os.getpid(), PREFIX)"
+    nbformat.write(new_notebook(cells=[parameters, new_code_cell(probe)]), second)
+    with NotebookKernel(dict(os.environ), tmp_path) as kernel:
+        ran_first = kernel.run(first, parameters={"PREFIX": "checklist-a"})
+        ran_second = kernel.run(second, parameters={"PREFIX": "checklist-b"})
+    assert ran_first.failure is None and ran_second.failure is None, (ran_first.failure, ran_second.failure)
+    first_pid = int(ran_first.notebook.cells[-1].outputs[0]["text"])
+    printed = ran_second.notebook.cells[-1].outputs[0]["text"].split()
+    assert (int(printed[0]), printed[1]) == (first_pid, "checklist-b")  # the same kernel, this notebook's parameter
+    assert first_pid != os.getpid()
+    assert [INJECTED_TAG] == ran_second.notebook.cells[0].metadata["tags"]  # the reset, first and marked
+    assert "%reset -f" in ran_second.notebook.cells[0].source and "%reset" not in ran_first.notebook.cells[0].source
