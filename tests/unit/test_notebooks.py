@@ -214,7 +214,8 @@ def test_notebooks_on_one_kernel_share_its_process_but_not_their_names(tmp_path)
 
     first, second = tmp_path / "first.ipynb", tmp_path / "second.ipynb"
     parameters = new_code_cell("PREFIX = 'default'", metadata={"tags": ["parameters"]})
-    nbformat.write(new_notebook(cells=[parameters, new_code_cell("import os\nLEFT_OVER = os.getpid()\nprint(LEFT_OVER)")]), first)
+    leaves = new_code_cell("import os\nLEFT_OVER = os.getpid()\nprint(LEFT_OVER)")
+    nbformat.write(new_notebook(cells=[parameters, leaves]), first)
     probe = "import os\nassert 'LEFT_OVER' not in globals(), 'a leftover'\nprint(os.getpid(), PREFIX)"
     nbformat.write(new_notebook(cells=[parameters, new_code_cell(probe)]), second)
     with NotebookKernel(dict(os.environ), tmp_path) as kernel:
