@@ -115,7 +115,11 @@ class ServingConfig(_Section):
 class SupervisorConfig(_Section):
     """The supervisor `sandbox up` starts: it restarts a crashed service or deployment on its ports."""
 
-    enabled: bool = Field(True, description="false: `up` does not start it (crashed processes stay down)")
+    enabled: bool = Field(
+        True,
+        description="false: `up` does not start it (crashed processes stay down) and each model server ships its "
+        "own inference journal (true: the supervisor ships them all)",
+    )
     max_restarts: int = Field(5, ge=1, le=1000, description="restarts within window_s; one more: crash-looping")
     window_s: float = Field(300.0, gt=0, le=86400, description="seconds over which max_restarts counts")
     backoff_initial_s: float = Field(1.0, gt=0, le=600, description="wait before the first restart; doubles")

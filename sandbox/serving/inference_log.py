@@ -2,17 +2,26 @@
 
 Durable before the answer: `InferenceLogWriter.log` appends the request's rows to a journal in the server's
 folder (`sandbox.serving.journal`: one ``write(2)`` on an ``O_APPEND`` file, no fsync) and only then does the
-model server send its answer. A shipper thread reads the journal from its durable "shipped up to" position,
-writes each batch with ``COPY`` into a staging table and ``INSERT ... ON CONFLICT (event_id) DO NOTHING``
-(every row's event id is fixed in the journal, so a batch shipped again after a lost acknowledgement, or after
-a kill between the commit and the position's update, lands once), then moves the position on.
+model server send its answer. A shipper reads the journal from its durable "shipped up to" position, writes
+each batch through `PostgresSink`: ``COPY`` into a staging table and ``INSERT ... ON CONFLICT (event_id) DO
+NOTHING`` (every row's event id is fixed in the journal, so a batch shipped again after a lost acknowledgement,
+or after a kill between the commit and the position's update, lands once), then moves the position on.
 
-What that guarantees: a ``kill -9`` of the model server, of PostgreSQL, or of both in any order, loses no
-answered row and writes none twice. While PostgreSQL is away the journal grows on disk (only one batch is
-in memory) and the shipper retries with backoff, reconnecting by itself; once it is back, shipped segments
-are deleted and the journal stays about one segment long. Not guaranteed: a power loss or a kernel crash
-may lose the rows of the last seconds (the page cache is not flushed per request; that would cost more than
-serving the request).
+Who ships is chosen when the server starts, by `SHIPPER_ENV`:
+
+- ``server`` (the default; kind/cluster pods, and the local profile with ``supervisor.enabled: false``): a
+  `journal.Shipper` thread inside the model server;
+- ``supervisor`` (the local profile while its supervisor runs): the server only appends, and spends no CPU
+  and holds no connection for shipping; the supervisor ships every deployment's journal from one thread
+  (`ship_journals`, a `journal.ShipperGroup` of the same `journal.Shipper`s), undeployed ones' too. While the
+  supervisor is down the journals grow on disk; it ships them when `sandbox up` brings it back.
+
+What that guarantees: a ``kill -9`` of the model server, of the shipper's process, of PostgreSQL, or of any of
+them in any order, loses no answered row and writes none twice. While PostgreSQL is away the journal grows
+on disk (only one batch is in memory) and the shipper retries with backoff, reconnecting by itself; once it
+is back, shipped segments are deleted and the journal stays about one segment long. Not guaranteed: a power
+loss or a kernel crash may lose the rows of the last seconds (the page cache is not flushed per request;
+that would cost more than serving the request).
 
 A spool left by older servers (`SPOOL_NAME`, written at shutdown or over a memory bound) is copied into the
 journal at start, with its rows' own event ids, and removed.
@@ -34,10 +43,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from sandbox.serving.journal import Batch, Entry, Journal, JournalReader, Shipper, ShipperGroup, encode_record
 
-from sandbox.serving.journal import Batch, Entry, Journal, Shipper, encode_record
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger("sandbox.inference_log")
 
@@ -70,6 +81,12 @@ COLUMNS = (
 )
 SPOOL_NAME = "inference-spool.jsonl"  # the spool of older servers: replayed (through the journal), then removed
 JOURNAL_DIR = "inference-journal"  # the journal's folder, in the server's folder
+# Who ships a model server's journal: "server" (its own thread, the default) or "supervisor" (the local
+# profile's supervisor process ships every journal of the sandbox; the server only appends).
+SHIPPER_ENV = "ML_SANDBOX_INFERENCE_LOG_SHIPPER"
+SHIPPERS = ("server", "supervisor")
+SERVER_APPLICATION = "inference-log"  # application_name of the connections (pg_stat_activity tells them apart)
+SUPERVISOR_APPLICATION = "inference-log-shipper"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEGACY_CHUNK = 1000
 
@@ -100,8 +117,102 @@ class _EventIds:
         return f"{self._prefix | (next(self._counter) << 32):032x}"
 
 
+def shipper_from_env(environ) -> str:
+    """`SHIPPER_ENV` of a model server's environment: who ships its journal ("server" when unset)."""
+    value = environ.get(SHIPPER_ENV, "server") or "server"
+    if value not in SHIPPERS:
+        raise ValueError(f"{SHIPPER_ENV}={value!r}: expected one of {', '.join(SHIPPERS)}")
+    return value
+
+
+class PostgresSink:
+    """Where shippers hand their batches: the inference_log table, one connection, reconnecting after a failure.
+
+    Idempotent as `journal.Shipper` needs: rows keyed by the event id fixed in the journal, ``COPY`` into a
+    staging table, then ``INSERT ... ON CONFLICT (event_id) DO NOTHING``, committed once per batch."""
+
+    def __init__(self, dsn: str, *, application_name: str):
+        self.dsn = dsn
+        self.application_name = application_name
+        self._conn = None
+
+    def __call__(self, entries: list[Entry]) -> int:
+        rows = self.rows(entries)
+        self.write(rows)
+        return len(rows)
+
+    @staticmethod
+    def rows(entries: list[Entry]) -> list[tuple]:
+        """Journal records as table rows, each with its event id (fixed in the journal, so shipping is idempotent)."""
+        rows = []
+        for header, record in entries:
+            ts_us, request_id, variant, base_id, features, predictions = record[:6]
+            model = (
+                record[6] if len(record) > 6 else (header["deployment"], header["model_name"], header["model_version"])
+            )
+            ts = _EPOCH + timedelta(microseconds=ts_us)
+            base = uuid.UUID(base_id).int
+            for index, (row, prediction) in enumerate(zip(features, predictions, strict=False)):
+                rows.append(
+                    (str(uuid.UUID(int=base ^ index)), ts, *model, variant, request_id, row, _jsonb(prediction))
+                )
+        return rows
+
+    def write(self, rows: Sequence[tuple]) -> None:
+        conn = self._connect()
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(f"INSERT INTO {TABLE} SELECT * FROM staging ON CONFLICT (event_id) DO NOTHING")
+        conn.commit()
+
+    def _connect(self):
+        if self._conn is None or self._conn.closed:
+            import psycopg
+
+            self._conn = psycopg.connect(self.dsn, connect_timeout=3, application_name=self.application_name)
+            self._conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS staging (LIKE {TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            self._conn.commit()
+        return self._conn
+
+    def disconnect(self) -> None:
+        """After a failure (the next batch reconnects), and at the end."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def journal_folders(deployments: Path) -> list[Path]:
+    """The inference journals under a local sandbox's ``deployments/`` folder: one per model server that ever ran
+    there, recorded or undeployed (`serve undeploy` keeps the folder, and its rows are still shipped)."""
+    return sorted(path for path in Path(deployments).glob(f"*/{JOURNAL_DIR}") if path.is_dir())
+
+
+def ship_journals(
+    folders, dsn: str, *, interval: float = 0.5, batch_rows: int = 2000, on_error=None, on_shipped=None
+) -> ShipperGroup:
+    """The supervisor's shipper: every journal ``folders()`` lists, through one connection, from one thread
+    (call ``.start()``). A journal whose server ships it itself (`SHIPPER_ENV` server) is left to that server."""
+    sink = PostgresSink(dsn, application_name=SUPERVISOR_APPLICATION)
+
+    def failed(exc: BaseException) -> None:
+        sink.disconnect()
+        if on_error is not None:
+            on_error(exc)
+
+    group = ShipperGroup(folders, sink, max_rows=batch_rows, interval=interval, on_error=failed, on_shipped=on_shipped)
+    group.sink = sink
+    return group
+
+
 class InferenceLogWriter:
-    """Rows on local disk before `log` returns; shipped to PostgreSQL by a thread, each row exactly once.
+    """Rows on local disk before `log` returns; shipped to PostgreSQL, each row exactly once, by a thread of this
+    process (``ship=True``) or by another process (the supervisor: ``ship=False``, see `SHIPPER_ENV`).
 
     A journal record is one request: ``[ts_us, request_id, variant, base_id, features, predictions]``; row
     ``i``'s event id is ``base_id XOR i`` (a base id per request, unique: see `_EventIds`; its low 32 bits count
@@ -120,6 +231,7 @@ class InferenceLogWriter:
         flush_interval: float = 0.5,
         segment_bytes: int = 16 << 20,
         metrics_registry=None,
+        ship: bool = True,
     ):
         self.dsn = dsn
         self.model = model
@@ -127,9 +239,9 @@ class InferenceLogWriter:
         self.spool_file = self.spool_dir / SPOOL_NAME
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
-        self._conn = None
+        self.ships = ship
         self._event_ids = _EventIds()
-        self._metrics = _Metrics(metrics_registry)
+        self._metrics = _Metrics(metrics_registry, shipping=ship)
         self.journal = Journal(
             self.spool_dir / JOURNAL_DIR,
             {"deployment": model.deployment, "model_name": model.model_name, "model_version": model.model_version},
@@ -137,13 +249,20 @@ class InferenceLogWriter:
         )
         self._metrics.pending.set_function(lambda: self.journal.pending_rows)
         self._import_spool()
-        self._shipper = Shipper(
-            self.journal,
-            self._ship,
-            max_rows=batch_rows,
-            interval=flush_interval,
-            on_error=self._shipping_failed,
-            on_shipped=self._shipped,
+        self._unannounced = 0  # rows appended since the shipper was last woken
+        self.sink = PostgresSink(dsn, application_name=SERVER_APPLICATION)
+        self.reader = JournalReader(self.journal.folder)
+        self._shipper = (
+            Shipper(
+                self.reader,
+                self._ship,
+                max_rows=batch_rows,
+                interval=flush_interval,
+                on_error=self._shipping_failed,
+                on_shipped=self._shipped,
+            )
+            if ship
+            else None
         )
 
     # ---------------------------------------------------------------- request path
@@ -153,43 +272,56 @@ class InferenceLogWriter:
 
         Raises (OSError) when the journal cannot be written, a full disk say: the caller then fails the
         request rather than answer a prediction that is not logged."""
+        import numpy as np  # here, not at the top: the supervisor ships journals with this module and no numpy
+
         rows = np.asarray(features, dtype=float).tolist()
         values = np.asarray(predictions).tolist()
         count = min(len(rows), len(values))
         ts_us = time.time_ns() // 1000
         line = encode_record(count, [ts_us, request_id, variant, self._event_ids.next_base(), rows, values])
-        pending = self.journal.append(line, count)
+        self.journal.append(line, count)
         self._metrics.spooled.inc(count)
-        if pending >= self.batch_rows:
-            self._shipper.wake()
+        if self._shipper is not None:
+            self._unannounced += count  # racy under threads: it only decides when to wake, never what ships
+            if self._unannounced >= self.batch_rows:
+                self._unannounced = 0
+                self._shipper.wake()
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> InferenceLogWriter:
-        self._shipper.start()
+        if self._shipper is not None:
+            self._shipper.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Ship what the database takes within ``timeout``; the rest stays in the journal for the next start."""
-        if self._shipper.stop(timeout):
-            self.journal.close()
-            self._disconnect()
-        # else the shipper is still inside a write: the journal stays open (and locked) until the process exits
+        """Ship what the database takes within ``timeout`` (shipping here); the rest stays in the journal, for
+        the next start or for the supervisor."""
+        if self._shipper is not None and self._shipper.stop(timeout):
+            self._shipper.close()
+            self.sink.disconnect()
+        # else the shipper is still inside a write: its lock goes when the process exits
         left = self.journal.pending_rows
-        if left:
+        self.journal.close()
+        if left and self.ships:
             logger.warning("inference log: %d row(s) left in %s for the next start", left, self.journal.folder)
+        elif left:  # the usual case: the supervisor ships them within a second
+            logger.info("inference log: %d row(s) in %s for the supervisor to ship", left, self.journal.folder)
 
     @property
     def pending_rows(self) -> int:
-        """Rows on disk not yet shipped to the database."""
+        """Rows on disk not yet shipped to the database (by whichever process ships)."""
         return self.journal.pending_rows
 
-    # ---------------------------------------------------------------- shipper thread
+    # ---------------------------------------------------------------- the shipper thread (ship=True)
 
     def _ship(self, entries: list[Entry]) -> None:
-        rows = self._rows(entries)
+        rows = PostgresSink.rows(entries)
         self._write(rows)
         self._metrics.rows_written.inc(len(rows))
+
+    def _write(self, rows: Sequence[tuple]) -> None:
+        self.sink.write(rows)
 
     def _shipped(self, batch: Batch) -> None:
         if batch.skipped_lines:
@@ -197,51 +329,7 @@ class InferenceLogWriter:
 
     def _shipping_failed(self, exc: BaseException) -> None:
         self._metrics.write_errors.inc()
-        self._disconnect()
-
-    @staticmethod
-    def _rows(entries: list[Entry]) -> list[tuple]:
-        """Journal records as table rows, each with its event id (fixed in the journal, so shipping is idempotent)."""
-        rows = []
-        for header, record in entries:
-            ts_us, request_id, variant, base_id, features, predictions = record[:6]
-            model = (
-                record[6] if len(record) > 6 else (header["deployment"], header["model_name"], header["model_version"])
-            )
-            ts = _EPOCH + timedelta(microseconds=ts_us)
-            base = uuid.UUID(base_id).int
-            for index, (row, prediction) in enumerate(zip(features, predictions, strict=False)):
-                rows.append(
-                    (str(uuid.UUID(int=base ^ index)), ts, *model, variant, request_id, row, _jsonb(prediction))
-                )
-        return rows
-
-    def _connect(self):
-        if self._conn is None or self._conn.closed:
-            import psycopg
-
-            self._conn = psycopg.connect(self.dsn, connect_timeout=3, application_name="inference-log")
-            self._conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS staging (LIKE {TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            self._conn.commit()
-        return self._conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-    def _write(self, rows: Sequence[tuple]) -> None:
-        conn = self._connect()
-        with conn.cursor() as cur:
-            with cur.copy(f"COPY staging ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cur.execute(f"INSERT INTO {TABLE} SELECT * FROM staging ON CONFLICT (event_id) DO NOTHING")
-        conn.commit()
+        self.sink.disconnect()
 
     # ---------------------------------------------------------------- the spool of older servers
 
@@ -297,24 +385,26 @@ def _finite(value):
 class _Metrics:
     """Writer health on the model server's /metrics."""
 
-    def __init__(self, registry):
+    def __init__(self, registry, *, shipping: bool = True):
         from prometheus_client import REGISTRY, Counter, Gauge
 
         registry = registry or REGISTRY
+        self.spooled = Counter(
+            "inference_log_rows_spooled", "Rows appended to the on-disk journal (all logged rows)", registry=registry
+        )
+        self.pending = Gauge(
+            "inference_log_pending_rows", "Rows in the on-disk journal not yet in the table", registry=registry
+        )
+        if not shipping:
+            return  # the supervisor ships: what shipping counts is in its log, not on this server's /metrics
         self.rows_written = Counter(
             "inference_log_rows_written", "Inference rows committed to the log table", registry=registry
         )
         self.write_errors = Counter("inference_log_write_errors", "Failed batch writes (retried)", registry=registry)
-        self.spooled = Counter(
-            "inference_log_rows_spooled", "Rows appended to the on-disk journal (all logged rows)", registry=registry
-        )
         self.skipped = Counter(
             "inference_log_journal_lines_skipped",
             "Journal lines not shipped: cut short by a kill mid-write (never acknowledged) or corrupt",
             registry=registry,
-        )
-        self.pending = Gauge(
-            "inference_log_pending_rows", "Rows in the on-disk journal not yet in the table", registry=registry
         )
 
 
@@ -357,6 +447,8 @@ class InferenceLogStore:
         variant: str | None = None,
     ) -> tuple[np.ndarray, list]:
         """The most recent rows (at most ``limit``): features as a matrix, and the predictions."""
+        import numpy as np
+
         clauses, params = _where(model_name=model_name, model_version=model_version, since=since, variant=variant)
         with self._connect() as conn:
             rows = conn.execute(

@@ -4,10 +4,16 @@ The inference log (`sandbox.serving.inference_log`) writes every answered reques
 leaves, and ships it to PostgreSQL from here. Nothing in this module knows about the database: a sink is a
 callable taking a list of entries, so every rule below is testable without one.
 
+Two roles, which may live in two processes: the writer (`Journal`, the model server) appends; the shipper
+(`JournalReader` driven by a `Shipper`, in the model server or in the supervisor: `ShipperGroup` ships every
+journal of a sandbox from one process) reads, moves the ``shipped`` position and deletes shipped segments.
+
 Layout of a journal folder (every file 0600, the folder 0700, whatever the umask):
 
-    lock                  flock(2)ed by the one process that owns the journal (a second one waits, then fails)
-    shipped               where shipping stands: {"segment": N, "offset": BYTES} (replaced atomically)
+    lock                  flock(2)ed by the one live writer (a second one waits, then fails)
+    ship.lock             flock(2)ed by the one shipper (another one leaves the journal alone)
+    shipped               where shipping stands: {"segment": N, "offset": BYTES, "rows": ROWS before OFFSET in N}
+                          (written by the shipper only, replaced atomically)
     0000000001.journal    segments, numbered in order; only the newest one is appended to
     ...
 
@@ -24,15 +30,21 @@ Guarantees, and their limits:
   the trade: an fsync per request would cost more than serving it.
 - A process killed in the middle of a ``write`` leaves at most one line cut short, at the end of its last
   segment. The caller of that write never returned, so that record was never acknowledged: the line is
-  skipped (counted, logged), never shipped as garbage. Each process start opens a new segment, so nothing
+  skipped (counted, logged), never shipped as garbage. Each writer start opens a new segment, so nothing
   is ever appended after a cut line; a line whose CRC does not match is skipped the same way.
+- A segment is *closed* once a later one exists (the writer creates the next one only after its last write
+  to this one, and a new writer starts a new one) or once no writer holds ``lock``. The shipper reads only
+  whole lines of a segment still open (a line without its newline may be a ``write`` under way in another
+  process: it waits for the rest), skips a cut last line only in a closed segment, moves past a segment only
+  to a later one that exists, and deletes only segments before its position: never one a live writer
+  appends to.
 - The shipper reads from the ``shipped`` position, hands a batch to the sink, and only then moves the
-  position on (temp file + rename). A sink that committed but whose acknowledgement was lost (or a process
+  position on (temp file + rename). A sink that committed but whose acknowledgement was lost (or a shipper
   killed between the commit and the rename) sees the same batch again: the sink must be idempotent (the
   inference log keys each row by an event id fixed in the journal, and inserts ``ON CONFLICT DO NOTHING``).
 - A segment is closed at ``segment_bytes`` and deleted once shipped up to its end, so while the sink takes
-  what it is given the journal stays about one segment long; while the sink is away it grows on disk, and
-  only one batch (``max_rows``, about a MiB of reading) is ever in memory.
+  what it is given the journal stays about one segment long; while the sink (or the shipper) is away it
+  grows on disk, and only one batch (``max_rows``, about a MiB of reading) is ever in memory.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +67,8 @@ logger = logging.getLogger("sandbox.inference_log")
 
 SUFFIX = ".journal"
 POSITION_NAME = "shipped"
-LOCK_NAME = "lock"
+LOCK_NAME = "lock"  # the writer's
+SHIP_LOCK_NAME = "ship.lock"  # the shipper's
 HEADER = b"H"
 _READ_CHUNK = 1 << 20
 
@@ -74,7 +87,7 @@ class Position:
 
 @dataclass
 class Batch:
-    """What `Journal.read` found from the shipped position on: entries to ship, and where shipping stands after."""
+    """What `JournalReader.read` found from the shipped position on: entries to ship, where shipping stands after."""
 
     start: Position
     end: Position
@@ -116,68 +129,83 @@ def _claimed_rows(line: bytes) -> int:
         return 0
 
 
+def _segments(folder: Path) -> list[int]:
+    return sorted(int(path.stem) for path in folder.glob("*" + SUFFIX) if path.stem.isdigit())
+
+
+def _segment_path(folder: Path, number: int) -> Path:
+    return folder / f"{number:010d}{SUFFIX}"
+
+
+def _read_position(folder: Path) -> tuple[Position, int | None] | None:
+    """The saved position and the rows before it in its segment (None: an older file without them);
+    None when there is no readable position file."""
+    try:
+        saved = json.loads((folder / POSITION_NAME).read_text())
+        rows = saved.get("rows")
+        return Position(int(saved["segment"]), int(saved["offset"])), (None if rows is None else int(rows))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        # Cannot happen through rename; if it does, ship everything again: the sink drops what it has.
+        logger.error("inference log: %s is unreadable; shipping the journal again from its start", POSITION_NAME)
+        return None
+
+
+def _take_lock(path: Path, timeout: float) -> int:
+    """flock(2) ``path`` exclusively, waiting up to ``timeout`` (0: not at all); JournalBusy if it stays taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise JournalBusy(f"another process holds {path}") from None
+            time.sleep(0.1)
+
+
+def writer_alive(folder: Path) -> bool:
+    """Whether a live process holds the journal's writer lock (probed: taken and let go at once, never waited for;
+    a writer starting just then waits 0.1 s for it)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock, if it got it
+    return False
+
+
 class Journal:
-    """A folder of segments, appended to by request threads and read by one shipper. Owned by one process."""
+    """The writing side: a folder of segments appended to by request threads. One live writer per folder."""
 
     def __init__(self, folder: Path, header: dict, *, segment_bytes: int = 16 << 20, lock_timeout: float = 30.0):
         self.folder = Path(folder)
         self.segment_bytes = segment_bytes
         self._header_line = encode_line(None, json.dumps(header, separators=(",", ":")).encode("ascii"))
         self._lock = threading.Lock()
-        self._headers: dict[int, dict | None] = {}
         self._closed = False
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
-        self._lock_fd = self._take_lock(lock_timeout)
+        self._lock_fd = _take_lock(self.folder / LOCK_NAME, lock_timeout)
         try:
-            self._position = self._recover()
-            self._pending_at_open = self._count_pending()
-            self._appended = 0
-            self._consumed = 0
-            self._active = max([*self.segments(), self._position.segment - 1]) + 1
+            existing = self.segments()
+            saved = _read_position(self.folder)
+            # Rows per segment (complete lines: a cut last line was never acknowledged), for `pending_rows`.
+            self._rows = {number: _rows_in(self.folder, number) for number in existing}
+            self._active = max([*existing, saved[0].segment if saved else 0]) + 1
             self._fd, self._size = self._create(self._active)
         except BaseException:
             os.close(self._lock_fd)
             raise
-
-    # ---------------------------------------------------------------- opening
-
-    def _take_lock(self, timeout: float) -> int:
-        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise JournalBusy(f"another process holds {self.folder / LOCK_NAME}") from None
-                time.sleep(0.1)
-
-    def _recover(self) -> Position:
-        """The shipped position from disk; segments before it (shipped, their deletion interrupted) removed."""
-        existing = self.segments()
-        try:
-            saved = json.loads((self.folder / POSITION_NAME).read_text())
-            position = Position(int(saved["segment"]), int(saved["offset"]))
-        except FileNotFoundError:
-            position = Position(existing[0] if existing else 0, 0)
-        except (ValueError, KeyError, TypeError):
-            # Cannot happen through rename; if it does, ship everything again: the sink drops what it has.
-            logger.error("inference log: %s is unreadable; shipping the journal again from its start", POSITION_NAME)
-            position = Position(existing[0] if existing else 0, 0)
-        for number in existing:
-            if number < position.segment:
-                self._path(number).unlink(missing_ok=True)
-        if position.segment not in existing:  # its segment shipped and deleted: the next one, or the new one
-            later = [n for n in existing if n > position.segment]
-            position = Position(later[0] if later else max([*existing, position.segment]) + 1, 0)
-        return position
-
-    def _count_pending(self) -> int:
-        """Rows in complete lines from the shipped position on (a cut last line was never acknowledged)."""
-        return _rows_from(self.folder, self.segments(), self._position)
 
     def _create(self, number: int) -> tuple[int, int]:
         fd = os.open(self._path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
@@ -186,13 +214,11 @@ class Journal:
         except BaseException:
             os.close(fd)
             raise
-        self._headers[number] = None  # read back from disk when shipped, like any segment
+        self._rows[number] = 0
         return fd, len(self._header_line)
 
-    # ---------------------------------------------------------------- writing
-
-    def append(self, data: bytes, rows: int) -> int:
-        """Write complete lines (`encode_record`) in one ``write(2)``; returns the rows now waiting to be shipped.
+    def append(self, data: bytes, rows: int) -> None:
+        """Write complete lines (`encode_record`) in one ``write(2)``.
 
         On return they survive the process being killed (not a power loss: no fsync). A failed or short
         write is undone (the segment cut back to its last whole line) and raised."""
@@ -200,43 +226,140 @@ class Journal:
             if self._closed:
                 raise RuntimeError("the inference journal is closed")
             self._size = _write_all(self._fd, data, self._size)
-            self._appended += rows
+            self._rows[self._active] += rows
             if self._size >= self.segment_bytes:
                 self._rotate()
-            return self._pending_unlocked()
 
     def _rotate(self) -> None:
+        # The next segment exists only after the last write to this one: to a shipper, this one is closed.
         fd, size = self._create(self._active + 1)
         os.close(self._fd)
         self._fd, self._size, self._active = fd, size, self._active + 1
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows on disk not yet shipped: what this writer knows it holds, less what the shipper's saved position
+        says is shipped (whichever process ships). Reads the small position file: not for the request path."""
+        saved = _read_position(self.folder)
+        with self._lock:
+            if saved is None:
+                return sum(self._rows.values())
+            (position, before) = saved
+            for number in [n for n in self._rows if n < position.segment]:
+                del self._rows[number]  # shipped (and deleted)
+            total = sum(rows for number, rows in self._rows.items() if number >= position.segment)
+            if position.segment in self._rows:
+                total -= before or 0
+            return max(0, total)
+
+    @property
+    def active_segment(self) -> int:
+        return self._active
+
+    def segments(self) -> list[int]:
+        return _segments(self.folder)
+
+    def close(self) -> None:
+        """Release the files. Nothing is lost by not calling it: every append is already in the file."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._fd)
+        os.close(self._lock_fd)  # releases the flock: to a shipper, the last segment is closed
+
+    def _path(self, number: int) -> Path:
+        return _segment_path(self.folder, number)
+
+
+class JournalReader:
+    """The shipping side of a journal folder: reads from the shipped position, moves it, deletes shipped segments.
+
+    Held by one shipper at a time (``ship.lock``): `acquire` takes it without waiting, so a second shipper
+    (the supervisor's, while a model server ships its own journal) leaves the journal alone."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+        self._position = Position(0, 0)
+        self._before = 0  # rows (shipped or skipped) before the position in its segment
+        self._headers: dict[int, dict | None] = {}
+
+    def acquire(self) -> bool:
+        """Take the journal for shipping, if no other shipper has it; recovers the position from disk."""
+        if self._fd is not None:
+            return True
+        if not self.folder.is_dir():
+            return False
+        try:
+            fd = _take_lock(self.folder / SHIP_LOCK_NAME, 0)
+        except JournalBusy:
+            return False
+        except FileNotFoundError:  # the folder went meanwhile
+            return False
+        try:
+            self._position, self._before = self._recover()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._headers.clear()
+        return True
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _recover(self) -> tuple[Position, int]:
+        """The shipped position from disk; segments before it (shipped, their deletion interrupted) removed."""
+        existing = self.segments()
+        saved = _read_position(self.folder)
+        if saved is None:
+            return Position(existing[0] if existing else 0, 0), 0
+        position, before = saved
+        for number in existing:
+            if number < position.segment:
+                self._path(number).unlink(missing_ok=True)
+        if before is None:  # written by an older shipper: count them
+            before = _rows_in(self.folder, position.segment, until=position.offset)
+        return position, before
 
     # ---------------------------------------------------------------- shipping
 
     def read(self, max_rows: int) -> Batch:
         """Entries from the shipped position on: at least one record when any is waiting, else at most
         ``max_rows`` rows, within one segment. Nothing moves until `commit`."""
+        if self._fd is None:
+            raise RuntimeError(f"{self.folder} is not acquired for shipping")
         start = self._position
-        with self._lock:
-            active, active_size = self._active, self._size
+        segments = self.segments()
+        later = [n for n in segments if n > start.segment]
         number = start.segment
+        if number not in segments:  # shipped and deleted, or never written: on to the next one there is
+            return Batch(start, Position(later[0], 0) if later else start)
+        # Looked at before the size: a segment closed now stays closed, so its size is final.
+        closed = bool(later) or not writer_alive(self.folder)
         path = self._path(number)
-        if number < active:
-            try:
-                end_of_data = path.stat().st_size
-            except FileNotFoundError:
-                end_of_data = 0
-        else:
-            end_of_data = active_size  # only what appends have completed: never a line being written
+        try:
+            end_of_data = path.stat().st_size
+        except FileNotFoundError:
+            end_of_data = 0
         if start.offset >= end_of_data:
-            if number < active:  # a closed segment shipped to its end: on to the next one
-                return Batch(start, Position(self._next_segment(number, active), 0))
-            return Batch(start, start)
+            return Batch(start, Position(later[0], 0) if later else start)
         batch = Batch(start, start)
         header = self._header(number) if start.offset > 0 else None
         offset = start.offset
         with open(path, "rb") as handle:
             for line, line_end in _lines(handle, offset, end_of_data):
-                if not line.endswith(b"\n"):  # cut short by a kill mid-write: it was never acknowledged
+                if not line.endswith(b"\n"):
+                    if not closed:  # maybe a write under way in the writer's process: read it once it is whole
+                        break
+                    # Cut short by a kill mid-write: it was never acknowledged.
                     batch.skipped_lines += 1
                     logger.warning(
                         "inference log: %s ends with a line cut short (%d bytes, a write killed half-way); skipped",
@@ -274,12 +397,13 @@ class Journal:
         """Shipping now stands at ``batch.end`` (on disk, atomically); segments before it are deleted."""
         if not batch.moves:
             return
+        consumed = batch.rows + batch.skipped_rows
+        before = self._before + consumed if batch.end.segment == batch.start.segment else consumed
         write_private(
-            self.folder / POSITION_NAME, json.dumps({"segment": batch.end.segment, "offset": batch.end.offset})
+            self.folder / POSITION_NAME,
+            json.dumps({"segment": batch.end.segment, "offset": batch.end.offset, "rows": before}),
         )
-        with self._lock:
-            self._position = batch.end
-            self._consumed += batch.rows + batch.skipped_rows
+        self._position, self._before = batch.end, before
         for number in range(batch.start.segment, batch.end.segment):
             self._path(number).unlink(missing_ok=True)
             self._headers.pop(number, None)
@@ -287,49 +411,27 @@ class Journal:
     # ---------------------------------------------------------------- state
 
     @property
-    def pending_rows(self) -> int:
-        """Rows on disk not yet shipped."""
-        with self._lock:
-            return self._pending_unlocked()
-
-    def _pending_unlocked(self) -> int:
-        return max(0, self._pending_at_open + self._appended - self._consumed)
-
-    @property
     def position(self) -> Position:
         return self._position
 
-    @property
-    def active_segment(self) -> int:
-        return self._active
-
     def segments(self) -> list[int]:
-        numbers = []
-        for path in self.folder.glob("*" + SUFFIX):
-            if path.stem.isdigit():
-                numbers.append(int(path.stem))
-        return sorted(numbers)
+        return _segments(self.folder)
 
-    def size_bytes(self) -> int:
-        return sum(self._path(n).stat().st_size for n in self.segments() if self._path(n).exists())
-
-    def close(self) -> None:
-        """Release the files. Nothing is lost by not calling it: every append is already in the file."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            os.close(self._fd)
-        os.close(self._lock_fd)  # releases the flock
-
-    # ---------------------------------------------------------------- helpers
+    def pending_bytes(self) -> int:
+        """Bytes of segments from the position on (cheap: sizes only), for messages."""
+        total = 0
+        for number in self.segments():
+            if number < self._position.segment:
+                continue
+            try:
+                size = self._path(number).stat().st_size
+            except FileNotFoundError:
+                continue
+            total += size - (self._position.offset if number == self._position.segment else 0)
+        return max(0, total)
 
     def _path(self, number: int) -> Path:
-        return self.folder / f"{number:010d}{SUFFIX}"
-
-    def _next_segment(self, number: int, active: int) -> int:
-        later = [n for n in self.segments() if number < n <= active]
-        return later[0] if later else active
+        return _segment_path(self.folder, number)
 
     def _header(self, number: int) -> dict | None:
         if self._headers.get(number) is None:
@@ -346,28 +448,30 @@ class Journal:
 def unshipped_rows(folder: Path) -> int:
     """Rows in a journal folder not yet shipped, read from disk without taking the journal (it may be in use)."""
     folder = Path(folder)
-    segments = sorted(int(p.stem) for p in folder.glob("*" + SUFFIX) if p.stem.isdigit())
-    try:
-        saved = json.loads((folder / POSITION_NAME).read_text())
-        position = Position(int(saved["segment"]), int(saved["offset"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        position = Position(0, 0)
-    return _rows_from(folder, segments, position)
-
-
-def _rows_from(folder: Path, segments: list[int], position: Position) -> int:
+    saved = _read_position(folder)
+    position = saved[0] if saved else Position(0, 0)
     total = 0
-    for number in segments:
-        if number < position.segment:
-            continue
-        try:
-            with open(folder / f"{number:010d}{SUFFIX}", "rb") as handle:
-                handle.seek(position.offset if number == position.segment else 0)
-                for line in handle:
-                    if line.endswith(b"\n"):
-                        total += _claimed_rows(line)
-        except FileNotFoundError:  # shipped and deleted meanwhile
-            continue
+    for number in _segments(folder):
+        if number >= position.segment:
+            total += _rows_in(folder, number, since=position.offset if number == position.segment else 0)
+    return total
+
+
+def _rows_in(folder: Path, number: int, *, since: int = 0, until: int | None = None) -> int:
+    """Rows the complete lines of one segment claim, between two offsets (0 if it is gone)."""
+    total = 0
+    try:
+        with open(_segment_path(folder, number), "rb") as handle:
+            handle.seek(since)
+            read = since
+            for line in handle:
+                read += len(line)
+                if until is not None and read > until:
+                    break
+                if line.endswith(b"\n"):
+                    total += _claimed_rows(line)
+    except FileNotFoundError:  # shipped and deleted meanwhile
+        return 0
     return total
 
 
@@ -411,46 +515,32 @@ def _lines(handle, offset: int, end: int) -> Iterator[tuple[bytes, int]]:
         offset += start
 
 
-class Shipper:
-    """The thread that empties a journal into a sink, retrying with backoff while the sink fails.
-
-    ``ship(entries)`` must be idempotent for a batch it is handed again (see the module's docstring)."""
+class _Loop:
+    """A thread calling `step` until stopped: again at once while it moves, every ``interval`` while idle (or when
+    woken), with doubling backoff while it raises. What it failed to ship stays on disk for the next try."""
 
     def __init__(
         self,
-        journal: Journal,
-        ship: Callable[[list[Entry]], None],
         *,
-        max_rows: int = 2000,
-        interval: float = 0.5,
-        min_backoff: float = 0.5,
-        max_backoff: float = 5.0,
-        on_error: Callable[[BaseException], None] | None = None,
-        on_shipped: Callable[[Batch], None] | None = None,
+        interval: float,
+        min_backoff: float,
+        max_backoff: float,
+        on_error: Callable[[BaseException], None] | None,
+        name: str,
     ):
-        self.journal = journal
-        self.ship = ship
-        self.max_rows = max_rows
         self.interval = interval
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.on_error = on_error
-        self.on_shipped = on_shipped
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self.run, name="inference-log-shipper", daemon=True)
+        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
 
     def step(self) -> bool:
-        """Ship one batch (or move past a finished segment); True if shipping moved. Raises what the sink raised."""
-        batch = self.journal.read(self.max_rows)
-        if not batch.moves:
-            return False
-        if batch.entries:
-            self.ship(batch.entries)
-        self.journal.commit(batch)
-        if self.on_shipped is not None:
-            self.on_shipped(batch)
-        return True
+        raise NotImplementedError
+
+    def pending_bytes(self) -> int:
+        raise NotImplementedError
 
     def drain(self) -> None:
         """Ship everything appended so far (raises what the sink raises)."""
@@ -466,9 +556,9 @@ class Shipper:
                 if self.on_error is not None:
                     self.on_error(exc)
                 logger.warning(
-                    "inference log: shipping failed (%s); %d row(s) kept in the journal, retried in %.1fs",
+                    "inference log: shipping failed (%s); %d byte(s) of journal kept on disk, retried in %.1fs",
                     exc,
-                    self.journal.pending_rows,
+                    self.pending_bytes(),
                     backoff,
                 )
                 if self._stopping.is_set():
@@ -484,7 +574,7 @@ class Shipper:
             self._wake.wait(self.interval)
             self._wake.clear()
 
-    def start(self) -> Shipper:
+    def start(self):
         self._thread.start()
         return self
 
@@ -492,9 +582,130 @@ class Shipper:
         self._wake.set()
 
     def stop(self, timeout: float) -> bool:
-        """Ship what can be shipped within ``timeout``; True if the thread finished."""
+        """Ship what can be shipped within ``timeout``; True if the thread finished (or never started)."""
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+class Shipper(_Loop):
+    """Empties one journal into a sink: `step` by step, or as a thread retrying with backoff while the sink fails.
+
+    ``ship(entries)`` must be idempotent for a batch it is handed again (see the module's docstring). A journal
+    another shipper holds is left alone (`step` moves nothing) until that one lets it go."""
+
+    def __init__(
+        self,
+        reader: JournalReader,
+        ship: Callable[[list[Entry]], None],
+        *,
+        max_rows: int = 2000,
+        interval: float = 0.5,
+        min_backoff: float = 0.5,
+        max_backoff: float = 5.0,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_shipped: Callable[[Batch], None] | None = None,
+    ):
+        super().__init__(
+            interval=interval,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            on_error=on_error,
+            name="inference-log-shipper",
+        )
+        self.reader = reader
+        self.ship = ship
+        self.max_rows = max_rows
+        self.on_shipped = on_shipped
+
+    def step(self) -> bool:
+        """Ship one batch (or move past a finished segment); True if shipping moved. Raises what the sink raised."""
+        if not self.reader.acquire():
+            return False
+        batch = self.reader.read(self.max_rows)
+        if not batch.moves:
+            return False
+        if batch.entries:
+            self.ship(batch.entries)
+        self.reader.commit(batch)
+        if self.on_shipped is not None:
+            self.on_shipped(batch)
+        return True
+
+    def pending_bytes(self) -> int:
+        return self.reader.pending_bytes() if self.reader.held else 0
+
+    def close(self) -> None:
+        self.reader.release()
+
+
+class ShipperGroup(_Loop):
+    """Every journal ``folders()`` lists, shipped by one thread through one sink: a `Shipper` per journal.
+
+    The list is read again every round: a journal that appears (a new deployment) is shipped from then on, one
+    no longer listed (its folder gone) is let go. A round ships at most one batch of each journal, so a busy
+    one does not hold back the others; a sink failure ends the round (the sink is shared), and the journal that
+    failed goes last in the next one."""
+
+    def __init__(
+        self,
+        folders: Callable[[], Iterable[Path]],
+        ship: Callable[[list[Entry]], None],
+        *,
+        max_rows: int = 2000,
+        interval: float = 0.5,
+        min_backoff: float = 0.5,
+        max_backoff: float = 5.0,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_shipped: Callable[[Path, Batch], None] | None = None,
+    ):
+        super().__init__(
+            interval=interval,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            on_error=on_error,
+            name="inference-log-shippers",
+        )
+        self.folders = folders
+        self.ship = ship
+        self.max_rows = max_rows
+        self.on_shipped = on_shipped
+        self.shippers: dict[Path, Shipper] = {}
+
+    def refresh(self) -> None:
+        listed = [Path(folder) for folder in self.folders()]
+        for folder in listed:
+            if folder not in self.shippers:
+                self.shippers[folder] = Shipper(
+                    JournalReader(folder), self.ship, max_rows=self.max_rows, on_shipped=self._shipped(folder)
+                )
+        for folder in [f for f in self.shippers if f not in set(listed)]:
+            self.shippers.pop(folder).close()
+
+    def _shipped(self, folder: Path) -> Callable[[Batch], None] | None:
+        if self.on_shipped is None:
+            return None
+        on_shipped = self.on_shipped
+        return lambda batch: on_shipped(folder, batch)
+
+    def step(self) -> bool:
+        """One batch of each journal that has one; True if any moved. Raises the first sink failure."""
+        self.refresh()
+        moved = False
+        for folder, shipper in list(self.shippers.items()):
+            try:
+                moved = shipper.step() or moved
+            except Exception:
+                self.shippers[folder] = self.shippers.pop(folder)  # last in the next round
+                raise
+        return moved
+
+    def pending_bytes(self) -> int:
+        return sum(shipper.pending_bytes() for shipper in self.shippers.values())
+
+    def close(self) -> None:
+        for shipper in self.shippers.values():
+            shipper.close()
+        self.shippers.clear()

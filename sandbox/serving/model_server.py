@@ -18,8 +18,10 @@ the inference log, and serving until a signal. The rest is by responsibility:
 
 Every answered row of a numeric model is logged (features, prediction, model
 name and version, the A/B variant the router chose, the request id) to the
-stack's inference log when `ML_SANDBOX_MONITORING_DB_URL` is set, off the
-request path. MLflow credentials come from the environment (`sandbox env`).
+stack's inference log when `ML_SANDBOX_MONITORING_DB_URL` is set: appended to a journal on disk before the
+answer, shipped to PostgreSQL off the request path, by a thread of this process or, with
+`ML_SANDBOX_INFERENCE_LOG_SHIPPER=supervisor` (the local profile while its supervisor runs), by the
+supervisor (sandbox.serving.inference_log). MLflow credentials come from the environment (`sandbox env`).
 
 With `ML_SANDBOX_SERVING_TOKEN` set at start (`serving.auth: token`, the default), every REST request but the
 health checks (`wire.HEALTH_PATHS`) needs `Authorization: Bearer TOKEN` (else 401) and every gRPC call but
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: ModelServerArgs) -> None:
     """Load the model and serve it until SIGINT or SIGTERM."""
     # Here, not at the top: `main()` parses the arguments (and `--help` answers) before KServe and MLflow load.
-    from sandbox.serving.inference_log import InferenceLogWriter
+    from sandbox.serving.inference_log import SHIPPER_ENV, InferenceLogWriter, shipper_from_env
     from sandbox.serving.mlflow_model import MLflowModel, resolve_logged_model
 
     _configure_logging()
@@ -125,7 +127,10 @@ def run(args: ModelServerArgs) -> None:
         logged = resolve_logged_model(args.name, args.model_uri)
         model.model_version = logged.model_version if logged.model_version.isdigit() else ""
         # The inference journal (every answered row, on disk before the answer) lives next to the server's log.
-        model.inference_log = InferenceLogWriter(dsn, logged, spool_dir=Path.cwd()).start()
+        # Shipped by this process, or by the local profile's supervisor (no CPU here spent on shipping).
+        shipper = shipper_from_env(os.environ)
+        model.inference_log = InferenceLogWriter(dsn, logged, spool_dir=Path.cwd(), ship=shipper == "server").start()
+        logger.info("inference log: journal in %s, shipped by the %s (%s)", Path.cwd(), shipper, SHIPPER_ENV)
     elif args.inference_log:
         logger.warning("no ML_SANDBOX_MONITORING_DB_URL: inferences are not logged")
     run_loop = asyncio.run

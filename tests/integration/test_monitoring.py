@@ -26,7 +26,14 @@ import pytest
 
 from sandbox.errors import ExitCode
 from sandbox.net import port_is_free
-from sandbox.serving.inference_log import JOURNAL_DIR, InferenceLogStore, wait_for_rows
+from sandbox.serving.inference_log import (
+    JOURNAL_DIR,
+    SERVER_APPLICATION,
+    SHIPPER_ENV,
+    SUPERVISOR_APPLICATION,
+    InferenceLogStore,
+    wait_for_rows,
+)
 from sandbox.serving.journal import unshipped_rows
 from sandbox.serving.reference_model import synthetic_data
 from tests.stacks import Stack, local_pid
@@ -189,7 +196,54 @@ def test_every_answered_row_is_logged_with_its_model_version(monitored):
         f"{endpoints.inference['fd'].url}/metrics", headers=endpoints.serving_headers(), trust_env=False
     )
     metrics = metrics.text
-    assert "inference_log_rows_written_total" in metrics
+    assert "inference_log_rows_spooled_total" in metrics and "inference_log_pending_rows" in metrics
+
+
+def _supervisor_pid(stack) -> int:
+    return next(local_pid(s) for s in stack.status()["services"] if s["name"] == "supervisor")
+
+
+def test_the_supervisor_ships_the_journal_and_the_model_server_spends_nothing_on_it(monitored):
+    """The local profile's model server only appends; the supervisor's process ships (one connection for all)."""
+    server = psutil.Process(_deployment_pid(monitored, "fd"))
+    assert server.environ().get(SHIPPER_ENV) == "supervisor"
+    store = _store(monitored)
+    since = datetime.now(UTC)
+    sent = _send(monitored, _rows(20, seed=7), per_request=2)
+    assert wait_for_rows(store, sent, deployment="fd", since=since) == sent
+    url = monitored.endpoints().monitoring_db_url
+    import psycopg
+
+    postgres_port = int(psycopg.conninfo.conninfo_to_dict(url)["port"])
+    to_postgres = [c for c in server.connections(kind="tcp") if c.raddr and c.raddr.port == postgres_port]
+    assert to_postgres == [], "the model server holds a connection to PostgreSQL"
+    with psycopg.connect(url) as conn:
+        names = {row[0] for row in conn.execute("SELECT application_name FROM pg_stat_activity").fetchall()}
+    assert SUPERVISOR_APPLICATION in names and SERVER_APPLICATION not in names
+    supervisor = psutil.Process(_supervisor_pid(monitored))
+    assert any(c.raddr and c.raddr.port == postgres_port for c in supervisor.connections(kind="tcp"))
+
+
+def test_a_kill_9_of_the_supervisor_loses_no_row_and_its_journal_ships_when_up_brings_it_back(monitored):
+    store = _store(monitored)
+    before = store.count(deployment="fd")
+    journal = monitored.dir / "deployments" / "fd" / JOURNAL_DIR
+    try:
+        sent = _send(monitored, _rows(60, seed=8), per_request=2)
+        os.kill(_supervisor_pid(monitored), signal.SIGKILL)  # maybe in the middle of shipping these
+        # Nobody ships now: the server still answers, and its rows wait on disk.
+        sent += _send(monitored, _rows(40, seed=9), per_request=2)
+        on_disk = unshipped_rows(journal)
+        in_table = store.count(deployment="fd") - before
+        assert on_disk + in_table >= sent and on_disk >= 40  # the last 40 rows, at least, were not shipped
+    finally:
+        monitored.cli("up")  # the supervisor back: it ships what waited
+    assert wait_for_rows(store, before + sent, timeout=30, deployment="fd") == before + sent
+    deadline = time.monotonic() + 30
+    while unshipped_rows(journal) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert unshipped_rows(journal) == 0
+    assert store.count(deployment="fd") == before + sent  # nothing twice
 
 
 def test_a_split_logs_the_variant_and_version_that_answered(monitored):

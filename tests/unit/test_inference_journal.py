@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,24 @@ from prometheus_client import CollectorRegistry
 
 from sandbox.serving import inference_log as inference_log_module
 from sandbox.serving import journal as journal_module
-from sandbox.serving.inference_log import JOURNAL_DIR, SPOOL_NAME, InferenceLogWriter, LoggedModel
-from sandbox.serving.journal import Journal, JournalBusy, Shipper, encode_record, unshipped_rows
+from sandbox.serving.inference_log import (
+    JOURNAL_DIR,
+    SHIPPER_ENV,
+    SPOOL_NAME,
+    InferenceLogWriter,
+    LoggedModel,
+    PostgresSink,
+    shipper_from_env,
+)
+from sandbox.serving.journal import (
+    Journal,
+    JournalBusy,
+    JournalReader,
+    Shipper,
+    ShipperGroup,
+    encode_record,
+    unshipped_rows,
+)
 
 HEADER = {"deployment": "dep", "model_name": "model", "model_version": "7"}
 MODEL = LoggedModel("dep", "model", "7")
@@ -74,7 +91,9 @@ def _records(folder: Path) -> list:
     shipped: list = []
     journal = Journal(folder, HEADER)
     try:
-        Shipper(journal, shipped.extend).drain()
+        shipper = Shipper(JournalReader(journal.folder), shipped.extend)
+        shipper.drain()
+        shipper.close()
     finally:
         journal.close()
     return shipped
@@ -93,7 +112,7 @@ def test_appended_records_come_back_in_order_with_their_header(tmp_path):
         journal.append(encode_record(2, {"n": n}), 2)
     assert journal.pending_rows == 10
     shipped: list = []
-    Shipper(journal, shipped.extend).drain()
+    Shipper(JournalReader(journal.folder), shipped.extend).drain()
     assert shipped == [(HEADER, {"n": n}) for n in range(5)]
     assert journal.pending_rows == 0
     journal.close()
@@ -104,9 +123,10 @@ def test_shipping_resumes_from_the_durable_offset_after_a_restart(tmp_path):
     for n in range(10):
         journal.append(encode_record(1, n), 1)
     shipped: list = []
-    shipper = Shipper(journal, shipped.extend, max_rows=4)
+    shipper = Shipper(JournalReader(journal.folder), shipped.extend, max_rows=4)
     assert shipper.step() and shipper.step()  # 8 of 10 shipped, then the process goes away
     journal.close()
+    shipper.close()
     saved = json.loads((tmp_path / "shipped").read_text())
     assert saved["segment"] == 1 and saved["offset"] > 0
 
@@ -114,7 +134,7 @@ def test_shipping_resumes_from_the_durable_offset_after_a_restart(tmp_path):
     reopened = Journal(tmp_path, HEADER)
     assert reopened.pending_rows == 2  # counted from disk, from the offset on
     reopened.append(encode_record(1, 10), 1)
-    Shipper(reopened, shipped.extend).drain()
+    Shipper(JournalReader(reopened.folder), shipped.extend).drain()
     assert [record for _, record in shipped] == list(range(11))  # each once, in order
     reopened.close()
 
@@ -133,7 +153,10 @@ def test_a_line_cut_short_by_a_kill_is_skipped_and_does_not_block_later_rows(tmp
     reopened.append(encode_record(1, "after"), 1)  # appended by the next process
     shipped: list = []
     skipped = []
-    Shipper(reopened, shipped.extend, on_shipped=lambda batch: skipped.append(batch.skipped_lines)).drain()
+    shipper = Shipper(
+        JournalReader(reopened.folder), shipped.extend, on_shipped=lambda batch: skipped.append(batch.skipped_lines)
+    )
+    shipper.drain()
     assert [record for _, record in shipped] == ["before", "after"]
     assert sum(skipped) == 1
     assert reopened.pending_rows == 0
@@ -155,7 +178,7 @@ def test_a_corrupt_line_is_skipped_not_shipped(tmp_path):
 def test_segments_rotate_at_the_size_bound_and_shipped_ones_are_deleted(tmp_path):
     journal = Journal(tmp_path, HEADER, segment_bytes=300)
     shipped: list = []
-    shipper = Shipper(journal, shipped.extend)
+    shipper = Shipper(JournalReader(journal.folder), shipped.extend)
     for n in range(40):
         journal.append(encode_record(1, {"n": n, "pad": "x" * 40}), 1)
     assert len(_segment_files(tmp_path)) > 5  # rotated: nothing shipped yet, the journal grows on disk
@@ -180,7 +203,7 @@ def test_segments_a_killed_process_left_are_shipped_then_deleted_and_a_new_segme
     second.append(encode_record(1, "from v2"), 1)
     assert len(_segment_files(tmp_path)) == 2
     shipped: list = []
-    Shipper(second, shipped.extend).drain()
+    Shipper(JournalReader(second.folder), shipped.extend).drain()
     assert shipped == [({"model_version": "1"}, "from v1"), ({"model_version": "2"}, "from v2")]
     assert len(_segment_files(tmp_path)) == 1
     second.close()
@@ -205,9 +228,11 @@ def test_a_kill_between_the_commit_and_the_offset_update_writes_no_row_twice(tmp
     writer = _writer(tmp_path, table)
     for request in range(5):
         _log(writer, request)
-    batch = writer.journal.read(1000)
-    writer._ship(batch.entries)  # committed to the table; the process dies before journal.commit
+    assert writer.reader.acquire()
+    batch = writer.reader.read(1000)
+    writer._ship(batch.entries)  # committed to the table; the process dies before the position moves
     writer.journal.close()
+    writer.reader.release()
 
     restarted = _writer(tmp_path, table)
     assert restarted.pending_rows == 15
@@ -444,13 +469,16 @@ def test_any_sequence_of_requests_kills_and_failures_lands_every_row_exactly_onc
                     pass
                 table.lose_acks = table.fail = 0
             elif kind == "kill-after-commit":
-                batch = writer.journal.read(writer.batch_rows)
+                writer.reader.acquire()
+                batch = writer.reader.read(writer.batch_rows)
                 if batch.entries:
                     writer._ship(batch.entries)
                 writer.journal.close()
+                writer.reader.release()
                 writer = _writer(folder, table, batch_rows=3, segment_bytes=400)
             else:  # a kill; mid-write: half a line that log() never returned for
                 writer.journal.close()
+                writer.reader.release()
                 if kind == "kill-mid-write":
                     line = encode_record(1, [0, "never", None, "0" * 32, [[0.0, 0.0]], [0.0]])
                     with _segment_files(folder / JOURNAL_DIR)[-1].open("ab") as handle:
@@ -462,3 +490,157 @@ def test_any_sequence_of_requests_kills_and_failures_lands_every_row_exactly_onc
         writer.close()
         assert len(_segment_files(folder / JOURNAL_DIR)) == 1
     assert sorted(row[6] for row in table.rows.values()) == sorted(acknowledged)
+
+
+# ------------------------------------------------------------------ shipping from another process (the supervisor)
+
+
+class ListSink:
+    """The sink of a `ShipperGroup`: keeps (header, record) pairs; refuses while ``fail`` is set."""
+
+    def __init__(self):
+        self.entries: list = []
+        self.fail = False
+        self.calls = 0
+
+    def __call__(self, entries) -> None:
+        self.calls += 1
+        if self.fail:
+            raise ConnectionError("the database is away")
+        self.entries.extend(entries)
+
+
+def _journals(root: Path) -> list[Path]:
+    return sorted(path for path in root.glob("*/journal") if path.is_dir())
+
+
+def test_one_group_ships_every_journal_and_picks_up_new_and_removed_ones(tmp_path):
+    sink = ListSink()
+    group = ShipperGroup(lambda: _journals(tmp_path), sink, max_rows=2)
+    a = Journal(tmp_path / "a" / "journal", {"deployment": "a"})
+    b = Journal(tmp_path / "b" / "journal", {"deployment": "b"})
+    for n in range(5):
+        a.append(encode_record(1, f"a{n}"), 1)
+        b.append(encode_record(1, f"b{n}"), 1)
+    assert group.step()  # one batch of each per round: a busy journal does not hold back the others
+    assert sorted(record for _, record in sink.entries) == ["a0", "a1", "b0", "b1"]
+    group.drain()
+    assert a.pending_rows == b.pending_rows == 0  # each writer sees the group's saved position
+
+    c = Journal(tmp_path / "c" / "journal", {"deployment": "c"})  # a deployment that appears later
+    c.append(encode_record(1, "c0"), 1)
+    a.append(encode_record(1, "a5"), 1)
+    group.drain()
+    shipped = [(header["deployment"], record) for header, record in sink.entries]
+    assert sorted(shipped) == sorted(
+        [("a", f"a{n}") for n in range(6)] + [("b", f"b{n}") for n in range(5)] + [("c", "c0")]
+    )
+
+    # Undeployed: the server stopped, its folder kept. Its last rows are still shipped.
+    b.append(encode_record(1, "b-last"), 1)
+    b.close()
+    group.drain()
+    assert ({"deployment": "b"}, "b-last") in sink.entries
+    # A folder removed: its shipper lets it go (no lock left open on it).
+    import shutil
+
+    shutil.rmtree(tmp_path / "c")
+    group.step()
+    assert set(group.shippers) == {tmp_path / "a" / "journal", tmp_path / "b" / "journal"}
+    group.close()
+    a.close()
+    c.close()
+    assert len(sink.entries) == len(set(map(repr, sink.entries)))  # nothing twice
+
+
+def test_a_failing_sink_keeps_every_journal_on_disk_and_ships_it_once_it_recovers(tmp_path):
+    sink = ListSink()
+    sink.fail = True
+    errors: list = []
+    group = ShipperGroup(
+        lambda: _journals(tmp_path), sink, interval=0.01, min_backoff=0.01, max_backoff=0.02, on_error=errors.append
+    )
+    writers = [Journal(tmp_path / name / "journal", {"deployment": name}, segment_bytes=200) for name in "ab"]
+    for n in range(30):
+        for writer in writers:
+            writer.append(encode_record(1, [n, "x" * 40]), 1)
+    group.start()
+    deadline = time.monotonic() + 10
+    while len(errors) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(errors) >= 3 and sink.entries == []
+    assert all(writer.pending_rows == 30 for writer in writers)
+    assert all(len(list(writer.folder.glob("*.journal"))) > 3 for writer in writers)  # grown on disk, none deleted
+    sink.fail = False
+    deadline = time.monotonic() + 10
+    while any(writer.pending_rows for writer in writers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert group.stop(10)
+    group.close()
+    for name, writer in zip("ab", writers, strict=True):
+        assert [record[0] for header, record in sink.entries if header["deployment"] == name] == list(range(30))
+        assert [p.stem for p in writer.folder.glob("*.journal")] == [f"{writer.active_segment:010d}"]
+        writer.close()
+
+
+def test_the_shipper_never_skips_a_line_being_written_nor_deletes_the_writers_segment(tmp_path):
+    writer = Journal(tmp_path, HEADER)
+    writer.append(encode_record(1, "whole"), 1)
+    line = encode_record(1, "in flight")
+    segment = _segment_files(tmp_path)[-1]
+    with segment.open("ab") as handle:  # the first half of a write(2) another process is still in
+        handle.write(line[:10])
+    shipped: list = []
+    shipper = Shipper(JournalReader(tmp_path), shipped.extend)
+    shipper.drain()
+    assert [record for _, record in shipped] == ["whole"]  # the writer lives: the half line is waited for
+    assert segment.exists()
+    with segment.open("ab") as handle:
+        handle.write(line[10:])
+    shipper.drain()
+    assert [record for _, record in shipped] == ["whole", "in flight"]
+    assert segment.exists() and writer.pending_rows == 0  # shipped to its end, still the writer's: kept
+    writer.close()
+    shipper.close()
+
+
+def test_a_journal_another_shipper_holds_is_left_alone(tmp_path):
+    writer = Journal(tmp_path, HEADER)
+    writer.append(encode_record(1, "once"), 1)
+    first, second = [], []
+    owner = Shipper(JournalReader(tmp_path), first.extend)
+    owner.drain()
+    writer.append(encode_record(1, "twice?"), 1)
+    other = Shipper(JournalReader(tmp_path), second.extend)
+    assert not other.step() and second == []  # the model server ships it itself: the supervisor keeps off
+    owner.close()
+    other.drain()  # let go (the server stopped): taken over from the saved position
+    assert [r for _, r in first] == ["once"] and [r for _, r in second] == ["twice?"]
+    other.close()
+    writer.close()
+
+
+def test_a_writer_that_does_not_ship_has_no_thread_and_no_connection_and_its_gauge_follows_the_shipper(tmp_path):
+    registry = CollectorRegistry()
+    writer = InferenceLogWriter(NO_DATABASE, MODEL, spool_dir=tmp_path, metrics_registry=registry, ship=False)
+    writer.start()
+    for request in range(4):
+        _log(writer, request, rows=5)
+    assert writer._shipper is None and writer.sink._conn is None
+    assert not any(thread.name.startswith("inference-log") for thread in threading.enumerate())
+    assert registry.get_sample_value("inference_log_pending_rows") == 20
+    assert registry.get_sample_value("inference_log_rows_written_total") is None  # counted by the supervisor
+    table = FakeTable()
+    group = ShipperGroup(lambda: [tmp_path / JOURNAL_DIR], lambda entries: table.write(PostgresSink.rows(entries)))
+    group.drain()  # as the supervisor's process would
+    assert registry.get_sample_value("inference_log_pending_rows") == 0
+    assert sorted(row[6] for row in table.rows.values()) == sorted(f"r{n}" for n in range(4) for _ in range(5))
+    writer.close()
+    group.close()
+
+
+def test_who_ships_is_read_from_the_environment_and_checked():
+    assert shipper_from_env({}) == "server"
+    assert shipper_from_env({SHIPPER_ENV: "supervisor"}) == "supervisor"
+    with pytest.raises(ValueError, match=SHIPPER_ENV):
+        shipper_from_env({SHIPPER_ENV: "nobody"})

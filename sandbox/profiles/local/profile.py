@@ -21,7 +21,7 @@ from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
 from sandbox.profiles.local.services.postgres import Postgres, find_binaries
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3, weed_binary
-from sandbox.profiles.local.serving import LocalProcessRuntime
+from sandbox.profiles.local.serving import LocalProcessRuntime, inference_log_shipper
 from sandbox.profiles.local.state import (
     PortMap,
     SandboxDir,
@@ -364,6 +364,7 @@ class LocalProfile(Profile):
             endpoints,
             startup_timeout=self.config.startup_timeout,
             scheduler=self.scheduler(),
+            inference_log_shipper=inference_log_shipper(self.config),
         )
 
     def _endpoints(self, services, *, notebooks: bool = True) -> Endpoints | None:

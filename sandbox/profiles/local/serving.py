@@ -2,7 +2,8 @@
 
 What to run is decided by the planner (`sandbox.serving.deployments`); this module starts, stops and lists.
 Records are kept in `<dir>/deployments.json`, so `sandbox up` restores them and `sandbox down` stops them. Each
-runs from `<dir>/deployments/<name>/` (service.pid, service.log), on ports from the sandbox's port map.
+runs from `<dir>/deployments/<name>/` (service.pid, service.log, inference-journal/), on ports from the sandbox's
+port map. A model server's inference journal is shipped by the supervisor when it runs (`inference_log_shipper`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sandbox.profiles.local.process import PORTS_MARKER, Identity, ManagedProces
 from sandbox.profiles.local.readiness import wait_ready
 from sandbox.profiles.local.state import PortMap, SandboxDir
 from sandbox.profiles.locking import unlocked
+from sandbox.serving.inference_log import SHIPPER_ENV
 from sandbox.serving.launch import ModelServerArgs, RouterArgs, RouteVariant
 from sandbox.serving.runtime import Address, Observed
 from sandbox.serving.specs import SANDBOX_RUNTIME, DeploymentSpec, variant_name
@@ -51,12 +53,16 @@ class LocalProcessRuntime:
         *,
         startup_timeout: float = 120.0,
         scheduler=None,
+        inference_log_shipper: str = "server",
     ):
         self.sandbox = sandbox
         self.ports = ports
         self.endpoints = endpoints
         self.startup_timeout = startup_timeout
         self.scheduler = scheduler
+        # Who ships the model servers' inference journals: "supervisor" while the sandbox has one (the servers
+        # then spend nothing on it), else each server itself (`inference_log.SHIPPER_ENV`).
+        self.inference_log_shipper = inference_log_shipper
         self.lock = sandbox.lock if endpoints is not None else unlocked
         self._file = sandbox.root / "deployments.json"
 
@@ -124,6 +130,7 @@ class LocalProcessRuntime:
                 process.log_file.parent.mkdir(parents=True, exist_ok=True)
                 env = _server_env(self._started_stack())
                 env.update(self._gpu_env(record))
+                env[SHIPPER_ENV] = self.inference_log_shipper
                 keys = (f"deploy.{record.name}", f"deploy.{record.name}.grpc")
                 env[PORTS_MARKER] = json.dumps({key: self.ports.get(key) for key in keys if self.ports.get(key)})
                 process.start(self._command(record), env=env, cwd=process.log_file.parent)
@@ -280,6 +287,11 @@ class LocalProcessRuntime:
             return httpx.get(f"{self._url(name)}{READY_PATH}", timeout=5, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def inference_log_shipper(config) -> str:
+    """Who ships the inference journals of a sandbox with this config: its supervisor when `up` starts one."""
+    return "supervisor" if config.supervisor.enabled else "server"
 
 
 def _has_grpc(record: DeploymentSpec) -> bool:

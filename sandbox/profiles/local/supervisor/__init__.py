@@ -27,6 +27,10 @@ dead and still wanted (a deployment undeployed meanwhile is no longer recorded).
 that find the supervisor in the middle of a restart stop it (`command_lock`) instead of failing:
 on SIGTERM it stops what it was starting and exits at once.
 
+Beside the rounds, one thread ships the inference journals of every model server of the sandbox to
+PostgreSQL (`daemon._start_shipping`, `inference_log.ship_journals`): servers started while the supervisor
+is enabled only append (`inference_log.SHIPPER_ENV`), and a journal whose server ships it itself is left to it.
+
 Every decision is a line in its log and in `state.json` (0600, replaced atomically), which
 `sandbox status` sums up in its `supervisor` row.
 

@@ -19,7 +19,7 @@ from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import MLflowServer
 from sandbox.profiles.local.services.postgres import Postgres
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3
-from sandbox.profiles.local.serving import LocalProcessRuntime
+from sandbox.profiles.local.serving import LocalProcessRuntime, inference_log_shipper
 from sandbox.profiles.local.state import PortMap, SandboxDir, read_secrets
 from sandbox.profiles.local.supervisor.loop import Component
 from sandbox.serving.specs import DeploymentSpec, variant_name
@@ -123,6 +123,7 @@ class LocalComponents:
             self.endpoints,
             startup_timeout=self.config.startup_timeout,
             scheduler=LocalScheduler(self.config.gpu, self.sandbox.root),
+            inference_log_shipper=inference_log_shipper(self.config),
         )
         records = runtime.records()
         for kind in ("model", "split"):  # a router needs its variants

@@ -3,6 +3,10 @@
 It reads what `up` wrote (`settings.json`: the resolved config and the endpoints), wires the loop to this
 sandbox (its components, its lock, its state file), sets the signal handlers (SIGTERM, SIGINT: stop; SIGHUP from
 `up`: re-read the settings, clear marks and backoffs) and runs until told to stop or the sandbox is gone.
+
+Beside the rounds, a thread of it ships the inference journals of every model server of the sandbox to
+PostgreSQL (`inference_log.ship_journals`): the servers `up` and the supervisor start while it is enabled only
+append to their journals (`inference_log.SHIPPER_ENV`), so shipping costs serving no CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from sandbox.profiles.local.supervisor.components import LocalComponents
 from sandbox.profiles.local.supervisor.handle import SupervisorHandle
 from sandbox.profiles.local.supervisor.loop import Supervisor
 from sandbox.profiles.local.supervisor.policy import RestartPolicy
+from sandbox.serving.inference_log import journal_folders, ship_journals
+from sandbox.serving.journal import ShipperGroup
 
 DESCRIPTION = "The supervisor: restarts what crashes, on the ports it had, and keeps the logs bounded."
 
@@ -65,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"at most {config.supervisor.max_restarts} restarts per component within {config.supervisor.window_s:g}s"
     )
     supervisor.save()  # the pid in the state file tells `up` it is ready (signal handlers set)
+    shipping = _start_shipping(sandbox, endpoints, supervisor)
 
     def interval() -> float:
         record = handle.process.record()
@@ -73,11 +80,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             supervisor.stop()
         return components.config.supervisor.interval_s
 
-    supervisor.run(interval)
+    try:
+        supervisor.run(interval)
+    finally:
+        # What is not shipped within 5 s stays in the journals for the next start; a thread still inside a
+        # write keeps its locks until the process exits, a moment later.
+        if shipping is not None and shipping.stop(timeout=5):
+            shipping.close()
+            shipping.ship.disconnect()  # the PostgresSink
     supervisor.event("stopped")
     with contextlib.suppress(OSError):
         supervisor.save(running=False)
     return 0
+
+
+def _start_shipping(sandbox: SandboxDir, endpoints: Endpoints | None, supervisor: Supervisor) -> ShipperGroup | None:
+    """The inference journals' shipper: a thread of this process, independent of the rounds (a restart can take
+    minutes; shipping goes on meanwhile). Its failures and recoveries are events, once per streak."""
+    dsn = endpoints.monitoring_db_url if endpoints is not None else None
+    if not dsn:
+        return None
+    failing: list[str] = []
+
+    def failed(exc: BaseException) -> None:
+        if not failing:
+            supervisor.event(f"inference log: shipping failed ({_first_line(exc)}); journals kept on disk, retrying")
+        failing[:] = [str(exc)]
+
+    def shipped(folder: Path, batch) -> None:
+        if failing:
+            failing.clear()
+            supervisor.event("inference log: shipping again")
+        if batch.skipped_lines:
+            supervisor.event(
+                f"inference log: {batch.skipped_lines} torn or corrupt line(s) in {folder} skipped (never acknowledged)"
+            )
+
+    journals = sandbox.root / "deployments"
+    return ship_journals(lambda: journal_folders(journals), dsn, on_error=failed, on_shipped=shipped).start()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = (str(exc) or type(exc).__name__).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def reap_children() -> dict[int, str]:
