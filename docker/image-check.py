@@ -6,7 +6,8 @@ project itself then (it would list the CLI's typer, locust, dvc, ... as missing,
 script does, by importing what runs in a container of the image:
 
 - the model server and the router (`python -m sandbox.serving.model_server|router`);
-- MLflow's tracking server (`mlflow server`: the kind profile's MLflow Deployment runs it on the image);
+- MLflow's tracking server (`python -m sandbox.tracking_server`, MLflow's app in one uvicorn process: the kind
+  profile's MLflow Deployment runs it on the image);
 - KFP's executor (`python3 -m kfp.dsl.executor_main`) and every import inside the training pipeline's step
   functions (sandbox/pipelines/training.py: KFP runs each step's own source with the executor);
 - every import inside a function of the `sandbox` modules those entry points load (lazy imports, e.g. the model
@@ -31,12 +32,15 @@ import sys
 ENTRY_POINTS = [
     "sandbox.serving.model_server",
     "sandbox.serving.router",
+    "sandbox.tracking_server",
     "kfp.dsl.executor_main",
     "sandbox.pipelines.training",
 ]
-# The kind profile's MLflow Deployment: `mlflow server` (its app, the SQL store with PostgreSQL, S3 artifacts).
+# The kind profile's MLflow Deployment: `python -m sandbox.tracking_server` (MLflow's app with basic auth, the SQL
+# store with PostgreSQL, S3 artifacts).
 MLFLOW_SERVER = [
     "mlflow.server",
+    "mlflow.server.auth",
     "mlflow.server.handlers",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.artifact.s3_artifact_repo",

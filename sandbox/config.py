@@ -90,7 +90,7 @@ class MLflowConfig(_Section):
     """The MLflow tracking server and model registry, a service of the local profile."""
 
     port: Port = 0
-    workers: int = Field(1, ge=1, le=16, description="uvicorn workers; 1 keeps memory near 0.6 GB")
+    workers: int = Field(1, ge=1, le=16, description="uvicorn workers; 1: MLflow is one process (~0.3 GB)")
     job_execution: bool = Field(False, description="MLflow's huey job workers (GenAI jobs); off saves ~1 GB")
 
 

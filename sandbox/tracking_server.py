@@ -1,8 +1,13 @@
 """The MLflow server app the sandbox runs: MLflow's own basic-auth app, behind a guard for three upstream defects.
 
-`mlflow server --app-name sandbox-basic-auth` finds `create_app` through the `mlflow.app` entry point (the
-way MLflow's own `basic-auth` is found) and runs it in uvicorn, as it runs `basic-auth`. Nothing of MLflow is
-patched; the guard only answers what MLflow 3.17 answers badly (docs/reliability.md, "MLflow's answers"):
+`python -m sandbox.tracking_server` (`main`) runs it in one uvicorn process, as the local profile and the kube
+Deployment do: `mlflow server` would start a launcher that only waits (~300 MiB) and a uvicorn worker that imports
+MLflow and checks its stores again. `main` sets the environment `mlflow server` gives its workers and makes the
+checks it makes before starting them (mlflow/server/__init__.py `_run_server`), for the settings the sandbox uses.
+`mlflow server --app-name sandbox-basic-auth` still finds `create_app` through the `mlflow.app` entry point (as
+MLflow's own `basic-auth` is found): the local profile runs that when MLflow's job runner is on, since only
+`mlflow server` starts it. Nothing of MLflow is patched; the guard only answers what MLflow 3.17 answers badly
+(docs/reliability.md, "MLflow's answers"):
 
 - an artifact path with a backslash or an empty segment (`..%5c..%5cetc%5cpasswd`, `....//....//etc/passwd`):
   MLflow's proxy passes it on to S3 and answers 500; the guard answers a logged-in client 400 before it gets
@@ -15,9 +20,13 @@ patched; the guard only answers what MLflow 3.17 answers badly (docs/reliability
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
+import os
 import re
+import sys
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -173,3 +182,95 @@ def create_app() -> ASGIApp:
     from mlflow.server.auth import create_app as basic_auth_app
 
     return MLflowGuard(basic_auth_app())
+
+
+def _settings(args: argparse.Namespace, backend_store_uri: str) -> dict[str, str]:
+    """The environment `mlflow server` gives its uvicorn workers (mlflow/cli `server`, mlflow/server `_run_server`),
+    for the settings the sandbox uses: artifacts proxied to ``--artifacts-destination``, the Host check, no
+    workspaces, no job runner."""
+    from mlflow.environment_variables import _MLFLOW_IN_JOB_EXECUTOR, _MLFLOW_SERVER_BOOT_ID, _MLFLOW_SGI_NAME
+    from mlflow.server.constants import (
+        ARTIFACT_ROOT_ENV_VAR,
+        ARTIFACTS_DESTINATION_ENV_VAR,
+        BACKEND_STORE_URI_ENV_VAR,
+        REGISTRY_STORE_URI_ENV_VAR,
+        SERVE_ARTIFACTS_ENV_VAR,
+    )
+    from mlflow.store.tracking import DEFAULT_ARTIFACTS_URI
+
+    return {
+        BACKEND_STORE_URI_ENV_VAR: backend_store_uri,
+        REGISTRY_STORE_URI_ENV_VAR: backend_store_uri,
+        # `--serve-artifacts` (MLflow's default): new experiments get `mlflow-artifacts:/`, the server proxies it.
+        ARTIFACT_ROOT_ENV_VAR: DEFAULT_ARTIFACTS_URI,
+        SERVE_ARTIFACTS_ENV_VAR: "true",
+        ARTIFACTS_DESTINATION_ENV_VAR: args.artifacts_destination,
+        "MLFLOW_SERVER_ALLOWED_HOSTS": args.allowed_hosts,
+        "MLFLOW_ENABLE_WORKSPACES": "false",
+        _MLFLOW_SERVER_BOOT_ID.name: uuid.uuid4().hex,
+        _MLFLOW_IN_JOB_EXECUTOR.name: "false",
+        _MLFLOW_SGI_NAME.name: "uvicorn",
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.tracking_server",
+        description="MLflow's tracking server with the sandbox's app, in one uvicorn process (no `mlflow server` "
+        "launcher). The backend store's URI comes from MLFLOW_BACKEND_STORE_URI (it holds a password: not argv); "
+        "the auth app's settings from MLFLOW_AUTH_CONFIG_PATH and MLFLOW_FLASK_SERVER_SECRET_KEY, as for "
+        "`mlflow server`. No job runner: MLFLOW_SERVER_ENABLE_JOB_EXECUTION must be unset or false.",
+    )
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--artifacts-destination", required=True, help="e.g. s3://mlflow-artifacts")
+    parser.add_argument("--allowed-hosts", required=True, help="comma-separated Host values (MLflow's fnmatch)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn workers; 1 (the default): the server is this one process; more: uvicorn's supervisor "
+        "and N worker processes",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.workers < 1:
+        sys.exit(f"--workers must be at least 1, not {args.workers}")
+    backend_store_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
+    if not backend_store_uri:
+        sys.exit("MLFLOW_BACKEND_STORE_URI is not set: the tracking server needs its database's URI")
+    # MLflow's job runner is a separate process that `mlflow server` starts and wires up (a shared token, a queue
+    # folder): this entry point runs none, so the app is told so (MLflow's default is on), and asking for one fails.
+    if os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false").lower() in ("true", "1"):
+        sys.exit(
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION is on: MLflow's job runner needs `mlflow server --app-name "
+            f"{APP_NAME}` (the local profile runs that with mlflow.job_execution: true)"
+        )
+    # Before MLflow's server modules are imported: they read some of these when imported.
+    os.environ.update(_settings(args, backend_store_uri))
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+
+    import uvicorn
+    from mlflow.server import _UVICORN_LOG_CONFIG
+    from mlflow.server.handlers import initialize_backend_stores
+    from mlflow.store.tracking import DEFAULT_ARTIFACTS_URI
+    from mlflow.tracing.trace_rollup_service import validate_sql_trace_rollup_startup
+
+    # What `mlflow server` checks before it starts uvicorn; in one process the stores it makes are the app's.
+    validate_sql_trace_rollup_startup(backend_store_uri)
+    initialize_backend_stores(backend_store_uri, backend_store_uri, DEFAULT_ARTIFACTS_URI)
+    uvicorn.run(
+        "sandbox.tracking_server:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=str(_UVICORN_LOG_CONFIG),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -502,15 +502,19 @@ def test_jupyterlab_in_the_image_serves_and_starts_a_kernel(image):
 
 
 def test_mlflow_server_runs_in_the_image(image):
-    """The kind profile's MLflow Deployment runs `mlflow server` on the image (one worker, no job runner): it starts
-    as the image's user with every capability dropped and answers /health."""
+    """The kind profile's MLflow Deployment runs `python -m sandbox.tracking_server` on the image (MLflow's app with
+    basic auth in one uvicorn process, no job runner): it starts as the image's user with every capability dropped
+    and answers /health."""
     port = free_port()
     name = f"ml-sandbox-image-test-mlflow-{uuid.uuid4().hex[:8]}"
     _docker(
         "run", "--detach", "--name", name, "--network", "host", "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges", "--env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false",
-        "--env", "HOME=/tmp", image, "mlflow", "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", "sqlite:////tmp/mlflow.db", "--artifacts-destination", "/tmp/artifacts",
+        "--env", "HOME=/tmp", "--env", "MLFLOW_BACKEND_STORE_URI=sqlite:////tmp/mlflow.db",
+        "--env", f"MLFLOW_AUTH_ADMIN_PASSWORD={uuid.uuid4().hex}",
+        "--env", f"MLFLOW_FLASK_SERVER_SECRET_KEY={uuid.uuid4().hex}",
+        image, "python", "-m", "sandbox.tracking_server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+        "--artifacts-destination", "/tmp/artifacts", "--allowed-hosts", f"{LOOPBACK}:{port}",
     )  # fmt: skip
     try:
         _wait_ready(Container(name, port), "/health")

@@ -2,15 +2,28 @@
 
 Anonymous and wrong-password requests get MLflow's own 401 (only /health is open); the sandbox's own clients, with
 the credentials `sandbox env` hands out, work; the requests MLflow 3.17 answered with a 500 or a raw SQL error
-(issue 25, item 8) get a 4xx naming the problem; and no artifact path, however made, gets a 5xx.
+(issue 25, item 8) get a 4xx naming the problem; and no artifact path, however made, gets a 5xx. The server is one
+process (`python -m sandbox.tracking_server`: no `mlflow server` launcher, no worker beside it), on the stack and
+alone (as the kube Deployment runs it), and stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import httpx
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from sandbox.profiles.base import generate_token
+from sandbox.tracking_server import ADMIN_USER, auth_config
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +101,69 @@ def test_no_artifact_path_gets_a_5xx(mlflow_http, path):
     for url in (f"/api/2.0/mlflow-artifacts/artifacts/{path}", "/api/2.0/mlflow-artifacts/artifacts"):
         answer = client.get(url, params=None if path in url else {"path": path}, auth=login)
         assert answer.status_code < 500, (url, path, answer.status_code, answer.text[:300])
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return members
+
+
+def test_mlflow_is_one_process(platform):
+    leader = psutil.Process(platform.pids()["mlflow"])
+    # The service's process group (its own session) is the server alone: no launcher waiting, no uvicorn worker.
+    assert _group(leader.pid) == [leader]
+    assert leader.cmdline()[1:3] == ["-m", "sandbox.tracking_server"], leader.cmdline()
+
+
+def test_the_entry_point_alone_is_one_guarded_process_that_stops_on_sigterm(tmp_path):
+    """`python -m sandbox.tracking_server` as the kube Deployment runs it, here on SQLite: the Host check, the
+    basic-auth app, one process, and a clean exit on SIGTERM (what `sandbox down` and Kubernetes send)."""
+    port, password = free_port(), generate_token(24)
+    (tmp_path / "auth.ini").write_text(auth_config(f"sqlite:///{tmp_path}/auth.db"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    env |= {
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": generate_token(24),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    argv = [sys.executable, "-m", "sandbox.tracking_server", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--artifacts-destination", str(tmp_path / "artifacts"), "--allowed-hosts", f"127.0.0.1:{port}"]
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180  # the first start makes MLflow's tables on SQLite
+        with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
+            while True:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.5)
+            assert _group(server.pid) == [psutil.Process(server.pid)]
+            search = "/api/2.0/mlflow/experiments/search?max_results=1"
+            assert client.get(search).status_code == 401
+            assert client.get(search, auth=(ADMIN_USER, password)).status_code == 200
+            foreign = client.get(search, auth=(ADMIN_USER, password), headers={"Host": "evil.example.com"})
+            assert foreign.status_code == 403
+        server.send_signal(signal.SIGTERM)
+        # uvicorn shuts down, then raises the signal it caught again: the exit a SIGTERM'd process is expected to have.
+        assert server.wait(30) == -signal.SIGTERM, (tmp_path / "server.log").read_text()
+        assert b"Application shutdown complete" in (tmp_path / "server.log").read_bytes()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log.close()

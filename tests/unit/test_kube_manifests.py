@@ -26,6 +26,7 @@ from sandbox.profiles.kube.manifests.kind import NodePorts
 from sandbox.profiles.kube.manifests.spec import StackSecrets, StackSpec
 from sandbox.profiles.kube.reach import NodePortReach
 from sandbox.profiles.kube.state import KubeState
+from sandbox.tracking_server import _parser as tracking_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_PORTS = {"postgres": 15432, "s3": 18333, "mlflow": 15000, "notebooks": 18888, "kfp": 18880}
@@ -500,6 +501,17 @@ def test_mlflow_accepts_exactly_the_hosts_it_is_reached_by():
             assert not is_allowed_host_header(allowed, host), host
     assert not is_allowed_host_header(narrow, "127.0.0.1:15001")
     assert is_allowed_host_header(wide, "localhost:31234")
+
+
+def test_the_kube_deployment_runs_the_same_entry_point():
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in stack_bundle.stack_objects(SPECS["default"])}
+    container = objects[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "sandbox.tracking_server"]
+    args = tracking_parser().parse_args(container["args"])
+    assert (args.host, args.workers, args.artifacts_destination) == ("0.0.0.0", 1, "s3://mlflow-artifacts")
+    env = {item["name"]: item for item in container["env"]}
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"  # else the entry point refuses to start
+    assert "secretKeyRef" in env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]
 
 
 def test_quotas_go_to_the_stack_namespace_unless_they_name_another():

@@ -50,11 +50,7 @@ class MLflowServer(LocalService):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         cfg = self.ctx.config.mlflow
-        argv = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
+        settings = [
             "--host",
             LOOPBACK,
             "--port",
@@ -65,9 +61,15 @@ class MLflowServer(LocalService):
             f"s3://{ARTIFACTS_BUCKET}",
             "--allowed-hosts",
             ",".join(self.allowed_hosts()),
-            "--app-name",
-            TRACKING_APP,
         ]
+        if cfg.job_execution:
+            # MLflow's job runner is a process `mlflow server` starts and wires to its workers (a shared token, a
+            # queue folder): with jobs on, MLflow's launcher runs our app.
+            argv = [sys.executable, "-m", "mlflow", "server", *settings, "--app-name", TRACKING_APP]
+        else:
+            # The app in one uvicorn process: no `mlflow server` launcher waiting beside it (~300 MiB), MLflow
+            # imported and its stores checked once, not twice (tracking_server.main).
+            argv = [sys.executable, "-m", "sandbox.tracking_server", *settings]
         secrets = self.ctx.secrets
         env = {
             "MLFLOW_AUTH_CONFIG_PATH": str(self._write_auth_config()),
