@@ -119,12 +119,15 @@ def ab_testing(ctx: ScenarioContext) -> None:
         with ctx.step("Locust traffic through the router: per-variant latency"):
             endpoint = ctx.serving.inference_endpoints()[SPLIT]
             rows = np.random.default_rng(1).normal(size=(64, len(FEATURES))).round(4).tolist()
-            summary = run_loadtest(
-                Target(endpoint.url, SPLIT, "ab", SPLIT, ctx.endpoints.serving_token),
-                LoadTestOptions(users=4, spawn_rate=4, duration_s=2, rows=rows),
-                ctx.workdir / "loadtest",
-            )
-            per_variant = {name: s for name, s in summary["by_name"].items() if name.startswith("variant ")}
+            for attempt in range(3):  # a busy machine (scenarios side by side) may answer little in 2 s: again
+                summary = run_loadtest(
+                    Target(endpoint.url, SPLIT, "ab", SPLIT, ctx.endpoints.serving_token),
+                    LoadTestOptions(users=4, spawn_rate=4, duration_s=2, rows=rows),
+                    ctx.workdir / f"loadtest-{attempt}",
+                )
+                per_variant = {name: s for name, s in summary["by_name"].items() if name.startswith("variant ")}
+                if len(per_variant) == 2 and min(s["requests"] for s in per_variant.values()) >= 50:
+                    break
             ctx.check(set(per_variant) == {"variant a", "variant b"}, f"Locust saw {sorted(summary['by_name'])}")
             ctx.check(summary["failures"] == 0, f"{summary['failures']} Locust requests failed: {summary['errors']}")
         with ctx.step("labelled traffic and feedback: the strong variant must win"):

@@ -8,7 +8,8 @@ running side by side, and the notebook kernels they start) waits that many secon
 instead. A crashed holder releases it; within one process it is re-entrant, so a command that
 holds it may call code that takes it again. `locked(command)` runs a method under its object's
 ``lock`` (a command → that lock). The local profile locks its sandbox dir
-(`local.state.SandboxDir.lock`), the Kubernetes ones their `<dir>/kube/` (`KubeProfile.lock`).
+(`local.state.SandboxDir.lock`; its GPU scheduler `gpu-state.lock`, apart), the Kubernetes ones their
+`<dir>/kube/` (`KubeProfile.lock`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ is what `sandbox gpu`, `serve deploy --gpus` and the `gpu-quotas` scenario use t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,7 @@ from sandbox.gpu import Cluster, GpuConfig, NodeSpec, QuotaSpec, SchedulingDecis
 from sandbox.gpu.backend import NodeUsage, QuotaUsage, SchedulerSnapshot, WorkloadState
 from sandbox.gpu.inventory import QUOTA_RESOURCES
 from sandbox.gpu.quantity import CPU, MEMORY, format_quantity
-from sandbox.profiles.local.state import SandboxDir
-from sandbox.profiles.locking import locked
+from sandbox.profiles.locking import exclusive_lock, locked
 
 
 def state_file(root: Path) -> Path:
@@ -54,7 +54,10 @@ class LocalScheduler:
     def __init__(self, config: GpuConfig, root: Path):
         self.config = config
         self.root = root
-        self.lock = SandboxDir(root).lock  # its changes take the sandbox lock, like every command that changes it
+        # Its changes take a lock of their own, not the sandbox's: a deploy holds that one until its server answers,
+        # and a GPU command (a checklist scenario beside a deploying one) need not wait for it. A deploy with GPUs
+        # takes this one inside it (always in that order).
+        self.lock = functools.partial(exclusive_lock, root / "gpu-state.lock", folder=root)
 
     def nodes(self) -> list[NodeSpec]:
         return inventory_nodes(self.config)
