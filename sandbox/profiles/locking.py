@@ -22,40 +22,90 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import LOCK_WAIT_ENV, LockedError
 from sandbox.files import make_private_folder
 
-# Lock depth per lock file in this process: a command that holds the lock (`up`, `monitor
-# retrain`) calls code that takes it again (restoring deployments, redeploying the champion).
-_held: dict[str, int] = {}
+
+@dataclass
+class _Hold:
+    """This process's hold on one lock file."""
+
+    fd: int
+    command: str
+    lock_file: Path
+    releasable: bool  # `released_while_waiting` may let others in meanwhile
+    depth: int = 1  # a command that holds the lock (`up`, `monitor retrain`) calls code that takes it again
+
+
+_held: dict[str, _Hold] = {}
 _held_guard = threading.RLock()
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_file: Path, command: str, *, folder: Path) -> Iterator[None]:
+def exclusive_lock(lock_file: Path, command: str, *, folder: Path, releasable: bool = False) -> Iterator[None]:
     """Hold ``lock_file`` while a command changes ``folder``'s sandbox, or refuse at once (exit 3).
 
     It is an flock, so a crashed holder releases it; the file names the holder for the refusal.
-    Re-entrant within one process. The lock file's folder is made (0700) when missing.
+    Re-entrant within one process. The lock file's folder is made (0700) when missing. ``releasable``: the
+    holder may let other commands in while it only waits (`released_while_waiting`), when this is its only hold.
     """
     key = str(lock_file.parent.resolve() / lock_file.name)
     with _held_guard:
-        if _held.get(key):
-            _held[key] += 1
+        hold = _held.get(key)
+        if hold is not None:
+            hold.depth += 1
             try:
                 yield
             finally:
-                _held[key] -= 1
+                hold.depth -= 1
             return
         fd = _acquire(lock_file, command, folder)
-        _held[key] = 1
+        _held[key] = _Hold(fd, command, lock_file, releasable)
         try:
             yield
         finally:
             _held.pop(key, None)
             os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def released_while_waiting(lock_file: Path) -> Iterator[None]:
+    """Let other commands take ``lock_file`` while this one only waits (a deploy, for its server to answer), then
+    take it back, waiting as long as they hold it; a no-op unless this process holds it once, as ``releasable``.
+
+    What the holder changes before and after is under the lock as ever; only the wait is not. A lock file
+    deleted or replaced meanwhile (`down --purge`) is an error: the sandbox it guarded is gone.
+    """
+    key = str(lock_file.parent.resolve() / lock_file.name)
+    hold = _held.get(key)
+    if hold is None or hold.depth != 1 or not hold.releasable:
+        yield
+        return
+    fcntl.flock(hold.fd, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        while True:
+            try:
+                fcntl.flock(hold.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                time.sleep(0.05)
+        try:
+            same = os.path.samestat(os.fstat(hold.fd), os.stat(lock_file, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise LockedError(
+                f"the sandbox lock {lock_file} was removed while `sandbox {hold.command}` waited",
+                hint="another command deleted or replaced the sandbox meanwhile; run this one again",
+            )
+        _write_holder(hold.fd, hold.command)
 
 
 def unlocked(command: str) -> contextlib.AbstractContextManager:
@@ -118,7 +168,11 @@ def _acquire(lock_file: Path, command: str, folder: Path) -> int:
         if same:
             break
         os.close(fd)
+    _write_holder(fd, command)
+    return fd
+
+
+def _write_holder(fd: int, command: str) -> None:
     os.ftruncate(fd, 0)
     started = time.strftime("%H:%M:%S")
     os.pwrite(fd, f"pid {os.getpid()}: sandbox {command}, since {started}".encode(), 0)
-    return fd

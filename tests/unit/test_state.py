@@ -187,6 +187,43 @@ def test_with_the_wait_set_a_second_command_waits_for_the_holder(sandbox, monkey
         holder.wait()
 
 
+TRY_LOCK = """
+import sys
+from pathlib import Path
+from sandbox.errors import LockedError
+from sandbox.profiles.local.state import SandboxDir, exclusive_lock
+try:
+    with exclusive_lock(SandboxDir(Path(sys.argv[1])), "serve deploy other"):
+        print("got it")
+except LockedError:
+    print("refused")
+"""
+
+
+def _other_command(sandbox) -> str:
+    done = subprocess.run([sys.executable, "-c", TRY_LOCK, str(sandbox.root)], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_releasable_hold_lets_other_commands_in_only_while_it_waits(sandbox):
+    from sandbox.profiles.locking import released_while_waiting
+
+    sandbox.create()
+    with exclusive_lock(sandbox, "serve deploy fraud", releasable=True):
+        assert _other_command(sandbox) == "refused"
+        with released_while_waiting(sandbox.lock_file):
+            assert _other_command(sandbox) == "got it"  # a deploy waiting for its server lets others in
+        assert _other_command(sandbox) == "refused"  # and holds it again for what it writes after
+        assert "serve deploy fraud" in sandbox.lock_file.read_text()
+    with exclusive_lock(sandbox, "up"):  # not releasable (`up` restoring deployments): held throughout
+        with released_while_waiting(sandbox.lock_file):
+            assert _other_command(sandbox) == "refused"
+    with exclusive_lock(sandbox, "monitor retrain", releasable=True):
+        with exclusive_lock(sandbox, "serve deploy fraud", releasable=True):  # nested: the outer command holds it
+            with released_while_waiting(sandbox.lock_file):
+                assert _other_command(sandbox) == "refused"
+
+
 def test_a_lock_path_that_is_not_a_plain_file_is_a_clear_error(sandbox):
     sandbox.create()
     sandbox.lock_file.mkdir()

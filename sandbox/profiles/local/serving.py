@@ -8,6 +8,7 @@ port map. A model server's inference journal is shipped by the supervisor when i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ from sandbox.net import LOOPBACK
 from sandbox.profiles.local.process import PORTS_MARKER, Identity, ManagedProcess
 from sandbox.profiles.local.readiness import wait_ready
 from sandbox.profiles.local.state import PortMap, SandboxDir
-from sandbox.profiles.locking import unlocked
+from sandbox.profiles.locking import released_while_waiting, unlocked
 from sandbox.serving.inference_log import SHIPPER_ENV
 from sandbox.serving.launch import ModelServerArgs, RouterArgs, RouteVariant
 from sandbox.serving.runtime import Address, Observed
@@ -63,7 +64,9 @@ class LocalProcessRuntime:
         # Who ships the model servers' inference journals: "supervisor" while the sandbox has one (the servers
         # then spend nothing on it), else each server itself (`inference_log.SHIPPER_ENV`).
         self.inference_log_shipper = inference_log_shipper
-        self.lock = sandbox.lock if endpoints is not None else unlocked
+        # A deploy lets other commands in while its servers start (`_launch`): the checklist's scenarios deploy
+        # side by side, and each server takes seconds to answer.
+        self.lock = functools.partial(sandbox.lock, releasable=True) if endpoints is not None else unlocked
         self._file = sandbox.root / "deployments.json"
 
     # ---------------------------------------------------------------- the records
@@ -136,12 +139,16 @@ class LocalProcessRuntime:
                 process.start(self._command(record), env=env, cwd=process.log_file.parent)
                 launched.append((record, process))
             notes = []
-            for record, process in launched:
-                base = self._url(record.name)
-                took = wait_ready(
-                    f"deployment {record.name}", _ready_probe(base, record.name), process, timeout=self.startup_timeout
-                )
-                notes.append(f"ready in {took:.1f}s at {base}{self._placement_note(record)}")
+            with released_while_waiting(self.sandbox.lock_file):  # records and ports are written under the lock
+                for record, process in launched:
+                    base = self._url(record.name)
+                    took = wait_ready(
+                        f"deployment {record.name}",
+                        _ready_probe(base, record.name),
+                        process,
+                        timeout=self.startup_timeout,
+                    )
+                    notes.append(f"ready in {took:.1f}s at {base}{self._placement_note(record)}")
         except BaseException:
             for record, process in launched:
                 process.stop(timeout=10)

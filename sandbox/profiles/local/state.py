@@ -58,9 +58,9 @@ class SandboxDir:
         """The sandbox's identity in its processes' environment (`process.Identity`)."""
         return str(self.root.resolve())
 
-    def lock(self, command: str) -> contextlib.AbstractContextManager:
+    def lock(self, command: str, *, releasable: bool = False) -> contextlib.AbstractContextManager:
         """This sandbox's lock (`exclusive_lock`), for `locking.locked` methods of objects that keep it."""
-        return exclusive_lock(self, command)
+        return exclusive_lock(self, command, releasable=releasable)
 
     def service_dir(self, name: str) -> Path:
         return self.root / "services" / name
@@ -125,15 +125,16 @@ def make_private(root: Path, *, traverse: Collection[Path] = (), dry_run: bool =
 # --------------------------------------------------------------------------- lock
 
 
-def exclusive_lock(sandbox: SandboxDir, command: str) -> contextlib.AbstractContextManager:
+def exclusive_lock(sandbox: SandboxDir, command: str, *, releasable: bool = False) -> contextlib.AbstractContextManager:
     """Hold the sandbox lock while a command changes the sandbox, or refuse at once (exit 3).
 
     Every command that changes the sandbox takes it: `up`, `down`, `serve deploy|split|
     undeploy`, `monitor retrain`, `gpu submit|release`, the supervisor's restarts. It is
     `sandbox.profiles.locking`'s flock on `<dir>/sandbox.lock`: a crashed holder releases it,
     the file names the holder for the refusal, and it is re-entrant within one process.
+    ``releasable``: see `locking.released_while_waiting` (a deploy, while its servers start).
     """
-    return locking.exclusive_lock(sandbox.lock_file, command, folder=sandbox.root)
+    return locking.exclusive_lock(sandbox.lock_file, command, folder=sandbox.root, releasable=releasable)
 
 
 # --------------------------------------------------------------------------- secrets
