@@ -16,6 +16,7 @@ Their conftests import the fixtures from here; no test file imports another's.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,18 @@ from sandbox.profiles import get_profile
 REFERENCE_MODEL = "fraud-detector"
 
 
+# Every port a stack of this process held (before and after each command: a purge and an `up` choose new ones):
+# the fault suite ties what is left in /tmp to its stacks by them (tests/faults/leftovers.py).
+STACK_PORTS: set[int] = set()
+
+
+def _record_ports(sandbox_dir: Path) -> None:
+    try:
+        STACK_PORTS.update(int(port) for port in json.loads((sandbox_dir / "ports.json").read_text()).values())
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # no sandbox (yet, or purged) or a damaged port map: nothing to add
+
+
 @dataclass
 class Stack:
     dir: Path
@@ -41,6 +54,13 @@ class Stack:
     def cli(
         self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
     ) -> subprocess.CompletedProcess:
+        _record_ports(self.dir)
+        try:
+            return self._cli(*args, check=check, env=env, timeout=timeout)
+        finally:
+            _record_ports(self.dir)
+
+    def _cli(self, *args: str, check: bool, env: dict | None, timeout: float) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "sandbox", *args, "--dir", str(self.dir)],
             capture_output=True,

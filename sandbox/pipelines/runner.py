@@ -139,22 +139,28 @@ class LocalPipelineRunner:
         name = component.name
         run_id = uuid.uuid4().hex[:12]
         folder = self._folder(name, run_id)
-        log = folder / "pipeline.log"
-        started = time.monotonic()
-        outcome = PipelineOutcome(name, run_id, PipelineState.SUCCEEDED, log=str(log))
-        with _LOCAL_LOCK, self._environment(run_id, folder):
-            warm = self._warm_steps()
-            try:
-                with _output_to(log), _local_session(folder / "kfp-root"), as_step_python(warm, folder):
-                    logger.info("running pipeline %s (run %s) with kfp.local; log: %s", name, run_id, log)
-                    task = component(**dict(arguments))
-                outcome.outputs = _outputs(task)
-            except RuntimeError as exc:  # kfp.local: "Pipeline NAME finished with status FAILURE. Inner task ..."
-                outcome.state = PipelineState.FAILED
-                outcome.error = _ANSI.sub("", str(exc)).strip()
-                outcome.log_tail = _ANSI.sub("", tail(log, TAIL_LINES))
-            outcome.seconds = time.monotonic() - started
-            outcome.mlflow_run_ids = pipeline_mlflow_runs(self.endpoints, run_id, quiet=not outcome.succeeded)
+        try:
+            log = folder / "pipeline.log"
+            started = time.monotonic()
+            outcome = PipelineOutcome(name, run_id, PipelineState.SUCCEEDED, log=str(log))
+            with _LOCAL_LOCK, self._environment(run_id, folder):
+                warm = self._warm_steps()
+                try:
+                    with _output_to(log), _local_session(folder / "kfp-root"), as_step_python(warm, folder):
+                        logger.info("running pipeline %s (run %s) with kfp.local; log: %s", name, run_id, log)
+                        task = component(**dict(arguments))
+                    outcome.outputs = _outputs(task)
+                except RuntimeError as exc:  # kfp.local: "Pipeline NAME finished with status FAILURE. Inner task ..."
+                    outcome.state = PipelineState.FAILED
+                    outcome.error = _ANSI.sub("", str(exc)).strip()
+                    outcome.log_tail = _ANSI.sub("", tail(log, TAIL_LINES))
+                outcome.seconds = time.monotonic() - started
+                outcome.mlflow_run_ids = pipeline_mlflow_runs(self.endpoints, run_id, quiet=not outcome.succeeded)
+        except BaseException:
+            # No outcome names the folder (an interrupt, an error outside the run itself): a temporary one goes.
+            if self.root is None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         if outcome.succeeded and self.root is None:
             shutil.rmtree(folder, ignore_errors=True)
             outcome.log = None

@@ -9,7 +9,9 @@ The KServe hooks (`preprocess`, `predict`, `postprocess`) are what KServe's V2 g
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,9 +56,12 @@ class MLflowModel(KServeModel):
         batch_size: int = 1,
         batch_wait_ms: float = 0.0,
         allow_nan: bool = False,
+        model_dir: Path | None = None,
     ):
         super().__init__(name)
         self.model_uri = model_uri
+        # Where the model's files are downloaded (emptied first); None: MLflow's own temporary folder, never removed.
+        self.model_dir = model_dir
         self.batch_size = batch_size
         self.batch_wait_ms = batch_wait_ms
         self.allow_nan = allow_nan
@@ -72,7 +77,13 @@ class MLflowModel(KServeModel):
     def load(self) -> bool:
         import mlflow
 
-        self._pyfunc = mlflow.pyfunc.load_model(self.model_uri)
+        dst_path = None
+        if self.model_dir is not None:
+            shutil.rmtree(self.model_dir, ignore_errors=True)  # an earlier start's copy, maybe of another version
+            self.model_dir.mkdir(mode=0o700, parents=True)
+            dst_path = str(self.model_dir)
+        # The files stay for the server's life: a flavour may read them after loading (a pyfunc's artifacts).
+        self._pyfunc = mlflow.pyfunc.load_model(self.model_uri, dst_path=dst_path)
         self.io = ModelIO.from_signature(self._pyfunc.metadata.signature, allow_nan=self.allow_nan)
         self._probe()
         self._batcher = MicroBatcher(

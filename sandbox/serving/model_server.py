@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from sandbox.serving.mlflow_model import MLflowModel
 
 logger = logging.getLogger("sandbox.model_server")
+# The model's files, in the server's working folder.
+MODEL_DIR = "model"
 
 
 def _configure_logging() -> None:
@@ -116,6 +118,9 @@ def run(args: ModelServerArgs) -> None:
         batch_size=args.batch_size,
         batch_wait_ms=args.batch_wait_ms,
         allow_nan=args.allow_nan,
+        # Beside the server's log and journal (the deployment's folder, in the sandbox dir), not in /tmp, where
+        # MLflow would leave a copy of the model on every start.
+        model_dir=Path.cwd() / MODEL_DIR,
     )
     model.load()
     # The model and the libraries are hundreds of MB of long-lived objects: frozen, a full garbage

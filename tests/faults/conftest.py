@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import leftovers
 from tests.faults.ledger import FaultCase, Ledger
-from tests.stacks import _platform, _scratch, make_scheduler, mlflow_env, platform, stack  # noqa: F401 - shared
+from tests.stacks import (  # noqa: F401 - shared
+    STACK_PORTS,
+    _platform,
+    _scratch,
+    make_scheduler,
+    mlflow_env,
+    platform,
+    stack,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +47,26 @@ def pytest_configure(config):
 def ledger(request) -> Ledger:
     """Where a fault test writes what it injected and what survived (printed as one table at the end)."""
     return request.config.stash[_LEDGER]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_outside_the_sandbox_dirs(request, tmp_path_factory):
+    """After the session's stacks are purged (this fixture, set up before them, is torn down after them):
+    the files they left outside their sandbox dirs, one ledger line whose orphans they are; none may be left."""
+    tmp_path_factory.getbasetemp()  # pytest's own folders stay where they were, out of the count
+    sockets_before = leftovers.weed_sockets()
+    with leftovers.private_tmpdir() as tmpdir:
+        yield
+        if not STACK_PORTS:
+            return  # no stack ran (every test deselected or skipped)
+        left = leftovers.left_behind(tmpdir, STACK_PORTS, sockets_before)
+    request.config.stash[_LEDGER].add(
+        "files left outside the sandbox dirs after `down --purge`",
+        faults=0,
+        orphans=len(left),
+        recovered=", ".join(path.name for path in left[:5]) + (" ..." if len(left) > 5 else "") or "-",
+    )
+    assert not left, f"the suite's stacks left these outside their sandbox dirs: {[str(p) for p in left]}"
 
 
 def pytest_sessionfinish(session):

@@ -19,7 +19,7 @@ class FaultCase:
     lost: int = 0  # of those, missing afterwards (must be 0)
     duplicates: int = 0  # written more than once (must be 0)
     recovery_s: float | None = None  # from the fault to healthy again
-    orphans: int = 0  # processes of the sandbox left behind (must be 0)
+    orphans: int = 0  # processes of the sandbox, or files outside its dir (leftovers.py), left behind (must be 0)
     other_user_access: int = 0  # reads or writes another local user managed (must be 0)
     recovered: str = ""  # how: by itself (the supervisor), by `up`, ...
 

@@ -337,8 +337,13 @@ def _weed_unix_sockets(procs) -> list[str]:
     paths = set()
     for proc in procs:
         for conn in _connections(proc, "unix"):
-            if isinstance(conn.laddr, str) and conn.laddr.startswith("/") and os.path.exists(conn.laddr):
-                paths.add(conn.laddr)
+            path = conn.laddr
+            if not isinstance(path, str) or not path or path[0] in "@\0":
+                continue  # unbound, or abstract
+            if not path.startswith("/"):  # s3.sock, filer.sock: bound by a path relative to weed's folder
+                path = os.path.join(proc.cwd(), path)
+            if os.path.exists(path):
+                paths.add(path)
     return sorted(paths)
 
 

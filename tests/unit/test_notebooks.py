@@ -4,6 +4,7 @@ environment, the starter notebooks' copy, the secret, and the scenario's noteboo
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -26,7 +27,13 @@ from sandbox.profiles.local.services.jupyterlab import (
     tokened_url,
 )
 from sandbox.profiles.local.state import SandboxDir, load_or_create_secrets
-from sandbox.scenarios.notebooks import INJECTED_TAG, describe_failure, inject_parameters, write_kernelspec
+from sandbox.scenarios.notebooks import (
+    INJECTED_TAG,
+    describe_failure,
+    inject_parameters,
+    run_notebook,
+    write_kernelspec,
+)
 from sandbox.scenarios.reports import write_attachments, write_markdown
 from sandbox.scenarios.results import Outcome, ScenarioResult
 from tests.factories import make_endpoints
@@ -160,6 +167,37 @@ def test_the_notebooks_name_no_local_path(path):
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
     for local_only in ("127.0.0.1", "localhost", ".sandbox", "/tmp/", "/home/", "/root/"):
         assert local_only not in source
+
+
+@pytest.mark.parametrize("path", STARTERS, ids=lambda p: p.stem)
+def test_the_notebooks_make_no_temporary_file_that_outlives_their_kernel(path):
+    """mkdtemp/mkstemp/NamedTemporaryFile(delete=False) stay when a cell fails; a TemporaryDirectory goes."""
+    source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+    for leaky in ("mkdtemp(", "mkstemp(", "delete=False"):
+        assert leaky not in source
+
+
+def test_a_temporary_directory_goes_with_the_kernel_even_when_a_later_cell_fails(tmp_path):
+    """What notebook 02 relies on: run as the scenario runs it, a failing cell, and its folder is still gone."""
+    record = tmp_path / "folder.txt"
+    book = new_notebook(
+        cells=[
+            new_code_cell("PREFIX = 'x'", metadata={"tags": ["parameters"]}),
+            new_code_cell(
+                "import tempfile\nfrom pathlib import Path\n"
+                "work_dir = tempfile.TemporaryDirectory(prefix='notebook-')\nwork = Path(work_dir.name)\n"
+                f"(work / 'train.csv').write_text('a')\nPath({str(record)!r}).write_text(str(work))"
+            ),
+            new_code_cell("raise RuntimeError('a cell that fails')"),
+        ]
+    )
+    notebook = tmp_path / "leak.ipynb"
+    nbformat.write(book, notebook)
+    run = run_notebook(notebook, parameters={}, env=dict(os.environ), workdir=tmp_path, timeout_s=120)
+    assert run.failure and "a cell that fails" in run.failure
+    folder = Path(record.read_text())
+    assert folder.name.startswith("notebook-")
+    assert not folder.exists()
 
 
 # --------------------------------------------------------------------------- running them

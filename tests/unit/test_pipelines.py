@@ -249,6 +249,15 @@ def test_without_a_root_a_successful_run_leaves_nothing_behind(tmp_path, monkeyp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("sandbox-pipeline-")]
 
 
+def test_without_a_root_a_run_that_raises_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """No outcome names its folder then (arguments the pipeline does not take: kfp raises before any step)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    with pytest.raises(TypeError):
+        LocalPipelineRunner(_endpoints(""), root=None).run(tiny_plain, {"number": 4, "unknown": 1})
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("sandbox-pipeline-")]
+
+
 def test_a_compiled_package_runs_and_anything_else_is_refused(tmp_path):
     runner = LocalPipelineRunner(_endpoints(""), tmp_path / "runs")
     with pytest.raises(FileNotFoundError):

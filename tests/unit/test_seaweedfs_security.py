@@ -16,11 +16,13 @@ from sandbox.config import SandboxConfig
 from sandbox.profiles.local.services.base import ServiceContext
 from sandbox.profiles.local.services.seaweedfs import (
     SECURITY_FILE,
+    SOCKETS_RECORD,
     TLS_DIR,
     JwtKeys,
     SeaweedS3,
     TlsFiles,
     forget_saved_options,
+    grpc_socket_paths,
     render_security_toml,
     write_security,
     write_tls_files,
@@ -247,3 +249,23 @@ def test_options_saved_by_an_earlier_start_do_not_come_back(tmp_path):
 def test_no_saved_options_is_fine(tmp_path):
     forget_saved_options(tmp_path)
     assert not (tmp_path / "mini.options").exists()
+
+
+# --------------------------------------------------------------------------- sockets and memory
+
+
+def test_weeds_own_sockets_are_in_its_folder_by_a_short_relative_path(service):
+    argv, _ = service.command()
+    flags = dict(arg.split("=", 1) for arg in argv if arg.startswith("-") and "=" in arg)
+    # Relative to weed's working directory (the service's folder): no sandbox path can push them past 108 bytes.
+    assert flags["-s3.localSocket"] == "s3.sock" and flags["-filer.localSocket"] == "filer.sock"
+    # The gRPC ones have no flag; their /tmp paths are recorded for the stop that removes them.
+    recorded = (service.dir / SOCKETS_RECORD).read_text().split()
+    assert recorded == sorted(str(path) for path in grpc_socket_paths(service.ctx.ports.as_dict()))
+    assert len(recorded) == 5 and all(path.startswith("/tmp/seaweedfs-") for path in recorded)
+    assert _mode(service.dir / SOCKETS_RECORD) == 0o600
+
+
+def test_weed_runs_with_a_soft_memory_limit(service):
+    _, env = service.command()
+    assert env["GOMEMLIMIT"].endswith("MiB") and int(env["GOGC"]) < 100

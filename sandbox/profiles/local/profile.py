@@ -287,6 +287,9 @@ class LocalProfile(Profile):
             strays = stop_marked(self.sandbox.home)
             if strays:
                 ui.err.print(f"Stopped {len(strays)} more process(es) of this sandbox: {_describe(strays)}")
+                if read_secrets(self.sandbox) is not None:
+                    for svc in services:
+                        svc.clean_up_after_stop()  # what a stray left outside the sandbox dir (weed's sockets)
             if purge and read_secrets(self.sandbox) is not None:
                 services[0].purge_external_data()
             if purge:

@@ -80,6 +80,10 @@ class LocalService(abc.ABC):
         """A few words on what runs (binary source, version) for the ✓ line."""
         return ""
 
+    def clean_up_after_stop(self) -> None:
+        """Remove what the server leaves outside the sandbox dir once it no longer runs (nothing by default)."""
+        return None
+
     # ---------------------------------------------------------------- shared behaviour
 
     @property

@@ -55,6 +55,43 @@ class PgBinaries:
         return self.version().split(".")[0]
 
 
+# Connections one MLflow worker may hold: SQLAlchemy's default pool (5, plus 10 overflow) for each of its
+# engines (tracking, model registry, the auth app's).
+_CONNECTIONS_PER_MLFLOW_WORKER = 45
+# And the rest of the stack: one inference-log shipper per model server, the supervisor's and the CLI's
+# probes, drift monitoring, scenarios and notebooks; with room to spare (PostgreSQL keeps 3 for superusers).
+_OTHER_CONNECTIONS = 55
+
+
+def memory_settings(mlflow_workers: int) -> dict[str, str]:
+    """Settings for a small single-user sandbox: little memory held while idle, durability untouched.
+
+    fsync, synchronous_commit and full_page_writes keep their defaults: what PostgreSQL acknowledged
+    survives a kill -9 (tests/faults/test_inference_log_durability.py).
+    """
+    return {
+        # The default is 128MB. A sandbox's MLflow metadata and inference log are a few MB to a few hundred;
+        # the OS page cache keeps the rest, and each shared-buffer page a backend touches counts in its RSS.
+        "shared_buffers": "32MB",
+        # The default (try) would take huge pages reserved on the host for something else, when there are any.
+        "huge_pages": "off",
+        # Enough for every pool at once (MLflow workers and the rest above); the default, 100, is the floor.
+        # A slot costs a few kB of shared memory, so a margin is cheap and running out is an outage.
+        "max_connections": str(max(100, _CONNECTIONS_PER_MLFLOW_WORKER * mlflow_workers + _OTHER_CONNECTIONS)),
+        # Per sort or hash, per query (PostgreSQL's default, said out loud): the sandbox's queries are small.
+        "work_mem": "4MB",
+        # Vacuum's and CREATE INDEX's budget, per autovacuum worker (default 64MB): the tables are small.
+        "maintenance_work_mem": "32MB",
+        # No LLVM JIT: it loads ~20 MB of code into a backend the first time a query looks costly (a drift scan
+        # of the inference log) and compiles for longer than such a query takes.
+        "jit": "off",
+        # No parallel workers (each a backend of its own) for one query on a laptop's few cores.
+        "max_parallel_workers_per_gather": "0",
+        # WAL kept between checkpoints (default 1GB): disk, not memory; a sandbox writes little.
+        "max_wal_size": "256MB",
+    }
+
+
 def _has_server(bin_dir: Path) -> bool:
     return all(os.access(bin_dir / tool, os.X_OK) for tool in ("initdb", "postgres"))
 
@@ -295,6 +332,8 @@ class Postgres(LocalService):
             "-c",
             "password_encryption=scram-sha-256",
         ]
+        for name, value in memory_settings(self.ctx.config.mlflow.workers).items():
+            argv += ["-c", f"{name}={value}"]
         return argv, {}
 
     def _connect(self, dbname: str = "postgres"):

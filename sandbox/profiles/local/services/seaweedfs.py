@@ -20,7 +20,20 @@ beside it, all 0600, and are made afresh on each start:
 - the metrics port is not opened (it told anyone bucket names and request counts);
   the admin server's copy of /metrics is behind its mutual TLS.
 
-weed's Unix sockets (/tmp/seaweedfs-*.sock) are 0700, as the process runs with umask 077.
+weed also listens on Unix sockets, 0700 as the process runs with umask 077. The S3 and filer
+HTTP ones have flags: they are in the service's folder (``s3.sock``, ``filer.sock``), named by
+a path relative to it, where weed runs, so a deep sandbox dir cannot push them past the
+108-byte limit of a socket's path. The gRPC ones have none: weed mini puts them at
+``/tmp/seaweedfs-<component>-grpc-<port>.sock`` and, on exit, removes some of them only; the
+service records their paths when it starts and removes what is left when it stops (a socket
+that a live process still listens on, another sandbox's on a port since reused, is left).
+
+Memory: weed is a Go program; it runs with a soft memory limit and a lower GC target
+(`GO_RUNTIME_ENV`), which keeps an idle sandbox's object store from holding on to heap it
+no longer uses. weed mini's own defaults are already small: one volume grown at a time,
+128 MB volumes, no S3 read cache, an in-memory needle index (16 bytes a file; leveldb would
+add its caches for nothing at a sandbox's few thousand files).
+
 SeaweedFS's ``[guard] white_list`` is not used: every local user comes from 127.0.0.1, and
 the guard believes an X-Forwarded-For header.
 """
@@ -31,6 +44,7 @@ import ipaddress
 import os
 import secrets
 import shutil
+import stat
 import sysconfig
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -73,6 +87,60 @@ _HTTPS_SERVERS = ("master", "volume", "filer", "admin")
 # come back. Only what weed computed itself is kept.
 _KEPT_SAVED_OPTIONS = ("master.volumeSizeLimitMB",)
 _KEPT_PREFIXES = tuple(f"{name}=" for name in _KEPT_SAVED_OPTIONS)
+
+# The Unix sockets weed has a flag for: in the service's folder, by a path relative to it (weed's working
+# directory), short whatever the sandbox's path. The S3 gateway reaches the filer through filer.sock.
+_LOCAL_SOCKETS = {"-s3.localSocket": "s3.sock", "-filer.localSocket": "filer.sock"}
+# Those it has none for: weed mini's gRPC sockets, fixed in /tmp, one per gRPC port.
+_GRPC_SOCKET = "/tmp/seaweedfs-{component}-grpc-{port}.sock"
+_GRPC_SOCKET_PORTS = {
+    "master": "s3.master.grpc",
+    "volume": "s3.volume.grpc",
+    "filer": "s3.filer.grpc",
+    "s3": "s3.s3.grpc",
+    "admin": "s3.admin.grpc",
+}
+# In the service's folder: the /tmp sockets each start made, for the stop that removes them.
+SOCKETS_RECORD = "tmp-sockets"
+# The Go runtime's memory settings. GOGC=50: collect when the heap has grown by half since the last
+# collection, not doubled (Go's default), so idle weed holds less garbage. GOMEMLIMIT: a soft limit that
+# makes the runtime collect harder and hand freed memory back to the OS as the heap nears it; not a cap
+# (weed may go over it under a big upload and then spends more CPU on GC, bounded by Go at 50%).
+GO_RUNTIME_ENV = {"GOGC": "50", "GOMEMLIMIT": "160MiB"}
+
+
+def grpc_socket_paths(ports: dict[str, int | None]) -> list[Path]:
+    """Where weed mini puts its gRPC sockets, for the gRPC ports in ``ports`` (port-map keys)."""
+    return [
+        Path(_GRPC_SOCKET.format(component=component, port=ports[key]))
+        for component, key in _GRPC_SOCKET_PORTS.items()
+        if ports.get(key)
+    ]
+
+
+def bound_unix_sockets() -> set[str]:
+    """The paths of the Unix sockets live processes have bound (/proc/net/unix), as far as this OS says."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {fields[7] for fields in (line.split(None, 7) for line in lines) if len(fields) == 8}
+
+
+def remove_stale_sockets(paths: list[Path]) -> list[Path]:
+    """Remove each of ``paths`` that is a socket of this user's which no live process listens on; returns them."""
+    bound = bound_unix_sockets()
+    removed = []
+    for path in paths:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid() or str(path) in bound:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def weed_binary() -> Path:
@@ -317,8 +385,12 @@ class SeaweedS3(LocalService):
         forget_saved_options(self.data_dir)
         # weed runs in self.dir (LocalService.start) and reads ./security.toml from there.
         write_security(self.dir)
+        self._record_tmp_sockets()
         argv = [
             str(weed_binary()),
+            # Its log to stderr (service.log) only: by default weed also writes weed.* files in the temporary
+            # folder (/tmp), named per host and user, never removed, and rotated by whichever weed runs there.
+            "-logtostderr",
             "mini",
             f"-dir={self.data_dir}",
             f"-ip={LOOPBACK}",
@@ -332,6 +404,7 @@ class SeaweedS3(LocalService):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-bucket={','.join(self.ctx.config.s3.buckets)}",
+            *(f"{flag}={name}" for flag, name in _LOCAL_SOCKETS.items()),
         ]
         for key, flag in _PORT_FLAGS.items():
             port_key = "s3" if key == "s3" else f"s3.{key}"
@@ -343,8 +416,43 @@ class SeaweedS3(LocalService):
             "AWS_SECRET_ACCESS_KEY": keys.s3_secret_key,
             # A WEED_* variable would win over security.toml; weed ignores an empty one.
             **{name: "" for name in os.environ if name.startswith("WEED_")},
+            **GO_RUNTIME_ENV,
         }
         return argv, env
+
+    # ---------------------------------------------------------------- weed's sockets in /tmp
+
+    def _record_tmp_sockets(self) -> None:
+        """Add this start's /tmp socket paths to the record, before weed makes them."""
+        record = self.dir / SOCKETS_RECORD
+        paths = {*self._recorded_tmp_sockets(), *map(str, grpc_socket_paths(self.ctx.ports.as_dict()))}
+        write_private(record, "".join(f"{path}\n" for path in sorted(paths)))
+
+    def _recorded_tmp_sockets(self) -> list[str]:
+        try:
+            return [line for line in (self.dir / SOCKETS_RECORD).read_text().splitlines() if line.strip()]
+        except OSError:
+            return []
+
+    def clean_up_after_stop(self) -> None:
+        """Remove the sockets weed left in /tmp, once no process of this service runs."""
+        if self.process.running() is not None or self.process.leftovers():
+            return
+        paths = {*self._recorded_tmp_sockets(), *map(str, grpc_socket_paths(self.ctx.ports.as_dict()))}
+        remove_stale_sockets([Path(path) for path in sorted(paths)])
+        remove_stale_sockets([self.dir / name for name in _LOCAL_SOCKETS.values()])  # weed leaves s3.sock
+        # What is still bound belongs to a live process (another sandbox, on a port since reused): not ours.
+        (self.dir / SOCKETS_RECORD).unlink(missing_ok=True)
+
+    def stop(self) -> bool:
+        stopped = super().stop()
+        self.clean_up_after_stop()
+        return stopped
+
+    def reap_leftovers(self) -> int:
+        found = super().reap_leftovers()
+        self.clean_up_after_stop()
+        return found
 
     def client(self):
         """A `minio` client with the sandbox's keys."""
