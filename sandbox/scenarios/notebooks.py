@@ -146,7 +146,7 @@ class NotebookKernel:
 
         try:
             if self._manager.has_kernel:
-                run_sync(self._manager.shutdown_kernel)(now=True)
+                run_sync(self._manager.shutdown_kernel)(now=False)  # gracefully: its clean-up (temporary folders) runs
             run_sync(self._manager.cleanup_resources)()
         finally:
             self._log.close()
