@@ -107,6 +107,7 @@ def _labelled_traffic(ctx: ScenarioContext, split: str, seed: int) -> ABVerdict:
     checklist="A/B testing infrastructure for model comparison",
     needs=["mlflow", "serving"],
     order=50,
+    expected_s=22,
 )
 def ab_testing(ctx: ScenarioContext) -> None:
     with ctx.step("register a strong and a weak model version"):

@@ -90,6 +90,7 @@ def _md5(workspace) -> str:
     checklist="Data versioning (DVC or LakeFS)",
     needs=["s3", "mlflow"],
     order=40,
+    expected_s=8,
 )
 def data_versioning(ctx: ScenarioContext) -> None:
     import mlflow

@@ -91,6 +91,7 @@ def _phase(ctx: ScenarioContext, model_name: str, model, name: str, checks_exper
     checklist="Monitoring for model drift",
     needs=["mlflow", "monitoring"],
     order=65,
+    expected_s=14,
 )
 def drift(ctx: ScenarioContext) -> None:
     served = ctx.has("serving")

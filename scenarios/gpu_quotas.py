@@ -32,6 +32,7 @@ def _gpu_workload(name: str, namespace: str, gpus: int, product: str) -> Workloa
     checklist="GPU scheduling and resource quotas",
     needs=["gpu"],
     order=60,
+    expected_s=1,
     # It fills the inventory's GPUs and expects which devices it gets: nothing else may place a GPU meanwhile.
     exclusive=("gpu-inventory",),
 )

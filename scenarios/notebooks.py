@@ -37,6 +37,7 @@ def starter_notebooks() -> list[Path]:
     checklist="Notebooks (JupyterLab) wired to the platform",
     needs=["mlflow", "s3", "kfp", "serving", "monitoring"],
     order=90,
+    expected_s=33,
 )
 def notebooks(ctx: ScenarioContext) -> None:
     prefix = ctx.scenario_name("notebooks")

@@ -37,6 +37,7 @@ def write_training_csv(path, *, rows: int = 600, seed: int = 11) -> str:
     checklist="Reproducible pipelines (Kubeflow Pipelines)",
     needs=["kfp", "mlflow"],
     order=20,
+    expected_s=10,
 )
 def pipelines(ctx: ScenarioContext) -> None:
     model_name = experiment = ctx.scenario_name("pipelines")

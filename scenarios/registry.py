@@ -55,6 +55,7 @@ def _train_and_register(
     checklist="Model versioning and registry",
     needs=["mlflow"],
     order=30,
+    expected_s=11,
 )
 def registry(ctx: ScenarioContext) -> None:
     import pandas as pd

@@ -70,6 +70,7 @@ def _predicted_by(version: str, probe) -> list:
     checklist="Automated retraining triggers",
     needs=["mlflow", "serving", "kfp", "monitoring", "s3"],
     order=75,
+    expected_s=36,
 )
 def retraining(ctx: ScenarioContext) -> None:
     import mlflow

@@ -15,6 +15,7 @@ ARTIFACT = "feature-importances.txt"
     checklist="Centralized experiment tracking (MLflow)",
     needs=["mlflow", "s3"],
     order=10,
+    expected_s=2,
 )
 def tracking(ctx: ScenarioContext) -> None:
     from mlflow.exceptions import MlflowException

@@ -28,6 +28,7 @@ class Scenario:
     source: str
     order: int = 100
     exclusive: tuple[str, ...] = ()  # what it must not share with a scenario running beside it
+    expected_s: float = 10.0  # about how long it takes alone: side by side, the longest start first
 
 
 _REGISTRY: dict[str, Scenario] = {}
@@ -41,16 +42,20 @@ def scenario(
     needs: tuple[str, ...] | list[str] = (),
     order: int = 100,
     exclusive: tuple[str, ...] | list[str] = (),
+    expected_s: float = 10.0,
 ) -> Callable:
     """Register a scenario function under ``name``; ``exclusive`` names what it must not share with another
-    scenario running at the same time (e.g. ``"gpu-inventory"``)."""
+    scenario running at the same time (e.g. ``"gpu-inventory"``); ``expected_s`` is about how long it takes
+    alone, so that side by side the longest start first (the checklist's order is kept in its results)."""
 
     def register(func: Callable[[ScenarioContext], None]) -> Callable[[ScenarioContext], None]:
         source = getattr(sys.modules.get(func.__module__), "__file__", func.__module__)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.source != source:
             raise ValueError(f"scenario {name!r} is defined twice: {existing.source} and {source}")
-        _REGISTRY[name] = Scenario(name, title, checklist, tuple(needs), func, str(source), order, tuple(exclusive))
+        _REGISTRY[name] = Scenario(
+            name, title, checklist, tuple(needs), func, str(source), order, tuple(exclusive), expected_s
+        )
         return func
 
     return register

@@ -8,7 +8,8 @@ checklist order, exactly as one after another would give them.
 
 Two scenarios naming the same thing in ``exclusive`` (the GPU inventory) never run at once. The sandbox's
 lock, which a deploy takes, is waited for (`errors.LOCK_WAIT_ENV`) instead of refusing the scenario that
-comes second. Scenarios start in checklist order as slots free up.
+comes second. Scenarios start longest first (``expected_s``, a scenario's time alone), as slots free up: the
+longest-processing-time rule, so the slowest scenario is not the one left to start last.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def run_side_by_side(
 ) -> list[ScenarioResult]:
     """``run_one`` for each of ``selected``, up to ``jobs`` at once; the results in ``selected``'s order."""
     context = multiprocessing.get_context("fork")  # the child has the scenarios, the endpoints and the backends
-    waiting = list(selected)
+    waiting = sorted(selected, key=lambda item: -item.expected_s)  # stable: equal ones in checklist order
     running: dict[Connection, tuple[Scenario, multiprocessing.Process, float]] = {}
     results: dict[str, ScenarioResult] = {}
     with patched_environ({LOCK_WAIT_ENV: str(LOCK_WAIT_S)}):
@@ -65,7 +66,7 @@ def run_side_by_side(
 
 
 def _startable(waiting: list[Scenario], running, jobs: int) -> list[Scenario]:
-    """The next scenarios, in order, that fit in the free slots and share nothing exclusive with a running one."""
+    """The next waiting scenarios that fit in the free slots and share nothing exclusive with a running one."""
     held = {thing for item, _, _ in running for thing in item.exclusive}
     free = jobs - len(running)
     chosen = []

@@ -15,8 +15,8 @@ from sandbox.scenarios.side_by_side import default_jobs, run_side_by_side
 from tests.factories import make_endpoints
 
 
-def _scenario(name: str, func, *, exclusive: tuple[str, ...] = ()) -> Scenario:
-    return Scenario(name, name.title(), f"item {name}", (), func, __file__, exclusive=exclusive)
+def _scenario(name: str, func, *, exclusive: tuple[str, ...] = (), expected_s: float = 10.0) -> Scenario:
+    return Scenario(name, name.title(), f"item {name}", (), func, __file__, exclusive=exclusive, expected_s=expected_s)
 
 
 def _wait_for(path: Path, limit: float = 20.0) -> bool:
@@ -120,6 +120,20 @@ def test_progress_prints_a_line_per_scenario_as_it_ends(capsys):
         " ✓ scenario one: One · passed",
         " ✗ scenario two: Two · failed · nope",
     ]
+
+
+def test_the_longest_start_first_and_the_results_keep_the_checklist_order():
+    selected = [_scenario("quick", None, expected_s=2), _scenario("slow", None, expected_s=36)]
+    selected += [_scenario("middling", None, expected_s=14), _scenario("also-quick", None, expected_s=2)]
+    started = []
+    results = run_side_by_side(
+        selected,
+        1,
+        lambda item: ScenarioResult(item.name, item.title, item.checklist, Outcome.PASSED),
+        on_start=lambda item: started.append(item.name),
+    )
+    assert started == ["slow", "middling", "quick", "also-quick"]  # equal ones in checklist order
+    assert [r.name for r in results] == ["quick", "slow", "middling", "also-quick"]
 
 
 @pytest.mark.parametrize("cores, jobs", [(1, 2), (2, 4), (8, 16), (None, 2)])
