@@ -123,7 +123,7 @@ def ab_testing(ctx: ScenarioContext) -> None:
             for attempt in range(3):  # a busy machine (scenarios side by side) may answer little in 2 s: again
                 summary = run_loadtest(
                     Target(endpoint.url, SPLIT, "ab", SPLIT, ctx.endpoints.serving_token),
-                    LoadTestOptions(users=4, spawn_rate=4, duration_s=2, rows=rows),
+                    LoadTestOptions(users=4, spawn_rate=4, duration_s=2, rows=rows, user_rate=60),
                     ctx.workdir / f"loadtest-{attempt}",
                 )
                 per_variant = {name: s for name, s in summary["by_name"].items() if name.startswith("variant ")}

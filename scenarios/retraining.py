@@ -120,10 +120,11 @@ def retraining(ctx: ScenarioContext) -> None:
             summary = replay(
                 ctx.serving.inference_endpoints()[MODEL],
                 rows,
-                seconds=4,
+                seconds=3,
                 report_dir=ctx.workdir / "lt",
                 token=ctx.endpoints.serving_token,
-                min_requests=400,  # the drift check wants 200 live rows at least; a busy machine sends fewer in 4 s
+                min_requests=400,  # the drift check wants 200 live rows at least; a busy machine sends fewer in 3 s
+                rate=250,  # requests/s: enough rows, without taking every core from what runs beside it
             )
             wait_logged(ctx.endpoints, MODEL, summary["requests"], since=since)
             assessment = watcher.assess(MODEL, since=since)

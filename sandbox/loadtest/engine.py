@@ -33,7 +33,7 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 import psutil  # noqa: E402
-from locust import events  # noqa: E402
+from locust import constant_throughput, events  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.html import get_html_report  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
@@ -61,6 +61,7 @@ def _user_class(settings: dict) -> type:
             "rows_per_request": settings.get("rows_per_request", 1),
             "columns": settings.get("columns") or [],
             "headers": {**JSON_HEADERS, **bearer_headers(settings.get("token"))},
+            **({"wait_time": constant_throughput(settings["user_rate"])} if settings.get("user_rate") else {}),
         },
     )
 

@@ -42,6 +42,9 @@ class LoadTestOptions:
     data: Path | None = None
     rows_per_request: int = 1
     rows: list[list[float]] | None = None  # explicit payload rows (API use), instead of --data or metadata
+    # Closed loop (API use): each Locust user sends at most this many requests/s (Locust's constant_throughput);
+    # None: each sends its next as soon as the last is answered. Traffic a check needs, not a load test's.
+    user_rate: float | None = None
     columns: list[str] = field(default_factory=list)  # feature names, for the mlflow protocol
     # Open loop: a rate profile in requests/s (from --rate, --rate-profile or --shape with --rate-profile's
     # units); closed loop: an optional users-over-time profile for Locust's LoadTestShape.
@@ -160,6 +163,7 @@ def run_once(target: Target, options: LoadTestOptions, rows: list[list[float]], 
         "rows_per_request": options.rows_per_request,
         "columns": options.columns,
         "users": options.users,
+        "user_rate": options.user_rate,
         "spawn_rate": options.spawn_rate,
         "duration_s": options.duration_s,
         "processes": options.processes,

@@ -27,19 +27,23 @@ def replay(
     users: int = 4,
     token: str | None = None,
     min_requests: int = 0,
+    rate: float | None = None,
 ) -> dict:
     """Locust posts the rows (one per request, drawn at random) for ``seconds``, with the serving ``token``
     (`Endpoints.serving_token`) when there is one; returns its summary.
 
     A check needs enough rows whatever the machine's load (the checklist runs scenarios side by side): while
     fewer than ``min_requests`` were answered, Locust runs again, up to `MAX_ROUNDS` in all; the summary
-    then counts every round (``rounds`` says how many).
+    then counts every round (``rounds`` says how many). ``rate``: at most this many requests/s in all (the
+    users share it), so a check's traffic does not take every core from what runs beside it.
     """
     summary: dict = {}
     for round_number in range(1, MAX_ROUNDS + 1):
         this = run_loadtest(
             Target(endpoint.url, endpoint.name, "v1", endpoint.name, token),
-            LoadTestOptions(users=users, spawn_rate=users, duration_s=seconds, rows=rows),
+            LoadTestOptions(
+                users=users, spawn_rate=users, duration_s=seconds, rows=rows, user_rate=rate / users if rate else None
+            ),
             report_dir / f"round-{round_number}" if round_number > 1 else report_dir,
         )
         summary = _add_round(summary, this, seconds)

@@ -140,3 +140,24 @@ def test_the_longest_start_first_and_the_results_keep_the_checklist_order():
 def test_the_default_is_two_per_core(monkeypatch, cores, jobs):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     assert default_jobs() == jobs
+
+
+HELD_TO_A_RATE = """
+import time
+from sandbox.loadtest.engine import _user_class
+settings = {"protocol": "v1", "host": "http://127.0.0.1:1", "model_name": "m", "rows": [[0.0]], "user_rate": 50}
+held, free = _user_class(settings), _user_class({**settings, "user_rate": None})
+user = object.__new__(held)
+user._cp_last_wait_time, user._cp_last_run = 0, time.time()  # as Locust keeps them between tasks
+print(0 < held.wait_time(user) <= 1 / 50, "wait_time" in held.__dict__, "wait_time" in free.__dict__)
+"""
+
+
+def test_traffic_for_a_check_can_be_held_to_a_rate():
+    """Locust users given a rate send at most that many requests a second each (a check's traffic, not a load
+    test's); without one they keep the closed loop's no wait. In a process of its own: the engine patches gevent."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HELD_TO_A_RATE], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True", "False"], done.stderr[-2000:]
