@@ -37,11 +37,16 @@ def step(title: str) -> Iterator[Step]:
         with err.status(f"{escape(title)} …"):
             yield handle
     except BaseException:
-        err.print(f" [red]✗[/] {escape(title)} [dim]({time.monotonic() - started:.1f}s)[/]")
+        step_line(title, "", time.monotonic() - started, failed=True)
         raise
-    note = f" [dim]· {escape(handle.note)}[/]" if handle.note else ""
-    mark = "[red]✗[/]" if handle.failed else "[green]✓[/]"
-    err.print(f" {mark} {escape(title)}{note} [dim]({time.monotonic() - started:.1f}s)[/]")
+    step_line(title, handle.note, time.monotonic() - started, failed=handle.failed)
+
+
+def step_line(title: str, note: str, seconds: float, *, failed: bool = False) -> None:
+    """A step's ✓/✗ line with its note and time (for steps run elsewhere, e.g. in threads, and printed here)."""
+    shown = f" [dim]· {escape(note)}[/]" if note else ""
+    mark = "[red]✗[/]" if failed else "[green]✓[/]"
+    err.print(f" {mark} {escape(title)}{shown} [dim]({seconds:.1f}s)[/]")
 
 
 def print_error(error: SandboxError) -> None:

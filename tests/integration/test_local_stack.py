@@ -6,6 +6,7 @@ brings it back up for the next, so each runs alone or in any order.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -275,6 +276,24 @@ def test_data_survives_down_and_up(mlflow_env, tmp_path):
     local = client.download_artifacts(run.info.run_id, "importances.txt")
     with open(local, "rb") as handle:
         assert handle.read() == ARTIFACT_TEXT
+
+
+def test_a_warm_up_skips_the_one_time_set_up_and_redoes_it_when_its_marker_does_not_match(stack):
+    postgres_dir = Path(stack.dir) / "services" / "postgres"
+    markers = [postgres_dir / "provisioned.json", postgres_dir / "inference_log_schema.json"]
+    stack.cli("down")
+    warm = stack.cli("up")
+    assert "table inference_log made by an earlier start" in warm.stderr
+    made = [json.loads(marker.read_text()) for marker in markers]
+    assert made[0]["databases"] == ["mlflow", "monitoring"] and made[1]["database"] == "monitoring"
+    stack.cli("down")
+    for marker in markers:
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "cluster": "another"}))
+    redone = stack.cli("up")
+    assert "table inference_log ready" in redone.stderr  # the schema made again, not skipped
+    assert [json.loads(marker.read_text()) for marker in markers] == made  # each marker written anew
+    with psycopg.connect(stack.endpoints().monitoring_db_url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT count(*) FROM inference_log").fetchone() is not None
 
 
 def test_up_recovers_after_a_crash(stack):

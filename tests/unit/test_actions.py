@@ -1,10 +1,12 @@
-"""Ordered actions: run in order, skip what is done, undo this run's work on failure unless kept."""
+"""Actions: run in order (or at once where `after` allows), skip what is done, undo this run's work on failure
+unless kept."""
 
 import dataclasses
+import threading
 
 import pytest
 
-from sandbox.actions import Action, plan, plan_text, run_actions
+from sandbox.actions import Action, dependencies, plan, plan_text, run_actions
 
 
 class Journal:
@@ -125,3 +127,122 @@ def test_undo_on_failure_clears_the_failing_actions_half_made_work_unless_kept()
     with pytest.raises(RuntimeError):
         run_actions([journal.action("a"), half], keep=True)
     assert journal.events == ["run a"]
+
+
+# ---------------------------------------------------------------- actions that name what they wait for (`after`)
+
+
+def test_actions_that_wait_for_nothing_run_at_the_same_time():
+    # Each waits for the other to have started: run one after the other, the first would wait forever.
+    a_started, b_started = threading.Event(), threading.Event()
+
+    def meet(mine, theirs, title):
+        def run():
+            mine.set()
+            if not theirs.wait(timeout=20):
+                raise RuntimeError(f"{title} ran alone")
+            return f"{title} met"
+
+        return run
+
+    actions = [
+        Action("a", meet(a_started, b_started, "a"), after=()),
+        Action("b", meet(b_started, a_started, "b"), after=()),
+    ]
+    results = run_actions(actions)
+    assert [(r.title, r.note) for r in results] == [("a", "a met"), ("b", "b met")]
+
+
+def test_an_action_starts_only_once_what_it_names_has_finished():
+    journal = Journal()
+    gate = threading.Event()
+
+    def slow():
+        gate.wait(timeout=20)
+        journal.events.append("run slow")
+
+    def quick():
+        journal.events.append("run quick")
+        gate.set()  # slow finishes only now: its dependant cannot have started before
+
+    actions = [
+        Action("slow", slow, after=()),
+        Action("quick", quick, after=()),
+        dataclasses.replace(journal.action("needs slow"), after=("slow",)),
+        journal.action("last"),  # no `after`: waits for every action before it
+    ]
+    results = run_actions(actions)
+    assert journal.events == ["run quick", "run slow", "run needs slow", "run last"]
+    assert [r.title for r in results] == ["slow", "quick", "needs slow", "last"]  # the list's order
+
+
+def test_a_failure_waits_for_what_runs_beside_it_then_undoes_it_too_last_finished_first():
+    journal = Journal()
+    failed = threading.Event()
+
+    def fail():
+        journal.events.append("run broken")
+        failed.set()
+        raise RuntimeError("broken broke")
+
+    def beside():
+        failed.wait(timeout=20)  # still running when the other fails
+        journal.events.append("run beside")
+
+    actions = [
+        journal.action("first"),
+        Action("broken", fail, after=("first",)),
+        Action("beside", beside, lambda: journal.events.append("undo beside"), after=("first",)),
+        dataclasses.replace(journal.action("never"), after=("beside",)),
+    ]
+    with pytest.raises(RuntimeError, match="broken broke"):
+        run_actions(actions)
+    # "beside" finished after the failure: it is waited for and undone before "first"; "never" never starts.
+    assert journal.events == ["run first", "run broken", "run beside", "undo beside", "undo first"]
+
+
+def test_when_actions_run_at_once_done_ones_are_skipped_and_keep_leaves_the_rest():
+    journal = Journal()
+    actions = [
+        dataclasses.replace(journal.action("a", done="already running"), after=()),
+        dataclasses.replace(journal.action("b"), after=()),
+        dataclasses.replace(journal.action("c", fails=True), after=("a", "b")),
+    ]
+    with pytest.raises(RuntimeError, match="c broke"):
+        run_actions(actions, keep=True)
+    assert journal.events == ["run b", "run c"]  # a not run; b kept
+    journal.events.clear()
+    results = run_actions(actions[:2])
+    assert [(r.title, r.outcome, r.note) for r in results] == [
+        ("a", "already done", "already running"),
+        ("b", "done", "b ok"),
+    ]
+
+
+def test_each_action_run_at_once_prints_its_own_line_with_its_note(capsys):
+    run_actions([Action("a", lambda: "a's note", after=()), Action("b", lambda: None, after=("a",))])
+    err = capsys.readouterr().err
+    assert "✓ a · a's note" in err
+    assert "✓ b (" in err
+
+
+def test_after_must_name_an_earlier_action():
+    with pytest.raises(ValueError, match="'later'"):
+        run_actions([Action("a", lambda: None, after=("later",)), Action("later", lambda: None)])
+    assert dependencies([Action("a", lambda: None), Action("b", lambda: None)]) == [set(), {0}]
+
+
+def test_plan_text_says_what_an_action_waits_for_only_when_it_names_it():
+    actions = [
+        Action("a", lambda: None, after=()),
+        Action("b", lambda: None, after=("a",), commands=("echo b",)),
+        Action("c", lambda: None),
+    ]
+    assert plan_text(actions).splitlines() == [
+        " 1. a",
+        "      from the start",
+        " 2. b",
+        "      after 1",
+        "      $ echo b",
+        " 3. c",
+    ]

@@ -116,3 +116,36 @@ def test_up_dry_run_prints_the_plan_exits_0_and_creates_nothing(tmp_path):
     assert "Dry run: nothing was created, started or written." in result.stderr
     assert not root.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_up_starts_what_needs_nothing_at_once_and_the_rest_after_what_it_needs(tmp_path):
+    profile = _profile(tmp_path / "sb")
+    actions = profile.actions(profile._wanted(profile._services(create_secrets=True)))
+    waits = {action.title: action.after for action in actions}
+    assert waits == {
+        "PostgreSQL": (),
+        "S3 object store (SeaweedFS)": (),
+        "JupyterLab (notebooks)": (),  # its kernels need the stack's addresses, not its servers
+        "Inference log schema (monitoring database)": ("PostgreSQL",),
+        "MLflow tracking server + model registry": ("PostgreSQL",),  # its backend store
+        "Model deployments": (
+            "Inference log schema (monitoring database)",
+            "S3 object store (SeaweedFS)",
+            "MLflow tracking server + model registry",
+        ),
+    }
+
+
+def test_the_dry_run_says_what_each_action_waits_for_by_number(tmp_path):
+    result = runner.invoke(app, ["up", "--dir", str(tmp_path / "sb"), "--dry-run", "--no-notebooks"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    after = {
+        lines[i].split(". ", 1)[1].split(" · ")[0]: lines[i + 1].strip()
+        for i in range(len(lines) - 1)
+        if lines[i][:3].strip().rstrip(".").isdigit()
+    }
+    assert after["PostgreSQL"] == "from the start"
+    assert after["Inference log schema (monitoring database)"] == "after 1"
+    assert after["MLflow tracking server + model registry"] == "after 1"
+    assert after["Model deployments"] == "after 2, 3, 4"

@@ -98,10 +98,17 @@ def deployments_note(sandbox: SandboxDir, ports: PortMap) -> str:
 
 
 def annotated(actions: Sequence[Action], notes: Mapping[str, str]) -> list[Action]:
-    """Each action with `` · note`` after its title, as `up`'s ✓ lines put a note after theirs."""
+    """Each action with `` · note`` after its title, as `up`'s ✓ lines put a note after theirs (and the titles
+    its `after` names likewise, so that they still name those actions)."""
+
+    def title(plain: str) -> str:
+        return f"{plain} · {notes[plain]}" if plain in notes else plain
+
     return [
-        dataclasses.replace(action, title=f"{action.title} · {notes[action.title]}")
-        if action.title in notes
-        else action
+        dataclasses.replace(
+            action,
+            title=title(action.title),
+            after=None if action.after is None else tuple(title(t) for t in action.after),
+        )
         for action in actions
     ]

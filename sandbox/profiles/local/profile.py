@@ -14,12 +14,13 @@ from sandbox.net import port_is_free
 from sandbox.pipelines.runner import LocalPipelineRunner
 from sandbox.profiles.base import Check, Profile, ProfileStatus, common_checks, serving_planner
 from sandbox.profiles.local import plan as local_plan
+from sandbox.profiles.local import provisioned
 from sandbox.profiles.local.process import stop_marked
 from sandbox.profiles.local.scheduler import LocalScheduler
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
 from sandbox.profiles.local.services.jupyterlab import JupyterLab
 from sandbox.profiles.local.services.mlflow_server import ARTIFACTS_BUCKET, MLflowServer
-from sandbox.profiles.local.services.postgres import Postgres, find_binaries
+from sandbox.profiles.local.services.postgres import MONITORING_DATABASE, SCHEMA_MARKER, Postgres, find_binaries
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3, weed_binary
 from sandbox.profiles.local.serving import LocalProcessRuntime, inference_log_shipper
 from sandbox.profiles.local.state import (
@@ -177,14 +178,20 @@ class LocalProfile(Profile):
                 step.note = "stopped" if notebooks.stop() else "was not running"
 
     def actions(self, services: list[LocalService], *, keep: bool = False) -> list[Action]:
-        """Bring-up in order: each service (JupyterLab after MLflow), the inference log's schema, the deployments."""
-        postgres = services[0]
-        steps = [self._service_action(svc, keep=keep) for svc in services]
+        """Bring-up, listed in order, run at once where nothing is waited for (`Action.after`): PostgreSQL, S3 and
+        JupyterLab from the start (a kernel needs the stack's addresses, known before anything starts, not its
+        servers); the inference log's schema as soon as PostgreSQL answers; MLflow once its backend store does (it
+        reaches S3 only when artifacts move); the deployments once MLflow, S3 and the schema are there."""
+        postgres, s3, mlflow = services[:3]
+        waits = {postgres.title: (), s3.title: (), mlflow.title: (postgres.title,), JupyterLab.title: ()}
+        steps = [self._service_action(svc, keep=keep, after=waits[svc.title]) for svc in services]
         steps.insert(
             1,
             Action(
                 local_plan.SCHEMA_TITLE,
-                run=lambda: _ensure_inference_log_schema(postgres.monitoring_url()),
+                run=lambda: _ensure_inference_log_schema(postgres),
+                done=lambda: _inference_log_schema_made(postgres),
+                after=(postgres.title,),
             ),
         )
         steps.append(
@@ -193,6 +200,7 @@ class LocalProfile(Profile):
                 run=self._restore_deployments,
                 undo=lambda: self._serving_runtime().stop_all(),
                 done=self._deployments_done,
+                after=(local_plan.SCHEMA_TITLE, s3.title, mlflow.title),
             )
         )
         return steps
@@ -204,7 +212,7 @@ class LocalProfile(Profile):
         steps = [*self.actions(services), Action(SupervisorHandle.title, run=self._supervise)]
         return local_plan.annotated(steps, local_plan.notes(services, self.config, self.sandbox))
 
-    def _service_action(self, svc: LocalService, *, keep: bool = False) -> Action:
+    def _service_action(self, svc: LocalService, *, keep: bool = False, after: tuple[str, ...] = ()) -> Action:
         def done() -> str | None:
             proc = svc.process.running()
             return f"already running (pid {proc.pid})" if proc is not None and svc.healthy() else None
@@ -226,7 +234,7 @@ class LocalProfile(Profile):
                 raise
             return ", ".join(part for part in (svc.describe(), prepared, recovered, ready) if part)
 
-        return Action(svc.title, run=run, undo=svc.stop, done=done)
+        return Action(svc.title, run=run, undo=svc.stop, done=done, after=after)
 
     def _deployments_done(self) -> str | None:
         if not self._serving_runtime().records():
@@ -406,12 +414,36 @@ def _describe(procs) -> str:
     return ", ".join(names)
 
 
-def _ensure_inference_log_schema(monitoring_url: str) -> str:
+def _schema_marker(postgres: Postgres) -> tuple[Path, dict | None]:
+    """The schema's marker and what it records: the table's SQL, its owner, in which cluster."""
+    from sandbox.serving.inference_log import SCHEMA
+
+    cluster = postgres.cluster_identity()
+    wanted = {
+        "cluster": cluster,
+        "database": MONITORING_DATABASE,
+        "owner": postgres.ctx.secrets.mlflow_db_user,
+        "schema_sha256": provisioned.digest(SCHEMA),
+    }
+    return postgres.dir / SCHEMA_MARKER, wanted if cluster is not None else None
+
+
+def _inference_log_schema_made(postgres: Postgres) -> str | None:
+    """`done`: this cluster has the table, as this version of the sandbox makes it (its marker says so)."""
+    marker, wanted = _schema_marker(postgres)
+    return "table inference_log made by an earlier start" if wanted and provisioned.matches(marker, wanted) else None
+
+
+def _ensure_inference_log_schema(postgres: Postgres) -> str:
     """The inference log's table, made by its owner (the application role), before any writer."""
     import psycopg
 
     from sandbox.serving.inference_log import ensure_schema
 
-    with psycopg.connect(monitoring_url, connect_timeout=3, autocommit=True) as conn:
+    marker, wanted = _schema_marker(postgres)
+    provisioned.forget(marker)
+    with psycopg.connect(postgres.monitoring_url(), connect_timeout=3, autocommit=True) as conn:
         ensure_schema(conn)
+    if wanted is not None:
+        provisioned.record(marker, wanted)
     return "table inference_log ready"

@@ -7,6 +7,7 @@ user, because `postgres` refuses to run as root.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -22,12 +23,17 @@ from pathlib import Path
 from sandbox.errors import PreflightError, ServiceStartError
 from sandbox.files import PRIVATE_UMASK
 from sandbox.net import LOOPBACK
+from sandbox.profiles.local import provisioned
 from sandbox.profiles.local.services.base import LocalService
 
 # Holds the inference log (sandbox.serving.inference_log), next to MLflow's database.
 MONITORING_DATABASE = "monitoring"
 # Used when running as root and no `postgres` account exists; created on demand.
 FALLBACK_USER = "mlsandbox"
+# The markers of what `after_ready` made (its role and databases) and of the inference log's schema
+# (`provisioned`): a warm start finds them and skips that work.
+PROVISIONED_MARKER = "provisioned.json"
+SCHEMA_MARKER = "inference_log_schema.json"
 # Where the data goes as root when the sandbox dir's parents are closed to that user.
 ROOT_FALLBACK_DATA = Path("/var/lib/ml-sandbox")
 
@@ -46,10 +52,8 @@ class PgBinaries:
         return self.bin_dir / "postgres"
 
     def version(self) -> str:
-        out = subprocess.run([str(self.postgres), "--version"], capture_output=True, text=True, check=True)
-        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
-        match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", out.stdout)
-        return match.group(1) if match else out.stdout.strip()
+        found = self.postgres.stat()  # the binary as it is now: an upgraded one is asked again
+        return _server_version(self.postgres, (found.st_ino, found.st_mtime_ns))
 
     def major(self) -> str:
         return self.version().split(".")[0]
@@ -90,6 +94,16 @@ def memory_settings(mlflow_workers: int) -> dict[str, str]:
         # WAL kept between checkpoints (default 1GB): disk, not memory; a sandbox writes little.
         "max_wal_size": "256MB",
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _server_version(postgres: Path, stamp: tuple[int, int]) -> str:
+    """`postgres --version`, asked once per binary (``stamp``: its inode and mtime), not once per use: `up` wants
+    it for its ✓ line and for the data's check, and each asking is a process start."""
+    out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, check=True)
+    # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+    match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)*)", out.stdout)
+    return match.group(1) if match else out.stdout.strip()
 
 
 def _has_server(bin_dir: Path) -> bool:
@@ -354,9 +368,35 @@ class Postgres(LocalService):
         with self._connect() as conn:
             conn.execute("SELECT 1").fetchone()
 
+    def cluster_identity(self) -> str | None:
+        """Which cluster this is: PG_VERSION is written once, by `initdb`; a new cluster has a new file."""
+        try:
+            found = (self._cluster_dir() / "PG_VERSION").stat()
+        except OSError:
+            return None
+        return f"{found.st_dev}:{found.st_ino}:{found.st_mtime_ns}"
+
+    def _provisioning(self) -> dict | None:
+        """What `after_ready` makes, as its marker records it; None when the cluster cannot be told."""
+        cluster = self.cluster_identity()
+        if cluster is None:
+            return None
+        secrets = self.ctx.secrets
+        return {
+            "cluster": cluster,
+            "role": secrets.mlflow_db_user,
+            "password_sha256": provisioned.digest(secrets.mlflow_db_password),
+            "databases": sorted({self.ctx.config.postgres.database, MONITORING_DATABASE}),
+        }
+
     def after_ready(self) -> None:
+        """The application role (its password set) and its two databases; skipped when this cluster has them."""
         from psycopg import sql
 
+        marker, wanted = self.dir / PROVISIONED_MARKER, self._provisioning()
+        if wanted is not None and provisioned.matches(marker, wanted):
+            return
+        provisioned.forget(marker)
         secrets = self.ctx.secrets
         database = self.ctx.config.postgres.database
         role = sql.Identifier(secrets.mlflow_db_user)
@@ -369,6 +409,8 @@ class Postgres(LocalService):
             for name in (database, MONITORING_DATABASE):
                 if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), role))
+        if wanted is not None:
+            provisioned.record(marker, wanted)
 
     def url(self) -> str | None:
         if self.port is None:
