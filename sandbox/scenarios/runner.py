@@ -81,9 +81,9 @@ def run_checklist(
     whatever the others gave.
 
     Each scenario is a run of `run_scenario` (so on a platform the sandbox does not own, what ``run`` made
-    is deleted after each unless it keeps its artifacts); with ``jobs`` above 1 each runs in a process of its
-    own (`side_by_side`). With ``progress``, stderr gets a ✓/✗ line per scenario, and first, on such a
-    platform, the run's id.
+    is deleted after each unless it keeps its artifacts, and so they run one after another there); with
+    ``jobs`` above 1 each runs in a process of its own (`side_by_side`). With ``progress``, stderr gets a
+    ✓/✗ line per scenario, and first, on such a platform, the run's id.
     """
     if progress and not endpoints.owned:
         ui.err.print(f"Checklist run {run.run_id}: what it makes on {endpoints.profile} is tagged with this id")
@@ -93,6 +93,12 @@ def run_checklist(
             item, endpoints, backends.serving, backends.scheduler, run=run, pipelines_factory=backends.pipelines
         )
 
+    if jobs > 1 and len(selected) > 1 and not endpoints.owned:
+        # Each scenario's clean-up finds what the run made by the run's id: beside another scenario of the same
+        # run, it would delete what that one is still using.
+        if progress:
+            ui.err.print("Running the scenarios one after another: each one's clean-up finds what the run made")
+        jobs = 1
     if jobs > 1 and len(selected) > 1:
         from sandbox.scenarios.side_by_side import run_side_by_side
 

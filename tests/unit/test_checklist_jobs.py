@@ -161,3 +161,16 @@ def test_traffic_for_a_check_can_be_held_to_a_rate():
 
     done = subprocess.run([sys.executable, "-c", HELD_TO_A_RATE], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "True", "False"], done.stderr[-2000:]
+
+
+def test_on_a_platform_the_sandbox_does_not_own_they_run_one_after_another(capsys, monkeypatch):
+    """There each scenario's clean-up deletes what the run made (found by the run's id): beside another scenario
+    of the same run it would delete what that one still uses."""
+    from sandbox.scenarios import artifacts
+
+    monkeypatch.setattr(artifacts, "find", lambda endpoints, run_id: artifacts.RunArtifacts(run_id))
+    selected = [_scenario(name, lambda ctx: ctx.evidence(f"pid {os.getpid()}")) for name in ("one", "two")]
+    remote = make_endpoints(profile="remote", capabilities=["mlflow"], owned=False)
+    results = run_checklist(selected, remote, FakeBackends(), run=ChecklistRun("ab12cd34"), jobs=4)
+    assert [r.evidence[0] for r in results] == [f"pid {os.getpid()}"] * 2  # in this process, one after another
+    assert "Running the scenarios one after another" in capsys.readouterr().err

@@ -35,3 +35,31 @@ def test_the_server_found_knows_every_setting():
     known = {line.split("\t", 1)[0] for line in described.splitlines()}
     # A value it cannot take stops the server at start: the integration suite starts it with these.
     assert set(memory_settings(4)) <= known
+
+
+def test_a_crashed_postmasters_lock_is_cleared_and_a_live_ones_is_left(tmp_path):
+    """After a kill -9 the lock names a process that is gone (or a zombie): PostgreSQL would refuse to start."""
+    import os
+    import subprocess
+    import sys
+
+    from sandbox.profiles.local.services.postgres import _clear_stale_lock
+
+    lock = tmp_path / "postmaster.pid"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(f"{gone.pid}\n/some/data\n")
+    _clear_stale_lock(lock)
+    assert not lock.exists()
+    lock.write_text(f"{os.getpid()}\n/some/data\n")  # a live process: PostgreSQL's to judge
+    _clear_stale_lock(lock)
+    assert lock.exists()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        while open(f"/proc/{zombie.pid}/stat").read().split(") ")[1][0] != "Z":
+            pass  # exited, not yet reaped
+        lock.write_text(f"{zombie.pid}\n")
+        _clear_stale_lock(lock, wait_s=0.3)
+        assert not lock.exists()
+    finally:
+        zombie.wait()

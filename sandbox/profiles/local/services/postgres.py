@@ -17,6 +17,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def memory_settings(mlflow_workers: int) -> dict[str, str]:
         # WAL kept between checkpoints (default 1GB): disk, not memory; a sandbox writes little.
         "max_wal_size": "256MB",
     }
+
+
+def _clear_stale_lock(lock: Path, *, wait_s: float = 10.0) -> None:
+    """After a crash (a kill -9 of the postmaster), its lock file names a process that is gone, or a zombie not
+    yet reaped, which PostgreSQL counts as running and refuses to start. Wait for it to go; when only a zombie or
+    nothing is left, the lock is stale and goes too. A live postmaster's lock is left for PostgreSQL to refuse."""
+    import psutil
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return  # no lock, or not one we can read: PostgreSQL decides
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if alive:
+            return
+        if time.monotonic() > deadline or not psutil.pid_exists(pid):
+            lock.unlink(missing_ok=True)
+            return
+        time.sleep(0.1)  # a zombie: its parent may reap it yet
 
 
 @functools.lru_cache(maxsize=8)
@@ -280,6 +305,7 @@ class Postgres(LocalService):
                     hint=f"set postgres.bin_dir to a PostgreSQL {have} install, "
                     "or start afresh with `sandbox down --purge`",
                 )
+            _clear_stale_lock(pgdata / "postmaster.pid")
             return ""
         secrets = self.ctx.secrets
         pwfile = pgdata.parent / f".pwfile-{os.getpid()}"
