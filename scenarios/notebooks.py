@@ -19,6 +19,7 @@ afterwards; on a platform the sandbox does not own the engine deletes the rest o
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from sandbox.scenarios import ScenarioContext, scenario
@@ -50,6 +51,8 @@ def notebooks(ctx: ScenarioContext) -> None:
         "ML_SANDBOX_DATA_BUCKET": ctx.endpoints.data_bucket,
         "ML_SANDBOX_ARTIFACTS_BUCKET": ctx.endpoints.artifacts_bucket,
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        # The kernel's temporary files (MLflow's model metadata downloads) in the scenario's folder, which goes.
+        "TMPDIR": tempfile.gettempdir(),
     }
     deploying = False
     ran: list[str] = []

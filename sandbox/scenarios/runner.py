@@ -153,7 +153,7 @@ def run_scenario(
         result.reason = skip_reason(endpoints, missing)
         return result
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"scenario-{item.name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"scenario-{item.name}-") as tmp, _temporary_files_in(Path(tmp)):
         context = ScenarioContext(
             endpoints, serving_factory, Path(tmp), result, scheduler_factory, run, pipelines_factory=pipelines_factory
         )
@@ -178,6 +178,21 @@ def run_scenario(
     result.seconds = time.monotonic() - started
     result.output = captured.getvalue()[-20000:]
     return result
+
+
+@contextlib.contextmanager
+def _temporary_files_in(folder: Path) -> Iterator[None]:
+    """This process's temporary files and folders (Python's `tempfile`) go under ``folder`` meanwhile: MLflow's
+    client leaves a folder in /tmp each time it reads a model's metadata, and the scenario's folder goes when
+    it ends. Processes a scenario starts are given ``folder`` by the scenario where they need it."""
+    scratch = folder / "tmp"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
 
 
 def skip_reason(endpoints: Endpoints, missing: list[str]) -> str:

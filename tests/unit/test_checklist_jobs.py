@@ -174,3 +174,20 @@ def test_on_a_platform_the_sandbox_does_not_own_they_run_one_after_another(capsy
     results = run_checklist(selected, remote, FakeBackends(), run=ChecklistRun("ab12cd34"), jobs=4)
     assert [r.evidence[0] for r in results] == [f"pid {os.getpid()}"] * 2  # in this process, one after another
     assert "Running the scenarios one after another" in capsys.readouterr().err
+
+
+def test_what_a_scenario_leaves_in_the_temporary_folder_goes_with_it(tmp_path, monkeypatch):
+    """MLflow's client leaves a folder of model metadata in /tmp whenever it reads a model: during a scenario
+    Python's temporary files go to the scenario's own folder, which is removed when it ends."""
+    import tempfile
+
+    from sandbox.scenarios.runner import run_scenario
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = []
+    item = _scenario("leaks", lambda ctx: made.append(tempfile.mkdtemp()))
+    result = run_scenario(item, make_endpoints(), FakeBackends().serving)
+    assert result.outcome == Outcome.PASSED and made
+    assert not Path(made[0]).exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing left where temporary files go
+    assert tempfile.tempdir == str(tmp_path)  # and this process's setting is as it was
