@@ -10,10 +10,10 @@ or after a kill between the commit and the position's update, lands once), then 
 Who ships is chosen when the server starts, by `SHIPPER_ENV`:
 
 - ``server`` (the default; kind/cluster pods, and the local profile with ``supervisor.enabled: false``): a
-  `journal.Shipper` thread inside the model server;
+  `shipping.Shipper` thread inside the model server;
 - ``supervisor`` (the local profile while its supervisor runs): the server only appends, and spends no CPU
   and holds no connection for shipping; the supervisor ships every deployment's journal from one thread
-  (`ship_journals`, a `journal.ShipperGroup` of the same `journal.Shipper`s), undeployed ones' too. While the
+  (`ship_journals`, a `shipping.ShipperGroup` of the same `shipping.Shipper`s), undeployed ones' too. While the
   supervisor is down the journals grow on disk; it ships them when `sandbox up` brings it back.
 
 What that guarantees: a ``kill -9`` of the model server, of the shipper's process, of PostgreSQL, or of any of
@@ -45,7 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox.serving.journal import Batch, Entry, Journal, JournalReader, Shipper, ShipperGroup, encode_record
+from sandbox.serving.journal import Batch, Entry, Journal, JournalReader, encode_record
+from sandbox.serving.shipping import Shipper, ShipperGroup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -128,7 +129,7 @@ def shipper_from_env(environ) -> str:
 class PostgresSink:
     """Where shippers hand their batches: the inference_log table, one connection, reconnecting after a failure.
 
-    Idempotent as `journal.Shipper` needs: rows keyed by the event id fixed in the journal, ``COPY`` into a
+    Idempotent as `shipping.Shipper` needs: rows keyed by the event id fixed in the journal, ``COPY`` into a
     staging table, then ``INSERT ... ON CONFLICT (event_id) DO NOTHING``, committed once per batch."""
 
     def __init__(self, dsn: str, *, application_name: str):

@@ -38,11 +38,10 @@ from sandbox.serving.journal import (
     Journal,
     JournalBusy,
     JournalReader,
-    Shipper,
-    ShipperGroup,
     encode_record,
     unshipped_rows,
 )
+from sandbox.serving.shipping import Shipper, ShipperGroup
 
 HEADER = {"deployment": "dep", "model_name": "model", "model_version": "7"}
 MODEL = LoggedModel("dep", "model", "7")

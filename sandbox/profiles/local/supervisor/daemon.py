@@ -28,7 +28,7 @@ from sandbox.profiles.local.supervisor.handle import SupervisorHandle
 from sandbox.profiles.local.supervisor.loop import Supervisor
 from sandbox.profiles.local.supervisor.policy import RestartPolicy
 from sandbox.serving.inference_log import journal_folders, ship_journals
-from sandbox.serving.journal import ShipperGroup
+from sandbox.serving.shipping import ShipperGroup
 
 DESCRIPTION = "The supervisor: restarts what crashes, on the ports it had, and keeps the logs bounded."
 
