@@ -11,8 +11,9 @@ the scenario runner's ``scenario-*``, ...).
 - a weed socket, when it was not there when the run started and the port in its name is one of the ports
   the suite's stacks held (`Stack.cli` records each stack's port map before and after every command: a
   purge and an `up` choose new ones);
-- anything else, when it is in the run's own temporary folder: the suite points TMPDIR there for its
-  own process and so for every process its stacks start (`private_tmpdir`), and removes it at the end.
+- anything else, when it is in the run's own temporary folder: the suite points TMPDIR there for every
+  process it starts (`private_tmpdir`: the CLI's commands, and what they start where they do not choose a
+  folder of their own), and removes it at the end. Each server of a stack has its TMPDIR in its own folder.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ WEED_SOCKETS = "seaweedfs-*.sock"
 
 
 @contextlib.contextmanager
-def private_tmpdir() -> Iterator[Path]:
-    """TMPDIR, for this process and what it starts, a new folder of its own (short: sockets go there too)."""
+def private_tmpdir(own: Path) -> Iterator[Path]:
+    """TMPDIR, for what this process starts, a new folder of its own (short: sockets go there too).
+
+    This process's own temporary files go to ``own`` instead: they are the tests' (MLflow's client leaves a
+    folder each time a test loads a model), not the stacks'."""
     folder = Path(tempfile.mkdtemp(prefix="sandbox-faults-", dir="/tmp"))
     saved = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    tempfile.tempdir = str(own)
     try:
         yield folder
     finally:

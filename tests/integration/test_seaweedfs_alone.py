@@ -37,41 +37,49 @@ def service(tmp_path_factory):
         svc.stop()
 
 
-def _ours_in_tmp(svc: SeaweedS3) -> list[str]:
-    """Entries in /tmp named after one of this service's ports (weed names every socket it makes by a port)."""
+def _weed_entries_in_tmp() -> set[str]:
+    return {name for name in os.listdir("/tmp") if name.startswith("seaweedfs-")}
+
+
+@pytest.fixture
+def already_in_tmp() -> set[str]:
+    """What another weed left in /tmp before the test (an older run, another user's): none of this service's."""
+    return _weed_entries_in_tmp()
+
+
+def _ours_in_tmp(svc: SeaweedS3, already: set[str]) -> list[str]:
+    """New entries in /tmp named after one of this service's ports (weed names every socket it makes by a port)."""
     ports = {str(port) for key in svc.port_keys() if (port := svc.ctx.ports.get(key))}
     return sorted(
-        name
-        for name in os.listdir("/tmp")
-        if name.startswith("seaweedfs-") and name.removesuffix(".sock").rsplit("-", 1)[-1] in ports
+        name for name in _weed_entries_in_tmp() - already if name.removesuffix(".sock").rsplit("-", 1)[-1] in ports
     )
 
 
-def test_a_start_and_stop_leaves_no_socket_in_tmp(service):
-    assert _ours_in_tmp(service) == []
+def test_a_start_and_stop_leaves_no_socket_in_tmp(service, already_in_tmp):
+    assert _ours_in_tmp(service, already_in_tmp) == []
     service.start()
     assert service.process.running() is not None
     # The sockets weed has flags for are in the service's folder, private; the gRPC ones are recorded.
     for name in ("s3.sock", "filer.sock"):
         path = service.dir / name
         assert stat.S_ISSOCK(path.lstat().st_mode), name
-    assert _ours_in_tmp(service), "weed made no gRPC socket in /tmp: is this test still about something?"
+    assert _ours_in_tmp(service, already_in_tmp), "weed made no gRPC socket in /tmp: is this test about anything?"
     recorded = set((service.dir / SOCKETS_RECORD).read_text().split())
-    assert set(_ours_in_tmp(service)) <= {os.path.basename(path) for path in recorded}
+    assert set(_ours_in_tmp(service, already_in_tmp)) <= {os.path.basename(path) for path in recorded}
     assert service.stop()
-    assert _ours_in_tmp(service) == []
+    assert _ours_in_tmp(service, already_in_tmp) == []
     assert not (service.dir / "s3.sock").exists()
 
 
-def test_down_after_a_kill_9_leaves_no_socket_in_tmp(service):
+def test_down_after_a_kill_9_leaves_no_socket_in_tmp(service, already_in_tmp):
     service.start()
     leader = service.process.running()
     assert leader is not None
     os.kill(leader.pid, signal.SIGKILL)  # weed removes nothing: every socket it made stays behind
     psutil.Process(leader.pid).wait(10)
-    assert _ours_in_tmp(service)
+    assert _ours_in_tmp(service, already_in_tmp)
     service.stop()
-    assert _ours_in_tmp(service) == []
+    assert _ours_in_tmp(service, already_in_tmp) == []
 
 
 def test_a_socket_a_live_process_listens_on_is_not_removed(service, tmp_path):

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -109,6 +110,20 @@ def test_output_goes_to_the_log(managed, tmp_path):
     while managed.exited() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "hello from the service" in tail(managed.log_file)
+
+
+def test_a_started_process_keeps_its_temporary_files_in_its_folder_and_a_new_start_clears_them(tmp_path):
+    """What a process leaves in its temporary folder (a kill -9 mid-upload) stays in the sandbox dir, not /tmp."""
+    managed = ManagedProcess(tmp_path / "svc" / "service.pid", tmp_path / "svc" / "service.log")
+    script = "import tempfile; print('left', tempfile.mkdtemp())"
+    for _ in range(2):
+        proc = managed.start([sys.executable, "-c", script], env={**os.environ, "TMPDIR": "/tmp"}, cwd=tmp_path)
+        psutil.Process(proc.pid).wait(10)
+        assert managed.exited() is not None
+    left = [line.split()[1] for line in managed.log_tail().splitlines() if line.startswith("left ")]
+    assert len(left) == 2
+    assert all(Path(path).parent == tmp_path / "svc" / "tmp" for path in left)
+    assert not Path(left[0]).exists() and Path(left[1]).is_dir()  # the second start cleared the first's
 
 
 def test_a_started_process_writes_private_files_whatever_our_umask(tmp_path):

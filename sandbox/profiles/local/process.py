@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -131,7 +132,7 @@ class ManagedProcess:
         """Start ``argv`` detached in its own session, output appended to the log file."""
         self.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         drop = _privilege_drop(user)
-        env = {**env, **(self.identity.env() if self.identity else {})}
+        env = {**env, **(self.identity.env() if self.identity else {}), "TMPDIR": str(self._fresh_scratch(drop))}
         with open(os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
@@ -151,6 +152,21 @@ class ManagedProcess:
         self._write(PidRecord(pid=proc.pid, create_time=proc.create_time(), cmdline=list(argv)))
         self._popen = popen
         return proc
+
+    @property
+    def scratch_dir(self) -> Path:
+        """The process's TMPDIR: in its own folder, so what it leaves there goes with the sandbox dir."""
+        return self.log_file.parent / "tmp"
+
+    def _fresh_scratch(self, drop: dict) -> Path:
+        """The scratch folder, emptied of what an earlier process of the component left (a kill -9 mid-upload
+        leaves MLflow's temporary copy) unless one of its processes still runs."""
+        if not self._marked():
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        self.scratch_dir.mkdir(mode=0o700, exist_ok=True)
+        if drop:
+            os.chown(self.scratch_dir, drop["user"], drop["group"])
+        return self.scratch_dir
 
     def exited(self) -> int | None:
         """Exit code of a process started by this object, if it has already ended."""
