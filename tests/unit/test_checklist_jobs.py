@@ -1,12 +1,14 @@
 """`sandbox checklist --jobs N`: scenarios side by side, each in a forked process, results in checklist order."""
 
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from sandbox.errors import LOCK_WAIT_ENV
+from sandbox.scenarios import side_by_side
 from sandbox.scenarios.context import ChecklistRun
 from sandbox.scenarios.registry import Scenario
 from sandbox.scenarios.results import Outcome, ScenarioResult
@@ -134,6 +136,21 @@ def test_the_longest_start_first_and_the_results_keep_the_checklist_order():
     )
     assert started == ["slow", "middling", "quick", "also-quick"]  # equal ones in checklist order
     assert [r.name for r in results] == ["quick", "slow", "middling", "also-quick"]
+
+
+def test_what_the_scenarios_import_is_imported_once_before_the_forks(monkeypatch):
+    """Each child finds the preloaded modules already imported (so it does not spend a core importing them)."""
+    module = "xml.dom.minidom"  # in the standard library, imported by nothing this suite loads
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(side_by_side, "PRELOADED", (module, "no_such_module_here"))
+    seen = run_side_by_side(
+        [_scenario("one", None), _scenario("two", None)],
+        2,
+        lambda item: ScenarioResult(
+            item.name, item.title, item.checklist, Outcome.PASSED, reason=str(module in sys.modules)
+        ),
+    )
+    assert [r.reason for r in seen] == ["True", "True"]
 
 
 @pytest.mark.parametrize("cores, jobs", [(1, 2), (2, 4), (8, 16), (None, 2)])
