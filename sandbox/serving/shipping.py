@@ -1,8 +1,10 @@
 """Shipping journals (`sandbox.serving.journal`) to a sink: one journal per thread (`Shipper`, the model server's
 own when it ships), or every journal a callable lists through one thread (`ShipperGroup`, the supervisor's).
 
-Both are the same loop (`_Loop`): a step ships at most one batch per journal, again at once while shipping moves,
-every ``interval`` while idle, with doubling backoff while the sink raises. What the sink did not take stays on
+Both are the same loop (`_Loop`): a step ships at most one batch per journal, again at once while a batch comes
+back full (or shipping moved past a segment's end), else after ``interval``, with doubling backoff while the sink
+raises. A busy server's rows so go in one transaction per ``interval``, not one per few rows: at a model's
+capacity edge each commit (a WAL flush) took CPU the server needed. What the sink did not take stays on
 disk; the journal's reader owns the position and deletes what was shipped.
 """
 
@@ -19,8 +21,9 @@ logger = logging.getLogger("sandbox.inference_log")
 
 
 class _Loop:
-    """A thread calling `step` until stopped: again at once while it moves, every ``interval`` while idle (or when
-    woken), with doubling backoff while it raises. What it failed to ship stays on disk for the next try."""
+    """A thread calling `step` until stopped: again at once while `step` leaves more to ship (``more_waiting``),
+    else after ``interval`` (or when woken), with doubling backoff while it raises. What it failed to ship stays
+    on disk for the next try."""
 
     def __init__(
         self,
@@ -35,6 +38,7 @@ class _Loop:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.on_error = on_error
+        self.more_waiting = False  # set by `step`: its batch was full, so another is likely there now
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self.run, name=name, daemon=True)
@@ -70,7 +74,7 @@ class _Loop:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = self.min_backoff
-            if moved:
+            if moved and self.more_waiting:
                 continue
             if self._stopping.is_set():
                 return
@@ -125,11 +129,13 @@ class Shipper(_Loop):
 
     def step(self) -> bool:
         """Ship one batch (or move past a finished segment); True if shipping moved. Raises what the sink raised."""
+        self.more_waiting = False
         if not self.reader.acquire():
             return False
         batch = self.reader.read(self.max_rows)
         if not batch.moves:
             return False
+        self.more_waiting = batch.rows >= self.max_rows or not batch.entries
         if batch.entries:
             self.ship(batch.entries)
         self.reader.commit(batch)
@@ -196,10 +202,12 @@ class ShipperGroup(_Loop):
     def step(self) -> bool:
         """One batch of each journal that has one; True if any moved. Raises the first sink failure."""
         self.refresh()
-        moved = False
+        moved = self.more_waiting = False
         for folder, shipper in list(self.shippers.items()):
             try:
-                moved = shipper.step() or moved
+                if shipper.step():
+                    moved = True
+                    self.more_waiting = self.more_waiting or shipper.more_waiting
             except Exception:
                 self.shippers[folder] = self.shippers.pop(folder)  # last in the next round
                 raise

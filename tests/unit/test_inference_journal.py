@@ -643,3 +643,34 @@ def test_who_ships_is_read_from_the_environment_and_checked():
     assert shipper_from_env({SHIPPER_ENV: "supervisor"}) == "supervisor"
     with pytest.raises(ValueError, match=SHIPPER_ENV):
         shipper_from_env({SHIPPER_ENV: "nobody"})
+
+
+def test_a_partial_batch_waits_for_the_interval_and_a_full_one_goes_again_at_once(tmp_path):
+    """A busy server's rows go in one transaction per interval, not one per few rows (each a WAL flush)."""
+    journal = Journal(tmp_path / "journal", {"deployment": "d"})
+    calls: list[int] = []
+
+    def ship(entries):
+        calls.append(len(entries))
+        if len(calls) == 3:  # traffic goes on while the partial batch is shipped
+            journal.append(encode_record(1, "during"), 1)
+
+    shipper = Shipper(JournalReader(journal.folder), ship, max_rows=3, interval=60)
+    for n in range(7):  # two full batches and one partial
+        journal.append(encode_record(1, f"r{n}"), 1)
+    shipper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a loop that went again after the partial batch would have shipped "during" by now
+        assert calls == [3, 3, 1] and not shipper.more_waiting
+        shipper.wake()  # what a writer does once a full batch is waiting
+        deadline = time.monotonic() + 10
+        while len(calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == [3, 3, 1, 1]
+    finally:
+        shipper.stop(timeout=5)
+        shipper.close()
+        journal.close()
