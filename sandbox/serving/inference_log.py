@@ -39,7 +39,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,9 +132,10 @@ class PostgresSink:
     Idempotent as `shipping.Shipper` needs: rows keyed by the event id fixed in the journal, ``COPY`` into a
     staging table, then ``INSERT ... ON CONFLICT (event_id) DO NOTHING``, committed once per batch."""
 
-    def __init__(self, dsn: str, *, application_name: str):
+    def __init__(self, dsn: str, *, application_name: str, on_connect: Callable[[int], None] | None = None):
         self.dsn = dsn
         self.application_name = application_name
+        self.on_connect = on_connect  # called with the server process's pid of each new connection
         self._conn = None
 
     def __call__(self, entries: list[Entry]) -> int:
@@ -177,6 +178,8 @@ class PostgresSink:
                 f"CREATE TEMP TABLE IF NOT EXISTS staging (LIKE {TABLE} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
             self._conn.commit()
+            if self.on_connect is not None:
+                self.on_connect(self._conn.info.backend_pid)
         return self._conn
 
     def disconnect(self) -> None:
@@ -194,19 +197,41 @@ def journal_folders(deployments: Path) -> list[Path]:
     return sorted(path for path in Path(deployments).glob(f"*/{JOURNAL_DIR}") if path.is_dir())
 
 
+# The supervisor's shipping thread, and its PostgreSQL backend where the caller can renice it, run at this lower
+# priority: at a model's capacity edge the cores go to the servers first, and shipping catches up in the gaps
+# (what waits is on disk, acknowledged). Idle, it changes nothing: nothing else wants the cores.
+SHIPPING_NICE = 10
+
+
 def ship_journals(
-    folders, dsn: str, *, interval: float = 0.5, batch_rows: int = 2000, on_error=None, on_shipped=None
+    folders,
+    dsn: str,
+    *,
+    interval: float = 0.5,
+    batch_rows: int = 2000,
+    on_error=None,
+    on_shipped=None,
+    on_connect: Callable[[int], None] | None = None,
 ) -> ShipperGroup:
     """The supervisor's shipper: every journal ``folders()`` lists, through one connection, from one thread
-    (call ``.start()``). A journal whose server ships it itself (`SHIPPER_ENV` server) is left to that server."""
-    sink = PostgresSink(dsn, application_name=SUPERVISOR_APPLICATION)
+    (call ``.start()``), at `SHIPPING_NICE`. A journal whose server ships it itself (`SHIPPER_ENV` server) is left
+    to that server. ``on_connect(pid)``: each new connection's server process (the caller may renice it)."""
+    sink = PostgresSink(dsn, application_name=SUPERVISOR_APPLICATION, on_connect=on_connect)
 
     def failed(exc: BaseException) -> None:
         sink.disconnect()
         if on_error is not None:
             on_error(exc)
 
-    group = ShipperGroup(folders, sink, max_rows=batch_rows, interval=interval, on_error=failed, on_shipped=on_shipped)
+    group = ShipperGroup(
+        folders,
+        sink,
+        max_rows=batch_rows,
+        interval=interval,
+        on_error=failed,
+        on_shipped=on_shipped,
+        nice=SHIPPING_NICE,
+    )
     group.sink = sink
     return group
 

@@ -10,7 +10,9 @@ disk; the journal's reader owns the position and deletes what was shipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,8 +35,10 @@ class _Loop:
         max_backoff: float,
         on_error: Callable[[BaseException], None] | None,
         name: str,
+        nice: int = 0,
     ):
         self.interval = interval
+        self.nice = nice  # > 0: the thread runs at that lower priority (Linux sets it per thread)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.on_error = on_error
@@ -55,6 +59,9 @@ class _Loop:
             pass
 
     def run(self) -> None:
+        if self.nice > 0:
+            with contextlib.suppress(OSError, AttributeError):  # not Linux: the whole process would be reniced
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         backoff = self.min_backoff
         while True:
             try:
@@ -169,6 +176,7 @@ class ShipperGroup(_Loop):
         max_backoff: float = 5.0,
         on_error: Callable[[BaseException], None] | None = None,
         on_shipped: Callable[[Path, Batch], None] | None = None,
+        nice: int = 0,
     ):
         super().__init__(
             interval=interval,
@@ -176,6 +184,7 @@ class ShipperGroup(_Loop):
             max_backoff=max_backoff,
             on_error=on_error,
             name="inference-log-shippers",
+            nice=nice,
         )
         self.folders = folders
         self.ship = ship

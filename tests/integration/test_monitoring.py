@@ -30,6 +30,7 @@ from sandbox.serving.inference_log import (
     JOURNAL_DIR,
     SERVER_APPLICATION,
     SHIPPER_ENV,
+    SHIPPING_NICE,
     SUPERVISOR_APPLICATION,
     InferenceLogStore,
     wait_for_rows,
@@ -218,10 +219,16 @@ def test_the_supervisor_ships_the_journal_and_the_model_server_spends_nothing_on
     to_postgres = [c for c in server.connections(kind="tcp") if c.raddr and c.raddr.port == postgres_port]
     assert to_postgres == [], "the model server holds a connection to PostgreSQL"
     with psycopg.connect(url) as conn:
-        names = {row[0] for row in conn.execute("SELECT application_name FROM pg_stat_activity").fetchall()}
+        activity = conn.execute("SELECT application_name, pid FROM pg_stat_activity").fetchall()
+    names = {name for name, _ in activity}
     assert SUPERVISOR_APPLICATION in names and SERVER_APPLICATION not in names
     supervisor = psutil.Process(_supervisor_pid(monitored))
     assert any(c.raddr and c.raddr.port == postgres_port for c in supervisor.connections(kind="tcp"))
+    # Shipping yields the cores to the servers: its thread and its PostgreSQL backend run at a lower priority.
+    shipping_backend = next(pid for name, pid in activity if name == SUPERVISOR_APPLICATION)
+    assert psutil.Process(shipping_backend).nice() == SHIPPING_NICE
+    threads = {thread.id: psutil.Process(thread.id).nice() for thread in supervisor.threads()}
+    assert SHIPPING_NICE in threads.values() and threads[supervisor.pid] == supervisor.nice() < SHIPPING_NICE
 
 
 def test_a_kill_9_of_the_supervisor_loses_no_row_and_its_journal_ships_when_up_brings_it_back(monitored):

@@ -674,3 +674,17 @@ def test_a_partial_batch_waits_for_the_interval_and_a_full_one_goes_again_at_onc
         shipper.stop(timeout=5)
         shipper.close()
         journal.close()
+
+
+def test_a_shipping_thread_can_run_at_a_lower_priority_than_the_rest_of_its_process():
+    group = ShipperGroup(lambda: [], ListSink(), interval=60, nice=7)
+    group.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.getpriority(os.PRIO_PROCESS, group._thread.native_id) < 7:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, group._thread.native_id) == max(7, os.nice(0))
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == os.nice(0)  # this thread: unchanged
+    finally:
+        group.stop(timeout=5)
+        group.close()

@@ -22,12 +22,13 @@ from pathlib import Path
 
 from sandbox.config import LogsConfig, SandboxConfig
 from sandbox.endpoints import Endpoints
+from sandbox.profiles.local.process import sandbox_processes
 from sandbox.profiles.local.state import SandboxDir, exclusive_lock
 from sandbox.profiles.local.supervisor.components import LocalComponents
 from sandbox.profiles.local.supervisor.handle import SupervisorHandle
 from sandbox.profiles.local.supervisor.loop import Supervisor
 from sandbox.profiles.local.supervisor.policy import RestartPolicy
-from sandbox.serving.inference_log import journal_folders, ship_journals
+from sandbox.serving.inference_log import SHIPPING_NICE, journal_folders, ship_journals
 from sandbox.serving.shipping import ShipperGroup
 
 DESCRIPTION = "The supervisor: restarts what crashes, on the ports it had, and keeps the logs bounded."
@@ -116,8 +117,16 @@ def _start_shipping(sandbox: SandboxDir, endpoints: Endpoints | None, supervisor
                 f"inference log: {batch.skipped_lines} torn or corrupt line(s) in {folder} skipped (never acknowledged)"
             )
 
+    def lower_backend_priority(pid: int) -> None:
+        """The shipping connection's PostgreSQL backend at the shipper's priority, when it is this sandbox's."""
+        if any(proc.pid == pid for proc in sandbox_processes(sandbox.home, component="postgres")):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, pid, SHIPPING_NICE)
+
     journals = sandbox.root / "deployments"
-    return ship_journals(lambda: journal_folders(journals), dsn, on_error=failed, on_shipped=shipped).start()
+    return ship_journals(
+        lambda: journal_folders(journals), dsn, on_error=failed, on_shipped=shipped, on_connect=lower_backend_priority
+    ).start()
 
 
 def _first_line(exc: BaseException) -> str:
