@@ -81,8 +81,8 @@ class _Loop:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = self.min_backoff
-            if moved and self.more_waiting:
-                continue
+            if moved and (self.more_waiting or self._stopping.is_set()):
+                continue  # a stop ships everything it can first, partial batches too
             if self._stopping.is_set():
                 return
             self._wake.wait(self.interval)

@@ -676,6 +676,39 @@ def test_a_partial_batch_waits_for_the_interval_and_a_full_one_goes_again_at_onc
         journal.close()
 
 
+def test_a_stop_ships_everything_appended_before_it_partial_batches_too(tmp_path):
+    """A writer that logs and closes at once: its shipper, stopped in the middle of a partial batch, goes on."""
+    journal = Journal(tmp_path / "journal", {"deployment": "d"})
+    calls: list[int] = []
+    shipper = Shipper(JournalReader(journal.folder), calls.append, max_rows=5, interval=60)
+    journal.append(encode_record(1, "first"), 1)
+    shipping = threading.Event()
+    release = threading.Event()
+
+    def ship(entries):
+        calls.append(len(entries))
+        if len(calls) == 1:  # the first, partial batch: the writer appends more and stops the shipper meanwhile
+            shipping.set()
+            release.wait(10)
+
+    shipper.ship = ship
+    calls.clear()
+    shipper.start()
+    assert shipping.wait(10)
+    for n in range(3):
+        journal.append(encode_record(1, f"r{n}"), 1)
+    stopper = threading.Thread(target=shipper.stop, args=(10,))
+    stopper.start()
+    deadline = time.monotonic() + 10
+    while not shipper._stopping.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    stopper.join(15)
+    shipper.close()
+    assert calls == [1, 3] and journal.pending_rows == 0
+    journal.close()
+
+
 def test_a_shipping_thread_can_run_at_a_lower_priority_than_the_rest_of_its_process():
     group = ShipperGroup(lambda: [], ListSink(), interval=60, nice=7)
     group.start()
