@@ -9,7 +9,10 @@ Each round measures, on this machine and in this order:
          to show how much of the gap those settings explain;
   cold   `sandbox up` on an empty directory until every service is healthy
          (initdb, bucket creation and MLflow's schema migrations included);
-  warm   `sandbox down` then `sandbox up` on the same directory (data kept), JupyterLab included;
+  warm   `sandbox down` then `sandbox up` on the same directory (data kept), JupyterLab included, i.e. notebooks
+         enabled with the configuration in effect: by default `notebooks.start: first-use`, where `up` prepares
+         JupyterLab and the supervisor starts it on the first visit (the output names the mode measured;
+         SANDBOX_NOTEBOOKS__START=up measures the eager start);
   warm without notebooks   the same with `up --no-notebooks`.
 After each warm start the stack's resident memory is summed over every process of the sandbox
 (found by its marker, as `sandbox down` finds them), so the cost of the notebooks shows beside
@@ -103,6 +106,16 @@ def sandbox(*args: str, sandbox_dir: Path) -> float:
     return took
 
 
+def notebooks_start_mode(sandbox_dir: Path) -> str:
+    """How `sandbox up` starts JupyterLab here: the settings the CLI resolves (environment, sandbox.yaml)."""
+    from sandbox.config import load_config
+
+    config = load_config(profile="local", dir=sandbox_dir)
+    if config.notebooks.start == "first-use" and config.supervisor.enabled:
+        return "first-use: started on the first visit, not by `up`"
+    return "up: started by `up`"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds to take the median of (default 3)")
@@ -136,6 +149,8 @@ def main() -> int:
             f"{memory['notebooks'][-1]:.0f} MiB with notebooks, {memory['no-notebooks'][-1]:.0f} MiB without"
         )
 
+    mode = notebooks_start_mode(Path(tempfile.gettempdir()) / "sandbox-bench-mode")
+    console.print(f"JupyterLab's start mode measured (notebooks.start): {mode}")
     bare = statistics.median(times["bare"])
     table = Table(title=f"Startup to all-healthy, median of {args.rounds} round(s), {os.cpu_count()} cores")
     for column in ("start", "seconds", "x bare mlflow", "target", "verdict"):
@@ -146,7 +161,7 @@ def main() -> int:
     failed = False
     for kind, label in (
         ("cold", "cold `sandbox up` (empty dir)"),
-        ("warm", "warm `sandbox up` (existing data)"),
+        ("warm", f"warm `sandbox up` (existing data; JupyterLab {mode.split(':')[0]})"),
         ("warm-no-notebooks", "warm `sandbox up --no-notebooks`"),
     ):
         value = statistics.median(times[kind])
@@ -160,7 +175,7 @@ def main() -> int:
     resident = Table(title="The stack's resident memory, idle after a warm `sandbox up` (RSS summed, median)")
     for column in ("stack", "MiB"):
         resident.add_column(column, justify="right" if column == "MiB" else "left")
-    resident.add_row("with notebooks (JupyterLab, no kernel open)", f"{with_notebooks:.0f}")
+    resident.add_row(f"with notebooks (JupyterLab {mode.split(':')[0]}, no kernel open)", f"{with_notebooks:.0f}")
     resident.add_row("without notebooks (`--no-notebooks`)", f"{without:.0f}")
     resident.add_row("JupyterLab's share", f"{with_notebooks - without:+.0f}")
     console.print(resident)

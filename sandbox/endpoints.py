@@ -86,6 +86,38 @@ class Endpoints(BaseModel):
         log_in_to_mlflow(self.mlflow_auth_env())
         return MlflowClient(tracking_uri=self.mlflow_tracking_uri, registry_uri=self.mlflow_tracking_uri)
 
+    def notebooks_started(self, *, timeout_s: float = 120.0) -> str:
+        """Make sure JupyterLab answers, starting it if it starts on first use; its base URL (without the token).
+
+        On the local profile (`notebooks.start: first-use`) the first connection to the URL starts the server:
+        one request with the token waits for it (up to ``timeout_s``) instead of failing or polling."""
+        import time
+
+        import httpx
+
+        from sandbox.errors import NotRunningError
+
+        if not self.notebooks_url:
+            raise NotRunningError("this stack runs no JupyterLab", hint="`sandbox up --notebooks` starts one")
+        base, _, token = self.notebooks_url.partition("/?token=")
+        deadline = time.monotonic() + timeout_s
+        problem = ""
+        while time.monotonic() < deadline:
+            left = max(deadline - time.monotonic(), 1.0)
+            try:
+                with httpx.Client(trust_env=False, timeout=httpx.Timeout(10, read=left)) as client:
+                    answer = client.get(f"{base}/api/status", headers={"Authorization": f"token {token}"})
+                if answer.status_code == 200:
+                    return base
+                problem = f"HTTP {answer.status_code}"
+            except httpx.TransportError as exc:  # nothing listens yet (the supervisor restarting): again
+                problem = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+        raise NotRunningError(
+            f"JupyterLab at {base} did not answer within {timeout_s:g}s ({problem})",
+            hint="see `sandbox logs notebooks` and `sandbox logs supervisor`",
+        )
+
     def serving_headers(self) -> dict[str, str]:
         """The headers every request to a model server or router carries (its bearer token, if it needs one)."""
         return wire.bearer_headers(self.serving_token)

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -50,6 +50,7 @@ def _record_ports(sandbox_dir: Path) -> None:
 @dataclass
 class Stack:
     dir: Path
+    env: dict[str, str] = field(default_factory=dict)  # SANDBOX_* settings every command of this stack gets
 
     def cli(
         self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600
@@ -65,7 +66,7 @@ class Stack:
             [sys.executable, "-m", "sandbox", *args, "--dir", str(self.dir)],
             capture_output=True,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **self.env, **(env or {})},
             timeout=timeout,
         )
         if check and result.returncode != 0:
@@ -136,8 +137,8 @@ def local_pid(entry: dict) -> int:
     return int(number)
 
 
-def _session_stack(tmp_path_factory, name: str, versions: int) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp(name) / "sandbox")
+def _session_stack(tmp_path_factory, name: str, versions: int, env: dict | None = None) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp(name) / "sandbox", env=env or {})
     try:
         yield stack.running().with_reference_model(versions)
     finally:
@@ -151,7 +152,9 @@ def _platform(tmp_path_factory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def _scratch(tmp_path_factory) -> Iterator[Stack]:
-    yield from _session_stack(tmp_path_factory, "scratch", versions=1)
+    # JupyterLab started by `up`, as every other service: the fault suite crashes, damages and counts each one.
+    # The platform stack keeps the default (started on first use), which tests/integration/test_notebooks.py covers.
+    yield from _session_stack(tmp_path_factory, "scratch", versions=1, env={"SANDBOX_NOTEBOOKS__START": "up"})
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sandbox.actions import plan_text
 if TYPE_CHECKING:
     from sandbox.gpu.backend import SchedulerSnapshot
 
-STATE_COLOURS = {"running": "green", "stopped": "dim", "unhealthy": "red"}
+STATE_COLOURS = {"running": "green", "stopped": "dim", "unhealthy": "red", "waiting": "cyan"}
 
 
 def titled_table(title: str | None, *columns: str) -> Table:

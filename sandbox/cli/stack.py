@@ -97,7 +97,7 @@ def status(
     stack: Stack = Stack(),
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, with endpoints and credentials.")] = False,
 ) -> None:
-    """Per-service state (running / stopped / unhealthy), what runs it, port, URL."""
+    """Per-service state (running / waiting: starts on first use / stopped / unhealthy), what runs it, port, URL."""
     st = stack.open(lenient=True).status()
     if as_json:
         render.status_json(st)

@@ -57,6 +57,7 @@ class ServiceState(str, enum.Enum):
     RUNNING = "running"
     STOPPED = "stopped"
     UNHEALTHY = "unhealthy"  # the process is there but its readiness probe fails
+    WAITING = "waiting"  # not started: it starts on its first use (its port is listened on for it)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class ProfileStatus:
         states = {s.state.value for s in self.services}
         if not self.services or states == {"stopped"}:
             return "stopped"
-        return "running" if states == {"running"} else "degraded"
+        return "running" if states <= {"running", "waiting"} else "degraded"
 
     def as_dict(self) -> dict:
         """What `sandbox status --json` prints (and what tests and the pytest plugin read in-process)."""

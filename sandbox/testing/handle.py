@@ -172,7 +172,7 @@ class SandboxHandle:
         found = [
             self._problem("service", svc.name, svc.state.value, svc.instance, svc.detail)
             for svc in status.services
-            if svc.state != ServiceState.RUNNING
+            if svc.state not in (ServiceState.RUNNING, ServiceState.WAITING)  # waiting: starts on first use
         ]
         found += [
             self._problem("deployment", dep.name, dep.state, dep.instance, dep.detail)

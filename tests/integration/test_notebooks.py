@@ -1,7 +1,10 @@
-"""JupyterLab in the stack: token auth, loopback only, and a kernel that sees the stack.
+"""JupyterLab in the stack: started on first use, token auth, loopback only, and a kernel that sees the stack.
 
 The kernel is started the way JupyterLab's page starts one: the REST API makes it, one cell
-goes over its WebSocket channel, and the answer comes back on the same channel.
+goes over its WebSocket channel, and the answer comes back on the same channel. The session stack
+starts JupyterLab on its first use (the default): the tests that need it running make that first
+use themselves (`Endpoints.notebooks_started`); the first-use test has a stack of its own, which no
+one has visited.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import httpx
 import psutil
 import pytest
 import websocket
+
+from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +34,7 @@ def _notebooks(stack) -> dict:
 
 
 def _base_and_token(stack) -> tuple[str, str]:
+    stack.endpoints().notebooks_started()  # its first use starts it, when no test before did
     url = stack.status()["endpoints"]["notebooks_url"]
     base, _, token = url.partition("/?token=")
     return base, token
@@ -123,6 +129,7 @@ def test_a_kernel_over_rest_and_websocket_sees_the_stack_and_everything_listens_
 
 
 def test_logs_and_a_crashed_server_comes_back_on_its_port(stack):
+    stack.endpoints().notebooks_started()
     before = _notebooks(stack)
     psutil.Process(int(before["instance"].split()[1])).kill()
     deadline = time.monotonic() + 120
@@ -134,3 +141,56 @@ def test_logs_and_a_crashed_server_comes_back_on_its_port(stack):
         time.sleep(1)
     assert now["port"] == before["port"] and now["url"] == before["url"]  # same port, same token
     assert "Jupyter Server" in stack.cli("logs", "notebooks", "--lines", "200").stdout  # the restart's banner
+
+
+def _notebooks_processes(home: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        if env.get("ML_SANDBOX_HOME") == home and env.get("ML_SANDBOX_COMPONENT") == "notebooks":
+            found.append(proc)
+    return found
+
+
+def test_first_use_the_url_up_printed_starts_jupyterlab_which_answers_that_first_request(tmp_path):
+    fresh = Stack(tmp_path / "sandbox", env={"SANDBOX_NOTEBOOKS__START": "first-use"})
+    home = str(fresh.dir.resolve())
+    try:
+        shown = fresh.cli("up").stderr
+        assert "waiting: starts on first use" in shown
+        notebooks = _notebooks(fresh)
+        assert notebooks["state"] == "waiting" and notebooks["instance"] is None, notebooks
+        assert "starts on first use" in notebooks["detail"]
+        assert not _notebooks_processes(home)  # nothing runs until someone connects
+        url = fresh.status()["endpoints"]["notebooks_url"]
+        assert url == notebooks["url"] and url in shown  # the URL `up` printed, with its token
+        base, _, token = url.partition("/?token=")
+        with httpx.Client(trust_env=False, timeout=120) as client:  # the first request waits for the start
+            first = client.get(f"{base}/api/contents", headers={"Authorization": f"token {token}"})
+            assert first.status_code == 200, first.text
+            assert "01-explore-track-register.ipynb" in {item["name"] for item in first.json()["content"]}
+        with httpx.Client(trust_env=False, timeout=60) as anonymous:  # no login cookie from the answer above
+            assert anonymous.get(f"{base}/api/contents").status_code == 403
+            page = anonymous.get(f"{base}/lab", follow_redirects=False)
+            assert page.status_code == 302 and "/login" in page.headers["location"]
+        running = _notebooks(fresh)
+        assert running["state"] == "running" and running["instance"], running
+        (server,) = _notebooks_processes(home)
+        # It serves the supervisor's socket: no listener of its own beside it, and on loopback only.
+        listening = [c for c in psutil.net_connections("inet") if c.pid == server.pid and c.status == "LISTEN"]
+        assert {(c.laddr.ip, c.laddr.port) for c in listening} == {("127.0.0.1", running["port"])}
+        assert "started notebooks on its first use" in fresh.cli("logs", "supervisor").stdout
+    finally:
+        fresh.cli("down", "--purge", check=False)
+    leftovers = [p for p in psutil.process_iter() if _home_of(p) == home]
+    assert not leftovers, leftovers
+
+
+def _home_of(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get("ML_SANDBOX_HOME")
+    except psutil.Error:
+        return None

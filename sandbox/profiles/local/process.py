@@ -128,8 +128,9 @@ class ManagedProcess:
         env: Mapping[str, str],
         cwd: Path,
         user: str | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> psutil.Process:
-        """Start ``argv`` detached in its own session, output appended to the log file."""
+        """Start ``argv`` detached in its own session, output appended to the log file; it inherits ``pass_fds``."""
         self.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         drop = _privilege_drop(user)
         env = {**env, **(self.identity.env() if self.identity else {}), "TMPDIR": str(self._fresh_scratch(drop))}
@@ -145,6 +146,7 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
                 umask=PRIVATE_UMASK,
                 **drop,
             )

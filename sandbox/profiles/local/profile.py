@@ -67,6 +67,16 @@ class LocalProfile(Profile):
         """JupyterLab, its kernels pointed at the stack the core ``services`` make."""
         return JupyterLab(services[0].ctx, lambda: self._endpoints(services, notebooks=False))
 
+    def _notebooks_waiting(self, notebooks: JupyterLab) -> bool:
+        """JupyterLab not started yet, its port held by the running supervisor: it starts on the first connection."""
+        if notebooks.process.running() is not None or not notebooks.port:
+            return False
+        return SupervisorHandle(self.sandbox).listening().get(notebooks.name) == notebooks.port
+
+    def _notebooks_reachable(self, notebooks: JupyterLab) -> bool:
+        """Running, or waiting for its first use (the URL starts it)."""
+        return notebooks.process.running() is not None or self._notebooks_waiting(notebooks)
+
     def _wanted(self, services) -> list[LocalService]:
         """The services `up` starts: the core three, and JupyterLab unless `notebooks.enabled` is false."""
         return [*services, self._notebooks(services)] if self.config.notebooks.enabled else list(services)
@@ -152,6 +162,13 @@ class LocalProfile(Profile):
             running = [svc for svc in services if svc.process.running() is not None and svc.healthy()]
             if not self.config.notebooks.enabled:
                 self._stop_disabled_notebooks(core)
+            else:
+                notebooks = services[-1]
+                if self._notebooks_waiting(notebooks):
+                    if notebooks.on_first_use:
+                        running.append(notebooks)  # waiting for its first use is its running state
+                    else:
+                        self._release_notebooks_port()
             if len(running) == len(services) and self._deployments_running():
                 ui.err.print(f"Sandbox in {self.sandbox.root} is already running; nothing changed.")
                 self._supervise()
@@ -171,6 +188,12 @@ class LocalProfile(Profile):
         with ui.step(SupervisorHandle.title) as step:
             step.note = SupervisorHandle(self.sandbox).ensure(self.config, self.endpoints())
 
+    def _release_notebooks_port(self) -> None:
+        """`notebooks.start: up` (or no supervisor) now, but the supervisor holds the port waiting for a first use:
+        stopped, so `up` can start JupyterLab on it (the supervisor is started again last)."""
+        with ui.step("Stopping the supervisor (it holds JupyterLab's port; `up` starts JupyterLab now)") as step:
+            step.note = "stopped" if SupervisorHandle(self.sandbox).stop() else "was not running"
+
     def _stop_disabled_notebooks(self, core) -> None:
         notebooks = self._notebooks(core)
         if notebooks.process.running() is not None:
@@ -184,7 +207,12 @@ class LocalProfile(Profile):
         reaches S3 only when artifacts move); the deployments once MLflow, S3 and the schema are there."""
         postgres, s3, mlflow = services[:3]
         waits = {postgres.title: (), s3.title: (), mlflow.title: (postgres.title,), JupyterLab.title: ()}
-        steps = [self._service_action(svc, keep=keep, after=waits[svc.title]) for svc in services]
+        steps = [
+            self._first_use_action(svc, after=waits[svc.title])
+            if isinstance(svc, JupyterLab) and svc.on_first_use
+            else self._service_action(svc, keep=keep, after=waits[svc.title])
+            for svc in services
+        ]
         steps.insert(
             1,
             Action(
@@ -236,6 +264,26 @@ class LocalProfile(Profile):
 
         return Action(svc.title, run=run, undo=svc.stop, done=done, after=after)
 
+    def _first_use_action(self, svc: JupyterLab, *, after: tuple[str, ...] = ()) -> Action:
+        """JupyterLab with `notebooks.start: first-use`: prepared (workspace, kernelspec; its port was claimed
+        before), not started. The supervisor `up` starts last listens on the port and starts it on the first
+        connection (`supervisor/activation.py`); once started it runs until `down`."""
+
+        def done() -> str | None:
+            proc = svc.process.running()
+            if proc is not None and svc.healthy():
+                return f"already running (pid {proc.pid})"
+            return f"waiting: starts on first use at {svc.url()}" if self._notebooks_waiting(svc) else None
+
+        def run() -> str:
+            if svc.process.running() is not None:
+                svc.stop()  # up but not answering: the next connection starts it afresh
+            prepared = svc.prepare()
+            waiting = f"waiting: starts on first use at {svc.url()} (the supervisor listens)"
+            return ", ".join(part for part in (svc.describe(), prepared, waiting) if part)
+
+        return Action(svc.title, run=run, undo=svc.stop, done=done, after=after)
+
     def _deployments_done(self) -> str | None:
         if not self._serving_runtime().records():
             return "none recorded"
@@ -259,6 +307,8 @@ class LocalProfile(Profile):
             postgres.binaries  # noqa: B018 - raises PreflightError when none are found
         weed_binary()
         for svc in services:
+            if isinstance(svc, JupyterLab) and svc in running:
+                continue  # waiting for its first use: the port is the supervisor's, held for it
             # A process of ours that runs but does not answer keeps its ports: its action restarts it on them.
             if svc.process.running() is None:
                 svc.reap_leftovers()
@@ -312,7 +362,7 @@ class LocalProfile(Profile):
         result.services = [svc.status() for svc in services]
         notebooks = self._notebooks(services)
         if self.config.notebooks.enabled or notebooks.process.running() is not None:
-            result.services.append(notebooks.status())
+            result.services.append(notebooks.status(waiting=self._notebooks_waiting(notebooks)))
         open_to_others = make_private(self.sandbox.root, traverse=services[0].traverse_dirs(), dry_run=True)
         if open_to_others:
             result.warnings.append(
@@ -399,7 +449,7 @@ class LocalProfile(Profile):
             capabilities=CAPABILITIES,
             inference=Deployments(LocalProcessRuntime(self.sandbox, postgres.ctx.ports)).inference_endpoints(),
             serving_token=secrets.serving_token if self.config.serving.auth == "token" else None,
-            notebooks_url=jupyter.tokened_url() if jupyter is not None and jupyter.process.running() else None,
+            notebooks_url=jupyter.tokened_url() if jupyter is not None and self._notebooks_reachable(jupyter) else None,
             sandbox_env={"SANDBOX_PROFILE": self.name, "SANDBOX_DIR": str(self.sandbox.root)},
         )
 

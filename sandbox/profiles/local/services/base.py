@@ -94,13 +94,15 @@ class LocalService(abc.ABC):
     def data_dir(self) -> Path:
         return self.dir / "data"
 
-    def start(self) -> str:
-        """Start the server and wait until it answers; returns a note for the ✓ line."""
+    def start(self, *, pass_fds: tuple[int, ...] = ()) -> str:
+        """Start the server and wait until it answers; returns a note for the ✓ line.
+
+        ``pass_fds``: descriptors the server inherits (a listening socket handed over by the supervisor)."""
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv, extra_env = self.command()
         env = {**os.environ, **extra_env, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         env[PORTS_MARKER] = json.dumps({key: self.ctx.ports.get(key) for key in self.port_keys()})
-        self.process.start(argv, env=env, cwd=self.dir, user=self.run_as())
+        self.process.start(argv, env=env, cwd=self.dir, user=self.run_as(), pass_fds=pass_fds)
         took = wait_ready(self.title, self.probe, self.process, timeout=self.ctx.config.startup_timeout)
         self.after_ready()
         return f"ready in {took:.1f}s"

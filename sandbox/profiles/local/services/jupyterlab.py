@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ from sandbox.endpoints import Endpoints
 from sandbox.errors import SandboxError
 from sandbox.files import write_private
 from sandbox.net import LOOPBACK
-from sandbox.profiles.base import ServiceStatus
+from sandbox.profiles.base import ServiceState, ServiceStatus
 from sandbox.profiles.local.process import COMPONENT_MARKER, PORTS_MARKER, sandbox_processes, stop_marked
 from sandbox.profiles.local.services.base import LocalService, ServiceContext
 
@@ -49,12 +50,19 @@ def starter_notebooks_dir() -> Path:
     return Path(__file__).resolve().parents[4] / "notebooks"
 
 
-def server_argv(python: str, port: int, root: Path) -> list[str]:
-    """The server's command line: loopback only, token only, no terminals, nothing fetched from the internet."""
+SOCKET_ENTRY = "sandbox.profiles.local.services.jupyterlab_socket"  # JupyterLab on an inherited listening socket
+
+
+def server_argv(python: str, port: int, root: Path, *, listen_fd: int | None = None) -> list[str]:
+    """The server's command line: loopback only, token only, no terminals, nothing fetched from the internet.
+
+    With ``listen_fd`` (socket activation: the supervisor listens and hands the socket over) the entry serves
+    that socket instead of binding the port; every setting is the same."""
+    entry = ["jupyterlab"] if listen_fd is None else [SOCKET_ENTRY, f"--listen-fd={listen_fd}"]
     return [
         python,
         "-m",
-        "jupyterlab",
+        *entry,
         "--no-browser",
         f"--ServerApp.ip={LOOPBACK}",
         f"--ServerApp.port={port}",
@@ -117,6 +125,20 @@ class JupyterLab(LocalService):
         super().__init__(ctx)
         self._endpoints = endpoints
         self.workspace = ctx.sandbox.root / WORKSPACE
+        self._listen_fd: int | None = None  # set while `start_on` starts it on the supervisor's socket
+
+    @property
+    def on_first_use(self) -> bool:
+        """Started by the supervisor on the first connection (`notebooks.start: first-use`), not by `up`."""
+        return self.ctx.config.notebooks.start == "first-use" and self.ctx.config.supervisor.enabled
+
+    def start_on(self, listening: socket.socket) -> str:
+        """Start the server on an already-listening socket (it inherits it); the checks run as for `start`."""
+        self._listen_fd = listening.fileno()
+        try:
+            return self.start(pass_fds=(self._listen_fd,))
+        finally:
+            self._listen_fd = None
 
     def describe(self) -> str:
         from importlib.metadata import version
@@ -184,7 +206,7 @@ class JupyterLab(LocalService):
             # default, and ipykernel's plain `python3` there would shadow the kernelspec written here).
             JUPYTER_PREFER_ENV_PATH="0",
         )
-        return server_argv(sys.executable, self.port, self.workspace), env
+        return server_argv(sys.executable, self.port, self.workspace, listen_fd=self._listen_fd), env
 
     # ---------------------------------------------------------------- readiness and checks
 
@@ -277,10 +299,14 @@ class JupyterLab(LocalService):
             found += len(stop_marked(self.ctx.sandbox.home, component=KERNEL_COMPONENT))  # orphans of a crashed server
         return found
 
-    def status(self) -> ServiceStatus:
+    def status(self, *, waiting: bool = False) -> ServiceStatus:
+        """``waiting``: not started, the supervisor listens on its port (see `supervisor/activation.py`)."""
         status = super().status()
         status.url = self.tokened_url() or status.url
         status.detail = f"workspace {self.workspace}; {len(self.kernels())} kernel(s)" if status.instance else ""
+        if waiting and status.instance is None:
+            status.state = ServiceState.WAITING
+            status.detail = "starts on first use (the supervisor listens on its port)"
         return status
 
 

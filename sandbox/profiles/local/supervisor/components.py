@@ -3,6 +3,8 @@
 Each restarts by the code `up` runs for it (`LocalService.prepare` and `start`; the serving runtime's restart of
 one record), on the ports in ports.json, never new ones. `LocalComponents` reads the sandbox's files afresh on
 every call: the three services, JupyterLab when enabled, then model servers before the routers in front of them.
+JupyterLab with `notebooks.start: first-use` is an `ActivatedComponent`: the supervisor listens on its port and
+starts it on the first connection (`activation.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sandbox.profiles.local.services.postgres import Postgres
 from sandbox.profiles.local.services.seaweedfs import SeaweedS3
 from sandbox.profiles.local.serving import LocalProcessRuntime, inference_log_shipper
 from sandbox.profiles.local.state import PortMap, SandboxDir, read_secrets
+from sandbox.profiles.local.supervisor.activation import Activations, ListeningSocket
 from sandbox.profiles.local.supervisor.loop import Component
 from sandbox.serving.specs import DeploymentSpec, variant_name
 
@@ -56,6 +59,47 @@ class ServiceComponent:
 
     def log_files(self) -> list[Path]:
         return [self.svc.process.log_file]
+
+
+class ActivatedComponent(ServiceComponent):
+    """A service the supervisor starts on its first connection (JupyterLab with `notebooks.start: first-use`).
+
+    It waits (`demand` "waiting") while nothing connects; a queued connection makes it "wanted" and the loop
+    starts it at once, on the socket held in ``held`` (`activation.ListeningSocket`). Once seen running it is an
+    ordinary component: a crash is restarted (backoff, crash-loop limit) on that same socket."""
+
+    def __init__(self, svc: JupyterLab, held: ListeningSocket, depends_on: tuple[str, ...] = ()):
+        super().__init__(svc, depends_on)
+        self.held = held
+
+    def pid(self) -> int | None:
+        found = super().pid()
+        if found is not None:
+            self.held.started = True  # seen running (whoever started it): a crash from now on is restarted
+        return found
+
+    def demand(self) -> str | None:
+        """ "waiting" (not started, nothing connects), "wanted" (a connection waits) or None (it ran: as any)."""
+        if self.held.started or self.svc.process.running() is not None:
+            self.held.started = True
+            return None
+        try:
+            self.held.open()
+        except PortInUseError:
+            return None  # someone else holds the port: the ordinary path tries (and says why it cannot)
+        self.held.seen_pending = self.held.pending()
+        return "wanted" if self.held.seen_pending else "waiting"
+
+    def restart(self) -> str:
+        self.svc.reap_leftovers()  # a crashed server's kernels
+        listening = self.held.open()  # the same socket, or a new one when a former supervisor held it
+        try:
+            notes = [self.svc.prepare(), self.svc.start_on(listening)]
+        except BaseException:
+            self.svc.stop()  # the checks failed or it did not come up: stopped, and the loop logs why
+            raise
+        self.held.started, self.held.seen_pending = True, False
+        return ", ".join(note for note in notes if note)
 
 
 class DeploymentComponent:
@@ -94,10 +138,17 @@ class DeploymentComponent:
 class LocalComponents:
     """The sandbox's components as its files say now: the three services, then the recorded deployments."""
 
-    def __init__(self, sandbox: SandboxDir, config: SandboxConfig, endpoints: Endpoints | None):
+    def __init__(
+        self,
+        sandbox: SandboxDir,
+        config: SandboxConfig,
+        endpoints: Endpoints | None,
+        activations: Activations | None = None,
+    ):
         self.sandbox = sandbox
         self.config = config
         self.endpoints = endpoints
+        self.activations = activations if activations is not None else Activations()
 
     def __call__(self) -> list[Component]:
         secrets = read_secrets(self.sandbox)
@@ -112,11 +163,19 @@ class LocalComponents:
             ServiceComponent(MLflowServer(ctx, postgres, s3), ("postgres", "s3")),
         ]
         if self.endpoints is None:
+            self.activations.close()
             return found
+        activated: set[str] = set()
         if self.config.notebooks.enabled:
             # Its kernels' environment is the stack's endpoints, as `up` recorded them.
             endpoints = self.endpoints
-            found.append(ServiceComponent(JupyterLab(ctx, lambda: endpoints)))
+            notebooks = JupyterLab(ctx, lambda: endpoints)
+            if notebooks.on_first_use and notebooks.port:
+                activated.add(notebooks.name)
+                found.append(ActivatedComponent(notebooks, self.activations.get(notebooks.name, notebooks.port)))
+            else:
+                found.append(ServiceComponent(notebooks))
+        self.activations.keep_only(activated)  # disabled, or `notebooks.start: up` since: the port is let go
         runtime = LocalProcessRuntime(
             self.sandbox,
             ports,

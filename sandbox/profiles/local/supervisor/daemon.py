@@ -7,6 +7,10 @@ sandbox (its components, its lock, its state file), sets the signal handlers (SI
 Beside the rounds, a thread of it ships the inference journals of every model server of the sandbox to
 PostgreSQL (`inference_log.ship_journals`): the servers `up` and the supervisor start while it is enabled only
 append to their journals (`inference_log.SHIPPER_ENV`), so shipping costs serving no CPU.
+
+It also holds the listening sockets of what starts on first use (`activation.py`: JupyterLab with
+`notebooks.start: first-use`): between rounds it waits on them with a selector, so the first connection starts
+the server at once rather than at the next round.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +29,8 @@ from sandbox.config import LogsConfig, SandboxConfig
 from sandbox.endpoints import Endpoints
 from sandbox.profiles.local.process import sandbox_processes
 from sandbox.profiles.local.state import SandboxDir, exclusive_lock
+from sandbox.profiles.local.supervisor import activation
+from sandbox.profiles.local.supervisor.activation import Activations
 from sandbox.profiles.local.supervisor.components import LocalComponents
 from sandbox.profiles.local.supervisor.handle import SupervisorHandle
 from sandbox.profiles.local.supervisor.loop import Supervisor
@@ -46,7 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox = SandboxDir(args.dir.resolve())
     handle = SupervisorHandle(sandbox)
     config, endpoints = _read_settings(handle)
-    components = LocalComponents(sandbox, config, endpoints)
+    activations = Activations()
+    components = LocalComponents(sandbox, config, endpoints, activations)
+    # A signal writes to this pair, so a round's wait on the listening sockets ends at once on SIGTERM or SIGHUP.
+    wakeup, wakeup_writer = socket.socketpair()
+    for end in (wakeup, wakeup_writer):
+        end.setblocking(False)
+    signal.set_wakeup_fd(wakeup_writer.fileno(), warn_on_full_buffer=False)
+
+    def wait(timeout: float) -> None:
+        activation.wait(activations.watched(), wakeup, timeout)
 
     def reload() -> tuple[RestartPolicy, LogsConfig]:
         fresh, components.endpoints = _read_settings(handle)
@@ -63,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit=lambda line: print(line, flush=True),
         reap=reap_children,
         reload=reload,
+        listening=activations.listening,
+        wait=wait,
     )
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     signal.signal(signal.SIGINT, lambda *_: supervisor.stop())
@@ -71,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"supervising {sandbox.root} (pid {os.getpid()}): a check every {config.supervisor.interval_s:g}s, "
         f"at most {config.supervisor.max_restarts} restarts per component within {config.supervisor.window_s:g}s"
     )
-    supervisor.save()  # the pid in the state file tells `up` it is ready (signal handlers set)
+    with contextlib.suppress(Exception):  # a failure shows in the first round
+        components()
+        activations.open_all()  # listening before `up`, which waits for the state file below, prints the URLs
+    supervisor.save()  # the pid in the state file tells `up` it is ready (signal handlers set, ports listening)
     shipping = _start_shipping(sandbox, endpoints, supervisor)
 
     def interval() -> float:
@@ -84,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         supervisor.run(interval)
     finally:
+        activations.close()  # the ports of what waited for its first use are free again
         # What is not shipped within 5 s stays in the journals for the next start; a thread still inside a
         # write keeps its locks until the process exits, a moment later.
         if shipping is not None and shipping.stop(timeout=5):

@@ -87,6 +87,17 @@ class SupervisorHandle:
             return {}
         return state if isinstance(state, dict) else {}
 
+    def listening(self) -> dict[str, int]:
+        """name → port of each socket the running supervisor holds for a service started on first use."""
+        proc = self.process.running()
+        if proc is None:
+            return {}
+        state = self.read_state()
+        if state.get("pid") != proc.pid or not state.get("running"):
+            return {}
+        held = state.get("listening")
+        return {str(k): v for k, v in held.items() if isinstance(v, int)} if isinstance(held, dict) else {}
+
     def enabled(self) -> bool:
         """What the last `up` said (`supervisor.enabled`); True before any `up` wrote it."""
         try:

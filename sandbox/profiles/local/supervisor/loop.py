@@ -42,6 +42,13 @@ class Component(Protocol):
 
     def log_files(self) -> list[Path]: ...
 
+    # Optional, for a component started on first use (`activation.py`): `demand()` says "waiting" (not started,
+    # nobody asked: not a crash), "wanted" (a connection waits: start it now, no backoff) or None (it ran before:
+    # supervised like any other).
+
+
+WAITING_FIRST_USE = "waiting for first use"
+
 
 class _Interrupted(Exception):
     """The supervisor was told to stop during a restart; what it started was stopped again."""
@@ -64,6 +71,8 @@ class Supervisor:
         reap: Callable[[], dict[int, str]] = lambda: {},
         reload: Callable[[], tuple[RestartPolicy, LogsConfig | None]] | None = None,
         abort_timeout: float = 30.0,
+        listening: Callable[[], dict[str, int]] = dict,
+        wait: Callable[[float], None] | None = None,
     ):
         self.components = components
         self.lock = lock
@@ -76,6 +85,8 @@ class Supervisor:
         self.reap = reap
         self.reload = reload
         self.abort_timeout = abort_timeout
+        self.listening = listening  # ports held for components started on first use, for `status`
+        self.wait = wait  # between rounds: the interval, cut short by stop, reset or a first connection
         self.tracks: dict[str, Track] = {}
         self.events: deque[str] = deque(maxlen=50)
         self.rounds = 0
@@ -113,7 +124,10 @@ class Supervisor:
                 self._last_failure = _short(exc)
             else:
                 self._last_failure = ""
-            self.wake.wait(interval())
+            if self.wait is None or self.wake.is_set():
+                self.wake.wait(interval())
+            else:
+                self.wait(interval())
             self.wake.clear()
 
     # ---------------------------------------------------------------- one round
@@ -140,6 +154,16 @@ class Supervisor:
         """Decide about one component; False when the rest of the round is skipped (the lock is taken)."""
         track = self.tracks.setdefault(comp.name, Track(pid=pids[comp.name]))
         pid = pids[comp.name]
+        demand = comp.demand() if pid is None and hasattr(comp, "demand") else None
+        if demand == "waiting":
+            if track.state != WAITING_FIRST_USE:
+                self.event(f"{comp.name}: waiting for its first use (listening on its port)", track)
+            track.state, track.pid = WAITING_FIRST_USE, None
+            return True
+        if demand == "wanted" and track.state in (WAITING_FIRST_USE, "running") and track.next_at is None:
+            # A first start, not a crash: at once, without the backoff, and not counted as a restart.
+            self.event(f"{comp.name}: a connection is waiting: starting it", track)
+            return self._restart(comp, track, pids, first_use=True)
         if pid is not None:
             if track.state != "running":
                 self.event(f"{comp.name} is running again (pid {pid}), started by another command", track)
@@ -195,7 +219,7 @@ class Supervisor:
         if track is not None and track.pid is not None:
             self.event(f"{name} was undeployed")
 
-    def _restart(self, comp: Component, track: Track, pids: dict[str, int | None]) -> bool:
+    def _restart(self, comp: Component, track: Track, pids: dict[str, int | None], *, first_use: bool = False) -> bool:
         outcome, detail = self._abortable(comp, lambda: self._locked_restart(comp.name))
         now = self.clock()
         if outcome == "locked":
@@ -217,6 +241,10 @@ class Supervisor:
             track.state = "backoff"
             wait = (track.next_at or now) - now
             self.event(f"{comp.name}: restart failed ({detail}); next try in {wait:.0f}s", track)
+        elif first_use:
+            pid = comp.pid()
+            track.state, track.pid, pids[comp.name] = "running", pid, pid
+            self.event(f"started {comp.name} on its first use: pid {pid}, {detail}", track)
         else:
             self.policy.on_attempt(track, now, ok=True)
             track.restarts += 1
@@ -322,6 +350,7 @@ class Supervisor:
             "rounds": self.rounds,
             "resets": self.resets,
             "restarting": self.restarting,
+            "listening": self.listening(),
             "updated": time.time(),
             "components": {
                 name: {
