@@ -1,0 +1,49 @@
+"""The data-versioning scenario's DVC commands: in-process, and without DVC's usage analytics (which would start a
+daemon per command that posts to analytics.dvc.org, off this machine)."""
+
+import importlib.util
+import os
+
+import pytest
+
+from sandbox.scenarios.registry import default_scenarios_dir
+
+
+class _Context:
+    def __init__(self):
+        self.failed: list[str] = []
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.failed.append(message)
+
+
+def _scenario_module():
+    spec = importlib.util.spec_from_file_location(
+        "data_versioning_under_test", default_scenarios_dir() / "data_versioning.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_dvc_command_sends_no_usage_report(tmp_path, monkeypatch):
+    from dvc import analytics
+
+    monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
+    monkeypatch.delenv("DVC_TEST", raising=False)
+    sent = []
+    monkeypatch.setattr(analytics, "collect_and_send_report", lambda *args, **kwargs: sent.append(args))
+    monkeypatch.chdir(tmp_path)
+    ctx = _Context()
+    _scenario_module()._dvc(ctx, tmp_path, "init", "--no-scm")
+    assert ctx.failed == [] and (tmp_path / ".dvc").is_dir()  # the command ran
+    assert sent == []
+    assert os.environ.get("DVC_NO_ANALYTICS") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _dvc_environment(monkeypatch):
+    """What the command sets in this process's environment is undone after the test."""
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "")
+    monkeypatch.delenv("DVC_NO_ANALYTICS")
