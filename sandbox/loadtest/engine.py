@@ -109,6 +109,17 @@ def _worker_settings(settings: dict) -> dict:
     return {key: settings.get(key) for key in keys}
 
 
+def _quit_when_done(runner, env, duration: float, settings: dict) -> None:
+    """Quit after ``duration`` s; past it while fewer than ``min_requests`` were answered, up to ``max_duration_s``."""
+    started = time.monotonic()
+    gevent.sleep(duration)
+    wanted = int(settings.get("min_requests") or 0)
+    deadline = started + max(duration, float(settings.get("max_duration_s") or duration))
+    while env.stats.total.num_requests < wanted and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    runner.quit()
+
+
 def run(settings: dict) -> dict:
     report = Path(settings["report_dir"])
     report.mkdir(parents=True, exist_ok=True)
@@ -175,7 +186,7 @@ def run(settings: dict) -> dict:
     else:
         runner.start(settings["users"], spawn_rate=settings["spawn_rate"])
         duration = settings["duration_s"]
-    gevent.spawn_later(duration, runner.quit)
+    gevent.spawn(_quit_when_done, runner, env, duration, settings)
     runner.greenlet.join()
     ended = time.time()
     history.kill()

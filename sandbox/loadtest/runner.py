@@ -45,6 +45,10 @@ class LoadTestOptions:
     # Closed loop (API use): each Locust user sends at most this many requests/s (Locust's constant_throughput);
     # None: each sends its next as soon as the last is answered. Traffic a check needs, not a load test's.
     user_rate: float | None = None
+    # Closed loop (API use): go on past duration_s until this many requests were answered, for at most
+    # max_duration_s in all: a check that needs so many rows gets them in one run, whatever the machine's load.
+    min_requests: int = 0
+    max_duration_s: float | None = None
     columns: list[str] = field(default_factory=list)  # feature names, for the mlflow protocol
     # Open loop: a rate profile in requests/s (from --rate, --rate-profile or --shape with --rate-profile's
     # units); closed loop: an optional users-over-time profile for Locust's LoadTestShape.
@@ -166,6 +170,8 @@ def run_once(target: Target, options: LoadTestOptions, rows: list[list[float]], 
         "user_rate": options.user_rate,
         "spawn_rate": options.spawn_rate,
         "duration_s": options.duration_s,
+        "min_requests": options.min_requests,
+        "max_duration_s": options.max_duration_s,
         "processes": options.processes,
         "users_profile": [list(p) for p in options.users_profile.points] if options.users_profile else None,
         "master": (

@@ -33,41 +33,27 @@ def replay(
     (`Endpoints.serving_token`) when there is one; returns its summary.
 
     A check needs enough rows whatever the machine's load (the checklist runs scenarios side by side): while
-    fewer than ``min_requests`` were answered, Locust runs again, up to `MAX_ROUNDS` in all; the summary
-    then counts every round (``rounds`` says how many). ``rate``: at most this many requests/s in all (the
-    users share it), so a check's traffic does not take every core from what runs beside it.
+    fewer than ``min_requests`` were answered, Locust goes on past ``seconds``, up to `MAX_STRETCH` times
+    ``seconds`` in all (one run: no second start of Locust, no second ``seconds`` of traffic beyond what is
+    needed). ``rate``: at most this many requests/s in all (the users share it), so a check's traffic does not
+    take every core from what runs beside it.
     """
-    summary: dict = {}
-    for round_number in range(1, MAX_ROUNDS + 1):
-        this = run_loadtest(
-            Target(endpoint.url, endpoint.name, "v1", endpoint.name, token),
-            LoadTestOptions(
-                users=users, spawn_rate=users, duration_s=seconds, rows=rows, user_rate=rate / users if rate else None
-            ),
-            report_dir / f"round-{round_number}" if round_number > 1 else report_dir,
-        )
-        summary = _add_round(summary, this, seconds)
-        if summary["requests"] >= min_requests or summary["failures"]:
-            break
-    return summary
+    return run_loadtest(
+        Target(endpoint.url, endpoint.name, "v1", endpoint.name, token),
+        LoadTestOptions(
+            users=users,
+            spawn_rate=users,
+            duration_s=seconds,
+            rows=rows,
+            user_rate=rate / users if rate else None,
+            min_requests=min_requests,
+            max_duration_s=seconds * MAX_STRETCH,
+        ),
+        report_dir,
+    )
 
 
-MAX_ROUNDS = 6
-
-
-def _add_round(summary: dict, this: dict, seconds: float) -> dict:
-    if not summary:
-        return {**this, "rounds": 1}
-    rounds = summary["rounds"] + 1
-    requests = summary["requests"] + this["requests"]
-    return {
-        **summary,
-        "requests": requests,
-        "failures": summary["failures"] + this["failures"],
-        "errors": summary["errors"] or this["errors"],
-        "rps": requests / (seconds * rounds),
-        "rounds": rounds,
-    }
+MAX_STRETCH = 6  # at most this many times ``seconds`` in all
 
 
 def wait_logged(endpoints: Endpoints, model_name: str, expected: int, *, since: datetime, timeout: float = 30.0) -> int:

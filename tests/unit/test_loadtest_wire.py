@@ -4,6 +4,7 @@ the Locust users load only where Locust may (its import patches the standard lib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,20 @@ def test_load_tests_send_the_token_and_keep_it_out_of_the_report(tmp_path, monke
         assert refused["failures"] == refused["requests"] > 0  # without it: every request a 401
     for path in (tmp_path / "report").rglob("*"):
         assert not path.is_file() or b"lt-token-7" not in path.read_bytes(), path
+
+
+def test_a_closed_loop_run_goes_on_past_its_duration_until_enough_requests_were_answered(tmp_path):
+    """What a check's traffic needs (`monitoring.traffic.replay`): so many rows in one run, however slow."""
+    from sandbox.loadtest import run
+    from tests.servers import ThreadedServer
+
+    # 2 users at 5 requests/s each answer about 10 in 1 s; 30 are wanted, within 6 s at the most.
+    held = LoadTestOptions(users=2, spawn_rate=2, duration_s=1, rows=ROWS, user_rate=5.0)
+    with ThreadedServer(_guarded_stub("t")) as server:
+        target = Target(server.url, "m", "v1", "m", "t")
+        short = run(target, held, tmp_path / "short", echo=lambda *_: None)
+        enough = run(
+            target, replace(held, min_requests=30, max_duration_s=6), tmp_path / "enough", echo=lambda *_: None
+        )
+    assert short["failures"] == enough["failures"] == 0
+    assert short["requests"] < 30 <= enough["requests"]
