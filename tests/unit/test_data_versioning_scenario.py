@@ -1,12 +1,12 @@
 """The data-versioning scenario's DVC commands: in-process, and without DVC's usage analytics (which would start a
 daemon per command that posts to analytics.dvc.org, off this machine)."""
 
-import importlib.util
 import os
+import sys
 
 import pytest
 
-from sandbox.scenarios.registry import default_scenarios_dir
+from sandbox.scenarios.registry import discover
 
 
 class _Context:
@@ -19,12 +19,8 @@ class _Context:
 
 
 def _scenario_module():
-    spec = importlib.util.spec_from_file_location(
-        "data_versioning_under_test", default_scenarios_dir() / "data_versioning.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The scenario's module as the checklist loads it (`discover`: once, whatever other tests loaded)."""
+    return sys.modules[discover()["data-versioning"].func.__module__]
 
 
 def test_a_dvc_command_sends_no_usage_report(tmp_path, monkeypatch):
