@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
 from sandbox.config import LogsConfig, SandboxConfig
 from sandbox.endpoints import Endpoints
 from sandbox.profiles.local.process import sandbox_processes
@@ -140,9 +142,12 @@ def _start_shipping(sandbox: SandboxDir, endpoints: Endpoints | None, supervisor
             )
 
     def lower_backend_priority(pid: int) -> None:
-        """The shipping connection's PostgreSQL backend at the shipper's priority, when it is this sandbox's."""
-        if any(proc.pid == pid for proc in sandbox_processes(sandbox.home, component="postgres")):
-            with contextlib.suppress(OSError):
+        """The shipping connection's PostgreSQL backend at the shipper's priority, when it is this sandbox's: a
+        child of its postmaster (a backend's own marker is unreadable: PostgreSQL writes its process title over
+        its environment)."""
+        postmasters = {proc.pid for proc in sandbox_processes(sandbox.home, component="postgres")}
+        with contextlib.suppress(OSError, psutil.Error):
+            if psutil.Process(pid).ppid() in postmasters:
                 os.setpriority(os.PRIO_PROCESS, pid, SHIPPING_NICE)
 
     journals = sandbox.root / "deployments"
