@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -13,6 +14,16 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("ci", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("nightly", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_process_temporary_files(tmp_path_factory):
+    """The test process's own temporary files go to pytest's folder, not /tmp: MLflow's client leaves a folder
+    with a copy of the model each time a test loads one, and nothing removes it."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("test-process-tmp"))
+    yield
+    tempfile.tempdir = saved
 
 
 @pytest.fixture(autouse=True)

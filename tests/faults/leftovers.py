@@ -37,6 +37,7 @@ def private_tmpdir(own: Path) -> Iterator[Path]:
     folder each time a test loads a model), not the stacks'."""
     folder = Path(tempfile.mkdtemp(prefix="sandbox-faults-", dir="/tmp"))
     saved = os.environ.get("TMPDIR")
+    saved_own = tempfile.tempdir
     os.environ["TMPDIR"] = str(folder)
     tempfile.tempdir = str(own)
     try:
@@ -46,7 +47,7 @@ def private_tmpdir(own: Path) -> Iterator[Path]:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = saved
-        tempfile.tempdir = None
+        tempfile.tempdir = saved_own
         shutil.rmtree(folder, ignore_errors=True)
 
 
