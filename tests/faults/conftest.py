@@ -53,9 +53,9 @@ def ledger(request) -> Ledger:
 def _nothing_left_outside_the_sandbox_dirs(request, tmp_path_factory):
     """After the session's stacks are purged (this fixture, set up before them, is torn down after them):
     the files they left outside their sandbox dirs, one ledger line whose orphans they are; none may be left."""
-    own = tmp_path_factory.mktemp("test-process-tmp")  # pytest's folders stay where they were, out of the count
+    tmp_path_factory.getbasetemp()  # pytest's folders stay where they were, out of the count
     sockets_before = leftovers.weed_sockets()
-    with leftovers.private_tmpdir(own) as tmpdir:
+    with leftovers.private_tmpdir() as tmpdir:
         yield
         if not STACK_PORTS:
             return  # no stack ran (every test deselected or skipped)

@@ -30,16 +30,15 @@ WEED_SOCKETS = "seaweedfs-*.sock"
 
 
 @contextlib.contextmanager
-def private_tmpdir(own: Path) -> Iterator[Path]:
+def private_tmpdir() -> Iterator[Path]:
     """TMPDIR, for what this process starts, a new folder of its own (short: sockets go there too).
 
-    This process's own temporary files go to ``own`` instead: they are the tests' (MLflow's client leaves a
-    folder each time a test loads a model), not the stacks'."""
+    This process's own temporary files are already in pytest's folder (`tests/conftest.py` sets `tempfile.tempdir`,
+    which wins over TMPDIR): they are the tests' (MLflow's client leaves a folder each time a test loads a
+    model), not the stacks'."""
     folder = Path(tempfile.mkdtemp(prefix="sandbox-faults-", dir="/tmp"))
     saved = os.environ.get("TMPDIR")
-    saved_own = tempfile.tempdir
     os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = str(own)
     try:
         yield folder
     finally:
@@ -47,7 +46,6 @@ def private_tmpdir(own: Path) -> Iterator[Path]:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = saved
-        tempfile.tempdir = saved_own
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -4,8 +4,6 @@ daemon per command that posts to analytics.dvc.org, off this machine)."""
 import os
 import sys
 
-import pytest
-
 from sandbox.scenarios.registry import discover
 
 
@@ -26,7 +24,8 @@ def _scenario_module():
 def test_a_dvc_command_sends_no_usage_report(tmp_path, monkeypatch):
     from dvc import analytics
 
-    monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "")  # recorded, so what the command sets is undone after the test
+    monkeypatch.delenv("DVC_NO_ANALYTICS")
     monkeypatch.delenv("DVC_TEST", raising=False)
     sent = []
     monkeypatch.setattr(analytics, "collect_and_send_report", lambda *args, **kwargs: sent.append(args))
@@ -36,10 +35,3 @@ def test_a_dvc_command_sends_no_usage_report(tmp_path, monkeypatch):
     assert ctx.failed == [] and (tmp_path / ".dvc").is_dir()  # the command ran
     assert sent == []
     assert os.environ.get("DVC_NO_ANALYTICS") == "1"
-
-
-@pytest.fixture(autouse=True)
-def _dvc_environment(monkeypatch):
-    """What the command sets in this process's environment is undone after the test."""
-    monkeypatch.setenv("DVC_NO_ANALYTICS", "")
-    monkeypatch.delenv("DVC_NO_ANALYTICS")
