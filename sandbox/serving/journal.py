@@ -19,7 +19,8 @@ Layout of a journal folder (every file 0600, the folder 0700, whatever the umask
     ...
 
 A segment is lines. Its first line is a header (what every record of the segment shares: for the inference
-log, the model that answered); each further line is one record (one request's rows). A line is
+log, the model that answered); each further line is one record (for the inference log, one micro-batch's
+requests and their rows). A line is
 ``CRC32 ROWS JSON\\n``: the CRC (8 hex digits) covers ``ROWS JSON``; ROWS is ``H`` on a header line. JSON is
 written ASCII-only, so it never holds a raw newline.
 

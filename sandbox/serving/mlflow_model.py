@@ -12,7 +12,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from kserve.model import Model as KServeModel
@@ -20,7 +20,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from sandbox.serving.asgi import VARIANT_HEADER
 from sandbox.serving.batching import MicroBatcher
-from sandbox.serving.inference_log import InferenceLogWriter, LoggedModel
+from sandbox.serving.inference_log import InferenceLogWriter, LoggedModel, LoggedRequest
 from sandbox.serving.kserve_v2 import infer_response, tensor_from_infer_input
 from sandbox.serving.model_io.inputs import ModelIO
 from sandbox.serving.model_io.outputs import (
@@ -36,6 +36,14 @@ from sandbox.serving.specs import registry_version
 from sandbox.wire import PayloadError
 
 logger = logging.getLogger("sandbox.model_server")
+
+
+class _Request(NamedTuple):
+    """What the micro-batcher queues for one request: its input, and what its log rows are tagged with."""
+
+    item: ModelInput
+    request_id: str | None
+    variant: str | None
 
 
 class ModelFailure(Exception):
@@ -121,9 +129,16 @@ class MLflowModel(KServeModel):
         except Exception as exc:  # whatever the model raises is its own failure
             raise ModelFailure(exc) from exc
 
-    def _run_batch(self, items: list[ModelInput]) -> list[list[Output] | BaseException]:
-        """One predict for the whole batch when it stacks; request by request otherwise, or when the batch
-        fails (so one request the model cannot take does not fail the others)."""
+    def _run_batch(self, requests: list[_Request]) -> list[list[Output] | BaseException]:
+        """Answers for a batch, logged in one write before any is answered (this runs in the predict thread)."""
+        results, stacked = self._predict_batch([request.item for request in requests])
+        if self.inference_log is not None and self._logs_features:
+            self._log(requests, results, stacked)
+        return results
+
+    def _predict_batch(self, items: list[ModelInput]) -> tuple[list[list[Output] | BaseException], ModelInput | None]:
+        """One predict for the whole batch when it stacks (and the stacked input, returned too); request by request
+        otherwise, or when the batch fails (so one request the model cannot take does not fail the others)."""
         if len(items) > 1:
             combined = self.io.combine(items)
             if combined is not None:
@@ -136,26 +151,46 @@ class MLflowModel(KServeModel):
                     for item in items:
                         results.append(slice_outputs(outputs, offset, offset + item.rows))
                         offset += item.rows
-                    return results
+                    return results, combined
         results: list[list[Output] | BaseException] = []
         for item in items:
             try:
                 results.append(self._predict(item))
             except ModelFailure as exc:
                 results.append(exc)
-        return results
+        return results, None
 
-    async def infer(self, item: ModelInput, *, request_id: str | None, variant: str | None) -> list[Output]:
-        outputs = await self._batcher.submit(item, item.rows)
-        if self.inference_log is not None and self._logs_features:
-            features = self.io.features(item)
+    def _log(
+        self, requests: list[_Request], results: list[list[Output] | BaseException], stacked: ModelInput | None
+    ) -> None:
+        """The answered requests' rows to the inference log; if the journal cannot take them (a full disk), each
+        of them fails instead of answering a prediction that is not logged. ``stacked``: the batch's requests as
+        one input (all answered), whose features are converted once rather than once a request."""
+        every_features = self.io.features(stacked) if stacked is not None else None
+        logged, answered, offset = [], [], 0
+        for index, (request, outputs) in enumerate(zip(requests, results, strict=True)):
+            if isinstance(outputs, BaseException):
+                continue
+            if every_features is not None:
+                features = every_features[offset : offset + request.item.rows]
+                offset += request.item.rows
+            else:
+                features = self.io.features(request.item)
             if features is None:
                 self._logs_features = False
                 logger.warning("inference log: this model's inputs are not numeric; its rows are not logged")
-            else:
-                predictions = v1_predictions(outputs) if len(outputs) > 1 else outputs[0].array
-                self.inference_log.log(features, predictions, request_id=request_id, variant=variant)
-        return outputs
+                return
+            predictions = v1_predictions(outputs) if len(outputs) > 1 else outputs[0].array
+            logged.append(LoggedRequest(features, predictions, request.request_id, request.variant))
+            answered.append(index)
+        try:
+            self.inference_log.log_requests(logged)
+        except OSError as exc:
+            for index in answered:
+                results[index] = exc
+
+    async def infer(self, item: ModelInput, *, request_id: str | None, variant: str | None) -> list[Output]:
+        return await self._batcher.submit(_Request(item, request_id, variant), item.rows)
 
     # ---------------------------------------------------------------- KServe hooks (gRPC)
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -298,6 +299,23 @@ def test_log_is_one_write_per_request_and_rows_carry_their_model_and_event_ids(t
     assert [row[7] for row in rows] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
     assert [row[8] for row in rows] == ["1", "0", "1"]
     assert len({row[0] for row in rows}) == 3
+    writer.close()
+
+
+def test_a_journal_of_an_older_server_one_request_a_record_is_shipped_as_it_was_written(tmp_path):
+    """Journals left by servers from before batch records (one record a request) still ship, ids unchanged."""
+    base = "0123456789abcdef0000000100000000"
+    journal = Journal(tmp_path / JOURNAL_DIR, HEADER)
+    journal.append(encode_record(2, [1_700_000_000_000_000, "old", "a", base, [[1.0, 2.0], [3.0, 4.0]], [0, 1]]), 2)
+    journal.close()
+    writer = _writer(tmp_path, table := FakeTable())
+    writer._shipper.drain()
+    rows = sorted(table.rows.values(), key=lambda row: row[7])
+    assert [row[0] for row in rows] == [str(uuid.UUID(int=uuid.UUID(base).int ^ i)) for i in range(2)]
+    assert [row[2:9] for row in rows] == [
+        ("dep", "model", "7", "a", "old", [1.0, 2.0], "0"),
+        ("dep", "model", "7", "a", "old", [3.0, 4.0], "1"),
+    ]
     writer.close()
 
 
