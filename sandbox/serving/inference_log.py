@@ -33,11 +33,14 @@ reads it, and the profiles create its table.
 
 from __future__ import annotations
 
+import array
+import base64
 import itertools
 import json
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -166,7 +169,7 @@ class PostgresSink:
                 ts, base = _EPOCH + timedelta(microseconds=record["ts"]), uuid.UUID(record["id"]).int
                 model = (header["deployment"], header["model_name"], header["model_version"])
                 tags = [(request, variant) for count, request, variant in record["requests"] for _ in range(count)]
-                stacked = zip(tags, record["features"], record["predictions"], strict=False)
+                stacked = zip(tags, _decode_features(record["features"]), record["predictions"], strict=False)
                 for index, ((request_id, variant), row, prediction) in enumerate(stacked):
                     rows.append(
                         (str(uuid.UUID(int=base ^ index)), ts, *model, variant, request_id, row, _jsonb(prediction))
@@ -266,13 +269,14 @@ class InferenceLogWriter:
     process (``ship=True``) or by another process (the supervisor: ``ship=False``, see `SHIPPER_ENV`).
 
     A journal record is one write: a micro-batch of requests, ``{"ts", "id", "requests": [[rows, request_id,
-    variant], ...], "features": [...], "predictions": [...]}``, the requests' rows stacked in order; row ``i``'s
-    event id is ``id XOR i`` (a base id per record, unique: see `_EventIds`; its low 32 bits count rows). One
-    JSON encoding a batch, not one a request: that was most of what logging cost the server. Journals of older
-    servers hold one request a record, ``[ts_us, request_id, variant, base_id, features, predictions]``, and
-    are shipped as they are; a record copied from an old spool is one such row with its own event id and its
-    model as a 7th element. The segment's header is the model that answered (a redeploy of another version
-    under the same name starts a new segment).
+    variant], ...], "features": {"f8": BASE64, "columns": N}, "predictions": [...]}``, the requests' rows stacked
+    in order (features as little-endian float64 bytes, or as JSON lists when the rows' widths differ); row
+    ``i``'s event id is ``id XOR i`` (a base id per record, unique: see `_EventIds`; its low 32 bits count rows).
+    One encoding a batch, and no decimal text for the features: that was most of what logging cost the server.
+    Journals of older servers hold one request a record, ``[ts_us, request_id, variant, base_id, features,
+    predictions]``, and are shipped as they are; a record copied from an old spool is one such row with its own
+    event id and its model as a 7th element. The segment's header is the model that answered (a redeploy of
+    another version under the same name starts a new segment).
     """
 
     def __init__(
@@ -336,21 +340,19 @@ class InferenceLogWriter:
         throughput at its limit (both threads share the GIL, so all of it is the server's time)."""
         import numpy as np  # here, not at the top: the supervisor ships journals with this module and no numpy
 
-        features: list = []
-        predictions: list = []
-        tags: list = []
+        matrices, predictions, tags = [], [], []
         for request in requests:
-            rows = np.asarray(request.features, dtype=float).tolist()
+            matrix = np.asarray(request.features, dtype=float)
             values = np.asarray(request.predictions).tolist()
-            count = min(len(rows), len(values))
-            features += rows[:count]
+            count = min(len(matrix), len(values))
+            matrices.append(matrix[:count])
             predictions += values[:count]
             tags.append([count, request.request_id, request.variant])
-        total = len(features)
+        total = len(predictions)
         if not total:
             return
         record = {"ts": time.time_ns() // 1000, "id": self._event_ids.next_base(), "requests": tags}
-        record.update(features=features, predictions=predictions)
+        record.update(features=_encode_features(np, matrices), predictions=predictions)
         self.journal.append(encode_line(total, _RECORD_ENCODER(record).encode("ascii")), total)
         self._metrics.spooled.inc(total)
         if self._shipper is not None:
@@ -434,6 +436,30 @@ class InferenceLogWriter:
                 copied += rows
             path.unlink()
             logger.info("inference log: %d row(s) of the old spool %s moved to the journal", copied, path.name)
+
+
+def _encode_features(np, matrices: list) -> dict | list:
+    """The batch's feature rows for a journal record: as little-endian float64 bytes in base64 when every row has
+    the same width (writing each number's decimal text was most of the record's cost), else as JSON lists."""
+    try:
+        stacked = np.concatenate([matrix.reshape(len(matrix), -1) for matrix in matrices])
+    except ValueError:  # rows of different widths
+        stacked = None
+    if stacked is None or stacked.shape[1] == 0:
+        return [row for matrix in matrices for row in matrix.tolist()]
+    data = base64.b64encode(np.ascontiguousarray(stacked, dtype="<f8").tobytes()).decode("ascii")
+    return {"f8": data, "columns": stacked.shape[1]}
+
+
+def _decode_features(features: dict | list) -> list:
+    """`_encode_features` undone, without numpy (the supervisor ships with the standard library only)."""
+    if isinstance(features, list):
+        return features
+    values = array.array("d", base64.b64decode(features["f8"]))
+    if sys.byteorder == "big":
+        values.byteswap()
+    columns = features["columns"]
+    return [values[start : start + columns].tolist() for start in range(0, len(values), columns)]
 
 
 def _jsonb(value) -> str:

@@ -739,3 +739,31 @@ def test_a_shipping_thread_can_run_at_a_lower_priority_than_the_rest_of_its_proc
     finally:
         group.stop(timeout=5)
         group.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=5),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_batch_record_ships_every_request_s_rows_exactly_as_logged(request_rows):
+    """Whatever the numbers (NaN, infinities, -0.0) and widths (the same for all, or not): each row comes out of
+    the journal as it went in, tagged with its own request, with its own event id."""
+    with tempfile.TemporaryDirectory() as folder:
+        writer = _writer(Path(folder), table := FakeTable())
+        requests = [
+            inference_log_module.LoggedRequest(np.array([row], dtype=float), np.array([n]), f"q{n}", "v")
+            for n, row in enumerate(request_rows)
+        ]
+        writer.log_requests(requests)
+        writer._shipper.drain()
+        writer.close()
+    shipped = sorted(table.rows.values(), key=lambda row: row[6])
+    assert [row[6] for row in shipped] == [f"q{n}" for n in range(len(request_rows))]
+    for row, sent in zip(shipped, request_rows, strict=True):
+        assert np.array_equal(np.array(row[7], dtype=float), np.array(sent, dtype=float), equal_nan=True)
+        assert [np.signbit(x) for x in row[7]] == [np.signbit(x) for x in sent]
+    assert len({row[0] for row in shipped}) == len(request_rows)
