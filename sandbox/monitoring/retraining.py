@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -91,12 +92,17 @@ class PromotionDecision:
         return f"{self.model_name}: {verdict} ({self.trigger}): {self.reason}"
 
 
-def _score(tracking_uri: str, model_uri: str, features, labels) -> float:
+def _score(tracking_uri: str, model_uri: str, features, labels, *, scratch: Path) -> float:
+    """The model's accuracy on ``labels``; its files are copied into a folder under ``scratch``, removed after."""
     import mlflow
     import numpy as np
 
     mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve through the global tracking URI
-    predictions = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(features))
+    scratch.mkdir(parents=True, exist_ok=True)
+    # Without a folder, MLflow copies the model into a new one in the system's temporary folder and never
+    # removes it: every `sandbox monitor retrain` would leave two copies in /tmp.
+    with tempfile.TemporaryDirectory(prefix="score-", dir=scratch) as folder:
+        predictions = np.asarray(mlflow.pyfunc.load_model(model_uri, dst_path=folder).predict(features))
     return float((predictions.reshape(len(labels)) == np.asarray(labels)).mean())
 
 
@@ -262,8 +268,14 @@ class Retrainer:
             champion = None
         with quiet_mlflow():
             uri = self.endpoints.mlflow_tracking_uri
-            challenger_accuracy = _score(uri, f"models:/{model_name}/{challenger}", features, labels)
-            champion_accuracy = _score(uri, f"models:/{model_name}/{champion}", features, labels) if champion else None
+            challenger_accuracy = _score(
+                uri, f"models:/{model_name}/{challenger}", features, labels, scratch=self.workdir
+            )
+            champion_accuracy = (
+                _score(uri, f"models:/{model_name}/{champion}", features, labels, scratch=self.workdir)
+                if champion
+                else None
+            )
 
         if champion is None:
             promoted, reason = True, f"no champion yet; v{challenger} scores {challenger_accuracy:.3f}"

@@ -37,10 +37,19 @@ def faults_stack(_scratch):  # noqa: F811 - the shared session stack
 # ---------------------------------------------------------------------------- the ledger table
 
 _LEDGER = pytest.StashKey[Ledger]()
+_TMP_BEFORE = pytest.StashKey[set[Path]]()
+_TMP_LEFT = pytest.StashKey[list[Path]]()
+TMP_ROW = "new entries in /tmp after the run, by any of its processes (pytest's folder aside)"
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_configure(config):
     config.stash[_LEDGER] = Ledger()
+    if not _is_xdist_worker(config):  # the run's own process, before any worker or stack starts
+        config.stash[_TMP_BEFORE] = leftovers.tmp_entries()
 
 
 @pytest.fixture
@@ -61,7 +70,7 @@ def _nothing_left_outside_the_sandbox_dirs(request, tmp_path_factory):
             return  # no stack ran (every test deselected or skipped)
         left = leftovers.left_behind(tmpdir, STACK_PORTS, sockets_before)
     request.config.stash[_LEDGER].add(
-        "files left outside the sandbox dirs after `down --purge`",
+        "files left in the suite's TMPDIR or as weed sockets after `down --purge`",
         faults=0,
         orphans=len(left),
         recovered=", ".join(path.name for path in left[:5]) + (" ..." if len(left) > 5 else "") or "-",
@@ -69,11 +78,28 @@ def _nothing_left_outside_the_sandbox_dirs(request, tmp_path_factory):
     assert not left, f"the suite's stacks left these outside their sandbox dirs: {[str(p) for p in left]}"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what an interrupted run left set up
 def pytest_sessionfinish(session):
-    """On an xdist worker: hand the ledger's lines to the controller, which prints the one table."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput["fault_cases"] = [asdict(case) for case in session.config.stash[_LEDGER].cases]
+    """On an xdist worker: hand the ledger's lines to the controller, which prints the one table. In the run's own
+    process, once every worker has purged its stacks: what the run left in /tmp, one ledger line; none may be."""
+    config = session.config
+    if _is_xdist_worker(config):
+        config.workeroutput["fault_cases"] = [asdict(case) for case in config.stash[_LEDGER].cases]
+        return
+    recorded = config.stash[_LEDGER]
+    if not recorded.cases:
+        return  # no fault case ran (every one deselected or skipped), so no stack of the suite's either
+    left = leftovers.new_entries(config.stash[_TMP_BEFORE], config._tmp_path_factory.getbasetemp())
+    recorded.add(
+        TMP_ROW,
+        faults=0,
+        orphans=len(left),
+        recovered=", ".join(path.name for path in left[:5]) + (" ..." if len(left) > 5 else "") or "-",
+    )
+    if left:
+        config.stash[_TMP_LEFT] = left
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -91,6 +117,9 @@ def pytest_terminal_summary(terminalreporter, config):
     out = Path(config.rootpath) / "reports" / "faults.json"
     recorded.write(out)
     terminalreporter.write_line(f"(also in {out})")
+    left = config.stash.get(_TMP_LEFT, [])
+    if left:  # the run fails for them (`pytest_sessionfinish`), though no test did
+        terminalreporter.write_line(f"FAILED: the run left these in /tmp: {[str(p) for p in left]}", red=True)
 
 
 @pytest.hookimpl(optionalhook=True)

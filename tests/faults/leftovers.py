@@ -14,6 +14,11 @@ the scenario runner's ``scenario-*``, ...).
 - anything else, when it is in the run's own temporary folder: the suite points TMPDIR there for every
   process it starts (`private_tmpdir`: the CLI's commands, and what they start where they do not choose a
   folder of their own), and removes it at the end. Each server of a stack has its TMPDIR in its own folder.
+
+That count misses what a process started without the suite's TMPDIR makes (a process another user runs; one
+started with an environment of its own; under `make stacks`, the integration suite's, beside it), so the
+run's own process (not an xdist worker) also lists /tmp when it starts and again when every stack is purged
+(`new_entries`): once the run is over, each new entry but pytest's own folder is a leftover of the run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 WEED_SOCKETS = "seaweedfs-*.sock"
+# Where a process started without TMPDIR puts its temporary files (Python's tempfile, MLflow's copies of models).
+SYSTEM_TMP = Path("/tmp")
 
 
 @contextlib.contextmanager
@@ -62,3 +69,15 @@ def left_behind(tmpdir: Path, ports: set[int], sockets_before: set[Path]) -> lis
     """What the run's stacks left (see the module's docstring), once they are purged."""
     sockets = [path for path in weed_sockets() - sockets_before if _port_of(path.name) in ports]
     return sorted([*sockets, *tmpdir.iterdir()])
+
+
+def tmp_entries() -> set[Path]:
+    """What /tmp holds now (its entries, not what is inside them)."""
+    return set(SYSTEM_TMP.iterdir())
+
+
+def new_entries(before: set[Path], pytest_folder: Path) -> list[Path]:
+    """The entries of /tmp made since ``before``, but pytest's own folder (``pytest_folder``: the run's
+    basetemp, and the folders above it, which pytest made for it)."""
+    pytest_folders = {pytest_folder, *pytest_folder.parents}
+    return sorted(path for path in tmp_entries() - before if path not in pytest_folders)

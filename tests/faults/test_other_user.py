@@ -74,12 +74,15 @@ def msg(*fields):
     return out
 
 
-tmp = tempfile.mkdtemp()
-foreign_cert, foreign_key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
-with open(foreign_cert, "w") as fh:
-    fh.write(cfg["foreign_cert"])
-with open(foreign_key, "w") as fh:
-    fh.write(cfg["foreign_key"])
+# ssl loads a client certificate only from files: written to a folder that goes as soon as it is loaded.
+own = ssl.create_default_context(cadata=cfg["ca"])
+with tempfile.TemporaryDirectory() as tmp:
+    foreign_cert, foreign_key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
+    with open(foreign_cert, "w") as fh:
+        fh.write(cfg["foreign_cert"])
+    with open(foreign_key, "w") as fh:
+        fh.write(cfg["foreign_key"])
+    own.load_cert_chain(foreign_cert, foreign_key)
 ca = cfg["ca"].encode()
 
 # ---------------------------------------------------------------- HTTP
@@ -101,8 +104,6 @@ requests += [
     ("POST", f"/{fid}", {"file": ("x.txt", b"written by another user")}),
     ("PUT", f"/{fid}", b"written by another user"),
 ]
-own = ssl.create_default_context(cadata=cfg["ca"])
-own.load_cert_chain(foreign_cert, foreign_key)
 clients = {
     "http": httpx.Client(timeout=5, trust_env=False),
     "https, no client certificate": httpx.Client(
@@ -159,7 +160,7 @@ credentials = {
     "insecure": None,
     "TLS, no client certificate": grpc.ssl_channel_credentials(ca),
     "TLS, own certificate": grpc.ssl_channel_credentials(
-        ca, open(foreign_key, "rb").read(), open(foreign_cert, "rb").read()
+        ca, cfg["foreign_key"].encode(), cfg["foreign_cert"].encode()
     ),
 }
 for port in cfg["ports"]:

@@ -432,17 +432,25 @@ def _retrain_options(model: OwnModel, data: dict[str, str], training: str) -> li
     return ["--training-data", data[training], "--eval-data", data["eval"], "--deployment", model.deployment]
 
 
-def test_monitor_retrain_promotes_a_better_challenger_then_refuses_a_worse_one(own_model, new_world_data):
+def test_monitor_retrain_promotes_a_better_challenger_then_refuses_a_worse_one(own_model, new_world_data, tmp_path):
     """The policy both ways in one model's life (one set-up, two pipeline runs): promoted, then refused."""
     probe, _ = synthetic_data(40, seed=26, **NEW_WORLD)
     v1_answers = own_model.served(probe)
     pid_before = local_pid(own_model.deployment_record())
+    # The commands' temporary folder, to see that they leave nothing there (it is /tmp for a user).
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
 
     # New data from the world as it is now: the challenger beats the champion on fresh rows and replaces it.
     won = own_model.stack.cli(
-        "monitor", "retrain", own_model.name, *_retrain_options(own_model, new_world_data, "train")
+        "monitor",
+        "retrain",
+        own_model.name,
+        *_retrain_options(own_model, new_world_data, "train"),
+        env={"TMPDIR": str(temporary)},
     )
     assert "promoted" in won.stdout and "not promoted" not in won.stdout, won.stdout + won.stderr
+    assert not list(temporary.iterdir()), f"the retraining left {list(temporary.iterdir())}"
     # The registry: the pipeline registered v2, which is now the champion; v1 steps aside.
     assert own_model.aliases() == {"champion": "2", "previous-champion": "1"}
     # The decision, in the decision log and as an MLflow run.
@@ -465,8 +473,9 @@ def test_monitor_retrain_promotes_a_better_challenger_then_refuses_a_worse_one(o
 
     # A bad data version (labels shuffled): its challenger loses, is registered but not promoted.
     options = _retrain_options(own_model, new_world_data, "shuffled")
-    lost = own_model.stack.cli("monitor", "retrain", own_model.name, *options)
+    lost = own_model.stack.cli("monitor", "retrain", own_model.name, *options, env={"TMPDIR": str(temporary)})
     assert "not promoted" in lost.stdout, lost.stdout + lost.stderr
+    assert not list(temporary.iterdir()), f"the retraining left {list(temporary.iterdir())}"
     assert own_model.aliases() == {"champion": "2", "previous-champion": "1", "challenger": "3"}
     rejected = own_model.decisions()[-1]
     assert (rejected["challenger_version"], rejected["champion_version"]) == ("3", "2")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from datetime import UTC, datetime
 
 import numpy as np
@@ -236,3 +238,45 @@ def test_local_training_data_is_copied_and_versioned_by_md5(tmp_path):
     assert retrainer.fetch(str(data), "copy.csv").read_bytes() == data.read_bytes()
     with pytest.raises(ConfigError, match="no data file"):
         retrainer.data_version(str(tmp_path / "missing.csv"))
+
+
+def test_scoring_a_model_leaves_no_copy_of_it_in_the_temporary_folder(tmp_path, monkeypatch):
+    """`sandbox monitor retrain` scores two models; MLflow copies each from the registry's store into a new folder
+    in the temporary folder unless it is given one, and never removes it."""
+    from urllib.parse import urlparse
+
+    import mlflow
+    import pandas as pd
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.tracking._tracking_service import utils as tracking
+    from sklearn.linear_model import LogisticRegression
+
+    from sandbox.monitoring.retraining import _score
+
+    class CopyingRepository(LocalArtifactRepository):
+        """Local files fetched as from S3 or a tracking server: copied, never read in place."""
+
+        def __init__(self, artifact_uri, tracking_uri=None, registry_uri=None):
+            super().__init__(artifact_uri, tracking_uri, registry_uri)
+            self._artifact_dir = urlparse(artifact_uri).path
+
+        def download_artifacts(self, artifact_path, dst_path=None):
+            return ArtifactRepository.download_artifacts(self, artifact_path, dst_path)
+
+    monkeypatch.setitem(_artifact_repository_registry._registry, "copying", CopyingRepository)
+    features, labels = pd.DataFrame({"f0": [0.0, 1.0, 2.0, 3.0]}), pd.Series([0, 0, 1, 1])
+    mlflow.sklearn.save_model(LogisticRegression().fit(features, labels), tmp_path / "model")
+    uri = f"copying://{tmp_path / 'model'}"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    mlflow.pyfunc.load_model(uri)
+    assert len(list(temporary.iterdir())) == 1  # the control: MLflow alone leaves its copy there
+    shutil.rmtree(next(temporary.iterdir()))
+
+    work = tmp_path / "work"
+    monkeypatch.setattr(tracking, "_tracking_uri", tracking._tracking_uri)  # _score sets MLflow's; put back after
+    assert _score((tmp_path / "mlruns").as_uri(), uri, features, labels, scratch=work) == 1.0
+    assert not list(temporary.iterdir()) and not list(work.iterdir())
