@@ -765,5 +765,6 @@ def test_a_batch_record_ships_every_request_s_rows_exactly_as_logged(request_row
     assert [row[6] for row in shipped] == [f"q{n}" for n in range(len(request_rows))]
     for row, sent in zip(shipped, request_rows, strict=True):
         assert np.array_equal(np.array(row[7], dtype=float), np.array(sent, dtype=float), equal_nan=True)
-        assert [np.signbit(x) for x in row[7]] == [np.signbit(x) for x in sent]
+        # -0.0 stays negative (a NaN's sign is no number's, and JSON, for rows of different widths, has none)
+        assert [np.signbit(x) for x in row[7] if not np.isnan(x)] == [np.signbit(x) for x in sent if not np.isnan(x)]
     assert len({row[0] for row in shipped}) == len(request_rows)
