@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sandbox.serving.journal import Batch, Entry, Journal, JournalReader, encode_line, encode_record
+from sandbox.serving.journal import Batch, Entry, Journal, JournalReader, encode_record
 from sandbox.serving.shipping import Shipper, ShipperGroup
 
 if TYPE_CHECKING:
@@ -118,10 +118,6 @@ class LoggedRequest(NamedTuple):
     variant: str | None
 
 
-# Journal records are written with one encoder, built once (``json.dumps`` with options builds one a call).
-_RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
 class _EventIds:
     """Base event ids, one per journal record: a random 64-bit prefix drawn once per writer, then a counter, with the
     low 32 bits left zero for the row index. Unique without a system call per request: `uuid.uuid4` reads the
@@ -165,24 +161,11 @@ class PostgresSink:
         """Journal records as table rows, each with its event id (fixed in the journal, so shipping is idempotent)."""
         rows = []
         for header, record in entries:
-            if isinstance(record, dict):  # a batch of requests (what servers write)
-                ts, base = _EPOCH + timedelta(microseconds=record["ts"]), uuid.UUID(record["id"]).int
-                model = (header["deployment"], header["model_name"], header["model_version"])
-                tags = [(request, variant) for count, request, variant in record["requests"] for _ in range(count)]
-                stacked = zip(tags, _decode_features(record["features"]), record["predictions"], strict=False)
-                for index, ((request_id, variant), row, prediction) in enumerate(stacked):
-                    rows.append(
-                        (str(uuid.UUID(int=base ^ index)), ts, *model, variant, request_id, row, _jsonb(prediction))
-                    )
-                continue
-            # One request: journals of servers before batch records, and rows copied from an old spool.
-            ts_us, request_id, variant, base_id, features, predictions = record[:6]
-            model = (
-                record[6] if len(record) > 6 else (header["deployment"], header["model_name"], header["model_version"])
-            )
-            ts = _EPOCH + timedelta(microseconds=ts_us)
-            base = uuid.UUID(base_id).int
-            for index, (row, prediction) in enumerate(zip(features, predictions, strict=False)):
+            ts_us, base_id, model, requests, features, predictions = _as_batch(header, record)
+            ts, base = _EPOCH + timedelta(microseconds=ts_us), uuid.UUID(base_id).int
+            tags = [(request_id, variant) for count, request_id, variant in requests for _ in range(count)]
+            stacked = zip(tags, features, predictions, strict=False)
+            for index, ((request_id, variant), row, prediction) in enumerate(stacked):
                 rows.append(
                     (str(uuid.UUID(int=base ^ index)), ts, *model, variant, request_id, row, _jsonb(prediction))
                 )
@@ -353,7 +336,7 @@ class InferenceLogWriter:
             return
         record = {"ts": time.time_ns() // 1000, "id": self._event_ids.next_base(), "requests": tags}
         record.update(features=_encode_features(np, matrices), predictions=predictions)
-        self.journal.append(encode_line(total, _RECORD_ENCODER(record).encode("ascii")), total)
+        self.journal.append(encode_record(total, record), total)
         self._metrics.spooled.inc(total)
         if self._shipper is not None:
             self._unannounced += total  # racy under threads: it only decides when to wake, never what ships
@@ -436,6 +419,19 @@ class InferenceLogWriter:
                 copied += rows
             path.unlink()
             logger.info("inference log: %d row(s) of the old spool %s moved to the journal", copied, path.name)
+
+
+def _as_batch(header: dict, record: dict | list) -> tuple:
+    """A journal record as (ts_us, base id, model, requests, features, predictions), whatever its shape: a batch
+    (what servers write), or one request (journals of servers before batch records; rows copied from an old
+    spool, whose model is their 7th element)."""
+    model = (header["deployment"], header["model_name"], header["model_version"])
+    if isinstance(record, dict):
+        features = _decode_features(record["features"])
+        return record["ts"], record["id"], model, record["requests"], features, record["predictions"]
+    ts_us, request_id, variant, base_id, features, predictions = record[:6]
+    requests = [[min(len(features), len(predictions)), request_id, variant]]
+    return ts_us, base_id, (record[6] if len(record) > 6 else model), requests, features, predictions
 
 
 def _encode_features(np, matrices: list) -> dict | list:

@@ -42,6 +42,11 @@ _TMP_LEFT = pytest.StashKey[list[Path]]()
 TMP_ROW = "new entries in /tmp after the run, by any of its processes (pytest's folder aside)"
 
 
+def _names(paths: list[Path]) -> str:
+    """A ledger line's "recovered" cell for leftovers: the first few names."""
+    return ", ".join(path.name for path in paths[:5]) + (" ..." if len(paths) > 5 else "") or "-"
+
+
 def _is_xdist_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -59,10 +64,9 @@ def ledger(request) -> Ledger:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _nothing_left_outside_the_sandbox_dirs(request, tmp_path_factory):
+def _nothing_left_outside_the_sandbox_dirs(request):
     """After the session's stacks are purged (this fixture, set up before them, is torn down after them):
     the files they left outside their sandbox dirs, one ledger line whose orphans they are; none may be left."""
-    tmp_path_factory.getbasetemp()  # pytest's folders stay where they were, out of the count
     sockets_before = leftovers.weed_sockets()
     with leftovers.private_tmpdir() as tmpdir:
         yield
@@ -73,7 +77,7 @@ def _nothing_left_outside_the_sandbox_dirs(request, tmp_path_factory):
         "files left in the suite's TMPDIR or as weed sockets after `down --purge`",
         faults=0,
         orphans=len(left),
-        recovered=", ".join(path.name for path in left[:5]) + (" ..." if len(left) > 5 else "") or "-",
+        recovered=_names(left),
     )
     assert not left, f"the suite's stacks left these outside their sandbox dirs: {[str(p) for p in left]}"
 
@@ -94,7 +98,7 @@ def pytest_sessionfinish(session):
         TMP_ROW,
         faults=0,
         orphans=len(left),
-        recovered=", ".join(path.name for path in left[:5]) + (" ..." if len(left) > 5 else "") or "-",
+        recovered=_names(left),
     )
     if left:
         config.stash[_TMP_LEFT] = left
