@@ -1,4 +1,4 @@
-"""Files the sandbox writes and reads, whatever the profile: private modes, atomic writes, log tails.
+"""Files the sandbox writes and reads, whatever the profile: private modes, atomic writes, log tails, pid files.
 
 Everything the sandbox writes is its owner's alone: the CLI sets umask 077 at
 start-up (``use_private_umask``), and a file that must be private whatever the
@@ -7,10 +7,14 @@ umask is written with ``write_private``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 # New files 0600, new folders 0700: nothing in a sandbox is for group or others.
 PRIVATE_UMASK = 0o077
@@ -70,3 +74,41 @@ def follow(path: Path, *, poll_s: float = 0.3, sleep=time.sleep) -> Iterator[str
                 handle.seek(0)
             else:
                 sleep(poll_s)
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """A pid file's content: the process it names is the one with this pid *and* this start time (a reused pid
+    is someone else's), started as ``cmdline`` (what was asked for, not what /proc shows: a script runs under
+    its interpreter, and a process still inside exec shows no command line at all)."""
+
+    pid: int
+    create_time: float
+    cmdline: list[str]
+
+    @classmethod
+    def of(cls, proc: psutil.Process, cmdline: Sequence[str]) -> PidRecord:
+        return cls(pid=proc.pid, create_time=proc.create_time(), cmdline=list(cmdline))
+
+    def process(self) -> psutil.Process | None:
+        """The live process this record names: None once it has exited (a zombie has exited) or the pid is
+        another process's."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.05 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+
+def read_pid_record(path: Path) -> PidRecord | None:
+    """The record in the pid file ``path``; None when it is missing or not a record (a stale file is harmless)."""
+    try:
+        return PidRecord(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_pid_record(path: Path, record: PidRecord) -> None:
+    write_private(path, json.dumps(asdict(record)))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from sandbox.files import read_pid_record
 from sandbox.profiles.kube import tools
 from sandbox.profiles.kube.tools import Command, SubprocessRunner
 from tests.fakes import fakecluster
@@ -172,7 +173,7 @@ class FakeTools:
         port-forwards whose pid files are in ``forwards`` (each by its own pid)."""
         pids = [cluster.get("health_pid") for cluster in self.state().get("clusters", {}).values()]
         if forwards is not None and forwards.exists():
-            pids += [int(pid_file.read_text()) for pid_file in forwards.glob("*.pid")]
+            pids += [record.pid for record in map(read_pid_record, forwards.glob("*.pid")) if record is not None]
         signalled = []
         for pid in filter(None, pids):
             with contextlib.suppress(psutil.Error):

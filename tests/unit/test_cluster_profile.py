@@ -11,6 +11,8 @@ import dataclasses
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -18,6 +20,7 @@ import pytest
 
 from sandbox.config import load_config
 from sandbox.errors import ConfigError, ExitCode, LockedError, PreflightError, SandboxError
+from sandbox.files import PidRecord, read_pid_record, write_pid_record
 from sandbox.profiles import get_profile
 from tests.factories import lock_held_elsewhere
 from tests.fakes import STACK_ACTIONS, FakeTools
@@ -187,12 +190,16 @@ def test_down_and_up_are_refused_while_another_command_holds_the_lock(tmp_path, 
     assert labelled == []
 
 
-def test_a_forward_recorded_on_another_port_is_stopped_not_orphaned(tmp_path, fakes):
-    prof = cluster(tmp_path)
+def _up_with_mlflow_forward(prof):
+    """Bring ``prof`` up; its port-forwards and MLflow's forward among them."""
     prof.up()
     state = prof._read_state()
-    forwards = prof.reach.forwards(state)
-    mlflow = next(f for f in prof.reach._stack_forwards(state) if f.name == "mlflow")
+    return prof.reach.forwards(state), next(f for f in prof.reach._stack_forwards(state) if f.name == "mlflow")
+
+
+def test_a_forward_recorded_on_another_port_is_stopped_not_orphaned(tmp_path, fakes):
+    prof = cluster(tmp_path)
+    forwards, mlflow = _up_with_mlflow_forward(prof)
     old = forwards.running(mlflow)
     assert old is not None
     moved = dataclasses.replace(mlflow, local_port=mlflow.local_port + 1)  # the kept port changed under it
@@ -202,6 +209,38 @@ def test_a_forward_recorded_on_another_port_is_stopped_not_orphaned(tmp_path, fa
     forwards.stop([moved])
     assert ended(new)
     prof.down()
+
+
+def test_a_forward_stopped_while_still_inside_exec_is_ended(tmp_path, fakes, monkeypatch):
+    # Right after its start a forward may still be inside exec, where /proc shows no command line: the pid file's
+    # record (start time and the command it was given) is what identifies it, so `stop` still ends it.
+    prof = cluster(tmp_path)
+    forwards, mlflow = _up_with_mlflow_forward(prof)
+    with monkeypatch.context() as inside_exec:
+        inside_exec.setattr(psutil.Process, "cmdline", lambda self: [])
+        pid = forwards.running(mlflow)
+        assert pid is not None
+        forwards.stop([mlflow])
+        assert ended(pid)
+    prof.down()
+
+
+def test_a_pid_file_whose_pid_is_another_process_now_is_not_trusted(tmp_path, fakes):
+    prof = cluster(tmp_path)
+    forwards, mlflow = _up_with_mlflow_forward(prof)
+    prof.down()
+    # The recorded pid now runs something else (pid reuse after a reboot): same pid, another start time.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        argv = list(forwards.command(mlflow).argv)
+        write_pid_record(forwards.folder / "mlflow.pid", PidRecord(pid=other.pid, create_time=1.0, cmdline=argv))
+        assert forwards.running(mlflow) is None
+        forwards.stop([mlflow])
+        assert other.poll() is None  # not signalled
+        assert not (forwards.folder / "mlflow.pid").exists()
+    finally:
+        other.kill()
+        other.wait()
 
 
 def ended(pid: int) -> bool:
@@ -219,7 +258,7 @@ def test_port_forwards_are_started_watched_and_stopped(tmp_path, fakes):
     prof = cluster(tmp_path)
     endpoints = prof.up()
     forwards = tmp_path / "sb" / "kube" / "forwards"
-    pids = {p.stem: int(p.read_text()) for p in forwards.glob("*.pid")}
+    pids = {p.stem: read_pid_record(p).pid for p in forwards.glob("*.pid")}
     assert set(pids) == {"postgres", "s3", "mlflow", "notebooks"}
     assert endpoints.mlflow_tracking_uri.startswith("http://127.0.0.1:")
     os.killpg(pids["mlflow"], signal.SIGTERM)  # a forward dies (its pod restarted)
@@ -228,6 +267,6 @@ def test_port_forwards_are_started_watched_and_stopped(tmp_path, fakes):
             break
         time.sleep(0.1)
     prof.endpoints()  # the next command brings it back
-    assert int((forwards / "mlflow.pid").read_text()) != pids["mlflow"]
+    assert read_pid_record(forwards / "mlflow.pid").pid != pids["mlflow"]
     prof.down()
     assert list(forwards.glob("*.pid")) == []

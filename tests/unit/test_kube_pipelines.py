@@ -20,6 +20,7 @@ import yaml
 from sandbox.config import load_config
 from sandbox.endpoints import Endpoints, patched_environ
 from sandbox.errors import NotRunningError, ServiceStartError
+from sandbox.files import read_pid_record
 from sandbox.pipelines import training
 from sandbox.pipelines.config import PROJECT_IMAGE, PipelinesConfig
 from sandbox.pipelines.runner import PIPELINE_RUN_TAG, PipelineFailed, PipelineRunner, PipelineState
@@ -515,7 +516,7 @@ def test_the_cluster_profile_forwards_kfps_api_and_down_stops_the_forward(tmp_pa
     url = prof.pipelines()._api()
 
     assert url == f"http://127.0.0.1:{port}"
-    forward_process = psutil.Process(int(pid_file.read_text()))  # the FAKE kubectl, serving on the port
+    forward_process = psutil.Process(read_pid_record(pid_file).pid)  # the FAKE kubectl, serving on the port
     forward = ["--context", CONTEXT, "port-forward", "--address", "127.0.0.1", "-n", "kubeflow"]
     assert forward_process.cmdline()[-9:] == [*forward, "svc/ml-pipeline", f"{port}:8888"]
     prof.down()

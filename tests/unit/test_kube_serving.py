@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from sandbox.cli import app
 from sandbox.config import load_config
 from sandbox.errors import ConfigError, ExitCode, LockedError, ServiceStartError
+from sandbox.files import read_pid_record
 from sandbox.profiles import get_profile
 from sandbox.profiles.kube import mlserver, validate
 from sandbox.profiles.kube import serving as kube_serving
@@ -694,7 +695,7 @@ def _forward_cmdlines(prof) -> list[list[str]]:
     out = []
     for pid_file in sorted((prof.folder / "forwards").glob("serve-*.pid")):
         try:
-            out.append(psutil.Process(int(pid_file.read_text())).cmdline())
+            out.append(psutil.Process(read_pid_record(pid_file).pid).cmdline())
         except psutil.Error:
             pass
     return out

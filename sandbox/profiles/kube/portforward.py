@@ -3,7 +3,9 @@
 The reach strategies (`kube/reach.py`) decide which run: on a cluster the sandbox did not create, each stack
 service (and KFP's API) is forwarded to a kept loopback port; on both profiles so is each model deployment (kind
 maps only the stack's fixed NodePorts, made with the cluster). A forward is one process with a pid file, trusted
-only while that pid runs `kubectl port-forward` (a stale file is harmless). `ensure` restarts the dead ones and
+only while that pid is still the process `start` made (its start time, recorded with the command it was
+given: a stale file is harmless, and a forward stopped right after its start, still inside exec and showing no
+command line in /proc, is still found). `ensure` restarts the dead ones and
 waits (bounded) until those it started listen, so the caller's first request does not race a forward still
 connecting; the commands that need a forward call it (`endpoints`, `serve url`), so a forward that died with a
 pod's restart comes back on the next of them. Reads (`status`, `serve list`) start none.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from sandbox.files import PidRecord, read_pid_record, write_pid_record
 from sandbox.net import LOOPBACK, wait_listening
 from sandbox.profiles.kube.tools import Command, Tools
 
@@ -54,30 +57,31 @@ class PortForwards:
             timeout_s=0,
         )
 
-    def _pid_file(self, forward: Forward) -> Path:
-        return self.folder / f"{forward.name}.pid"
+    def _pid_file(self, name: str) -> Path:
+        return self.folder / f"{name}.pid"
+
+    def _live_record(self, name: str) -> PidRecord | None:
+        """The record of the forward ``name`` while the process it names still runs."""
+        record = read_pid_record(self._pid_file(name))
+        return record if record is not None and record.process() is not None else None
+
+    def pid(self, name: str) -> int | None:
+        """The pid of the running forward recorded under ``name``, whatever its ports."""
+        record = self._live_record(name)
+        return record.pid if record is not None else None
 
     def running(self, forward: Forward) -> int | None:
-        try:
-            pid = int(self._pid_file(forward).read_text().strip())
-            cmdline = psutil.Process(pid).cmdline()
-        except (OSError, ValueError, psutil.Error):
-            return None
-        # The same arguments after a `kubectl` (started by name, or as a script by its interpreter).
-        wanted = list(self.command(forward).argv)
-        head = cmdline[-len(wanted)] if len(cmdline) >= len(wanted) else ""
-        return pid if Path(head).name == wanted[0] and cmdline[-len(wanted) + 1 :] == wanted[1:] else None
+        """The pid of ``forward`` when it runs as wanted now (same context, ports and Service)."""
+        record = self._live_record(forward.name)
+        return record.pid if record is not None and record.cmdline == list(self.command(forward).argv) else None
 
     def _recorded(self, name: str, service: str | None = None) -> int | None:
-        """The pid in the pid file of the forward ``name`` when it is still a port-forward (to ``service``, when
-        given), on any local port: a forward recorded before its port or context changed is still ours to stop."""
-        try:
-            pid = int((self.folder / f"{name}.pid").read_text().strip())
-            cmdline = psutil.Process(pid).cmdline()
-        except (OSError, ValueError, psutil.Error):
+        """The pid of the forward ``name`` when it is still a port-forward (to ``service``, when given), on any
+        local port: a forward recorded before its port or context changed is still ours to stop."""
+        record = self._live_record(name)
+        if record is None or "port-forward" not in record.cmdline:
             return None
-        ours = "port-forward" in cmdline and (service is None or f"svc/{service}" in cmdline)
-        return pid if ours else None
+        return record.pid if service is None or f"svc/{service}" in record.cmdline else None
 
     def _kill(self, name: str, service: str | None = None) -> None:
         pid = self._recorded(name, service)
@@ -88,8 +92,13 @@ class PortForwards:
     def start(self, forward: Forward) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._kill(forward.name, forward.service)  # never overwrite a running forward's pid file: it would be orphaned
-        pid = self.tools.start(self.command(forward), self.folder / f"{forward.name}.log")
-        self._pid_file(forward).write_text(str(pid))
+        command = self.command(forward)
+        pid = self.tools.start(command, self.folder / f"{forward.name}.log")
+        try:
+            record = PidRecord.of(psutil.Process(pid), command.argv)
+        except psutil.NoSuchProcess:
+            return pid  # it ended at once (its log says why): nothing to record or stop
+        write_pid_record(self._pid_file(forward.name), record)
         return pid
 
     def ensure(self, forwards: list[Forward], *, wait_s: float = LISTEN_WAIT_S) -> list[str]:
@@ -109,7 +118,7 @@ class PortForwards:
         is harmless) and remove their pid files."""
         for name in names:
             self._kill(name)
-            (self.folder / f"{name}.pid").unlink(missing_ok=True)
+            self._pid_file(name).unlink(missing_ok=True)
 
     def recorded_names(self, prefix: str) -> list[str]:
         """The names of the forwards recorded in the folder whose names start with ``prefix``."""

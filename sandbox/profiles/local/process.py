@@ -26,12 +26,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from sandbox.files import PRIVATE_UMASK, tail, write_private
+from sandbox.files import PRIVATE_UMASK, PidRecord, read_pid_record, tail, write_pid_record
 
 HOME_MARKER = "ML_SANDBOX_HOME"
 COMPONENT_MARKER = "ML_SANDBOX_COMPONENT"
@@ -49,13 +49,6 @@ class Identity:
         return {HOME_MARKER: self.home, COMPONENT_MARKER: self.component}
 
 
-@dataclass(frozen=True)
-class PidRecord:
-    pid: int
-    create_time: float
-    cmdline: list[str]
-
-
 class ManagedProcess:
     """One long-running process and its process group."""
 
@@ -69,21 +62,18 @@ class ManagedProcess:
     # ------------------------------------------------------------------ state
 
     def record(self) -> PidRecord | None:
-        try:
-            return PidRecord(**json.loads(self.pid_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+        return read_pid_record(self.pid_file)
 
     def running(self) -> psutil.Process | None:
         """The live process: the pid file's when it is right, else the marked leader (the file is repaired)."""
         record = self.record()
-        proc = _matching_process(record) if record is not None else None
-        if proc is not None and _alive(proc) and self._is_mine(proc):
+        proc = record.process() if record is not None else None
+        if proc is not None and self._is_mine(proc):
             return proc
         leader = self._marked_leader()
         if leader is not None:
             with contextlib.suppress(psutil.Error, OSError):
-                self._write(PidRecord(pid=leader.pid, create_time=leader.create_time(), cmdline=leader.cmdline()))
+                write_pid_record(self.pid_file, PidRecord.of(leader, leader.cmdline()))
         return leader
 
     def leftovers(self) -> list[psutil.Process]:
@@ -151,7 +141,7 @@ class ManagedProcess:
                 **drop,
             )
         proc = psutil.Process(popen.pid)
-        self._write(PidRecord(pid=proc.pid, create_time=proc.create_time(), cmdline=list(argv)))
+        write_pid_record(self.pid_file, PidRecord.of(proc, argv))
         self._popen = popen
         return proc
 
@@ -201,9 +191,6 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 25) -> str:
         return tail(self.log_file, lines)
-
-    def _write(self, record: PidRecord) -> None:
-        write_private(self.pid_file, json.dumps(asdict(record)))
 
 
 def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil.Process]:
@@ -287,16 +274,6 @@ def _alive(proc: psutil.Process) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _matching_process(record: PidRecord) -> psutil.Process | None:
-    try:
-        proc = psutil.Process(record.pid)
-        if abs(proc.create_time() - record.create_time) > 0.05:
-            return None  # the pid was reused by an unrelated process
-        return proc
-    except psutil.Error:
-        return None
 
 
 def _group_members(pgid: int, *, started_after: float) -> list[psutil.Process]:
