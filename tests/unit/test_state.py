@@ -10,7 +10,8 @@ import pytest
 
 from sandbox.errors import LockedError, PortInUseError
 from sandbox.net import port_is_free
-from sandbox.profiles.local.process import PORTS_MARKER, Identity
+from sandbox.profiles.local import state
+from sandbox.profiles.local.process import PORTS_MARKER, Identity, running_sandboxes
 from sandbox.profiles.local.state import PortMap, SandboxDir, exclusive_lock, load_or_create_secrets
 
 
@@ -129,6 +130,36 @@ def test_two_processes_saving_the_port_map_keep_each_others_ports(sandbox):
     assert two != one  # the second saw the first's port as taken
     second.save()
     assert PortMap(sandbox).as_dict() == {"deploy.one": one, "deploy.two": two}
+
+
+@pytest.mark.parametrize("kept_by", ["ports.json", "marker"])
+def test_a_port_another_running_sandbox_keeps_is_never_picked_even_while_idle(tmp_path, monkeypatch, kept_by):
+    """The other sandbox stopped a deployment: nothing listens on its port, and it may start it again."""
+    idle = next(port for port in range(*state._AUTO_PORT_RANGE) if port_is_free(port))
+    monkeypatch.setattr(state, "_AUTO_PORT_RANGE", (idle, idle + 1))  # the only candidate
+    other = SandboxDir(tmp_path / "other")
+    other.create()
+    kept = {"deploy.stopped": idle}
+    if kept_by == "ports.json":
+        other.ports_file.write_text(json.dumps(kept))
+    env = {
+        **os.environ,
+        **Identity(other.home, "supervisor").env(),
+        PORTS_MARKER: json.dumps(kept if kept_by == "marker" else {}),
+    }
+    ours = SandboxDir(tmp_path / "ours")
+    ours.create()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        deadline = time.monotonic() + 10  # until the child has exec'd with its environment
+        while time.monotonic() < deadline and other.home not in running_sandboxes():
+            time.sleep(0.05)
+        with pytest.raises(PortInUseError, match="no free port"):
+            PortMap(ours).claim("s3", 0, setting="-")
+    finally:
+        running.kill()
+        running.wait()
+    assert PortMap(ours).claim("s3", 0, setting="-") == idle  # the other sandbox is down: the port is free to take
 
 
 HOLD_LOCK = """

@@ -25,7 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,19 +193,36 @@ class ManagedProcess:
         return tail(self.log_file, lines)
 
 
-def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil.Process]:
-    """Every live process marked as the sandbox ``home``'s (and ``component``'s, when given)."""
-    found = []
+def _marked_processes() -> Iterator[tuple[psutil.Process, tuple[str, str]]]:
+    """Every live marked process this user may read, with its marker; never this command or its callers (a
+    command run from a marked shell spares them)."""
     me = psutil.Process()
-    spared = {me.pid, *(p.pid for p in me.parents())}  # a command run from a marked shell spares its callers
+    spared = {me.pid, *(p.pid for p in me.parents())}
     for proc in psutil.process_iter():
         if proc.pid in spared:
             continue
         marker = _markers(proc)
-        if marker is None or marker[0] != home or (component is not None and marker[1] != component):
-            continue
-        if _alive(proc):
-            found.append(proc)
+        if marker is not None and _alive(proc):
+            yield proc, marker
+
+
+def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil.Process]:
+    """Every live process marked as the sandbox ``home``'s (and ``component``'s, when given)."""
+    return [
+        proc
+        for proc, (marked_home, marked_component) in _marked_processes()
+        if marked_home == home and (component is None or marked_component == component)
+    ]
+
+
+def running_sandboxes() -> dict[str, set[int]]:
+    """Each sandbox dir with a live process on this machine (that this user may see), and the ports its
+    processes were started with."""
+    found: dict[str, set[int]] = {}
+    for proc, (home, _) in _marked_processes():
+        ports = found.setdefault(home, set())
+        with contextlib.suppress(psutil.Error, OSError, ValueError, TypeError, AttributeError):
+            ports.update(int(port) for port in json.loads(proc.environ().get(PORTS_MARKER, "{}")).values())
     return found
 
 

@@ -31,7 +31,7 @@ from sandbox.files import make_private_folder, write_private
 from sandbox.net import port_is_free
 from sandbox.profiles import locking
 from sandbox.profiles.base import generate_token
-from sandbox.profiles.local.process import listener, marked_ports, reclaim_port
+from sandbox.profiles.local.process import listener, marked_ports, reclaim_port, running_sandboxes
 from sandbox.tracking_server import ADMIN_USER
 
 
@@ -215,7 +215,9 @@ class PortMap:
     Keeping them stable means `sandbox env` output, saved URLs and clients holding a
     tracking URI survive a crash, a restart and a `down`/`up`: a port is never
     silently replaced; when another program holds it, starting fails naming it.
-    Choosing them per directory means two sandboxes never collide. A lost or
+    A new port is never one that another running sandbox keeps (in its ports.json, or
+    its processes' markers), even while nothing listens on it (a deployment it stopped
+    and may start again), so two sandboxes side by side do not collide. A lost or
     corrupt `ports.json` is rebuilt from the ports the running processes were
     started with (their `ML_SANDBOX_PORTS` marker).
     """
@@ -224,6 +226,7 @@ class PortMap:
         self._home = sandbox.home
         self._file = sandbox.ports_file
         self._claimed: set[str] = set()  # keys this object set: what `save` writes over the file's
+        self._others: set[int] | None = None  # `_kept_by_other_sandboxes`, once asked
         self._ports: dict[str, int] = self._read()
         if not self._ports:
             self._ports = marked_ports(sandbox.home) if sandbox.exists() else {}
@@ -231,11 +234,7 @@ class PortMap:
                 self.save()
 
     def _read(self) -> dict[str, int]:
-        try:
-            raw = json.loads(self._file.read_text())
-            return {str(key): int(port) for key, port in raw.items() if 0 < int(port) < 65536}
-        except (OSError, ValueError, TypeError, AttributeError):
-            return {}  # absent or corrupt: rebuilt from what runs
+        return _read_ports(self._file)
 
     def get(self, key: str) -> int | None:
         return self._ports.get(key)
@@ -275,6 +274,7 @@ class PortMap:
 
     def _pick(self, pair_offset: int | None) -> int:
         taken = set(self._ports.values()) | set(self._read().values())  # and what another process saved since
+        taken |= self._kept_by_other_sandboxes()
         candidates = list(range(*_AUTO_PORT_RANGE))
         random.shuffle(candidates)
         for port in candidates:
@@ -284,11 +284,29 @@ class PortMap:
                 return port
         raise PortInUseError("no free port left in 15000-22000", hint="stop other services or set ports explicitly")
 
+    def _kept_by_other_sandboxes(self) -> set[int]:
+        """The ports the other running sandboxes keep, found once per map (a scan of the processes)."""
+        if self._others is None:
+            self._others = set()
+            for home, marked in running_sandboxes().items():
+                if home != self._home:
+                    self._others |= marked | set(_read_ports(SandboxDir(Path(home)).ports_file).values())
+        return self._others
+
     def save(self) -> None:
         """Write the map, merged with what the file holds now: another process of the sandbox (a scenario
         deploying beside another, the supervisor) may have saved ports since this map was read."""
         self._ports = {**self._ports, **self._read(), **{key: self._ports[key] for key in self._claimed}}
         write_private(self._file, json.dumps(self._ports, indent=2, sort_keys=True))
+
+
+def _read_ports(path: Path) -> dict[str, int]:
+    """A ports.json's map; empty when it is absent, corrupt or not ours to read."""
+    try:
+        raw = json.loads(path.read_text())
+        return {str(key): int(port) for key, port in raw.items() if 0 < int(port) < 65536}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}  # absent or corrupt: rebuilt from what runs
 
 
 def _holder(port: int) -> str:
