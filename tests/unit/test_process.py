@@ -3,6 +3,7 @@ import ctypes
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from sandbox.files import follow, tail
+from sandbox.profiles.local import process
 from sandbox.profiles.local.process import ManagedProcess
 
 # A parent that spawns a child in its own process group, then waits: like MLflow and its workers.
@@ -241,3 +243,18 @@ def test_stop_marked_ends_every_process_of_one_sandbox_and_no_other(tmp_path):
         assert survivor.is_running()
     finally:
         theirs.stop(sig=signal.SIGKILL, timeout=5)
+
+
+def test_a_process_that_exited_counts_as_ended_before_it_is_reaped():
+    """Its parent (here this test; for a service, an init that reaps orphans on a timer) may reap it late: a
+    stop does not wait for that."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = psutil.Process(child.pid)
+    try:
+        child.kill()
+        while proc.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.02)
+        assert process._wait_ended([proc], timeout=60) == []
+        assert proc.status() == psutil.STATUS_ZOMBIE  # ended without being reaped
+    finally:
+        child.wait()

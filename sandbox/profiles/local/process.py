@@ -180,10 +180,10 @@ class ManagedProcess:
         targets = members if whole_group or leader is None else [leader]
         for proc in targets:
             _signal(proc, sig)
-        _, alive = psutil.wait_procs(members, timeout=timeout)
+        alive = _wait_ended(members, timeout)
         for proc in alive:  # it ignored the polite signal
             _signal(proc, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=10)
+        _wait_ended(alive, 10)
         self.pid_file.unlink(missing_ok=True)
         if self._popen is not None:
             self._popen.poll()
@@ -260,10 +260,22 @@ def _terminate(procs: list[psutil.Process], timeout: float) -> None:
     """SIGTERM, then SIGKILL what is still there after ``timeout``."""
     for proc in procs:
         _signal(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    alive = _wait_ended(procs, timeout)
     for proc in alive:
         _signal(proc, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=10)
+    _wait_ended(alive, 10)
+
+
+def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` for ``procs`` to exit; those still running. A zombie has exited (its ports and
+    files are closed): waiting for its reaping would wait on whoever its parent is, and an init that reaps
+    orphans on a timer (these VMs' takes over a second) made every stop that much slower."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [proc for proc in procs if _alive(proc)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
 
 
 def marked_ports(home: str) -> dict[str, int]:
@@ -288,7 +300,7 @@ def _markers(proc: psutil.Process) -> tuple[str, str] | None:
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE  # is_running: not a reused pid
     except psutil.Error:
         return False
 
