@@ -65,11 +65,6 @@ class PortForwards:
         record = read_pid_record(self._pid_file(name))
         return record if record is not None and record.process() is not None else None
 
-    def pid(self, name: str) -> int | None:
-        """The pid of the running forward recorded under ``name``, whatever its ports."""
-        record = self._live_record(name)
-        return record.pid if record is not None else None
-
     def running(self, forward: Forward) -> int | None:
         """The pid of ``forward`` when it runs as wanted now (same context, ports and Service)."""
         record = self._live_record(forward.name)

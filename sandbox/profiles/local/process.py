@@ -177,13 +177,8 @@ class ManagedProcess:
         if not members:
             self.pid_file.unlink(missing_ok=True)
             return False
-        targets = members if whole_group or leader is None else [leader]
-        for proc in targets:
-            _signal(proc, sig)
-        alive = _wait_ended(members, timeout)
-        for proc in alive:  # it ignored the polite signal
-            _signal(proc, signal.SIGKILL)
-        _wait_ended(alive, 10)
+        signalled = members if whole_group or leader is None else [leader]
+        _terminate(members, timeout, sig=sig, signalled=signalled)
         self.pid_file.unlink(missing_ok=True)
         if self._popen is not None:
             self._popen.poll()
@@ -215,14 +210,14 @@ def sandbox_processes(home: str, *, component: str | None = None) -> list[psutil
     ]
 
 
-def running_sandboxes() -> dict[str, set[int]]:
+def running_sandboxes() -> dict[str, dict[str, int]]:
     """Each sandbox dir with a live process on this machine (that this user may see), and the ports its
-    processes were started with."""
-    found: dict[str, set[int]] = {}
+    processes were started with (their `PORTS_MARKER`s, merged)."""
+    found: dict[str, dict[str, int]] = {}
     for proc, (home, _) in _marked_processes():
-        ports = found.setdefault(home, set())
+        ports = found.setdefault(home, {})
         with contextlib.suppress(psutil.Error, OSError, ValueError, TypeError, AttributeError):
-            ports.update(int(port) for port in json.loads(proc.environ().get(PORTS_MARKER, "{}")).values())
+            ports.update({str(k): int(v) for k, v in json.loads(proc.environ().get(PORTS_MARKER, "{}")).items()})
     return found
 
 
@@ -256,10 +251,17 @@ def reclaim_port(home: str, port: int, *, timeout: float = 15) -> bool:
     return True
 
 
-def _terminate(procs: list[psutil.Process], timeout: float) -> None:
-    """SIGTERM, then SIGKILL what is still there after ``timeout``."""
-    for proc in procs:
-        _signal(proc, signal.SIGTERM)
+def _terminate(
+    procs: list[psutil.Process],
+    timeout: float,
+    *,
+    sig: signal.Signals = signal.SIGTERM,
+    signalled: list[psutil.Process] | None = None,
+) -> None:
+    """``sig`` to ``signalled`` (all of ``procs`` unless given: a leader may end its group itself), then SIGKILL
+    whichever of ``procs`` is still running after ``timeout`` (it ignored the polite signal)."""
+    for proc in procs if signalled is None else signalled:
+        _signal(proc, sig)
     alive = _wait_ended(procs, timeout)
     for proc in alive:
         _signal(proc, signal.SIGKILL)
@@ -280,12 +282,7 @@ def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Proc
 
 def marked_ports(home: str) -> dict[str, int]:
     """The ports the sandbox's running processes were started with (to rebuild a lost ports.json)."""
-    ports: dict[str, int] = {}
-    for proc in sandbox_processes(home):
-        with contextlib.suppress(psutil.Error, OSError, ValueError, TypeError):
-            raw = json.loads(proc.environ().get(PORTS_MARKER, "{}"))
-            ports.update({str(k): int(v) for k, v in raw.items()})
-    return ports
+    return running_sandboxes().get(home, {})
 
 
 def _markers(proc: psutil.Process) -> tuple[str, str] | None:

@@ -290,7 +290,7 @@ class PortMap:
             self._others = set()
             for home, marked in running_sandboxes().items():
                 if home != self._home:
-                    self._others |= marked | set(_read_ports(SandboxDir(Path(home)).ports_file).values())
+                    self._others |= {*marked.values(), *_read_ports(SandboxDir(Path(home)).ports_file).values()}
         return self._others
 
     def save(self) -> None:
